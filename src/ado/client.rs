@@ -1,0 +1,1 @@
+//! The Azure DevOps HTTP client. (Skeleton: the foundation issue fills in the bodies.)

@@ -1,0 +1,44 @@
+//! Typed Azure DevOps errors. Messages say what to do next and never contain the token.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoError {
+    /// 401, or the 203 + HTML sign-in page ADO sends for bad credentials, or any non-JSON 2xx.
+    #[error("Azure DevOps at {organization} rejected the credentials (HTTP {status}): check that the personal access token is valid, not expired, and has the Build (read) and Code (read) scopes")]
+    Unauthorized { organization: String, status: u16 },
+    /// 404: the project, definition or repository does not exist (or the token may not see it).
+    #[error("{what} was not found in Azure DevOps ({message}): check organizationUrl, project and the id or name")]
+    NotFound { what: String, message: String },
+    /// 429, or a `Retry-After` that has not elapsed yet.
+    #[error("Azure DevOps at {organization} is rate limiting lockstep: retrying after {}s", retry_after.as_secs())]
+    RateLimited { organization: String, retry_after: Duration },
+    /// 5xx, timeouts and connection failures, after retries.
+    #[error("Azure DevOps is unavailable ({detail}): lockstep keeps the last verdict and retries with backoff")]
+    Unavailable { status: Option<u16>, detail: String },
+    /// A 2xx body that is not the JSON we expect (truncated, wrong shape).
+    #[error("Azure DevOps sent an unreadable response from {endpoint}: {detail}")]
+    InvalidResponse { endpoint: String, detail: String },
+    /// Lockstep could not build the request (bad organization URL, client set-up).
+    #[error("invalid Azure DevOps request: {0}")]
+    InvalidRequest(String),
+}
+
+impl AdoError {
+    /// Transient errors leave the last verdict standing; the others decide the verdict.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::Unavailable { .. } | Self::InvalidResponse { .. })
+    }
+
+    /// A stable, low-cardinality label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::NotFound { .. } => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
+            Self::InvalidResponse { .. } => "invalid_response",
+            Self::InvalidRequest(_) => "invalid_request",
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Azure DevOps: the REST models and the HTTP client.
+
+pub mod client;
+pub mod error;
+pub mod models;
+
+
+pub use error::AdoError;
+pub use models::*;

@@ -1,0 +1,256 @@
+//! Azure DevOps REST shapes, as tolerant as the real service requires: keys are often absent rather than
+//! null (unfinished builds have no `result`/`finishTime`), and enums grow, so every optional field is an
+//! `Option` and every enum has an `Unknown` catch-all. Only fields lockstep reads are modelled; serde
+//! ignores the rest.
+
+use serde::{Deserialize, Serialize};
+
+/// The `{count, value}` wrapper every list endpoint returns.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub struct ListResponse<T> {
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default = "Vec::new")]
+    pub value: Vec<T>,
+}
+
+/// Build status. Note ADO spells it `cancelling` here, but `canceling` for Pipelines run state.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildStatus {
+    None,
+    NotStarted,
+    Postponed,
+    InProgress,
+    #[serde(alias = "canceling")]
+    Cancelling,
+    Completed,
+    All,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Build result, present only once a build completed. `canceled` has a single l.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum BuildResult {
+    None,
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+    #[serde(alias = "cancelled")]
+    Canceled,
+    #[serde(other)]
+    Unknown,
+}
+
+impl BuildStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::NotStarted => "notStarted",
+            Self::Postponed => "postponed",
+            Self::InProgress => "inProgress",
+            Self::Cancelling => "cancelling",
+            Self::Completed => "completed",
+            Self::All => "all",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl BuildResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Succeeded => "succeeded",
+            Self::PartiallySucceeded => "partiallySucceeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+pub struct Href {
+    #[serde(default)]
+    pub href: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+pub struct BuildLinks {
+    #[serde(default)]
+    pub web: Option<Href>,
+    #[serde(default)]
+    pub timeline: Option<Href>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRef {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionRef {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub project: Option<ProjectRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRepository {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+}
+
+/// One build (= one Pipelines run). Timestamps stay strings on the wire (up to 7 fractional digits);
+/// parse them with [`parse_ado_time`].
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Build {
+    pub id: i64,
+    #[serde(default)]
+    pub build_number: Option<String>,
+    #[serde(default)]
+    pub status: Option<BuildStatus>,
+    #[serde(default)]
+    pub result: Option<BuildResult>,
+    #[serde(default)]
+    pub queue_time: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub finish_time: Option<String>,
+    #[serde(default)]
+    pub source_branch: Option<String>,
+    #[serde(default)]
+    pub source_version: Option<String>,
+    #[serde(default)]
+    pub definition: Option<DefinitionRef>,
+    #[serde(default)]
+    pub project: Option<ProjectRef>,
+    #[serde(default)]
+    pub repository: Option<BuildRepository>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default, rename = "_links")]
+    pub links: Option<BuildLinks>,
+}
+
+impl Build {
+    pub fn web_url(&self) -> Option<&str> {
+        self.links.as_ref()?.web.as_ref()?.href.as_deref()
+    }
+    pub fn definition_name(&self) -> Option<&str> {
+        self.definition.as_ref()?.name.as_deref()
+    }
+}
+
+/// Parse an ADO timestamp (`2026-04-01T10:46:36.7230431Z`).
+pub fn parse_ado_time(s: &str) -> Option<jiff::Timestamp> {
+    s.parse().ok()
+}
+
+/// A Git ref from Refs - List.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRef {
+    pub name: String,
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Present with `peelTags=true` on annotated tags: the commit the tag points at.
+    #[serde(default)]
+    pub peeled_object_id: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitUserDate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub date: Option<String>,
+}
+
+/// A commit from Commits - Get / Get Commits.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitCommitRef {
+    pub commit_id: String,
+    #[serde(default)]
+    pub author: Option<GitUserDate>,
+    #[serde(default)]
+    pub committer: Option<GitUserDate>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default)]
+    pub parents: Option<Vec<String>>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub remote_url: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepository {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    #[serde(default)]
+    pub web_url: Option<String>,
+    #[serde(default)]
+    pub remote_url: Option<String>,
+    #[serde(default)]
+    pub project: Option<ProjectRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitObjectRef {
+    pub object_id: String,
+    #[serde(default)]
+    pub object_type: Option<String>,
+}
+
+/// Annotated Tags - Get: the tag object and the object it points at.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitAnnotatedTag {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub object_id: Option<String>,
+    pub tagged_object: GitObjectRef,
+}
+
+/// The JSON body of an ADO error response (`TF…` messages).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub type_key: Option<String>,
+    #[serde(default)]
+    pub type_name: Option<String>,
+}

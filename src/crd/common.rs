@@ -1,0 +1,100 @@
+//! Spec and status pieces shared by PipelineGate and ServiceTrace.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::Duration;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Go `time.ParseDuration` syntax as Flux uses it, so `1m`, `30s`, `1h30m` all validate at apply time.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// Where the Azure DevOps organization lives and how to authenticate to it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureDevOpsSpec {
+    /// Organization or collection URL: `https://dev.azure.com/contoso`, `https://contoso.visualstudio.com`
+    /// or an Azure DevOps Server collection such as `https://tfs.corp/DefaultCollection`.
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    pub organization_url: String,
+    /// Project name or id.
+    #[schemars(length(min = 1))]
+    pub project: String,
+    /// How lockstep authenticates; exactly one source.
+    pub credentials: Credentials,
+}
+
+/// Credential sources. Exactly one must be set; `secretRef` is the only source today.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// A personal access token (scopes: Build read, Code read) in a Secret in the object's namespace,
+    /// sent as HTTP Basic.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the same namespace as the referencing object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// One pipeline definition on one branch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRef {
+    /// Build/pipeline definition id (the `definitionId=` in the pipeline's URL).
+    #[schemars(range(min = 1))]
+    pub definition_id: i64,
+    /// Branch name; `refs/heads/` is added when missing.
+    #[schemars(length(min = 1))]
+    pub branch: String,
+}
+
+/// A run (build) as status reports it. Status and result keep Azure DevOps' own spellings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Build id (equals the Pipelines run id).
+    pub id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_number: Option<String>,
+    /// Pipeline (definition) name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_branch: Option<String>,
+    /// Full commit SHA the run built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
+    /// First 7 characters of `sourceVersion`, for printer columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_url: Option<String>,
+}
+
+/// Parse an optional Go duration, falling back to a default; used for `interval`, `timeout`, `staleAfter`.
+pub fn duration_or(d: &Option<Duration>, default: std::time::Duration) -> std::time::Duration {
+    d.map(std::time::Duration::from).unwrap_or(default)
+}
+
+/// Short form of a commit SHA, the way `git log --oneline` and Flux print it.
+pub fn short_sha(sha: &str) -> String {
+    sha.chars().take(7).collect()
+}

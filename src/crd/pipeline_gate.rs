@@ -1,0 +1,126 @@
+//! PipelineGate: "may this deployment proceed?", answered from the newest run of one pipeline on one branch.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+
+/// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "lockstep.dev",
+    version = "v1alpha1",
+    kind = "PipelineGate",
+    plural = "pipelinegates",
+    shortname = "pgate",
+    category = "lockstep",
+    namespaced,
+    status = "PipelineGateStatus",
+    doc = "PipelineGate follows the newest run of one Azure DevOps pipeline on one branch and is Ready when it succeeded.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Run", type_ = "string", json_path = ".status.latestRun.buildNumber"),
+    printcolumn(name = "Commit", type_ = "string", json_path = ".status.latestRun.commit"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineGateSpec {
+    #[serde(rename = "azureDevOps")]
+    pub azure_devops: AzureDevOpsSpec,
+    pub pipeline: PipelineRef,
+    #[serde(default)]
+    pub policy: GatePolicy,
+    /// Polling period while no run is in flight (default 1m); lockstep polls every 10s while one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<Duration>,
+    /// Stop polling and leave the verdict as it is.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// What counts as open, what is skipped, and how long to wait.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatePolicy {
+    /// Results that open the gate. Default `[succeeded]`.
+    #[serde(default = "default_accepted")]
+    pub accepted_results: Vec<AcceptableResult>,
+    /// Results skipped when looking for the newest completed run, e.g. `[canceled]`.
+    #[serde(default)]
+    pub ignored_results: Vec<IgnorableResult>,
+    /// How long a queued or running run may keep the gate waiting before it is Stalled (default 30m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<Duration>,
+    /// How long Azure DevOps may be unreachable before Ready becomes Unknown (default 10m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub stale_after: Option<Duration>,
+}
+
+impl Default for GatePolicy {
+    fn default() -> Self {
+        Self {
+            accepted_results: default_accepted(),
+            ignored_results: Vec::new(),
+            timeout: None,
+            stale_after: None,
+        }
+    }
+}
+
+fn default_accepted() -> Vec<AcceptableResult> {
+    vec![AcceptableResult::Succeeded]
+}
+
+/// A completed-run result that may open the gate.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AcceptableResult {
+    Succeeded,
+    PartiallySucceeded,
+}
+
+/// A completed-run result that may be skipped when finding the newest completed run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum IgnorableResult {
+    Canceled,
+    Failed,
+    PartiallySucceeded,
+}
+
+/// Observed state, in kstatus form.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineGateStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The newest run on the branch, whatever its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_run: Option<RunSummary>,
+    /// The newest completed run that was not ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed_run: Option<RunSummary>,
+    /// The newest run with an accepted result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_succeeded_run: Option<RunSummary>,
+    /// When the gate started waiting on the run in flight; the timeout counts from here, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
+    /// Last successful read from Azure DevOps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked_time: Option<Time>,
+    /// The last transient error, cleared by the next successful read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
