@@ -7,6 +7,8 @@
 //! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
 
 pub mod ado;
+pub mod conditions;
 pub mod crd;
 pub mod pipeline_key;
+pub mod poll_cache;
 pub mod secret;
