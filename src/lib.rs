@@ -9,6 +9,8 @@
 pub mod ado;
 pub mod conditions;
 pub mod crd;
+pub mod http;
 pub mod pipeline_key;
 pub mod poll_cache;
 pub mod secret;
+pub mod telemetry;
