@@ -8,9 +8,12 @@
 
 pub mod ado;
 pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod leader;
 pub mod pipeline_key;
 pub mod poll_cache;
+pub mod run;
 pub mod secret;
 pub mod telemetry;
