@@ -39,7 +39,9 @@ pub async fn shutdown_requested(mut shutdown: watch::Receiver<bool>) {
 
 /// Turn a future into one that is `Send + Sync` (what `Controller::graceful_shutdown_on` requires) by
 /// running it on a task and waiting on a oneshot.
-pub fn sync_signal(fut: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + Sync + 'static {
+pub fn sync_signal(
+    fut: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send + Sync + 'static {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         fut.await;
@@ -114,7 +116,9 @@ pub async fn run_elected<L, Fut>(
     drop(leading);
     match tokio::time::timeout(Duration::from_secs(5), task).await {
         Ok(Ok(Ok(_))) => info!("released the leader Lease"),
-        Ok(Ok(Err(e))) => warn!(error = %e, "could not release the leader Lease; it expires on its own"),
+        Ok(Ok(Err(e))) => {
+            warn!(error = %e, "could not release the leader Lease; it expires on its own")
+        }
         Ok(Err(e)) => warn!(error = %e, "leader election task failed"),
         Err(_) => warn!("timed out releasing the leader Lease; it expires on its own"),
     }

@@ -15,13 +15,13 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Run the operator: reconcile PipelineGates (and serve metrics, probes and webhooks).
-    Run(lockstep::run::RunArgs),
+    Run(Box<lockstep::run::RunArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Crd => match lockstep::crd::crds_yaml() {
             Ok(docs) => {
                 for (_, yaml) in docs {

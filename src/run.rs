@@ -55,7 +55,11 @@ pub struct RunArgs {
     /// File holding the shared header token of service hooks (mounted from a Secret).
     #[arg(long, env = "LOCKSTEP_WEBHOOK_TOKEN_FILE")]
     pub webhook_token_file: Option<PathBuf>,
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_TOKEN_HEADER", default_value = "X-Lockstep-Token")]
+    #[arg(
+        long,
+        env = "LOCKSTEP_WEBHOOK_TOKEN_HEADER",
+        default_value = "X-Lockstep-Token"
+    )]
     pub webhook_token_header: String,
     /// Polling period while a run is queued or in progress.
     #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
@@ -69,7 +73,9 @@ pub struct RunArgs {
 /// Why `lockstep run` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("could not configure the Kubernetes client ({0}): set KUBECONFIG or run inside a cluster")]
+    #[error(
+        "could not configure the Kubernetes client ({0}): set KUBECONFIG or run inside a cluster"
+    )]
     KubeConfig(#[source] kube::Error),
     #[error("could not set up the Azure DevOps client: {0}")]
     AdoClient(#[source] AdoError),
@@ -97,7 +103,11 @@ fn identity() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
         .unwrap_or_else(|| "lockstep".to_string());
     format!("{host}-{}", std::process::id())
 }
@@ -124,7 +134,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (shutdown_tx, shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
 
-    let client = kube::Client::try_default().await.map_err(RunError::KubeConfig)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::KubeConfig)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ado = AdoClient::new(ClientConfig::default())
@@ -152,7 +164,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Integration point for the Azure DevOps service-hook receiver (`lockstep::webhook`, built separately):
     // it binds `args.webhook_addr` with the `--webhook-*` credentials, marks affected objects with the
     // `lockstep.dev/requested-at` annotation, and stops on `shutdown_requested(shutdown.clone())`.
-    if args.webhook_username.is_some() || args.webhook_password_file.is_some() || args.webhook_token_file.is_some() {
+    if args.webhook_username.is_some()
+        || args.webhook_password_file.is_some()
+        || args.webhook_token_file.is_some()
+    {
         warn!(addr = %args.webhook_addr, "webhook credentials given, but this build has no webhook receiver; relying on polling");
     }
 
@@ -187,7 +202,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     namespace: args
                         .lease_namespace
                         .clone()
-                        .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
+                        .or_else(|| {
+                            std::env::var("POD_NAMESPACE")
+                                .ok()
+                                .filter(|n| !n.is_empty())
+                        })
                         .unwrap_or_else(|| "default".to_string()),
                     identity: shared.identity.clone(),
                     duration: std_duration(args.lease_duration),
@@ -207,7 +226,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 )
                 .await;
             } else {
-                controller::run_gate_controller(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
+                controller::run_gate_controller(
+                    shared,
+                    leader::sync_signal(shutdown_requested(shutdown)),
+                )
+                .await;
             }
         }
     };
@@ -222,7 +245,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     })
     .await;
     if drained.is_err() {
-        error!(grace_s = SHUTDOWN_GRACE.as_secs(), "shutdown took too long; exiting anyway");
+        error!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "shutdown took too long; exiting anyway"
+        );
     }
     info!("stopped");
     Ok(())

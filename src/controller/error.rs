@@ -17,7 +17,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("{kind} {name} has no namespace; it is a namespaced resource, so this is an API server bug")]
+    #[error(
+        "{kind} {name} has no namespace; it is a namespaced resource, so this is an API server bug"
+    )]
     MissingNamespace { kind: &'static str, name: String },
 }
 

@@ -108,7 +108,11 @@ impl GateContext {
         }
     }
 
-    fn with_memory<T>(&self, key: &ObjectRef<PipelineGate>, f: impl FnOnce(&mut GateMemory) -> T) -> T {
+    fn with_memory<T>(
+        &self,
+        key: &ObjectRef<PipelineGate>,
+        f: impl FnOnce(&mut GateMemory) -> T,
+    ) -> T {
         let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(key.clone()).or_default())
     }
@@ -118,7 +122,11 @@ impl GateContext {
         let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.clone()).or_default().ready = ready;
         map.retain(|k, _| k == key || self.store.get(k).is_some());
-        let count = |s: &str| map.values().filter(|m| m.ready.as_deref() == Some(s)).count() as i64;
+        let count = |s: &str| {
+            map.values()
+                .filter(|m| m.ready.as_deref() == Some(s))
+                .count() as i64
+        };
         self.metrics
             .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
     }
@@ -146,7 +154,8 @@ pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext
         m.failures = m.failures.saturating_add(1);
         m.failures
     });
-    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300));
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
+        .min(Duration::from_secs(300));
     warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -154,8 +163,15 @@ pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext
 /// What reading Azure DevOps (or failing to get that far) produced.
 enum Read {
     /// `read_ok`: from a successful Builds List, as opposed to an error verdict or a missing Secret.
-    Verdict { verdict: Verdict, read_ok: bool, age: Duration },
-    Transient { message: String, retry_after: Option<Duration> },
+    Verdict {
+        verdict: Box<Verdict>,
+        read_ok: bool,
+        age: Duration,
+    },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     Suspended,
 }
 
@@ -177,7 +193,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     } else {
         match read_token(gate, &namespace, &ctx.client).await? {
             Err(verdict) => Read::Verdict {
-                verdict,
+                verdict: Box::new(verdict),
                 read_ok: false,
                 age: Duration::ZERO,
             },
@@ -190,7 +206,9 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         ctx.with_memory(&key, |m| m.last_success = Some(now));
     }
     let outcome = match &read {
-        Read::Verdict { verdict, read_ok, .. } => Outcome::Verdict {
+        Read::Verdict {
+            verdict, read_ok, ..
+        } => Outcome::Verdict {
             verdict,
             read_ok: *read_ok,
         },
@@ -211,7 +229,16 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         &outcome,
     );
     let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
-    write_status_if_changed(gate, &namespace, &name, current.as_ref(), &desired, ctx, &key).await?;
+    write_status_if_changed(
+        gate,
+        &namespace,
+        &name,
+        current.as_ref(),
+        &desired,
+        ctx,
+        &key,
+    )
+    .await?;
     publish_events(gate, &desired.events, ctx).await;
     ctx.update_ready_gauge(&key, ready);
 
@@ -280,11 +307,14 @@ async fn read_token(
 ) -> Result<Result<SecretString, Verdict>, Error> {
     let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets.get_opt(&secret_ref.name).await.map_err(|source| Error::ReadSecret {
-        namespace: namespace.to_string(),
-        name: secret_ref.name.clone(),
-        source,
-    })?;
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            namespace: namespace.to_string(),
+            name: secret_ref.name.clone(),
+            source,
+        })?;
     let problem = match secret {
         None => format!(
             "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
@@ -351,7 +381,7 @@ async fn read_and_decide(
             deadline: None,
         };
         return Read::Verdict {
-            verdict,
+            verdict: Box::new(verdict),
             read_ok: false,
             age: Duration::ZERO,
         };
@@ -388,14 +418,14 @@ async fn read_and_decide(
                 previous_wait: gate_status::previous_wait(current),
             });
             Read::Verdict {
-                verdict,
+                verdict: Box::new(verdict),
                 read_ok: true,
                 age,
             }
         }
         Err(err) => match gate::decide_error(err) {
             Some(verdict) => Read::Verdict {
-                verdict,
+                verdict: Box::new(verdict),
                 read_ok: false,
                 age,
             },
@@ -430,14 +460,18 @@ async fn write_status_if_changed(
         "kind": PipelineGate::kind(&()),
         "status": desired.status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::WriteStatus {
-            kind: KIND,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source,
-        })?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        kind: KIND,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    })?;
     let ready = conditions::find(&desired.status.conditions, READY);
     info!(
         gate = %key,
@@ -486,15 +520,22 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
-pub fn gates_using_secret(store: &Store<PipelineGate>, secret: &Secret) -> Vec<ObjectRef<PipelineGate>> {
-    let (Some(ns), Some(name)) = (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref()) else {
+pub fn gates_using_secret(
+    store: &Store<PipelineGate>,
+    secret: &Secret,
+) -> Vec<ObjectRef<PipelineGate>> {
+    let (Some(ns), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
         return Vec::new();
     };
     store
         .state()
         .iter()
         .filter(|g| {
-            g.metadata.namespace.as_deref() == Some(ns) && g.spec.azure_devops.credentials.secret_ref.name == name
+            g.metadata.namespace.as_deref() == Some(ns)
+                && g.spec.azure_devops.credentials.secret_ref.name == name
         })
         .map(|g| ObjectRef::from_obj(&**g))
         .collect()

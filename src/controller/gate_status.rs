@@ -124,7 +124,11 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
 
     match outcome {
         Outcome::Verdict { verdict, read_ok } => {
-            next.conditions = kstatus_for(verdict).to_conditions(&current.conditions, input.generation, now.clone());
+            next.conditions = kstatus_for(verdict).to_conditions(
+                &current.conditions,
+                input.generation,
+                now.clone(),
+            );
             if *read_ok {
                 next.latest_run = verdict.latest_run.as_ref().map(run_summary);
                 next.last_completed_run = verdict.last_completed_run.as_ref().map(run_summary);
@@ -145,10 +149,13 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
                     note: format!("{error} (the last verdict stands)"),
                 });
             }
-            let last_read = [input.last_success, current.last_checked_time.as_ref().map(|t| t.0)]
-                .into_iter()
-                .flatten()
-                .max();
+            let last_read = [
+                input.last_success,
+                current.last_checked_time.as_ref().map(|t| t.0),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
             let had_verdict = conditions::find(&current.conditions, READY).is_some();
             let stale = match last_read {
                 Some(at) => input.now.duration_since(at).unsigned_abs() >= input.stale_after,
@@ -159,14 +166,13 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
                     || "lockstep started".to_string(),
                     |t| format!("the last successful read at {}", whole_seconds(t)),
                 );
-                let message = format!("Azure DevOps has not answered successfully since {since}: {error}");
+                let message =
+                    format!("Azure DevOps has not answered successfully since {since}: {error}");
                 let was_unknown = conditions::find(&current.conditions, READY)
                     .is_some_and(|c| c.reason == Reason::ApiUnavailable.as_str());
-                next.conditions = Kstatus::unknown(Reason::ApiUnavailable.as_str(), message.clone()).to_conditions(
-                    &current.conditions,
-                    input.generation,
-                    now.clone(),
-                );
+                next.conditions =
+                    Kstatus::unknown(Reason::ApiUnavailable.as_str(), message.clone())
+                        .to_conditions(&current.conditions, input.generation, now.clone());
                 if !was_unknown {
                     events.push(GateEvent {
                         severity: Severity::Warning,
@@ -181,8 +187,11 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
             }
         }
         Outcome::Suspended => {
-            next.conditions =
-                Kstatus::suspended(&current.conditions).to_conditions(&current.conditions, input.generation, now.clone());
+            next.conditions = Kstatus::suspended(&current.conditions).to_conditions(
+                &current.conditions,
+                input.generation,
+                now.clone(),
+            );
         }
     }
 
@@ -196,7 +205,10 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
             next.last_checked_time = Some(now);
         }
     }
-    Desired { status: next, events }
+    Desired {
+        status: next,
+        events,
+    }
 }
 
 /// The Event for a change of verdict: a different Ready status, reason, or run.
@@ -289,8 +301,22 @@ mod tests {
 
     #[test]
     fn first_verdict_writes_everything_and_one_event() {
-        let v = verdict(Phase::Open, Reason::Succeeded, Some(build(7, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let d = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true });
+        let v = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                7,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let d = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        );
         assert_eq!(d.status.observed_generation, Some(1));
         assert_eq!(ready(&d.status), ("True".into(), "Succeeded".into()));
         let run = d.status.latest_run.as_ref().unwrap();
@@ -298,7 +324,10 @@ mod tests {
         assert_eq!(run.status.as_deref(), Some("completed"));
         assert_eq!(run.pipeline.as_deref(), Some("base"));
         // Fractional seconds from ADO are dropped, as the API server would.
-        assert_eq!(run.queue_time.as_ref().unwrap().0, "2026-11-22T10:00:00Z".parse().unwrap());
+        assert_eq!(
+            run.queue_time.as_ref().unwrap().0,
+            "2026-11-22T10:00:00Z".parse().unwrap()
+        );
         assert_eq!(d.status.last_checked_time, Some(Time(ts(1000))));
         assert_eq!(d.events.len(), 1);
         assert_eq!(d.events[0].reason, "GateOpened");
@@ -307,8 +336,15 @@ mod tests {
 
     #[test]
     fn same_verdict_later_changes_nothing_and_records_no_event() {
-        let v = verdict(Phase::Waiting, Reason::RunInProgress, Some(build(7, BuildStatus::InProgress, None)));
-        let o = Outcome::Verdict { verdict: &v, read_ok: true };
+        let v = verdict(
+            Phase::Waiting,
+            Reason::RunInProgress,
+            Some(build(7, BuildStatus::InProgress, None)),
+        );
+        let o = Outcome::Verdict {
+            verdict: &v,
+            read_ok: true,
+        };
         let first = desired(&input(None, 1000), &o).status;
         let again = desired(&input(Some(&first), 1010), &o);
         assert_eq!(again.status, first);
@@ -317,8 +353,19 @@ mod tests {
 
     #[test]
     fn last_checked_time_is_refreshed_after_half_of_stale_after() {
-        let v = verdict(Phase::Open, Reason::Succeeded, Some(build(7, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let o = Outcome::Verdict { verdict: &v, read_ok: true };
+        let v = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                7,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let o = Outcome::Verdict {
+            verdict: &v,
+            read_ok: true,
+        };
         let first = desired(&input(None, 1000), &o).status;
         assert_eq!(desired(&input(Some(&first), 1299), &o).status, first);
         let later = desired(&input(Some(&first), 1300), &o).status;
@@ -329,11 +376,30 @@ mod tests {
 
     #[test]
     fn waiting_since_comes_from_the_verdict_and_is_read_back() {
-        let mut v = verdict(Phase::Waiting, Reason::RunQueued, Some(build(9, BuildStatus::NotStarted, None)));
-        v.waiting = Some(Waiting { run_id: 9, since: ts(500) });
-        let d = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true });
+        let mut v = verdict(
+            Phase::Waiting,
+            Reason::RunQueued,
+            Some(build(9, BuildStatus::NotStarted, None)),
+        );
+        v.waiting = Some(Waiting {
+            run_id: 9,
+            since: ts(500),
+        });
+        let d = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        );
         assert_eq!(d.status.waiting_since, Some(Time(ts(500))));
-        assert_eq!(previous_wait(Some(&d.status)), Some(Waiting { run_id: 9, since: ts(500) }));
+        assert_eq!(
+            previous_wait(Some(&d.status)),
+            Some(Waiting {
+                run_id: 9,
+                since: ts(500)
+            })
+        );
         assert_eq!(previous_wait(None), None);
         assert_eq!(previous_wait(Some(&PipelineGateStatus::default())), None);
     }
@@ -341,94 +407,273 @@ mod tests {
     #[test]
     fn events_name_each_kind_of_transition() {
         let cases = [
-            (Phase::Waiting, Reason::RunQueued, "GateWaiting", Severity::Normal),
-            (Phase::Blocked, Reason::RunFailed, "GateBlocked", Severity::Warning),
-            (Phase::Blocked, Reason::RunCanceled, "GateBlocked", Severity::Warning),
-            (Phase::Blocked, Reason::NotFound, "GateBlocked", Severity::Warning),
-            (Phase::Blocked, Reason::TimedOut, "TimedOut", Severity::Warning),
-            (Phase::Blocked, Reason::AuthenticationFailed, "AuthFailed", Severity::Warning),
-            (Phase::Open, Reason::Succeeded, "GateOpened", Severity::Normal),
+            (
+                Phase::Waiting,
+                Reason::RunQueued,
+                "GateWaiting",
+                Severity::Normal,
+            ),
+            (
+                Phase::Blocked,
+                Reason::RunFailed,
+                "GateBlocked",
+                Severity::Warning,
+            ),
+            (
+                Phase::Blocked,
+                Reason::RunCanceled,
+                "GateBlocked",
+                Severity::Warning,
+            ),
+            (
+                Phase::Blocked,
+                Reason::NotFound,
+                "GateBlocked",
+                Severity::Warning,
+            ),
+            (
+                Phase::Blocked,
+                Reason::TimedOut,
+                "TimedOut",
+                Severity::Warning,
+            ),
+            (
+                Phase::Blocked,
+                Reason::AuthenticationFailed,
+                "AuthFailed",
+                Severity::Warning,
+            ),
+            (
+                Phase::Open,
+                Reason::Succeeded,
+                "GateOpened",
+                Severity::Normal,
+            ),
         ];
         for (phase, reason, event, severity) in cases {
             let v = verdict(phase, reason, Some(build(1, BuildStatus::Completed, None)));
-            let d = desired(&input(None, 10), &Outcome::Verdict { verdict: &v, read_ok: true });
-            assert_eq!(d.events, vec![GateEvent { severity, reason: event, note: v.message.clone() }]);
+            let d = desired(
+                &input(None, 10),
+                &Outcome::Verdict {
+                    verdict: &v,
+                    read_ok: true,
+                },
+            );
+            assert_eq!(
+                d.events,
+                vec![GateEvent {
+                    severity,
+                    reason: event,
+                    note: v.message.clone()
+                }]
+            );
         }
     }
 
     #[test]
     fn a_new_run_in_the_same_state_is_a_transition() {
-        let v1 = verdict(Phase::Open, Reason::Succeeded, Some(build(1, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let s1 = desired(&input(None, 10), &Outcome::Verdict { verdict: &v1, read_ok: true }).status;
-        let v2 = verdict(Phase::Open, Reason::Succeeded, Some(build(2, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let d = desired(&input(Some(&s1), 20), &Outcome::Verdict { verdict: &v2, read_ok: true });
+        let v1 = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                1,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let s1 = desired(
+            &input(None, 10),
+            &Outcome::Verdict {
+                verdict: &v1,
+                read_ok: true,
+            },
+        )
+        .status;
+        let v2 = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                2,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let d = desired(
+            &input(Some(&s1), 20),
+            &Outcome::Verdict {
+                verdict: &v2,
+                read_ok: true,
+            },
+        );
         assert_eq!(d.events.len(), 1);
         assert_eq!(d.status.latest_run.as_ref().unwrap().id, 2);
         // Ready did not flip, so its transition time stays.
         assert_eq!(
-            conditions::find(&d.status.conditions, READY).unwrap().last_transition_time,
+            conditions::find(&d.status.conditions, READY)
+                .unwrap()
+                .last_transition_time,
             Time(ts(10))
         );
     }
 
     #[test]
     fn errors_without_runs_keep_the_runs_in_status() {
-        let v1 = verdict(Phase::Open, Reason::Succeeded, Some(build(1, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let s1 = desired(&input(None, 10), &Outcome::Verdict { verdict: &v1, read_ok: true }).status;
+        let v1 = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                1,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let s1 = desired(
+            &input(None, 10),
+            &Outcome::Verdict {
+                verdict: &v1,
+                read_ok: true,
+            },
+        )
+        .status;
         let auth = verdict(Phase::Blocked, Reason::AuthenticationFailed, None);
-        let d = desired(&input(Some(&s1), 20), &Outcome::Verdict { verdict: &auth, read_ok: false });
+        let d = desired(
+            &input(Some(&s1), 20),
+            &Outcome::Verdict {
+                verdict: &auth,
+                read_ok: false,
+            },
+        );
         assert_eq!(d.status.latest_run, s1.latest_run);
-        assert_eq!(d.status.last_checked_time, s1.last_checked_time, "not a successful read");
-        assert_eq!(ready(&d.status), ("False".into(), "AuthenticationFailed".into()));
+        assert_eq!(
+            d.status.last_checked_time, s1.last_checked_time,
+            "not a successful read"
+        );
+        assert_eq!(
+            ready(&d.status),
+            ("False".into(), "AuthenticationFailed".into())
+        );
         let stalled = conditions::find(&d.status.conditions, STALLED).unwrap();
         assert_eq!(stalled.status, "True");
         assert_eq!(d.events[0].reason, "AuthFailed");
         // Repeating the failure is not a new transition.
-        let again = desired(&input(Some(&d.status), 30), &Outcome::Verdict { verdict: &auth, read_ok: false });
+        let again = desired(
+            &input(Some(&d.status), 30),
+            &Outcome::Verdict {
+                verdict: &auth,
+                read_ok: false,
+            },
+        );
         assert!(again.events.is_empty());
         assert_eq!(again.status, d.status);
     }
 
     #[test]
     fn transient_error_keeps_the_verdict_records_last_error_and_warns_once() {
-        let v = verdict(Phase::Open, Reason::Succeeded, Some(build(1, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let s1 = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true }).status;
-        let err = Outcome::Transient { error: "Azure DevOps is unavailable (HTTP 503)".into() };
+        let v = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                1,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let s1 = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        )
+        .status;
+        let err = Outcome::Transient {
+            error: "Azure DevOps is unavailable (HTTP 503)".into(),
+        };
         let d = desired(&input(Some(&s1), 1010), &err);
         assert_eq!(d.status.conditions, s1.conditions);
-        assert_eq!(d.status.last_error.as_deref(), Some("Azure DevOps is unavailable (HTTP 503)"));
+        assert_eq!(
+            d.status.last_error.as_deref(),
+            Some("Azure DevOps is unavailable (HTTP 503)")
+        );
         assert_eq!(d.events.len(), 1);
-        assert_eq!((d.events[0].reason, d.events[0].severity), ("AzureDevOpsError", Severity::Warning));
+        assert_eq!(
+            (d.events[0].reason, d.events[0].severity),
+            ("AzureDevOpsError", Severity::Warning)
+        );
         let again = desired(&input(Some(&d.status), 1020), &err);
         assert_eq!(again.status, d.status);
         assert!(again.events.is_empty(), "not repeated every poll");
         // The next successful read clears lastError.
-        let ok = desired(&input(Some(&d.status), 1030), &Outcome::Verdict { verdict: &v, read_ok: true });
+        let ok = desired(
+            &input(Some(&d.status), 1030),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        );
         assert_eq!(ok.status.last_error, None);
         assert!(ok.events.is_empty(), "still the same verdict");
     }
 
     #[test]
     fn transient_errors_past_stale_after_make_ready_unknown() {
-        let v = verdict(Phase::Open, Reason::Succeeded, Some(build(1, BuildStatus::Completed, Some(BuildResult::Succeeded))));
-        let s1 = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true }).status;
-        let err = Outcome::Transient { error: "down".into() };
+        let v = verdict(
+            Phase::Open,
+            Reason::Succeeded,
+            Some(build(
+                1,
+                BuildStatus::Completed,
+                Some(BuildResult::Succeeded),
+            )),
+        );
+        let s1 = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        )
+        .status;
+        let err = Outcome::Transient {
+            error: "down".into(),
+        };
         let mut i = input(Some(&s1), 1599);
         i.last_success = Some(ts(1000));
-        assert_eq!(ready(&desired(&i, &err).status), ("True".into(), "Succeeded".into()));
+        assert_eq!(
+            ready(&desired(&i, &err).status),
+            ("True".into(), "Succeeded".into())
+        );
         i.now = ts(1600);
         let d = desired(&i, &err);
-        assert_eq!(ready(&d.status), ("Unknown".into(), "ApiUnavailable".into()));
+        assert_eq!(
+            ready(&d.status),
+            ("Unknown".into(), "ApiUnavailable".into())
+        );
         assert!(d.events.iter().any(|e| e.reason == "ApiUnavailable"));
         assert_eq!(
-            conditions::find(&d.status.conditions, RECONCILING).unwrap().status,
+            conditions::find(&d.status.conditions, RECONCILING)
+                .unwrap()
+                .status,
             "False"
         );
         // Staying unknown is not a new event.
-        let again = desired(&StatusInput { current: Some(&d.status), now: ts(1700), ..i.clone() }, &err);
+        let again = desired(
+            &StatusInput {
+                current: Some(&d.status),
+                now: ts(1700),
+                ..i.clone()
+            },
+            &err,
+        );
         assert!(again.events.is_empty());
         // A successful read restores the verdict.
-        let back = desired(&input(Some(&d.status), 1800), &Outcome::Verdict { verdict: &v, read_ok: true });
+        let back = desired(
+            &input(Some(&d.status), 1800),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        );
         assert_eq!(ready(&back.status), ("True".into(), "Succeeded".into()));
         assert_eq!(back.events[0].reason, "GateOpened");
     }
@@ -436,24 +681,55 @@ mod tests {
     #[test]
     fn the_in_memory_last_success_beats_an_old_last_checked_time() {
         let v = verdict(Phase::Open, Reason::Succeeded, None);
-        let s1 = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true }).status;
+        let s1 = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        )
+        .status;
         let mut i = input(Some(&s1), 1700);
         i.last_success = Some(ts(1290));
-        let d = desired(&i, &Outcome::Transient { error: "down".into() });
+        let d = desired(
+            &i,
+            &Outcome::Transient {
+                error: "down".into(),
+            },
+        );
         assert_eq!(ready(&d.status).0, "True");
     }
 
     #[test]
     fn transient_error_before_any_verdict_is_unknown_at_once() {
-        let d = desired(&input(None, 1000), &Outcome::Transient { error: "down".into() });
-        assert_eq!(ready(&d.status), ("Unknown".into(), "ApiUnavailable".into()));
+        let d = desired(
+            &input(None, 1000),
+            &Outcome::Transient {
+                error: "down".into(),
+            },
+        );
+        assert_eq!(
+            ready(&d.status),
+            ("Unknown".into(), "ApiUnavailable".into())
+        );
         assert_eq!(d.status.observed_generation, Some(1));
     }
 
     #[test]
     fn suspended_keeps_ready_and_runs() {
-        let v = verdict(Phase::Blocked, Reason::RunFailed, Some(build(3, BuildStatus::Completed, Some(BuildResult::Failed))));
-        let s1 = desired(&input(None, 1000), &Outcome::Verdict { verdict: &v, read_ok: true }).status;
+        let v = verdict(
+            Phase::Blocked,
+            Reason::RunFailed,
+            Some(build(3, BuildStatus::Completed, Some(BuildResult::Failed))),
+        );
+        let s1 = desired(
+            &input(None, 1000),
+            &Outcome::Verdict {
+                verdict: &v,
+                read_ok: true,
+            },
+        )
+        .status;
         let mut i = input(Some(&s1), 2000);
         i.generation = Some(2);
         let d = desired(&i, &Outcome::Suspended);
@@ -461,7 +737,12 @@ mod tests {
         let r = conditions::find(&d.status.conditions, READY).unwrap();
         assert!(r.message.starts_with("Suspended: "));
         assert_eq!(r.observed_generation, Some(2));
-        assert_eq!(conditions::find(&d.status.conditions, STALLED).unwrap().status, "False");
+        assert_eq!(
+            conditions::find(&d.status.conditions, STALLED)
+                .unwrap()
+                .status,
+            "False"
+        );
         assert_eq!(d.status.latest_run, s1.latest_run);
         assert_eq!(d.status.observed_generation, Some(2));
         assert!(d.events.is_empty());

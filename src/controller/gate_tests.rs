@@ -99,7 +99,10 @@ fn not_found() -> Value {
 async fn expect_secret_get(handle: &mut ApiHandle, found: bool) {
     let (req, send) = handle.next_request().await.expect("secret GET");
     assert_eq!(req.method(), http::Method::GET);
-    assert_eq!(req.uri().path(), format!("/api/v1/namespaces/{NS}/secrets/ado-pat"));
+    assert_eq!(
+        req.uri().path(),
+        format!("/api/v1/namespaces/{NS}/secrets/ado-pat")
+    );
     if found {
         let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PAT);
         send.send_response(json_response(
@@ -126,7 +129,8 @@ async fn expect_status_apply(handle: &mut ApiHandle) -> Value {
         req.headers().get("content-type").unwrap(),
         "application/apply-patch+yaml"
     );
-    let body: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+    let body: Value =
+        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
     let mut object = serde_json::to_value(gate("https://x", None, "2")).unwrap();
     object["status"] = body["status"].clone();
     send.send_response(json_response(200, &object));
@@ -137,8 +141,12 @@ async fn expect_status_apply(handle: &mut ApiHandle) -> Value {
 async fn expect_event(handle: &mut ApiHandle) -> (String, String, String) {
     let (req, send) = handle.next_request().await.expect("event POST");
     assert_eq!(req.method(), http::Method::POST);
-    assert_eq!(req.uri().path(), format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"));
-    let body: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        req.uri().path(),
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+    );
+    let body: Value =
+        serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
     send.send_response(json_response(201, &body));
     (
         body["type"].as_str().unwrap_or_default().to_string(),
@@ -183,7 +191,10 @@ async fn first_reconcile_writes_observed_generation_and_conditions() {
     let status = &body["status"];
     assert_eq!(status["observedGeneration"], 1);
     let ready = condition(status, "Ready");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("Succeeded")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("Succeeded"))
+    );
     assert_eq!(ready["observedGeneration"], 1);
     assert_eq!(condition(status, "Reconciling")["status"], "False");
     assert_eq!(condition(status, "Stalled")["status"], "False");
@@ -210,7 +221,8 @@ async fn unchanged_verdict_writes_nothing() {
         handle
     });
     run_reconcile(gate(&org, None, "1"), ctx.clone()).await;
-    let written: PipelineGateStatus = serde_json::from_value(rx.await.unwrap()["status"].clone()).unwrap();
+    let written: PipelineGateStatus =
+        serde_json::from_value(rx.await.unwrap()["status"].clone()).unwrap();
     // The watch delivers our write as a new resource version; reconciling it must not write again.
     run_reconcile(gate(&org, Some(written), "2"), ctx).await;
     let mut handle = api.await.unwrap();
@@ -240,9 +252,15 @@ async fn missing_secret_is_authentication_failed_naming_secret_and_key() {
     let (body, (type_, reason, note)) = api.await.unwrap();
     let status = &body["status"];
     let ready = condition(status, "Ready");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("AuthenticationFailed")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("AuthenticationFailed"))
+    );
     let message = ready["message"].as_str().unwrap();
-    assert!(message.contains("orders/ado-pat") && message.contains("\"token\""), "{message}");
+    assert!(
+        message.contains("orders/ado-pat") && message.contains("\"token\""),
+        "{message}"
+    );
     assert_eq!(condition(status, "Stalled")["status"], "True");
     assert_eq!(condition(status, "Reconciling")["status"], "False");
     assert_eq!(status["observedGeneration"], 1);
@@ -269,7 +287,10 @@ async fn rejected_pat_is_authentication_failed_and_never_echoed() {
     });
     run_reconcile(gate(&org, None, "1"), ctx).await;
     let (body, (_, reason, note)) = api.await.unwrap();
-    assert_eq!(condition(&body["status"], "Ready")["reason"], "AuthenticationFailed");
+    assert_eq!(
+        condition(&body["status"], "Ready")["reason"],
+        "AuthenticationFailed"
+    );
     assert_eq!(reason, "AuthFailed");
     assert!(!body.to_string().contains(PAT));
     assert!(!note.contains(PAT));

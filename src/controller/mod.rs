@@ -46,13 +46,19 @@ pub struct Shared {
 /// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
 /// in the watched namespaces, mapped to the gates that reference them.
-pub async fn run_gate_controller(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run_gate_controller(
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let (gates, secrets): (Api<PipelineGate>, Api<Secret>) = match &shared.namespace {
         Some(ns) => (
             Api::namespaced(shared.client.clone(), ns),
             Api::namespaced(shared.client.clone(), ns),
         ),
-        None => (Api::all(shared.client.clone()), Api::all(shared.client.clone())),
+        None => (
+            Api::all(shared.client.clone()),
+            Api::all(shared.client.clone()),
+        ),
     };
     let controller = Controller::new(gates, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -84,9 +90,11 @@ pub async fn run_gate_controller(shared: Shared, shutdown: impl Future<Output = 
     });
 
     controller
-        .watches(secrets, watcher::Config::default(), move |secret: Secret| {
-            gate::gates_using_secret(&mapper_store, &secret)
-        })
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
+        )
         .with_config(controller::Config::default().concurrency(8))
         .graceful_shutdown_on(shutdown)
         .run(gate::reconcile, gate::error_policy, ctx)
