@@ -80,14 +80,18 @@ impl Env {
     }
 
     async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
+        let (ok, _, err) = self.kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml)).await;
         assert!(ok, "kubectl apply failed: {err}\n{yaml}");
     }
 
+    /// A namespace and the Secret `ado-pat` (key `token`) in it. Applied as YAML: kubectl's typed
+    /// `create` subcommands speak protobuf, which the emulator (like many test servers) does not.
     async fn namespace_with_pat(&self, ns: &str, pat: &str) {
-        self.kubectl(&["create", "namespace", ns]).await;
-        self.kubectl(&["-n", ns, "create", "secret", "generic", "ado-pat", &format!("--from-literal=token={pat}")])
-            .await;
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pat);
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {ns}}}\ndata: {{token: {token}}}\n"
+        ))
+        .await;
     }
 
     async fn gate(&self, ns: &str, name: &str, definition: i64, extra_spec: &str) {
