@@ -227,11 +227,11 @@ pub async fn run(args: CheckArgs) -> CheckExit {
 }
 
 async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
-    let started = Timestamp::now();
-    let give_up_at = started
-        .checked_add(s.policy.timeout)
-        .unwrap_or(Timestamp::MAX);
+    // Counted from the first answer, like decide()'s wait on a run, so a run that stays in flight is
+    // reported by decide() as TimedOut (naming the run) rather than by the generic deadline below.
+    let mut give_up_at: Option<Timestamp> = None;
     let mut previous_wait: Option<Waiting> = None;
+    let mut last_line: String;
     loop {
         let read = client
             .list_builds(
@@ -244,6 +244,8 @@ async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
             )
             .await;
         let now = Timestamp::now();
+        let give_up_at = *give_up_at
+            .get_or_insert_with(|| now.checked_add(s.policy.timeout).unwrap_or(Timestamp::MAX));
         match read {
             Ok(runs) => {
                 let verdict = decide(&DecisionInput {
@@ -255,7 +257,8 @@ async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
                     now,
                     previous_wait: previous_wait.take(),
                 });
-                println!("{}: {}", verdict.reason, verdict.message);
+                last_line = format!("{}: {}", verdict.reason, verdict.message);
+                println!("{last_line}");
                 if let Some(exit) = exit_for(&verdict, s.wait) {
                     finish(exit, Some(verdict.reason), s.wait);
                     return exit;
@@ -275,13 +278,14 @@ async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
                     ));
                     return CheckExit::Usage;
                 }
-                eprintln!("warning: {err}");
+                last_line = format!("warning: {err}");
+                eprintln!("{last_line}");
             }
         }
         // Covers waits decide() does not time (no runs yet, Azure DevOps unreachable).
         if now >= give_up_at {
             println!(
-                "TimedOut: no verdict after waiting {} (--timeout)",
+                "TimedOut: still not open after waiting {} (--timeout); last: {last_line}",
                 kube::core::Duration::from(s.policy.timeout)
             );
             finish(CheckExit::TimedOut, None, s.wait);

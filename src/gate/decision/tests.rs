@@ -150,7 +150,9 @@ fn waiting_longer_than_the_timeout_blocks() {
     assert_eq!(v.reason, Reason::TimedOut);
     assert_eq!(
         v.message,
-        format!("Run 20260302.2 of \"base-image\" is still in progress after 10m (policy timeout): {WEB}2")
+        format!(
+            "Run 20260302.2 of \"base-image\" is still in progress after 10m, the timeout: {WEB}2"
+        )
     );
     // The wait stands, so the next poll is timed out too rather than starting over.
     assert_eq!(v.waiting, Some(Waiting { run_id: 2, since }));
