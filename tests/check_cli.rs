@@ -174,12 +174,21 @@ async fn run_in_progress_times_out_with_exit_2() {
     assert_exit(&out, 2);
     assert!(started.elapsed() >= Duration::from_secs(3));
     let (stdout, stderr) = text(&out);
-    let polls = stdout
+    let in_progress = stdout
         .lines()
         .filter(|l| l.starts_with("RunInProgress: Run 20260302.5 of \"base-ci\" is in progress"))
         .count();
-    assert!(polls >= 2, "one line per poll expected:\n{stdout}");
-    assert!(stdout.contains("TimedOut: "), "{stdout}");
+    let timed_out = stdout
+        .lines()
+        .filter(|l| l.starts_with("TimedOut: Run 20260302.5 of \"base-ci\" is still in progress"))
+        .count();
+    assert!(in_progress >= 1 && timed_out == 1, "{stdout}");
+    let requests = server.received_requests().await.unwrap().len();
+    assert_eq!(
+        in_progress + timed_out,
+        requests,
+        "one line per poll:\n{stdout}"
+    );
     assert!(stderr.contains("--timeout"), "{stderr}");
 }
 
