@@ -3,6 +3,7 @@
 //! Where things live:
 //! - [`crd`]: the PipelineGate and ServiceTrace custom resources (the user's contract).
 //! - [`ado`]: Azure DevOps REST models and the HTTP client.
+//! - [`check`]: `lockstep check`, the gate decision for plain CI pipelines.
 //! - [`gate`]: the PipelineGate decision (pure), shared by the controller and `lockstep check`.
 //! - [`conditions`]: kstatus Ready/Reconciling/Stalled, shared by both kinds.
 //! - [`controller`]: the reconcilers and their wiring; [`run`] is `lockstep run`.
@@ -12,6 +13,7 @@
 //! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
 
 pub mod ado;
+pub mod check;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
