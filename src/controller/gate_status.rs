@@ -78,7 +78,11 @@ fn time(t: Timestamp) -> Time {
 /// so a summary with ADO's 7 fractional digits would never compare equal to the stored one.
 pub fn run_summary(b: &Build) -> RunSummary {
     let mut summary = RunSummary::from_build(b);
-    for t in [&mut summary.queue_time, &mut summary.start_time, &mut summary.finish_time] {
+    for t in [
+        &mut summary.queue_time,
+        &mut summary.start_time,
+        &mut summary.finish_time,
+    ] {
         *t = t.take().map(|t| time(t.0));
     }
     summary
