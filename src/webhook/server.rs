@@ -749,7 +749,9 @@ mod tests {
         let mut huge = b"{\"eventType\":\"build.complete\",\"pad\":\"".to_vec();
         huge.resize(3 * 1024 * 1024, b'a');
         huge.extend_from_slice(b"\"}");
-        let cases: Vec<(&str, Option<String>, Option<&str>, Vec<u8>, StatusCode)> = vec![
+        /// (what, Authorization, Content-Type, body, expected status)
+        type Case<'a> = (&'a str, Option<String>, Option<&'a str>, Vec<u8>, StatusCode);
+        let cases: Vec<Case> = vec![
             (
                 "wrong password",
                 Some(basic("ado", "nope")),
