@@ -750,7 +750,13 @@ mod tests {
         huge.resize(3 * 1024 * 1024, b'a');
         huge.extend_from_slice(b"\"}");
         /// (what, Authorization, Content-Type, body, expected status)
-        type Case<'a> = (&'a str, Option<String>, Option<&'a str>, Vec<u8>, StatusCode);
+        type Case<'a> = (
+            &'a str,
+            Option<String>,
+            Option<&'a str>,
+            Vec<u8>,
+            StatusCode,
+        );
         let cases: Vec<Case> = vec![
             (
                 "wrong password",
