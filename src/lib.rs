@@ -11,6 +11,7 @@
 //! - [`telemetry`], [`http`], [`leader`]: metrics and logs, probes, leader election.
 //! - [`pipeline_key`]: what an object follows, normalised for shared polling and webhook routing.
 //! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
+//! - [`webhook`]: the Azure DevOps service-hook receiver that turns deliveries into reconcile hints.
 
 pub mod ado;
 pub mod check;
@@ -25,3 +26,4 @@ pub mod poll_cache;
 pub mod run;
 pub mod secret;
 pub mod telemetry;
+pub mod webhook;
