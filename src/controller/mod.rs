@@ -8,10 +8,11 @@ pub mod gate_status;
 mod gate_tests;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -32,6 +33,9 @@ use crate::telemetry::Metrics;
 /// Reconciles in parallel. They mostly wait on I/O; enough of them that gates sharing a pipeline, which
 /// requeue at the same instant, all finish within the poll cache's TTL and keep sharing one request.
 const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// How long in-flight reconciles may run on after shutdown began.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 /// What the controllers share, built once per process (survives losing and regaining leadership).
 #[derive(Clone)]
@@ -95,6 +99,8 @@ pub async fn run_gate_controller(
 
     let readiness = shared.readiness.clone();
     let ready_store = store.clone();
+    let listed = Arc::new(AtomicBool::new(false));
+    let listed_flag = listed.clone();
     let mark_ready = tokio::spawn(async move {
         // Re-poll instead of awaiting once: the store's readiness signal keeps a single waker, and the
         // controller's own wait for it takes that slot, so a second waiter might never be woken.
@@ -104,6 +110,7 @@ pub async fn run_gate_controller(
             {
                 Ok(Ok(())) => {
                     info!("first list of PipelineGates complete; ready");
+                    listed_flag.store(true, Ordering::Release);
                     readiness.set_ready(true);
                     return;
                 }
@@ -113,14 +120,15 @@ pub async fn run_gate_controller(
         }
     });
 
-    controller
+    let shutdown = shutdown.shared();
+    let running = controller
         .watches(
             secrets,
             watcher::Config::default(),
             move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
         )
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(gate::reconcile, gate::error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -131,8 +139,21 @@ pub async fn run_gate_controller(
                 Err(other) => warn!(error = %other, "PipelineGate controller"),
                 Ok(_) => {}
             }
-        })
-        .await;
+        });
+    // kube-runtime holds its runner until the first list succeeds, and graceful shutdown waits for the
+    // runner; with the API server unreachable that is forever (the shutdown trap in STACK.md). So after
+    // shutdown: nothing can be in flight before the first list, stop at once; otherwise give in-flight
+    // reconciles a bounded time to finish.
+    let deadline = async {
+        shutdown.clone().await;
+        if listed.load(Ordering::Acquire) {
+            tokio::time::sleep(IN_FLIGHT_GRACE).await;
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = deadline => warn!("reconciles still running after shutdown; abandoning them"),
+    }
     mark_ready.abort();
     info!("PipelineGate controller stopped");
 }
