@@ -187,7 +187,7 @@ pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext
         m.failures = m.failures.saturating_add(1);
         m.failures
     });
-    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9))
         .min(Duration::from_secs(300));
     warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
@@ -588,4 +588,86 @@ pub fn gates_using_secret(
         })
         .map(|g| ObjectRef::from_obj(&**g))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    fn gate(ns: &str, name: &str, secret: &str) -> PipelineGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": secret, "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn secret(ns: &str, name: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_gates_in_its_namespace_that_reference_it() {
+        let mut writer = Writer::<PipelineGate>::default();
+        for g in [
+            gate("a", "one", "pat"),
+            gate("a", "two", "pat"),
+            gate("a", "other-secret", "different"),
+            gate("b", "same-name-elsewhere", "pat"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(g));
+        }
+        let store = writer.as_reader();
+        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["one", "two"]);
+        assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+    }
+
+    #[test]
+    fn requeues_align_to_the_shared_answer() {
+        assert_eq!(
+            aligned(Duration::from_secs(60), Duration::from_secs(3)),
+            Duration::from_secs(57)
+        );
+        // Never a busy loop, even for an answer older than the period.
+        assert_eq!(
+            aligned(Duration::from_secs(1), Duration::from_secs(5)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn deadline_requeue_lands_at_or_just_after_the_deadline() {
+        let in_5s = Timestamp::now() + jiff::SignedDuration::from_secs(5);
+        let d = until(in_5s);
+        assert!(
+            d > Duration::from_secs(4) && d <= Duration::from_millis(5020),
+            "{d:?}"
+        );
+        let past = Timestamp::now() - jiff::SignedDuration::from_secs(5);
+        assert_eq!(until(past), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1000 + "…".len());
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short", 1000), "short");
+    }
 }
