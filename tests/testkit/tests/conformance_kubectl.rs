@@ -279,6 +279,21 @@ async fn kubectl_applies_crds_and_a_gate_then_gets_describes_patches_waits_and_d
     );
     assert_eq!(generation.trim(), "2");
 
+    let log = emu.requests();
+    assert!(
+        log.iter().any(|r| r.method == "PATCH"
+            && r.path.ends_with("/pipelinegates/orders-base/status")
+            && r.status == 200),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|r| r
+            .user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("kubectl"))),
+        "{log:?}"
+    );
+
     let deleted = k.ok(&["delete", "pgate", "orders-base", "-n", "orders"], None);
     assert!(
         deleted.contains("pipelinegate.lockstep.dev \"orders-base\" deleted"),

@@ -438,6 +438,9 @@ impl Store {
                 Err(schema::AdmitError::Strict(msg)) => return Err(ApiError::bad_request(msg)),
             }
         }
+        if rt.kind == "Event" {
+            causes.extend(event_causes(rt, obj));
+        }
         if rt.kind == "CustomResourceDefinition" {
             if let Err(msg) = resources::from_crd(obj) {
                 causes.push(Cause {
@@ -1115,4 +1118,49 @@ fn merge_string_data(obj: &mut Value) {
         let s = v.as_str().unwrap_or_default();
         data[k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
     }
+}
+
+/// The apiserver's checks on Events that clients most often get wrong: events.k8s.io/v1 requires the
+/// reporting fields, and the regarded object must live in the Event's namespace.
+fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let required = |field: &str| Cause {
+        reason: "FieldValueRequired",
+        message: "Required value".into(),
+        field: field.to_string(),
+    };
+    let (regarding, fields): (&str, &[&str]) = if rt.is_events_v1() {
+        (
+            "regarding",
+            &[
+                "eventTime",
+                "reportingController",
+                "reportingInstance",
+                "action",
+                "reason",
+            ],
+        )
+    } else {
+        ("involvedObject", &[])
+    };
+    for f in fields {
+        if obj.get(*f).is_none_or(|v| v.is_null() || v == "") {
+            causes.push(required(f));
+        }
+    }
+    let event_ns = meta_str(obj, "namespace").unwrap_or_default();
+    if let Some(ns) = obj
+        .get(regarding)
+        .and_then(|r| r.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        if !ns.is_empty() && ns != event_ns {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: \"{ns}\": does not match event.namespace"),
+                field: format!("{regarding}.namespace"),
+            });
+        }
+    }
+    causes
 }
