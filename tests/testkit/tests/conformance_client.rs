@@ -130,6 +130,44 @@ async fn discovery_lists_crds_and_builtins_with_scope_and_subresources() {
 }
 
 #[tokio::test]
+async fn aggregated_discovery_matches_legacy_discovery() {
+    let (_emu, client) = emulator().await;
+    let aggregated = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    let legacy = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("legacy discovery");
+    let gvk = GroupVersionKind::gvk("lockstep.dev", "v1alpha1", "PipelineGate");
+    let (ar, caps) = aggregated
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in aggregated discovery");
+    let (legacy_ar, legacy_caps) = legacy
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in legacy discovery");
+    assert_eq!(ar, legacy_ar);
+    assert_eq!(caps.scope, legacy_caps.scope);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(sub, _)| sub.plural.ends_with("status")),
+        "{:?}",
+        caps.subresources
+    );
+    let names = |d: &Discovery| {
+        d.groups()
+            .map(|g| g.name().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&aggregated), names(&legacy));
+    assert!(aggregated
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Secret"))
+        .is_some());
+}
+
+#[tokio::test]
 async fn create_sets_server_fields_and_rejects_duplicates_and_missing_namespaces() {
     let (_emu, client) = emulator().await;
     let api = gates(&client, "default");
@@ -241,6 +279,19 @@ async fn update_uses_optimistic_concurrency_and_generation_tracks_spec_only() {
             .expect_err("no resourceVersion"),
     );
     assert_eq!(refused.code, 422);
+
+    // Labels are validated on every kind.
+    let bad_label = api_status(
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "not valid!"}}})),
+        )
+        .await
+        .expect_err("invalid label value"),
+    );
+    assert_eq!(bad_label.code, 422);
+    assert!(bad_label.message.starts_with("PipelineGate.lockstep.dev \"a\" is invalid: metadata.labels: Invalid value: \"not valid!\": a valid label must be"), "{}", bad_label.message);
 
     // Metadata-only changes do not move generation.
     let labelled = api
