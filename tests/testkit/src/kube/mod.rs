@@ -12,6 +12,7 @@ mod discovery;
 mod events;
 mod managed;
 mod patch;
+mod protobuf;
 mod resources;
 mod schema;
 mod selectors;

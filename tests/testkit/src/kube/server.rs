@@ -457,9 +457,13 @@ fn parse_body(content_type: &str, bytes: &Bytes) -> Result<Value, ApiError> {
             .map_err(|e| {
                 ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
             }),
+        super::protobuf::MEDIA_TYPE => {
+            super::protobuf::decode(bytes).map_err(ApiError::bad_request)
+        }
         _ => Err(ApiError::unsupported_media_type(&[
             "application/json",
             "application/yaml",
+            super::protobuf::MEDIA_TYPE,
         ])),
     }
 }
