@@ -80,10 +80,7 @@ fn string(bytes: &[u8]) -> Result<String, String> {
 /// A `map<string, string|bytes>` entry.
 fn map_entry(bytes: &[u8], value_is_bytes: bool) -> Result<(String, Value), String> {
     let mut r = Reader::new(bytes);
-    let (mut key, mut value) = (
-        String::new(),
-        if value_is_bytes { json!("") } else { json!("") },
-    );
+    let (mut key, mut value) = (String::new(), json!(""));
     while let Some((n, f)) = r.next()? {
         match (n, f) {
             (1, Field::Bytes(b)) => key = string(b)?,
