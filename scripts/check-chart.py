@@ -3,7 +3,7 @@
 
 Helm comes from `helm-python-sdk` (Helm's Go SDK as a shared library, no helm binary or network needed);
 Kubernetes schemas come from `kubernetes-validate` (offline JSON schemas per Kubernetes release). Both are
-installed by scripts/ci-chart.sh.
+installed by scripts/ci-chart.sh. The same run validates examples/ against the CRDs in crds/.
 
 Each check prints `ok` or `FAIL` with the reason; the last line is `chart: N passed, M failed` and the exit
 code is non-zero when anything failed.
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import helm_python as helm
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -389,6 +390,40 @@ def check_webhook_auth_guards() -> None:
     validate_objects(objects)
 
 
+def check_examples_validate() -> list[str]:
+    """examples/ are what users copy: validate them against our CRDs and the Kubernetes schemas."""
+    crd_schemas = {}
+    for path in (ROOT / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            crd_schemas[key] = version["schema"]["openAPIV3Schema"]
+    notes = []
+    seen = set()
+    for path in sorted((ROOT / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            rel = path.relative_to(ROOT)
+            key = (doc.get("apiVersion"), doc.get("kind"))
+            label = f"{rel}: {key[1]}/{doc.get('metadata', {}).get('name')}"
+            if key in crd_schemas:
+                seen.add(key[1])
+                try:
+                    jsonschema.Draft7Validator(crd_schemas[key]).validate(doc)
+                except jsonschema.ValidationError as e:
+                    raise CheckFailed(f"{label} does not match the CRD at /{'/'.join(map(str, e.path))}: {e.message}") from None
+                continue
+            try:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                notes.append(f"{label} ({key[0]}: no schema available, skipped)")
+            except kubernetes_validate.ValidationError as e:
+                raise CheckFailed(f"{label} is invalid at /{'/'.join(map(str, e.path))}: {e.message}") from None
+    check(seen == {"PipelineGate", "ServiceTrace"}, f"examples should show both kinds, found {sorted(seen)}")
+    return notes
+
+
 CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("helm lint, default values", check_lint_default),
     ("helm lint, non-default values", check_lint_non_default),
@@ -397,6 +432,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("leader election and PDB iff replicas > 1", check_leader_election_threshold),
     ("values.schema.json rejects wrong types", check_schema_rejects_wrong_types),
     ("webhook credential guards", check_webhook_auth_guards),
+    ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
 ]
 
 
