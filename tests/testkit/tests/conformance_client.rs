@@ -130,6 +130,44 @@ async fn discovery_lists_crds_and_builtins_with_scope_and_subresources() {
 }
 
 #[tokio::test]
+async fn aggregated_discovery_matches_legacy_discovery() {
+    let (_emu, client) = emulator().await;
+    let aggregated = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    let legacy = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("legacy discovery");
+    let gvk = GroupVersionKind::gvk("lockstep.dev", "v1alpha1", "PipelineGate");
+    let (ar, caps) = aggregated
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in aggregated discovery");
+    let (legacy_ar, legacy_caps) = legacy
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in legacy discovery");
+    assert_eq!(ar, legacy_ar);
+    assert_eq!(caps.scope, legacy_caps.scope);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(sub, _)| sub.plural.ends_with("status")),
+        "{:?}",
+        caps.subresources
+    );
+    let names = |d: &Discovery| {
+        d.groups()
+            .map(|g| g.name().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&aggregated), names(&legacy));
+    assert!(aggregated
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Secret"))
+        .is_some());
+}
+
+#[tokio::test]
 async fn create_sets_server_fields_and_rejects_duplicates_and_missing_namespaces() {
     let (_emu, client) = emulator().await;
     let api = gates(&client, "default");
@@ -241,6 +279,19 @@ async fn update_uses_optimistic_concurrency_and_generation_tracks_spec_only() {
             .expect_err("no resourceVersion"),
     );
     assert_eq!(refused.code, 422);
+
+    // Labels are validated on every kind.
+    let bad_label = api_status(
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "not valid!"}}})),
+        )
+        .await
+        .expect_err("invalid label value"),
+    );
+    assert_eq!(bad_label.code, 422);
+    assert!(bad_label.message.starts_with("PipelineGate.lockstep.dev \"a\" is invalid: metadata.labels: Invalid value: \"not valid!\": a valid label must be"), "{}", bad_label.message);
 
     // Metadata-only changes do not move generation.
     let labelled = api
@@ -773,4 +824,249 @@ async fn watch_with_selectors_sees_objects_enter_and_leave() {
         }
     }
     assert_eq!(kinds, vec!["ADDED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents_and_waits_for_finalizers() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (_emu, client) = emulator().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "orders"}})).expect("ns"),
+        )
+        .await
+        .expect("create ns");
+    let api = gates(&client, "orders");
+    let mut held = gate("held", 1);
+    held.metadata.finalizers = Some(vec!["lockstep.dev/cleanup".into()]);
+    api.create(&PostParams::default(), &held)
+        .await
+        .expect("create held");
+    api.create(&PostParams::default(), &gate("free", 1))
+        .await
+        .expect("create free");
+
+    namespaces
+        .delete("orders", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    let ns = namespaces
+        .get("orders")
+        .await
+        .expect("namespace stays while an object has finalizers");
+    assert!(ns.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(
+        api_status(api.get("free").await.expect_err("free deleted")).code,
+        404
+    );
+    assert!(api
+        .get("held")
+        .await
+        .expect("held stays")
+        .metadata
+        .deletion_timestamp
+        .is_some());
+
+    let refused = api_status(
+        api.create(&PostParams::default(), &gate("new", 1))
+            .await
+            .expect_err("terminating namespace"),
+    );
+    assert_eq!(refused.code, 403);
+    assert!(
+        refused.message.contains(
+            "unable to create new content in namespace orders because it is being terminated"
+        ),
+        "{}",
+        refused.message
+    );
+
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
+    assert_eq!(
+        api_status(namespaces.get("orders").await.expect_err("namespace gone")).code,
+        404
+    );
+}
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    let (_emu, client) = emulator().await;
+    let api = gates(&client, "default");
+    let created = api
+        .create(&PostParams::default(), &gate("a", 1))
+        .await
+        .expect("create");
+    let listed = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list metadata");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.uid, created.metadata.uid);
+    let one = api.get_metadata("a").await.expect("get metadata");
+    assert_eq!(one.metadata.name.as_deref(), Some("a"));
+
+    let meta_api: Api<kube::core::PartialObjectMeta<DynamicObject>> =
+        Api::namespaced_with(client.clone(), "default", &gate_resource());
+    let mut stream =
+        kube::runtime::watcher(meta_api, kube::runtime::watcher::Config::default()).boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut names = Vec::new();
+    while !names.contains(&"a".to_string()) {
+        match tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+        {
+            Some(
+                kube::runtime::watcher::Event::InitApply(m)
+                | kube::runtime::watcher::Event::Apply(m),
+            ) => names.push(m.metadata.name.unwrap_or_default()),
+            Some(_) => {}
+            None => panic!("metadata watcher ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_written_kubeconfig_works_for_kube_config_loading() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (emu, _client) = emulator().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    emu.write_kubeconfig(&path).expect("write");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("parse kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    assert_eq!(config.default_namespace, "default");
+    let client = Client::try_from(config).expect("client");
+    let names: Vec<_> = Api::<Namespace>::all(client)
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(names, vec!["default", "kube-system"]);
+}
+
+#[tokio::test]
+async fn flux_and_argo_test_crds_accept_the_status_servicetrace_reads() {
+    let (_emu, client) = emulator().await;
+    let ks_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    );
+    let kustomizations: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ks_resource);
+    let ks: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "orders"},
+        "spec": {"interval": "5m", "prune": true, "path": "./deploy", "sourceRef": {"kind": "GitRepository", "name": "orders"}, "targetNamespace": "orders"}
+    }))
+    .expect("kustomization");
+    let created = kustomizations
+        .create(&PostParams::default(), &ks)
+        .await
+        .expect("create kustomization");
+    assert_eq!(
+        created.data["spec"]["targetNamespace"], "orders",
+        "preserve-unknown-fields keeps upstream fields"
+    );
+    let with_status = kustomizations
+        .patch_status("orders", &PatchParams::default(), &Patch::Merge(json!({"status": {"lastAppliedRevision": "main@sha1:0123456789abcdef0123456789abcdef01234567", "observedGeneration": 1}})))
+        .await
+        .expect("status");
+    assert_eq!(
+        with_status.data["status"]["lastAppliedRevision"],
+        "main@sha1:0123456789abcdef0123456789abcdef01234567"
+    );
+    let bad_source = json!({"spec": {"sourceRef": {"kind": "HelmRepository"}}});
+    let invalid = api_status(
+        kustomizations
+            .patch("orders", &PatchParams::default(), &Patch::Merge(bad_source))
+            .await
+            .expect_err("enum"),
+    );
+    assert!(
+        invalid
+            .message
+            .contains("spec.sourceRef.kind: Unsupported value: \"HelmRepository\""),
+        "{}",
+        invalid.message
+    );
+
+    let app_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
+        "applications",
+    );
+    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &app_resource);
+    let app: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "orders"},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "orders"}, "source": {"repoURL": "https://dev.azure.com/contoso/Shop/_git/orders-manifests", "path": ".", "targetRevision": "main"}}
+    }))
+    .expect("application");
+    apps.create(&PostParams::default(), &app)
+        .await
+        .expect("create application");
+    // Argo CD's Application has no status subresource: status is written through the main endpoint and,
+    // being part of the object, moves generation like any other non-metadata change.
+    let synced = apps
+        .patch("orders", &PatchParams::default(), &Patch::Merge(json!({"status": {"sync": {"status": "Synced", "revision": "0123456789abcdef0123456789abcdef01234567"}, "health": {"status": "Healthy"}}})))
+        .await
+        .expect("status via main endpoint");
+    assert_eq!(
+        synced.data["status"]["sync"]["revision"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(synced.metadata.generation, Some(2));
+    let no_status_endpoint = apps
+        .patch_status(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {}})),
+        )
+        .await
+        .expect_err("no /status");
+    assert_eq!(api_status(no_status_endpoint).code, 404);
+}
+
+#[tokio::test]
+async fn delete_collection_removes_matching_objects() {
+    let (_emu, client) = emulator().await;
+    let api = gates(&client, "default");
+    for (name, team) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut g = gate(name, 1);
+        g.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        api.create(&PostParams::default(), &g)
+            .await
+            .expect("create");
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("team=x"),
+    )
+    .await
+    .expect("delete collection");
+    let left: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["c"]);
 }

@@ -123,3 +123,168 @@ pub(crate) fn resource_list(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
 }
+
+fn group_versions(registry: &[ResourceType]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for rt in registry {
+        let gv = (rt.group.clone(), rt.version.clone());
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: where each group version's document lives. kubectl reads it to learn that the server
+/// supports `fieldValidation` (server-side validation) instead of validating on the client.
+pub(crate) fn openapi_v3_root(registry: &[ResourceType], generation: u64) -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in group_versions(registry) {
+        let p = gv_path(&g, &v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={generation:016X}")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+fn query_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+/// `/openapi/v3/{api|apis/group}/{version}`: the operations of one group version, with the
+/// `x-kubernetes-group-version-kind` extension and query parameters clients look for, and the schemas of
+/// custom resources.
+pub(crate) fn openapi_v3_group_version(registry: &[ResourceType], path: &str) -> Option<Value> {
+    let (group, version) = group_versions(registry)
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == path)?;
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for rt in registry
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let gvk = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+        let base = if rt.namespaced {
+            format!("/{path}/namespaces/{{namespace}}/{}", rt.plural)
+        } else {
+            format!("/{path}/{}", rt.plural)
+        };
+        let write_params = vec![
+            query_param("dryRun", "When present, indicates that modifications should not be persisted."),
+            query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields."),
+        ];
+        let mut patch_params = write_params.clone();
+        patch_params.push(query_param(
+            "force",
+            "Force is going to \"force\" Apply requests.",
+        ));
+        let op = |action: &str, params: &Vec<Value>| {
+            json!({"operationId": format!("{action}{}", rt.kind), "parameters": params, "responses": {"200": {"description": "OK"}},
+                   "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk})
+        };
+        paths.insert(
+            base.clone(),
+            json!({"get": op("list", &Vec::new()), "post": op("post", &write_params)}),
+        );
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get", &Vec::new()), "put": op("put", &write_params), "patch": op("patch", &patch_params), "delete": op("delete", &Vec::new())}),
+        );
+        if rt.status_subresource {
+            paths.insert(format!("{base}/{{name}}/status"), json!({"get": op("get", &Vec::new()), "put": op("put", &write_params), "patch": op("patch", &patch_params)}));
+        }
+        if rt.custom {
+            if let Some(schema) = rt.schema.as_deref() {
+                let mut s = schema.clone();
+                s["x-kubernetes-group-version-kind"] = json!([gvk]);
+                let id = format!(
+                    "{}.{}.{}",
+                    rt.group.split('.').rev().collect::<Vec<_>>().join("."),
+                    rt.version,
+                    rt.kind
+                );
+                schemas.insert(id, s);
+            }
+        }
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": schemas}}),
+    )
+}
+
+/// The content type of aggregated discovery (apidiscovery.k8s.io/v2, GA since Kubernetes 1.30).
+pub(crate) const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery v2 (as kubectl and kube's `run_aggregated` do).
+pub(crate) fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|m| {
+        m.contains("g=apidiscovery.k8s.io")
+            && m.contains("v=v2")
+            && !m.contains("v=v2beta1")
+            && m.contains("as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_resource(rt: &ResourceType) -> Value {
+    let kind = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+    let mut r = json!({
+        "resource": rt.plural,
+        "responseKind": kind,
+        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": rt.singular,
+        "verbs": ResourceType::verbs(),
+    });
+    if !rt.short_names.is_empty() {
+        r["shortNames"] = json!(rt.short_names);
+    }
+    if !rt.categories.is_empty() {
+        r["categories"] = json!(rt.categories);
+    }
+    if rt.status_subresource {
+        r["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+    }
+    r
+}
+
+/// `/api` (core) or `/apis` (named groups) as an APIGroupDiscoveryList.
+pub(crate) fn aggregated(registry: &[ResourceType], core: bool) -> Value {
+    let mut items = Vec::new();
+    let names: Vec<(String, Vec<String>)> = if core {
+        vec![(String::new(), vec!["v1".to_string()])]
+    } else {
+        groups(registry)
+    };
+    for (g, versions) in names {
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let resources: Vec<Value> = registry
+                    .iter()
+                    .filter(|r| r.group == g && &r.version == v)
+                    .map(aggregated_resource)
+                    .collect();
+                json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        let metadata = if g.is_empty() {
+            json!({"creationTimestamp": null})
+        } else {
+            json!({"name": g, "creationTimestamp": null})
+        };
+        items.push(json!({"metadata": metadata, "versions": vs}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}

@@ -70,6 +70,8 @@ pub(crate) struct Written {
 
 pub(crate) struct Store {
     pub registry: Vec<ResourceType>,
+    /// Changes whenever the registry does, so clients caching OpenAPI documents by hash refetch.
+    pub registry_generation: u64,
     pub rv: u64,
     pub objects: BTreeMap<StoreKey, Value>,
     pub history: VecDeque<Arc<Change>>,
@@ -240,6 +242,7 @@ impl Store {
     pub fn new(tx: broadcast::Sender<Arc<Change>>) -> Self {
         Store {
             registry: resources::builtins(),
+            registry_generation: 0,
             rv: 1,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
@@ -435,6 +438,10 @@ impl Store {
                 Err(schema::AdmitError::Strict(msg)) => return Err(ApiError::bad_request(msg)),
             }
         }
+        causes.extend(metadata_causes(obj));
+        if rt.kind == "Event" {
+            causes.extend(event_causes(rt, obj));
+        }
         if rt.kind == "CustomResourceDefinition" {
             if let Err(msg) = resources::from_crd(obj) {
                 causes.push(Cause {
@@ -497,6 +504,17 @@ impl Store {
                     resource: "namespaces",
                     name: ns,
                 }));
+            }
+            if self.namespace_terminating(ns) {
+                let mut e = ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", Self::target(rt, &name).qualified()),
+                );
+                e.details = Some(
+                    json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+                );
+                return Err(e);
             }
         }
         let key = Self::key(rt, namespace, &name);
@@ -599,6 +617,7 @@ impl Store {
             let name = types[0].crd_name.clone();
             self.registry.retain(|r| r.crd_name != name);
             self.registry.extend(types);
+            self.registry_generation += 1;
         }
     }
 
@@ -625,6 +644,7 @@ impl Store {
         }
         self.registry
             .retain(|r| r.crd_name.as_deref() != Some(&name));
+        self.registry_generation += 1;
     }
 
     /// PUT: full replacement with optimistic concurrency.
@@ -985,22 +1005,85 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             self.unregister_crd(&obj);
         }
-        if rt.kind == "Namespace" {
-            let contents: Vec<StoreKey> = self
-                .objects
-                .keys()
-                .filter(|k| k.namespace == key.name)
-                .cloned()
-                .collect();
-            for k in contents {
-                if let Some(mut o) = self.objects.remove(&k) {
-                    let rv = self.next_rv();
-                    meta_mut(&mut o).insert("resourceVersion".into(), json!(rv.to_string()));
-                    self.commit(ChangeType::Deleted, k, o, None);
-                }
-            }
+        if !key.namespace.is_empty() {
+            self.finish_namespace_if_empty(&key.namespace);
         }
         Some(obj)
+    }
+
+    fn namespace_key(ns: &str) -> StoreKey {
+        StoreKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.to_string(),
+        }
+    }
+
+    fn namespace_terminating(&self, ns: &str) -> bool {
+        self.objects
+            .get(&Self::namespace_key(ns))
+            .is_some_and(|n| meta(n).contains_key("deletionTimestamp"))
+    }
+
+    /// The namespace controller's last step: a terminating namespace goes once nothing is left in it.
+    fn finish_namespace_if_empty(&mut self, ns: &str) {
+        if self.namespace_terminating(ns) && !self.objects.keys().any(|k| k.namespace == ns) {
+            let key = Self::namespace_key(ns);
+            if let Some(mut obj) = self.objects.remove(&key) {
+                let rv = self.next_rv();
+                meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+                self.commit(ChangeType::Deleted, key, obj, None);
+            }
+        }
+    }
+
+    /// Deleting a namespace marks it Terminating and deletes its contents (finalizers are honoured: the
+    /// namespace stays until the last object is gone), as the namespace controller does.
+    fn delete_namespace(&mut self, rt: &ResourceType, name: &str) -> Result<Value, ApiError> {
+        let key = Self::namespace_key(name);
+        let stored = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
+        if !meta(&stored).contains_key("deletionTimestamp") {
+            let mut marked = stored.clone();
+            meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+            marked["status"] = json!({"phase": "Terminating"});
+            let rv = self.next_rv();
+            meta_mut(&mut marked).insert("resourceVersion".into(), json!(rv.to_string()));
+            self.objects.insert(key.clone(), marked.clone());
+            self.commit(
+                ChangeType::Modified,
+                key.clone(),
+                marked,
+                Some(stored.clone()),
+            );
+        }
+        let contents: Vec<StoreKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        for k in contents {
+            let Some(content_type) = self
+                .registry
+                .iter()
+                .find(|r| {
+                    r.storage_group == k.group && r.storage_plural == k.plural && r.group == k.group
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            self.delete(&content_type, Some(name), &k.name, &json!({}), false)?;
+        }
+        let view = self.objects.get(&key).map(|o| Self::to_view(rt, o));
+        self.finish_namespace_if_empty(name);
+        Ok(view.unwrap_or_else(|| Self::to_view(rt, &stored)))
     }
 
     /// DELETE: with finalizers only marks the object (deletionTimestamp); removes it otherwise.
@@ -1012,6 +1095,9 @@ impl Store {
         options: &Value,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
+        if rt.kind == "Namespace" && rt.group.is_empty() && !dry_run {
+            return self.delete_namespace(rt, name);
+        }
         let key = Self::key(rt, namespace, name);
         let stored = self
             .objects
@@ -1110,4 +1196,105 @@ fn merge_string_data(obj: &mut Value) {
         let s = v.as_str().unwrap_or_default();
         data[k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
     }
+}
+
+/// The apiserver's checks on Events that clients most often get wrong: events.k8s.io/v1 requires the
+/// reporting fields, and the regarded object must live in the Event's namespace.
+fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let required = |field: &str| Cause {
+        reason: "FieldValueRequired",
+        message: "Required value".into(),
+        field: field.to_string(),
+    };
+    let (regarding, fields): (&str, &[&str]) = if rt.is_events_v1() {
+        (
+            "regarding",
+            &[
+                "eventTime",
+                "reportingController",
+                "reportingInstance",
+                "action",
+                "reason",
+            ],
+        )
+    } else {
+        ("involvedObject", &[])
+    };
+    for f in fields {
+        if obj.get(*f).is_none_or(|v| v.is_null() || v == "") {
+            causes.push(required(f));
+        }
+    }
+    let event_ns = meta_str(obj, "namespace").unwrap_or_default();
+    if let Some(ns) = obj
+        .get(regarding)
+        .and_then(|r| r.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        if !ns.is_empty() && ns != event_ns {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: \"{ns}\": does not match event.namespace"),
+                field: format!("{regarding}.namespace"),
+            });
+        }
+    }
+    causes
+}
+
+const LABEL_KEY_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+/// The apiserver's limit on the total size of annotations.
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// ObjectMeta validation every kind gets: label keys and values, annotation keys and total size.
+fn metadata_causes(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let m = meta(obj);
+    for (field, check_values) in [("labels", true), ("annotations", false)] {
+        let Some(map) = m.get(field) else { continue };
+        let Some(map) = map.as_object() else {
+            causes.push(Cause {
+                reason: "FieldValueTypeInvalid",
+                message: "Invalid value: must be a map of strings".into(),
+                field: format!("metadata.{field}"),
+            });
+            continue;
+        };
+        let mut total = 0;
+        for (k, v) in map {
+            if !super::selectors::valid_label_key(k) {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{k}\": {LABEL_KEY_MSG}"),
+                    field: format!("metadata.{field}"),
+                });
+            }
+            let Some(v) = v.as_str() else {
+                causes.push(Cause {
+                    reason: "FieldValueTypeInvalid",
+                    message: format!("Invalid value: {v}: must be a string"),
+                    field: format!("metadata.{field}.{k}"),
+                });
+                continue;
+            };
+            total += k.len() + v.len();
+            if check_values && !super::selectors::valid_label_value(v) {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{v}\": {LABEL_VALUE_MSG}"),
+                    field: format!("metadata.{field}"),
+                });
+            }
+        }
+        if !check_values && total > MAX_ANNOTATIONS_BYTES {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                message: format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+                field: "metadata.annotations".into(),
+            });
+        }
+    }
+    causes
 }
