@@ -127,8 +127,11 @@ async fn run_lifecycle_is_visible_through_the_rest_endpoints() {
     assert_eq!(b["definition"]["id"], DEF);
     assert_eq!(b["definition"]["name"], "base-ci");
     assert_eq!(b["project"]["id"], project_id.as_str());
-    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
-    assert_eq!(b["buildNumber"], format!("{today}.1"));
+    let queue_day: jiff::Timestamp = b["queueTime"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        b["buildNumber"],
+        format!("{}.1", queue_day.strftime("%Y%m%d"))
+    );
     assert!(
         is_ado_time(b["queueTime"].as_str().unwrap()),
         "{}",

@@ -225,7 +225,10 @@ fn respond(
     let state = shared.state();
     let Some(org) = state.org(&route.org) else {
         return Reply::not_found(
-            &format!("TF400813: The organization '{}' does not exist in the simulator.", route.org),
+            &format!(
+                "The organization '{}' does not exist in the simulator; create it with add_project or add_token.",
+                route.org
+            ),
             "Microsoft.VisualStudio.Services.Account.AccountNotFoundException, Microsoft.VisualStudio.Services.WebApi",
             "AccountNotFoundException",
         );
