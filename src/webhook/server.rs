@@ -52,6 +52,9 @@ pub struct WebhookConfig {
     /// Concurrent patches per delivery.
     pub patch_concurrency: usize,
     pub dedup_capacity: usize,
+    /// How long a sender may take to deliver the body; a stalled upload is answered 408, which Azure
+    /// DevOps retries.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -61,6 +64,7 @@ impl Default for WebhookConfig {
             patch_timeout: Duration::from_secs(5),
             patch_concurrency: 16,
             dedup_capacity: super::dedup::DEFAULT_CAPACITY,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -215,7 +219,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
         );
     }
 
-    let bytes = match read_limited(body, s.config.body_limit).await {
+    let bytes = match read_limited(body, s.config.body_limit, s.config.body_read_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             s.metrics.record_rejection("payload_too_large");
@@ -223,6 +227,14 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "rejected",
                 "body exceeds 2 MiB",
+            );
+        }
+        Err(BodyError::TimedOut) => {
+            s.metrics.record_rejection("body_timeout");
+            return reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "rejected",
+                "the request body arrived too slowly",
             );
         }
         Err(BodyError::Unreadable) => {
@@ -406,14 +418,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 enum BodyError {
     TooLarge,
+    TimedOut,
     Unreadable,
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Unreadable),
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, BodyError> {
+    match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+        Err(_) => Err(BodyError::TimedOut),
     }
 }
 
@@ -946,6 +964,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn stalled_body_upload_is_408_and_changes_nothing() {
+        let h = harness_with(WebhookConfig {
+            body_read_timeout: Duration::from_millis(100),
+            ..WebhookConfig::default()
+        });
+        let before = versions(&h);
+        // A body that sends one chunk and then never finishes.
+        let first = futures::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"eventType\""))
+        });
+        let stalled = first.chain(futures::stream::pending());
+        let req = http::Request::post(HOOK_PATH)
+            .header(header::AUTHORIZATION, basic("ado", PASSWORD))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(stalled))
+            .unwrap();
+        let resp = router(h.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(versions(&h), before);
     }
 
     #[tokio::test]
