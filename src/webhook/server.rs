@@ -33,7 +33,7 @@ use super::auth::WebhookAuth;
 use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
 use super::metrics::WebhookMetrics;
-use super::payload::{parse_event, EventKind, PayloadError};
+use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
 use crate::crd::{PipelineGate, ServiceTrace};
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
@@ -191,73 +191,9 @@ pub async fn serve(
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
     let s = &state.shared;
-
-    if let Err(failure) = s.auth.check(&headers) {
-        s.metrics.record_rejection(failure.as_label());
-        tracing::debug!(
-            reason = failure.as_label(),
-            "webhook delivery refused: authentication"
-        );
-        let mut resp = reply(
-            StatusCode::UNAUTHORIZED,
-            "rejected",
-            "missing or wrong credentials",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Basic realm="lockstep""#),
-        );
-        return resp;
-    }
-
-    if !is_json(&headers) {
-        s.metrics.record_rejection("unsupported_media_type");
-        return reply(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "rejected",
-            "Content-Type must be application/json",
-        );
-    }
-
-    let bytes = match read_limited(body, s.config.body_limit, s.config.body_read_timeout).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            s.metrics.record_rejection("payload_too_large");
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "rejected",
-                "body exceeds 2 MiB",
-            );
-        }
-        Err(BodyError::TimedOut) => {
-            s.metrics.record_rejection("body_timeout");
-            return reply(
-                StatusCode::REQUEST_TIMEOUT,
-                "rejected",
-                "the request body arrived too slowly",
-            );
-        }
-        Err(BodyError::Unreadable) => {
-            s.metrics.record_rejection("unreadable_body");
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "rejected",
-                "the request body could not be read",
-            );
-        }
-    };
-
-    let event = match parse_event(&bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            s.metrics.record_rejection("malformed_payload");
-            let reason = match &e {
-                PayloadError::Malformed(_) => "malformed or truncated JSON",
-                PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
-            };
-            tracing::debug!(error = %e, "webhook delivery refused: payload");
-            return reply(StatusCode::BAD_REQUEST, "rejected", reason);
-        }
+    let event = match admit(s, &headers, body).await {
+        Ok(event) => event,
+        Err(refusal) => return refusal,
     };
     let label = event.kind.as_label();
 
@@ -350,6 +286,69 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
             unavailable("the Kubernetes API is unavailable")
         }
     }
+}
+
+/// Authentication, content type, body and JSON, in that order: everything that refuses a delivery
+/// with a 4xx before anything else happens.
+async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
+    if let Err(failure) = s.auth.check(headers) {
+        s.metrics.record_rejection(failure.as_label());
+        tracing::debug!(
+            reason = failure.as_label(),
+            "webhook delivery refused: authentication"
+        );
+        let mut resp = reply(
+            StatusCode::UNAUTHORIZED,
+            "rejected",
+            "missing or wrong credentials",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="lockstep""#),
+        );
+        return Err(resp);
+    }
+    if !is_json(headers) {
+        s.metrics.record_rejection("unsupported_media_type");
+        return Err(reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "rejected",
+            "Content-Type must be application/json",
+        ));
+    }
+    let bytes = match read_limited(body, s.config.body_limit, s.config.body_read_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            s.metrics.record_rejection("payload_too_large");
+            let reason = format!("the body exceeds {} bytes", s.config.body_limit);
+            return Err(reply(StatusCode::PAYLOAD_TOO_LARGE, "rejected", &reason));
+        }
+        Err(BodyError::TimedOut) => {
+            s.metrics.record_rejection("body_timeout");
+            return Err(reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "rejected",
+                "the request body arrived too slowly",
+            ));
+        }
+        Err(BodyError::Unreadable) => {
+            s.metrics.record_rejection("unreadable_body");
+            return Err(reply(
+                StatusCode::BAD_REQUEST,
+                "rejected",
+                "the request body could not be read",
+            ));
+        }
+    };
+    parse_event(&bytes).map_err(|e| {
+        s.metrics.record_rejection("malformed_payload");
+        tracing::debug!(error = %e, "webhook delivery refused: payload");
+        let reason = match &e {
+            PayloadError::Malformed(_) => "malformed or truncated JSON",
+            PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
+        };
+        reply(StatusCode::BAD_REQUEST, "rejected", reason)
+    })
 }
 
 async fn annotate_all<K>(
