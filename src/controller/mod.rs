@@ -211,3 +211,51 @@ pub async fn stop_bounded(
         () = deadline => warn!("controller still busy after shutdown; abandoning in-flight reconciles"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    #[tokio::test]
+    async fn first_list_resolves_once_the_store_is_ready() {
+        let mut writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        assert!(!first.is_done());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(Duration::from_secs(5), first.wait())
+            .await
+            .expect("first list noticed");
+        assert!(first.is_done());
+    }
+
+    #[tokio::test]
+    async fn shutdown_before_the_first_list_stops_at_once() {
+        let writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        // A controller stuck before its first list never finishes on its own.
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(2),
+            stop_bounded(std::future::pending(), async {}, &first),
+        )
+        .await;
+        assert!(stopped.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_finishes_is_not_cut_short() {
+        let writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let running = async move {
+            let _ = rx.await;
+            flag.store(true, Ordering::SeqCst);
+        };
+        tx.send(()).unwrap();
+        stop_bounded(running, std::future::pending(), &first).await;
+        assert!(finished.load(Ordering::SeqCst));
+    }
+}
