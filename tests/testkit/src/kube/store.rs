@@ -1226,6 +1226,28 @@ fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
             causes.push(required(f));
         }
     }
+    if rt.is_events_v1() {
+        // events.k8s.io/v1 length limits (NoteLengthLimit, ReasonLengthLimit, ActionLengthLimit, ...).
+        for (f, limit) in [
+            ("note", 1024),
+            ("reason", 128),
+            ("action", 128),
+            ("reportingInstance", 128),
+            ("reportingController", 253),
+        ] {
+            if obj
+                .get(f)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.len() > limit)
+            {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong",
+                    message: format!("Too long: may not be more than {limit} bytes"),
+                    field: f.to_string(),
+                });
+            }
+        }
+    }
     let event_ns = meta_str(obj, "namespace").unwrap_or_default();
     if let Some(ns) = obj
         .get(regarding)
