@@ -221,7 +221,12 @@ fn comparable(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
-        m.remove("managedFields");
+        // A change of ownership is a change (it is persisted); a refreshed timestamp alone is not.
+        if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
     }
     v
 }
