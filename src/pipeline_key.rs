@@ -69,7 +69,12 @@ pub struct PipelineKey {
 }
 
 impl PipelineKey {
-    pub fn new(organization_url: &str, project: &str, definition_id: i64, branch: &str) -> Option<Self> {
+    pub fn new(
+        organization_url: &str,
+        project: &str,
+        definition_id: i64,
+        branch: &str,
+    ) -> Option<Self> {
         Some(Self {
             organization: OrgKey::from_url(organization_url)?,
             project: project.trim().to_ascii_lowercase(),
@@ -81,7 +86,11 @@ impl PipelineKey {
 
 impl fmt::Display for PipelineKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/definition {} on {}", self.organization, self.project, self.definition_id, self.branch)
+        write!(
+            f,
+            "{}/{}/definition {} on {}",
+            self.organization, self.project, self.definition_id, self.branch
+        )
     }
 }
 
@@ -103,7 +112,12 @@ mod tests {
     fn server_collections_keep_host_and_collection() {
         let k = OrgKey::from_url("https://tfs.corp/DefaultCollection").unwrap();
         assert_eq!(k.as_str(), "tfs.corp/defaultcollection");
-        assert_eq!(OrgKey::from_url("http://tfs.corp:8080/tfs/").unwrap().as_str(), "tfs.corp/tfs");
+        assert_eq!(
+            OrgKey::from_url("http://tfs.corp:8080/tfs/")
+                .unwrap()
+                .as_str(),
+            "tfs.corp/tfs"
+        );
     }
 
     #[test]

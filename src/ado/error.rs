@@ -12,7 +12,10 @@ pub enum AdoError {
     NotFound { what: String, message: String },
     /// 429, or a `Retry-After` that has not elapsed yet.
     #[error("Azure DevOps at {organization} is rate limiting lockstep: retrying after {}s", retry_after.as_secs())]
-    RateLimited { organization: String, retry_after: Duration },
+    RateLimited {
+        organization: String,
+        retry_after: Duration,
+    },
     /// 5xx, timeouts and connection failures, after retries.
     #[error("Azure DevOps is unavailable ({detail}): lockstep keeps the last verdict and retries with backoff")]
     Unavailable { status: Option<u16>, detail: String },
@@ -27,7 +30,10 @@ pub enum AdoError {
 impl AdoError {
     /// Transient errors leave the last verdict standing; the others decide the verdict.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::RateLimited { .. } | Self::Unavailable { .. } | Self::InvalidResponse { .. })
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable { .. } | Self::InvalidResponse { .. }
+        )
     }
 
     /// A stable, low-cardinality label for metrics.

@@ -4,6 +4,5 @@ pub mod client;
 pub mod error;
 pub mod models;
 
-
 pub use error::AdoError;
 pub use models::*;

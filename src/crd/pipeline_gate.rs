@@ -20,11 +20,31 @@ use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
     namespaced,
     status = "PipelineGateStatus",
     doc = "PipelineGate follows the newest run of one Azure DevOps pipeline on one branch and is Ready when it succeeded.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Run", type_ = "string", json_path = ".status.latestRun.buildNumber"),
-    printcolumn(name = "Commit", type_ = "string", json_path = ".status.latestRun.commit"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Run",
+        type_ = "string",
+        json_path = ".status.latestRun.buildNumber"
+    ),
+    printcolumn(
+        name = "Commit",
+        type_ = "string",
+        json_path = ".status.latestRun.commit"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PipelineGateSpec {

@@ -21,10 +21,26 @@ use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
     status = "ServiceTraceStatus",
     doc = "ServiceTrace follows one service from source commit to CI build, HLD commit, manifest commit and the revision the cluster runs.",
     printcolumn(name = "Build", type_ = "string", json_path = ".status.imageTag"),
-    printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestCommitShort"),
-    printcolumn(name = "Deployed", type_ = "string", json_path = ".status.deployedRevisionShort"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Manifest",
+        type_ = "string",
+        json_path = ".status.manifestCommitShort"
+    ),
+    printcolumn(
+        name = "Deployed",
+        type_ = "string",
+        json_path = ".status.deployedRevisionShort"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceTraceSpec {
