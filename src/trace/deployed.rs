@@ -421,7 +421,13 @@ mod tests {
             "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed", "message": "Deployment/orders dry-run failed"}]
         }));
         let seen = observe_flux_kustomization(&obj).expect("readable");
-        assert_eq!(seen.revision, commit(SHA));
+        assert_eq!(
+            seen.revision,
+            Some(DeployedRevision::Commit(GitRevision {
+                reference: Some("main".into()),
+                commit: SHA.into()
+            }))
+        );
         assert_eq!(
             seen.agent,
             AgentState::Failed("ReconciliationFailed: Deployment/orders dry-run failed".into())

@@ -249,7 +249,7 @@ pub fn trace(input: &TraceInput) -> TraceVerdict {
         .find(|b| b.result == Some(BuildResult::Succeeded)),
         Err(_) => None,
     };
-    let hld = input.hld.as_ref().map(|repo| hld_stage(repo));
+    let hld = input.hld.as_ref().map(hld_stage);
     let hld_head = input
         .hld
         .as_ref()
@@ -291,10 +291,11 @@ fn build_stage(input: &BuildInput) -> Stage {
     let runs = match &input.runs {
         Ok(runs) => newest_first(runs, Some(input.definition_id), Some(&input.branch)),
         Err(failure) => {
-            return stage.unreadable(format!(
+            stage.unreadable(format!(
                 "build definition {}: {}",
                 input.definition_id, failure.0
             ));
+            return stage;
         }
     };
     let Some(newest) = runs.first() else {
@@ -342,15 +343,12 @@ fn build_stage(input: &BuildInput) -> Stage {
 }
 
 fn hld_stage(repo: &RepoInput) -> Stage {
-    let stage = Stage::new(StageName::Hld);
-    match repo_head(stage, "hld", repo) {
-        Ok((mut stage, head)) => {
-            stage.state = StageState::Succeeded;
-            stage.message = format!("hld {} at {}", repo.repository, short_sha(&head.id));
-            stage
-        }
-        Err(stage) => stage,
+    let mut stage = Stage::new(StageName::Hld);
+    if let Some(head) = repo_head(&mut stage, "hld", repo) {
+        stage.state = StageState::Succeeded;
+        stage.message = format!("hld {} at {}", repo.repository, short_sha(&head.id));
     }
+    stage
 }
 
 fn manifest_stage(
@@ -359,9 +357,9 @@ fn manifest_stage(
     newest_success: Option<&Build>,
     hld_head: Option<&str>,
 ) -> Stage {
-    let (mut stage, head) = match repo_head(Stage::new(StageName::Manifest), "manifest", repo) {
-        Ok(found) => found,
-        Err(stage) => return stage,
+    let mut stage = Stage::new(StageName::Manifest);
+    let Some(head) = repo_head(&mut stage, "manifest", repo) else {
+        return stage;
     };
     let manifest = short_sha(&head.id);
     let Some(generation) = generation else {
@@ -399,10 +397,11 @@ fn manifest_stage(
     let runs = match &generation.runs {
         Ok(runs) => newest_first(runs, Some(generation.definition_id), None),
         Err(failure) => {
-            return stage.unreadable(format!(
+            stage.unreadable(format!(
                 "manifest generation definition {}: {}",
                 generation.definition_id, failure.0
             ));
+            return stage;
         }
     };
     let Some(newest) = runs.first() else {
@@ -503,7 +502,10 @@ fn deployed_stage(
     let target = &input.target;
     let observed = match &input.observed {
         Ok(observed) => observed,
-        Err(failure) => return (stage.unreadable(format!("{target}: {}", failure.0)), None),
+        Err(failure) => {
+            stage.unreadable(format!("{target}: {}", failure.0));
+            return (stage, None);
+        }
     };
     let Some(revision) = &observed.revision else {
         match &observed.agent {
@@ -685,14 +687,13 @@ impl Stage {
         }
     }
 
-    fn unreadable(mut self, message: String) -> Self {
+    fn unreadable(&mut self, message: String) {
         self.state = StageState::Unknown;
         self.message = message;
         self.hold = Some(Hold {
             kind: HoldKind::Unreadable,
             reason: TraceReason::ReferenceUnreadable,
         });
-        self
     }
 
     fn undetermined(&mut self, message: String) {
@@ -847,28 +848,33 @@ fn with_url(message: String, url: Option<&str>) -> String {
     }
 }
 
-/// The head of `repo`, or the stage filled in with why it cannot be read.
-fn repo_head(
-    mut stage: Stage,
-    label: &str,
-    repo: &RepoInput,
-) -> Result<(Stage, HeadCommit), Stage> {
+/// The head of `repo`, recorded in `stage`; `None` when it cannot be read, with `stage` saying why.
+fn repo_head(stage: &mut Stage, label: &str, repo: &RepoInput) -> Option<HeadCommit> {
     match &repo.head {
-        Err(failure) => Err(stage.unreadable(format!(
-            "{label} repository {}: {}",
-            repo.repository, failure.0
-        ))),
-        Ok(None) => Err(stage.unreadable(format!(
-            "{label} branch {} does not exist in repository {}",
-            repo.branch, repo.repository
-        ))),
+        Err(failure) => {
+            stage.unreadable(format!(
+                "{label} repository {}: {}",
+                repo.repository, failure.0
+            ));
+            None
+        }
+        Ok(None) => {
+            stage.unreadable(format!(
+                "{label} branch {} does not exist in repository {}",
+                repo.branch, repo.repository
+            ));
+            None
+        }
         Ok(Some(head)) => {
             stage.commit = Some(head.id.clone());
             stage.web_url = repo
                 .web_url
                 .as_deref()
                 .map(|url| format!("{}/commit/{}", url.trim_end_matches('/'), head.id));
-            Ok((stage, head.clone()))
+            Some(head.clone())
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
