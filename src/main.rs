@@ -14,11 +14,14 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Run the operator: reconcile PipelineGates (and serve metrics, probes and webhooks).
+    Run(Box<lockstep::run::RunArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run(*args),
         Command::Crd => match lockstep::crd::crds_yaml() {
             Ok(docs) => {
                 for (_, yaml) in docs {
@@ -31,5 +34,22 @@ fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
+    }
+}
+
+fn run(args: lockstep::run::RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(lockstep::run::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

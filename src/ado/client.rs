@@ -1,1 +1,654 @@
-//! The Azure DevOps HTTP client. (Skeleton: the foundation issue fills in the bodies.)
+//! The Azure DevOps HTTP client: one connection pool for every object, the ADO traps handled in one place.
+//!
+//! - Bad credentials come back as `203` + an HTML sign-in page (or a redirect to one) unless
+//!   `X-TFS-FedAuthRedirect: Suppress` is sent; any 2xx that is not JSON, any 3xx, 401 and 403 are
+//!   therefore [`AdoError::Unauthorized`], and redirects are never followed.
+//! - Bodies may start with a UTF-8 BOM, which serde_json rejects.
+//! - Rate limits are per identity and organization: a `429`, or a `Retry-After` on any response, puts the
+//!   organization on hold, and calls for it fail fast with [`AdoError::RateLimited`] until the hold ends,
+//!   without touching the network.
+//! - 5xx, timeouts and connection failures are retried a few times with exponential backoff.
+//! - The token never appears in an error: it only travels in a sensitive `Authorization` header, and any
+//!   text taken from a response is scrubbed of it before it is put in an error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+
+use super::error::AdoError;
+use super::models::{Build, ErrorBody, GitAnnotatedTag, GitRef, GitRepository, ListResponse};
+use crate::pipeline_key::{full_branch_ref, OrgKey};
+use crate::secret::SecretString;
+
+/// First pause before retrying a 5xx or timeout; doubled on each further attempt.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
+/// Longest single pause between retries, so a call gives up within a few seconds of backoff.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+/// Hold after a 429 that names no `Retry-After`; doubled on each consecutive 429.
+const RATE_LIMIT_BASE_HOLD: Duration = Duration::from_secs(10);
+/// Longest hold: ADO's throughput window is 5 minutes, so usage has recovered by then.
+const RATE_LIMIT_MAX_HOLD: Duration = Duration::from_secs(300);
+/// Hold when `X-RateLimit-Remaining` reaches 0 on a successful response without `Retry-After`:
+/// the next request would only be delayed by ADO, so pause briefly instead.
+const RATE_LIMIT_EXHAUSTED_HOLD: Duration = Duration::from_secs(10);
+/// Server-provided text put into errors is cut to this many characters to keep messages one line.
+const MAX_DETAIL_CHARS: usize = 300;
+
+/// Settings for [`AdoClient`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// Limit for one HTTP request, from connect to the last body byte.
+    pub request_timeout: Duration,
+    /// Extra attempts after a 5xx, timeout or connection failure.
+    pub max_retries: u32,
+    /// The `api-version` query parameter (Azure DevOps Server may need an older one).
+    pub api_version: String,
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            max_retries: 3,
+            api_version: "7.1".to_string(),
+            user_agent: format!("lockstep/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Told about every HTTP exchange (for metrics). `status` is `None` when no response arrived.
+pub trait RequestObserver: Send + Sync {
+    fn on_response(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration);
+}
+
+/// Per-organization rate-limit state.
+#[derive(Debug, Default)]
+struct OrgHold {
+    not_before: Option<Instant>,
+    consecutive_429: u32,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    holds: Mutex<HashMap<OrgKey, OrgHold>>,
+}
+
+/// Azure DevOps REST client. Cheap to clone: clones share the connection pool and rate-limit state.
+#[derive(Clone)]
+pub struct AdoClient {
+    inner: Arc<Inner>,
+    observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// What one request is about, for URLs, errors and metrics.
+struct Call<'a> {
+    endpoint: &'static str,
+    org_url: &'a str,
+    /// Path segments below the organization URL; each is percent-encoded as one segment.
+    segments: Vec<&'a str>,
+    /// Query parameters besides `api-version`.
+    query: Vec<(&'static str, String)>,
+    /// Names the thing requested in a NotFound error.
+    what: String,
+}
+
+/// Result of one attempt: done (success or a final error) or worth another try.
+enum Attempt<T> {
+    Done(Result<T, AdoError>),
+    Retry(AdoError),
+}
+
+impl AdoClient {
+    pub fn new(config: ClientConfig) -> Result<Self, AdoError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| {
+                AdoError::InvalidRequest(format!("could not set up the HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                holds: Mutex::new(HashMap::new()),
+            }),
+            observer: None,
+        })
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Builds - List: the newest `top` runs of one definition on one branch, newest queued first.
+    pub async fn list_builds(
+        &self,
+        org_url: &str,
+        project: &str,
+        definition_id: i64,
+        branch: &str,
+        top: u32,
+        token: &SecretString,
+    ) -> Result<Vec<Build>, AdoError> {
+        let call = Call {
+            endpoint: "build.builds.list",
+            org_url,
+            segments: vec![project, "_apis", "build", "builds"],
+            query: vec![
+                ("definitions", definition_id.to_string()),
+                ("branchName", full_branch_ref(branch)),
+                ("queryOrder", "queueTimeDescending".to_string()),
+                ("$top", top.to_string()),
+            ],
+            what: format!("Project \"{project}\" (or pipeline definition {definition_id})"),
+        };
+        let list: ListResponse<Build> = self.get_json(call, token).await?;
+        Ok(list.value)
+    }
+
+    /// Builds - Get.
+    pub async fn get_build(
+        &self,
+        org_url: &str,
+        project: &str,
+        build_id: i64,
+        token: &SecretString,
+    ) -> Result<Build, AdoError> {
+        let id = build_id.to_string();
+        let call = Call {
+            endpoint: "build.builds.get",
+            org_url,
+            segments: vec![project, "_apis", "build", "builds", &id],
+            query: Vec::new(),
+            what: format!("Build {build_id} in project \"{project}\""),
+        };
+        self.get_json(call, token).await
+    }
+
+    /// Refs - List with `filter` (a prefix without `refs/`, e.g. `heads/main`) and `peelTags=true`.
+    /// The filter is a prefix match: callers pick the exact ref name from the result.
+    pub async fn list_refs(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        filter: &str,
+        token: &SecretString,
+    ) -> Result<Vec<GitRef>, AdoError> {
+        let call = Call {
+            endpoint: "git.refs.list",
+            org_url,
+            segments: vec![project, "_apis", "git", "repositories", repository, "refs"],
+            query: vec![
+                ("filter", filter.to_string()),
+                ("peelTags", "true".to_string()),
+            ],
+            what: format!("Repository \"{repository}\" in project \"{project}\""),
+        };
+        let list: ListResponse<GitRef> = self.get_json(call, token).await?;
+        Ok(list.value)
+    }
+
+    /// Annotated Tags - Get: resolves a tag object id to the object it points at.
+    pub async fn get_annotated_tag(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        object_id: &str,
+        token: &SecretString,
+    ) -> Result<GitAnnotatedTag, AdoError> {
+        let call = Call {
+            endpoint: "git.annotatedtags.get",
+            org_url,
+            segments: vec![
+                project,
+                "_apis",
+                "git",
+                "repositories",
+                repository,
+                "annotatedtags",
+                object_id,
+            ],
+            query: Vec::new(),
+            what: format!("Annotated tag {object_id} in repository \"{repository}\""),
+        };
+        self.get_json(call, token).await
+    }
+
+    /// Repositories - Get, by name or id.
+    pub async fn get_repository(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        token: &SecretString,
+    ) -> Result<GitRepository, AdoError> {
+        let call = Call {
+            endpoint: "git.repositories.get",
+            org_url,
+            segments: vec![project, "_apis", "git", "repositories", repository],
+            query: Vec::new(),
+            what: format!("Repository \"{repository}\" in project \"{project}\""),
+        };
+        self.get_json(call, token).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        call: Call<'_>,
+        token: &SecretString,
+    ) -> Result<T, AdoError> {
+        let org = OrgKey::from_url(call.org_url).ok_or_else(|| {
+            AdoError::InvalidRequest(format!(
+                "organization URL \"{}\" is not an http(s) URL such as https://dev.azure.com/contoso",
+                redact(call.org_url, token)
+            ))
+        })?;
+        let url = build_url(&call, &self.inner.config.api_version)?;
+        let auth = basic_auth(token)?;
+        let org_display = call.org_url.trim().trim_end_matches('/').to_string();
+
+        let mut attempt = 0;
+        loop {
+            if let Some(retry_after) = self.remaining_hold(&org) {
+                return Err(AdoError::RateLimited {
+                    organization: org_display,
+                    retry_after,
+                });
+            }
+            let outcome = self
+                .attempt::<T>(&call, &url, &auth, &org, &org_display, token)
+                .await;
+            match outcome {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(err) if attempt >= self.inner.config.max_retries => return Err(err),
+                Attempt::Retry(_) => {
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        url: &url::Url,
+        auth: &HeaderValue,
+        org: &OrgKey,
+        org_display: &str,
+        token: &SecretString,
+    ) -> Attempt<T> {
+        let started = Instant::now();
+        let sent = self
+            .inner
+            .http
+            .get(url.clone())
+            .header(AUTHORIZATION, auth.clone())
+            .header(ACCEPT, "application/json")
+            .header("X-TFS-FedAuthRedirect", "Suppress")
+            .header("X-VSS-ForceMsaPassThrough", "true")
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.observe(call.endpoint, None, started.elapsed());
+                return Attempt::Retry(transport_error(&e, token));
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await;
+        self.observe(call.endpoint, Some(status), started.elapsed());
+        let body = match body {
+            Ok(b) => b,
+            Err(e) => return Attempt::Retry(transport_error(&e, token)),
+        };
+
+        let rate_limited = status == 429;
+        let hold = self.record_rate_limit(org, &headers, rate_limited);
+        let unauthorized = || AdoError::Unauthorized {
+            organization: org_display.to_string(),
+            status,
+        };
+        match status {
+            429 => Attempt::Done(Err(AdoError::RateLimited {
+                organization: org_display.to_string(),
+                retry_after: hold.unwrap_or(RATE_LIMIT_BASE_HOLD),
+            })),
+            // 203 is the HTML sign-in page ADO serves for bad credentials on GET.
+            203 => Attempt::Done(Err(unauthorized())),
+            200..=299 if !is_json(&headers) => Attempt::Done(Err(unauthorized())),
+            200..=299 => Attempt::Done(parse_body(&body, call.endpoint, token)),
+            // A redirect is always to a sign-in page: the REST API never redirects a valid call.
+            300..=399 | 401 | 403 => Attempt::Done(Err(unauthorized())),
+            404 => Attempt::Done(Err(AdoError::NotFound {
+                what: redact(&call.what, token),
+                message: error_message(&body, status, token),
+            })),
+            408 | 500..=599 => Attempt::Retry(AdoError::Unavailable {
+                status: Some(status),
+                detail: error_message(&body, status, token),
+            }),
+            _ => Attempt::Done(Err(AdoError::InvalidRequest(format!(
+                "{} answered HTTP {status}: {}",
+                call.endpoint,
+                error_message(&body, status, token)
+            )))),
+        }
+    }
+
+    fn observe(&self, endpoint: &'static str, status: Option<u16>, elapsed: Duration) {
+        if let Some(o) = &self.observer {
+            o.on_response(endpoint, status, elapsed);
+        }
+    }
+
+    /// Time left on the organization's hold, if any.
+    fn remaining_hold(&self, org: &OrgKey) -> Option<Duration> {
+        let holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let not_before = holds.get(org)?.not_before?;
+        let left = not_before.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Updates the organization's hold from a response; returns the hold it set, if any.
+    fn record_rate_limit(
+        &self,
+        org: &OrgKey,
+        headers: &HeaderMap,
+        is_429: bool,
+    ) -> Option<Duration> {
+        let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = holds.entry(org.clone()).or_default();
+        let retry_after = header_seconds(headers, RETRY_AFTER.as_str());
+        let hold = if is_429 {
+            let backoff = RATE_LIMIT_BASE_HOLD
+                .saturating_mul(1u32 << entry.consecutive_429.min(5))
+                .min(RATE_LIMIT_MAX_HOLD);
+            entry.consecutive_429 = entry.consecutive_429.saturating_add(1);
+            Some(retry_after.unwrap_or(backoff))
+        } else {
+            entry.consecutive_429 = 0;
+            retry_after.or_else(|| exhausted_hold(headers))
+        };
+        let hold = hold.map(|h| h.min(RATE_LIMIT_MAX_HOLD));
+        if let Some(h) = hold.filter(|h| !h.is_zero()) {
+            entry.not_before = Some(Instant::now() + h);
+        }
+        hold
+    }
+}
+
+/// `X-RateLimit-Remaining: 0` without `Retry-After`: pause until `X-RateLimit-Reset` (bounded).
+fn exhausted_hold(headers: &HeaderMap) -> Option<Duration> {
+    let remaining = header_str(headers, "x-ratelimit-remaining")?
+        .parse::<f64>()
+        .ok()?;
+    if remaining > 0.0 {
+        return None;
+    }
+    let until_reset = header_str(headers, "x-ratelimit-reset")
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|reset| {
+            let secs = reset.checked_sub(jiff::Timestamp::now().as_second())?;
+            u64::try_from(secs).ok().map(Duration::from_secs)
+        });
+    Some(
+        until_reset
+            .unwrap_or(RATE_LIMIT_EXHAUSTED_HOLD)
+            .min(RATE_LIMIT_EXHAUSTED_HOLD),
+    )
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name)?.to_str().ok().map(str::trim)
+}
+
+/// A header holding seconds (`Retry-After: 30`, also fractional).
+fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let secs = header_str(headers, name)?.parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+fn retry_delay(attempt: u32) -> Duration {
+    RETRY_BASE_DELAY
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(RETRY_MAX_DELAY)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    header_str(headers, CONTENT_TYPE.as_str())
+        .and_then(|ct| ct.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false)
+}
+
+fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+fn parse_body<T: DeserializeOwned>(
+    body: &[u8],
+    endpoint: &'static str,
+    token: &SecretString,
+) -> Result<T, AdoError> {
+    serde_json::from_slice(strip_bom(body)).map_err(|e| AdoError::InvalidResponse {
+        endpoint: endpoint.to_string(),
+        detail: redact(&e.to_string(), token),
+    })
+}
+
+/// The ADO error body's `message` (`TF…`), else a short excerpt of the body, else the status.
+fn error_message(body: &[u8], status: u16, token: &SecretString) -> String {
+    let body = strip_bom(body);
+    let text = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| {
+            let raw = String::from_utf8_lossy(body);
+            let raw = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+            if raw.is_empty() || raw.starts_with('<') {
+                format!("HTTP {status}")
+            } else {
+                raw
+            }
+        });
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut short: String = one_line.chars().take(MAX_DETAIL_CHARS).collect();
+    if short.len() < one_line.len() {
+        short.push('…');
+    }
+    redact(&short, token)
+}
+
+fn transport_error(e: &reqwest::Error, token: &SecretString) -> AdoError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    // The URL carries no secret, but the source chain is external text: scrub it all the same.
+    let mut detail = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    AdoError::Unavailable {
+        status: None,
+        detail: redact(&detail, token),
+    }
+}
+
+/// Removes the token from text that came from outside (a server echoing it, a URL that embeds it).
+fn redact(text: &str, token: &SecretString) -> String {
+    let secret = token.expose();
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "<redacted>")
+    }
+}
+
+fn basic_auth(token: &SecretString) -> Result<HeaderValue, AdoError> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!(":{}", token.expose()));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+        AdoError::InvalidRequest("the token cannot be sent as an HTTP header".to_string())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn build_url(call: &Call<'_>, api_version: &str) -> Result<url::Url, AdoError> {
+    let invalid = || {
+        AdoError::InvalidRequest(format!(
+            "organization URL \"{}\" cannot take a path: use a form like https://dev.azure.com/contoso",
+            call.org_url.trim()
+        ))
+    };
+    let mut url = url::Url::parse(call.org_url.trim()).map_err(|_| invalid())?;
+    url.set_query(None);
+    url.set_fragment(None);
+    {
+        let mut path = url.path_segments_mut().map_err(|_| invalid())?;
+        path.pop_if_empty();
+        path.extend(call.segments.iter().map(|s| s.trim()));
+    }
+    let mut query = String::new();
+    for (key, value) in call
+        .query
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain([("api-version", api_version)])
+    {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(key);
+        query.push('=');
+        query.push_str(&encode_query_value(value));
+    }
+    url.set_query(Some(&query));
+    Ok(url)
+}
+
+/// Percent-encodes a query value but keeps `/`, `,` and `:` readable (`branchName=refs/heads/main`),
+/// which is what ADO's own clients send.
+fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'/'
+            | b','
+            | b':' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call<'a>(org_url: &'a str, segments: Vec<&'a str>) -> Call<'a> {
+        Call {
+            endpoint: "test",
+            org_url,
+            segments,
+            query: vec![
+                ("branchName", "refs/heads/feature/a b".to_string()),
+                ("$top", "5".to_string()),
+            ],
+            what: String::new(),
+        }
+    }
+
+    #[test]
+    fn urls_encode_segments_and_keep_refs_readable() {
+        let url = build_url(
+            &call(
+                "https://dev.azure.com/contoso/",
+                vec!["My Project", "_apis"],
+            ),
+            "7.1",
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://dev.azure.com/contoso/My%20Project/_apis?branchName=refs/heads/feature/a%20b&$top=5&api-version=7.1"
+        );
+    }
+
+    #[test]
+    fn server_collection_urls_keep_their_path() {
+        let url = build_url(
+            &call("https://tfs.corp/DefaultCollection", vec!["Shop", "a/b"]),
+            "6.0",
+        )
+        .unwrap();
+        assert!(url
+            .as_str()
+            .starts_with("https://tfs.corp/DefaultCollection/Shop/a%2Fb?"));
+        assert!(url.as_str().ends_with("api-version=6.0"));
+    }
+
+    #[test]
+    fn retry_delays_grow_and_are_bounded() {
+        assert_eq!(retry_delay(0), Duration::from_millis(250));
+        assert_eq!(retry_delay(1), Duration::from_millis(500));
+        assert_eq!(retry_delay(10), RETRY_MAX_DELAY);
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut h = HeaderMap::new();
+        assert!(!is_json(&h));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8; api-version=7.1"),
+        );
+        assert!(is_json(&h));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        assert!(!is_json(&h));
+    }
+
+    #[test]
+    fn error_messages_are_one_line_and_redacted() {
+        let token = SecretString::new("s3cr3t-pat");
+        let body = b"\xEF\xBB\xBF{\"message\":\"TF1: bad\\nthing s3cr3t-pat\"}";
+        assert_eq!(
+            error_message(body, 500, &token),
+            "TF1: bad thing <redacted>"
+        );
+        assert_eq!(error_message(b"<html>", 500, &token), "HTTP 500");
+    }
+}

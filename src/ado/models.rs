@@ -254,3 +254,136 @@ pub struct ErrorBody {
     #[serde(default)]
     pub type_name: Option<String>,
 }
+
+/// Pipelines run state. Note ADO spells it `canceling` here, but `cancelling` for build status.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RunState {
+    InProgress,
+    #[serde(alias = "cancelling")]
+    Canceling,
+    Completed,
+    /// `unknown` on the wire, and any state this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Pipelines run result. The documented enum has no `partiallySucceeded`; what ADO sends for such a run
+/// is unverified, so it is accepted here and anything else lands in `Unknown`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RunResult {
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+    #[serde(alias = "cancelled")]
+    Canceled,
+    /// `unknown` on the wire, and any result this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPipelineRef {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub revision: Option<i64>,
+}
+
+/// `resources.repositories.self` of a run: the only place the Runs API names the source.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRepositoryResource {
+    #[serde(default)]
+    pub ref_name: Option<String>,
+    /// Commit SHA.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResources {
+    #[serde(default)]
+    pub repositories: Option<std::collections::BTreeMap<String, RunRepositoryResource>>,
+}
+
+/// A Pipelines run (`_apis/pipelines/{id}/runs`, and `resource.run` in run-state-changed hooks).
+/// Run id == build id, pipeline id == definition id; lockstep gates on the Builds API, which can filter.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRun {
+    pub id: i64,
+    /// The run name, i.e. the build number.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub state: Option<RunState>,
+    #[serde(default)]
+    pub result: Option<RunResult>,
+    #[serde(default)]
+    pub created_date: Option<String>,
+    #[serde(default)]
+    pub finished_date: Option<String>,
+    #[serde(default)]
+    pub pipeline: Option<RunPipelineRef>,
+    #[serde(default)]
+    pub resources: Option<RunResources>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default, rename = "_links")]
+    pub links: Option<BuildLinks>,
+}
+
+impl PipelineRun {
+    pub fn web_url(&self) -> Option<&str> {
+        self.links.as_ref()?.web.as_ref()?.href.as_deref()
+    }
+    /// The `self` repository resource (the repository the pipeline's YAML lives in).
+    pub fn self_repository(&self) -> Option<&RunRepositoryResource> {
+        self.resources.as_ref()?.repositories.as_ref()?.get("self")
+    }
+}
+
+/// Build timeline (`_apis/build/builds/{id}/timeline`): stages, phases, jobs and tasks of one build.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub records: Vec<TimelineRecord>,
+}
+
+/// One timeline record. `state`/`result` use the timeline vocabulary (`pending`, `skipped`,
+/// `succeededWithIssues`, …), different from Build's, so they stay strings. Records are unordered:
+/// sort by `order` within a `parentId`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineRecord {
+    pub id: String,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub identifier: Option<String>,
+    #[serde(default)]
+    pub order: Option<i64>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    #[serde(default)]
+    pub finish_time: Option<String>,
+}

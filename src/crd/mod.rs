@@ -2,7 +2,10 @@
 //! Flux, Argo CD and `kubectl wait` read. Field names follow `shared/DESIGN.md` exactly.
 
 mod common;
+// kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.
+#[allow(clippy::duplicated_attributes)]
 mod pipeline_gate;
+#[allow(clippy::duplicated_attributes)]
 mod service_trace;
 
 pub use common::*;

@@ -1,0 +1,542 @@
+//! The PipelineGate reconciler: read the PAT, read the runs (shared per pipeline), decide, write status
+//! only when it changed, record Events on transitions, and requeue at the right moment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::gate_status::{self, Desired, GateEvent, Outcome, Severity, StatusInput};
+use super::Error;
+use crate::ado::{AdoClient, AdoError, Build};
+use crate::conditions::{self, READY};
+use crate::crd::{duration_or, PipelineGate, PipelineGateStatus};
+use crate::gate::{self, DecisionInput, Phase, Policy, Reason, Verdict};
+use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::poll_cache::PollCache;
+use crate::secret::SecretString;
+use crate::telemetry::Metrics;
+
+/// Field manager for status writes.
+pub const FIELD_MANAGER: &str = "lockstep";
+/// Annotation a webhook (or a human) sets to ask for a reconcile now; its value is an RFC 3339 time, and
+/// the reconcile then uses no cached answer older than it.
+pub const REQUESTED_AT_ANNOTATION: &str = "lockstep.dev/requested-at";
+const KIND: &str = "PipelineGate";
+/// Runs fetched per Builds List: enough to find the newest completed run behind a few queued or ignored ones.
+const RUNS_PER_LIST: u32 = 20;
+
+/// The shared Builds List cache: one request per (pipeline, token) per period.
+pub type BuildsCache = PollCache<PipelineKey, Vec<Build>, AdoError>;
+
+/// Tunables, from flags.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// Polling period while a run is in flight (DESIGN: 10s).
+    pub fast_interval: Duration,
+    /// `spec.interval` when unset.
+    pub default_interval: Duration,
+    /// `spec.policy.staleAfter` when unset.
+    pub default_stale_after: Duration,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            fast_interval: Duration::from_secs(10),
+            default_interval: Duration::from_secs(60),
+            default_stale_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the last status write of one gate was based on, to bridge the moment before the watch delivers it.
+struct Written {
+    base_resource_version: Option<String>,
+    status: PipelineGateStatus,
+}
+
+/// Everything a gate reconcile needs.
+pub struct GateContext {
+    pub client: kube::Client,
+    pub ado: AdoClient,
+    pub cache: Arc<BuildsCache>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: GateConfig,
+    /// The controller's view of all gates, for the Ready gauge and to prune per-gate memory.
+    pub store: Store<PipelineGate>,
+    memory: Mutex<HashMap<ObjectRef<PipelineGate>, GateMemory>>,
+}
+
+#[derive(Default)]
+struct GateMemory {
+    last_success: Option<Timestamp>,
+    failures: u32,
+    written: Option<Written>,
+    ready: Option<String>,
+}
+
+impl GateContext {
+    pub fn new(
+        client: kube::Client,
+        ado: AdoClient,
+        cache: Arc<BuildsCache>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        config: GateConfig,
+        store: Store<PipelineGate>,
+    ) -> Self {
+        Self {
+            client,
+            ado,
+            cache,
+            recorder,
+            metrics,
+            config,
+            store,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_memory<T>(
+        &self,
+        key: &ObjectRef<PipelineGate>,
+        f: impl FnOnce(&mut GateMemory) -> T,
+    ) -> T {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(key.clone()).or_default())
+    }
+
+    /// Record the gate's Ready state and refresh the gauge; forget gates that left the store.
+    fn update_ready_gauge(&self, key: &ObjectRef<PipelineGate>, ready: Option<String>) {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone()).or_default().ready = ready;
+        map.retain(|k, _| k == key || self.store.get(k).is_some());
+        let count = |s: &str| {
+            map.values()
+                .filter(|m| m.ready.as_deref() == Some(s))
+                .count() as i64
+        };
+        self.metrics
+            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
+    }
+}
+
+/// Reconcile one gate. Azure DevOps problems become status; only Kubernetes API failures are errors.
+pub async fn reconcile(gate: Arc<PipelineGate>, ctx: Arc<GateContext>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_started(KIND);
+    let result = reconcile_inner(&gate, &ctx).await;
+    let key = ObjectRef::from_obj(&*gate);
+    match &result {
+        Ok(_) => {
+            ctx.with_memory(&key, |m| m.failures = 0);
+            timer.finish("success");
+        }
+        Err(e) => timer.finish(e.category()),
+    }
+    result
+}
+
+/// Back off exponentially per gate on Kubernetes API errors: 1s, 2s, 4s … capped at 5 minutes.
+pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext>) -> Action {
+    let key = ObjectRef::from_obj(&*gate);
+    let failures = ctx.with_memory(&key, |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
+        .min(Duration::from_secs(300));
+    warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// What reading Azure DevOps (or failing to get that far) produced.
+enum Read {
+    /// `read_ok`: from a successful Builds List, as opposed to an error verdict or a missing Secret.
+    Verdict {
+        verdict: Box<Verdict>,
+        read_ok: bool,
+        age: Duration,
+    },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    Suspended,
+}
+
+async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Action, Error> {
+    let name = gate.name_any();
+    let namespace = gate.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: KIND,
+        name: name.clone(),
+    })?;
+    let key = ObjectRef::from_obj(gate);
+    let spec = &gate.spec;
+    let now = gate_status::whole_seconds(Timestamp::now());
+    let stale_after = duration_or(&spec.policy.stale_after, ctx.config.default_stale_after);
+    let interval = duration_or(&spec.interval, ctx.config.default_interval);
+    let current = current_status(gate, ctx, &key);
+
+    let read = if spec.suspend {
+        Read::Suspended
+    } else {
+        match read_token(gate, &namespace, &ctx.client).await? {
+            Err(verdict) => Read::Verdict {
+                verdict: Box::new(verdict),
+                read_ok: false,
+                age: Duration::ZERO,
+            },
+            Ok(token) => read_and_decide(gate, &token, now, current.as_ref(), ctx).await,
+        }
+    };
+
+    if let Read::Verdict { read_ok: true, .. } = &read {
+        // Remembered for staleness: exact, unlike lastCheckedTime in status.
+        ctx.with_memory(&key, |m| m.last_success = Some(now));
+    }
+    let outcome = match &read {
+        Read::Verdict {
+            verdict, read_ok, ..
+        } => Outcome::Verdict {
+            verdict,
+            read_ok: *read_ok,
+        },
+        Read::Transient { message, .. } => Outcome::Transient {
+            error: message.clone(),
+        },
+        Read::Suspended => Outcome::Suspended,
+    };
+    let last_success = ctx.with_memory(&key, |m| m.last_success);
+    let desired = gate_status::desired(
+        &StatusInput {
+            current: current.as_ref(),
+            generation: gate.metadata.generation,
+            now,
+            stale_after,
+            last_success,
+        },
+        &outcome,
+    );
+    let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
+    write_status_if_changed(
+        gate,
+        &namespace,
+        &name,
+        current.as_ref(),
+        &desired,
+        ctx,
+        &key,
+    )
+    .await?;
+    publish_events(gate, &desired.events, ctx).await;
+    ctx.update_ready_gauge(&key, ready);
+
+    let action = match &read {
+        Read::Suspended => Action::await_change(),
+        Read::Verdict {
+            verdict,
+            read_ok: true,
+            age,
+        } => {
+            let period = match verdict.phase {
+                Phase::Waiting => ctx.config.fast_interval,
+                Phase::Open | Phase::Blocked => interval,
+            };
+            let mut after = aligned(period, *age);
+            if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
+                after = after.min(until(deadline));
+            }
+            Action::requeue(after)
+        }
+        // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
+        // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
+        Read::Verdict { read_ok: false, .. } => Action::requeue(interval),
+        Read::Transient { retry_after, .. } => {
+            let mut after = ctx.config.fast_interval.min(interval);
+            if let Some(retry_after) = retry_after {
+                after = after.max(*retry_after);
+            }
+            Action::requeue(after)
+        }
+    };
+    debug!(gate = %key, ?action, "reconciled");
+    Ok(action)
+}
+
+/// Time left of `period` once an answer `age` old is accounted for. Gates sharing a pipeline thereby requeue
+/// together, when their shared answer expires, instead of drifting apart and each missing the cache.
+fn aligned(period: Duration, age: Duration) -> Duration {
+    period.saturating_sub(age).max(Duration::from_millis(200))
+}
+
+/// Duration until `deadline` (whole seconds), plus a little so the reconcile runs at or after it.
+fn until(deadline: Timestamp) -> Duration {
+    let left = deadline.duration_since(Timestamp::now());
+    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(20)
+}
+
+/// The gate's current status: the object's, unless the watch has not yet delivered our last write.
+fn current_status(
+    gate: &PipelineGate,
+    ctx: &GateContext,
+    key: &ObjectRef<PipelineGate>,
+) -> Option<PipelineGateStatus> {
+    let rv = gate.metadata.resource_version.clone();
+    ctx.with_memory(key, |m| match &m.written {
+        Some(w) if w.base_resource_version == rv => Some(w.status.clone()),
+        _ => gate.status.clone(),
+    })
+}
+
+/// The PAT from the gate's Secret, or the AuthenticationFailed verdict that says which Secret/key is wrong.
+async fn read_token(
+    gate: &PipelineGate,
+    namespace: &str,
+    client: &kube::Client,
+) -> Result<Result<SecretString, Verdict>, Error> {
+    let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            namespace: namespace.to_string(),
+            name: secret_ref.name.clone(),
+            source,
+        })?;
+    let problem = match secret {
+        None => format!(
+            "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
+            secret_ref.name, secret_ref.key
+        ),
+        Some(secret) => {
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&secret_ref.key))
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
+            match value {
+                Some(token) if !token.is_empty() => return Ok(Ok(SecretString::new(token))),
+                Some(_) => format!(
+                    "key \"{}\" of Secret {namespace}/{} is empty: put the personal access token there",
+                    secret_ref.key, secret_ref.name
+                ),
+                None => format!(
+                    "Secret {namespace}/{} has no key \"{}\": put the personal access token under that key",
+                    secret_ref.name, secret_ref.key
+                ),
+            }
+        }
+    };
+    Ok(Err(Verdict {
+        phase: Phase::Blocked,
+        reason: Reason::AuthenticationFailed,
+        message: problem,
+        latest_run: None,
+        last_completed_run: None,
+        last_succeeded_run: None,
+        waiting: None,
+        deadline: None,
+    }))
+}
+
+/// Builds List through the shared cache, then the decision.
+async fn read_and_decide(
+    gate: &PipelineGate,
+    token: &SecretString,
+    now: Timestamp,
+    current: Option<&PipelineGateStatus>,
+    ctx: &GateContext,
+) -> Read {
+    let ado_spec = &gate.spec.azure_devops;
+    let pipeline = &gate.spec.pipeline;
+    let Some(key) = PipelineKey::new(
+        &ado_spec.organization_url,
+        &ado_spec.project,
+        pipeline.definition_id,
+        &pipeline.branch,
+    ) else {
+        let verdict = Verdict {
+            phase: Phase::Blocked,
+            reason: Reason::NotFound,
+            message: format!(
+                "organizationUrl {:?} is not an Azure DevOps organization or collection URL: use https://dev.azure.com/<org>",
+                ado_spec.organization_url
+            ),
+            latest_run: None,
+            last_completed_run: None,
+            last_succeeded_run: None,
+            waiting: None,
+            deadline: None,
+        };
+        return Read::Verdict {
+            verdict: Box::new(verdict),
+            read_ok: false,
+            age: Duration::ZERO,
+        };
+    };
+    let not_before = gate
+        .annotations()
+        .get(REQUESTED_AT_ANNOTATION)
+        .and_then(|v| v.parse::<Timestamp>().ok());
+    let fetched = ctx
+        .cache
+        .get_or_fetch(&key, token, not_before, || {
+            ctx.ado.list_builds(
+                &ado_spec.organization_url,
+                &ado_spec.project,
+                pipeline.definition_id,
+                &pipeline.branch,
+                RUNS_PER_LIST,
+                token,
+            )
+        })
+        .await;
+    let age = Instant::now().saturating_duration_since(fetched.finished_at);
+    match &fetched.result {
+        Ok(runs) => {
+            let branch = full_branch_ref(&pipeline.branch);
+            let policy = Policy::from_spec(&gate.spec.policy);
+            let verdict = gate::decide(&DecisionInput {
+                runs,
+                definition_id: pipeline.definition_id,
+                branch: &branch,
+                pipeline_name: None,
+                policy: &policy,
+                now,
+                previous_wait: gate_status::previous_wait(current),
+            });
+            Read::Verdict {
+                verdict: Box::new(verdict),
+                read_ok: true,
+                age,
+            }
+        }
+        Err(err) => match gate::decide_error(err) {
+            Some(verdict) => Read::Verdict {
+                verdict: Box::new(verdict),
+                read_ok: false,
+                age,
+            },
+            None => Read::Transient {
+                message: err.to_string(),
+                retry_after: match err {
+                    AdoError::RateLimited { retry_after, .. } => {
+                        Some(retry_after.saturating_sub(age))
+                    }
+                    _ => None,
+                },
+            },
+        },
+    }
+}
+
+async fn write_status_if_changed(
+    gate: &PipelineGate,
+    namespace: &str,
+    name: &str,
+    current: Option<&PipelineGateStatus>,
+    desired: &Desired,
+    ctx: &GateContext,
+    key: &ObjectRef<PipelineGate>,
+) -> Result<(), Error> {
+    if current == Some(&desired.status) {
+        return Ok(());
+    }
+    let api: Api<PipelineGate> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": PipelineGate::api_version(&()),
+        "kind": PipelineGate::kind(&()),
+        "status": desired.status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        kind: KIND,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    })?;
+    let ready = conditions::find(&desired.status.conditions, READY);
+    info!(
+        gate = %key,
+        ready = ready.map(|c| c.status.as_str()),
+        reason = ready.map(|c| c.reason.as_str()),
+        "status updated"
+    );
+    ctx.with_memory(key, |m| {
+        m.written = Some(Written {
+            base_resource_version: gate.metadata.resource_version.clone(),
+            status: desired.status.clone(),
+        })
+    });
+    Ok(())
+}
+
+async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {
+    let reference = gate.object_ref(&());
+    for e in events {
+        let event = Event {
+            type_: match e.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: e.reason.to_string(),
+            note: Some(truncate(&e.note, 1000)),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            // An Event is best effort; the status already says the same thing.
+            warn!(gate = %ObjectRef::from_obj(gate), reason = e.reason, error = %err, "could not record Event");
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
+pub fn gates_using_secret(
+    store: &Store<PipelineGate>,
+    secret: &Secret,
+) -> Vec<ObjectRef<PipelineGate>> {
+    let (Some(ns), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|g| {
+            g.metadata.namespace.as_deref() == Some(ns)
+                && g.spec.azure_devops.credentials.secret_ref.name == name
+        })
+        .map(|g| ObjectRef::from_obj(&**g))
+        .collect()
+}

@@ -1,0 +1,255 @@
+//! `lockstep run`: the operator process. Kubernetes client, Azure DevOps client, metrics and probes,
+//! optional leader election, the controllers, and shutdown on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::controller::{self, GateConfig, Shared};
+use crate::http::{serve_ops, Readiness};
+use crate::leader::{self, shutdown_requested, LeaseConfig};
+use crate::poll_cache::PollCache;
+use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics};
+
+/// How long in-flight work may take after SIGTERM before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Flags of `lockstep run`; each also reads `LOCKSTEP_<NAME>`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "LOCKSTEP_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port (logged at start-up).
+    #[arg(long, env = "LOCKSTEP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Address for the Azure DevOps service-hook receiver.
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
+    pub webhook_addr: SocketAddr,
+    /// Run the controllers only while holding a coordination.k8s.io/v1 Lease.
+    #[arg(long, env = "LOCKSTEP_LEADER_ELECTION")]
+    pub leader_election: bool,
+    #[arg(long, env = "LOCKSTEP_LEASE_NAME", default_value = "lockstep-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, env = "LOCKSTEP_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long the Lease stays valid without renewal: the longest a standby waits after the leader died.
+    #[arg(long, env = "LOCKSTEP_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: kube::core::Duration,
+    #[arg(long, env = "LOCKSTEP_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Username expected in the HTTP Basic credentials of service hooks.
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_USERNAME")]
+    pub webhook_username: Option<String>,
+    /// File holding the HTTP Basic password of service hooks (mounted from a Secret).
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_PASSWORD_FILE")]
+    pub webhook_password_file: Option<PathBuf>,
+    /// File holding the shared header token of service hooks (mounted from a Secret).
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_TOKEN_FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "LOCKSTEP_WEBHOOK_TOKEN_HEADER",
+        default_value = "X-Lockstep-Token"
+    )]
+    pub webhook_token_header: String,
+    /// Polling period while a run is queued or in progress.
+    #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
+    pub fast_interval: kube::core::Duration,
+    /// How long one Builds List answer is shared between objects following the same pipeline. Capped at
+    /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
+    #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", default_value = "5s")]
+    pub poll_cache_ttl: kube::core::Duration,
+}
+
+/// Why `lockstep run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "could not configure the Kubernetes client ({0}): set KUBECONFIG or run inside a cluster"
+    )]
+    KubeConfig(#[source] kube::Error),
+    #[error("could not set up the Azure DevOps client: {0}")]
+    AdoClient(#[source] AdoError),
+    #[error("could not listen on {addr} for metrics and probes: {source}; pick a free address with --metrics-addr")]
+    MetricsListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+fn std_duration(d: kube::core::Duration) -> Duration {
+    Duration::from(d)
+}
+
+/// This replica's name: the pod name in a cluster, else host and process id (two local replicas differ).
+fn identity() -> String {
+    if let Ok(pod) = std::env::var("POD_NAME") {
+        if !pod.is_empty() {
+            return pod;
+        }
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "lockstep".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Flip `shutdown` to true on the first SIGTERM or SIGINT.
+fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = which, "shutting down");
+        let _ = shutdown.send(true);
+    });
+    Ok(())
+}
+
+/// Run the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    init_logging(args.log_format);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    spawn_signal_handler(shutdown_tx)?;
+
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::KubeConfig)?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ado = AdoClient::new(ClientConfig::default())
+        .map_err(RunError::AdoClient)?
+        .with_observer(Arc::new(AdoRequestMetrics(metrics.clone())));
+    let fast_interval = std_duration(args.fast_interval);
+    let cache_ttl = std_duration(args.poll_cache_ttl).min(fast_interval / 2);
+    let readiness = Readiness::default();
+
+    let listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| RunError::MetricsListen {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
+    info!(addr = %metrics_addr, "metrics server listening");
+    let ops = tokio::spawn(serve_ops(
+        listener,
+        Arc::new(registry),
+        readiness.clone(),
+        shutdown_requested(shutdown.clone()),
+    ));
+
+    // Integration point for the Azure DevOps service-hook receiver (`lockstep::webhook`, built separately):
+    // it binds `args.webhook_addr` with the `--webhook-*` credentials, marks affected objects with the
+    // `lockstep.dev/requested-at` annotation, and stops on `shutdown_requested(shutdown.clone())`.
+    if args.webhook_username.is_some()
+        || args.webhook_password_file.is_some()
+        || args.webhook_token_file.is_some()
+    {
+        warn!(addr = %args.webhook_addr, "webhook credentials given, but this build has no webhook receiver; relying on polling");
+    }
+
+    let shared = Shared {
+        client: client.clone(),
+        ado,
+        cache: Arc::new(PollCache::new(cache_ttl)),
+        metrics,
+        gate_config: GateConfig {
+            fast_interval,
+            ..GateConfig::default()
+        },
+        namespace: args.namespace.clone(),
+        identity: identity(),
+        readiness: readiness.clone(),
+    };
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        identity = %shared.identity,
+        fast_interval_s = fast_interval.as_secs_f64(),
+        poll_cache_ttl_s = cache_ttl.as_secs_f64(),
+        leader_election = args.leader_election,
+        "starting lockstep"
+    );
+
+    let controllers = {
+        let shutdown = shutdown.clone();
+        async move {
+            if args.leader_election {
+                let lease = LeaseConfig {
+                    name: args.lease_name.clone(),
+                    namespace: args
+                        .lease_namespace
+                        .clone()
+                        .or_else(|| {
+                            std::env::var("POD_NAMESPACE")
+                                .ok()
+                                .filter(|n| !n.is_empty())
+                        })
+                        .unwrap_or_else(|| "default".to_string()),
+                    identity: shared.identity.clone(),
+                    duration: std_duration(args.lease_duration),
+                };
+                let standby_readiness = readiness.clone();
+                leader::run_elected(
+                    client,
+                    lease,
+                    shutdown,
+                    // A standby is ready: it serves probes and waits; readiness means "first list done"
+                    // only for the replica that reconciles.
+                    move || standby_readiness.set_ready(true),
+                    |stop| {
+                        readiness.set_ready(false);
+                        controller::run_gate_controller(shared.clone(), stop)
+                    },
+                )
+                .await;
+            } else {
+                controller::run_gate_controller(
+                    shared,
+                    leader::sync_signal(shutdown_requested(shutdown)),
+                )
+                .await;
+            }
+        }
+    };
+
+    let controllers = tokio::spawn(controllers);
+    shutdown_requested(shutdown.clone()).await;
+    // In-flight reconciles finish (graceful_shutdown_on), the Lease is released, servers drain; a stuck
+    // API server must not keep the process alive past the grace period (the kubelet would SIGKILL it).
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = controllers.await;
+        let _ = ops.await;
+    })
+    .await;
+    if drained.is_err() {
+        error!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "shutdown took too long; exiting anyway"
+        );
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,531 @@
+//! End to end: the real `lockstep` binary as a subprocess against the Kubernetes API emulator and the Azure
+//! DevOps simulator (both in-process), driven and inspected with the real kubectl.
+//!
+//! Every wait polls with a generous deadline; nothing here asserts speed beyond what the contract states
+//! (timeouts, Retry-After), and those with slack for a loaded machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lockstep_testkit::ado::{AdoSimulator, RunResult};
+use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const ORG: &str = "contoso";
+const PROJECT: &str = "Shop";
+const PAT: &str = "e2e-pat-7f3a9c1d5b";
+const DEFINITION: i64 = 183;
+const BRANCH: &str = "develop";
+const SHA1: &str = "1111111111111111111111111111111111111111";
+const SHA2: &str = "2222222222222222222222222222222222222222";
+
+/// Emulator, simulator, a kubeconfig, and the lockstep processes of one test.
+struct Env {
+    emu: KubeEmulator,
+    sim: AdoSimulator,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
+            .await
+            .expect("emulator starts");
+        let sim = AdoSimulator::start().await.expect("simulator starts");
+        sim.add_token(ORG, PAT);
+        sim.add_project(ORG, PROJECT);
+        sim.add_definition(ORG, PROJECT, DEFINITION, "base-image");
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig).unwrap();
+        Env {
+            emu,
+            sim,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// Runs kubectl; returns (success, stdout, stderr).
+    async fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let Some(input) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).await.unwrap();
+            drop(pipe);
+        }
+        let out = child.wait_with_output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl_raw(args, None).await;
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    async fn apply(&self, yaml: &str) {
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
+        assert!(ok, "kubectl apply failed: {err}\n{yaml}");
+    }
+
+    async fn namespace_with_pat(&self, ns: &str, pat: &str) {
+        self.kubectl(&["create", "namespace", ns]).await;
+        self.kubectl(&["-n", ns, "create", "secret", "generic", "ado-pat", &format!("--from-literal=token={pat}")])
+            .await;
+    }
+
+    async fn gate(&self, ns: &str, name: &str, definition: i64, extra_spec: &str) {
+        self.apply(&gate_yaml(ns, name, &self.sim.org_url(ORG), definition, extra_spec))
+            .await;
+    }
+
+    async fn gate_json(&self, ns: &str, name: &str) -> Value {
+        serde_json::from_str(&self.kubectl(&["-n", ns, "get", "pipelinegate", name, "-o", "json"]).await).unwrap()
+    }
+
+    /// Polls until `check` passes on the gate, or fails after `within`.
+    async fn wait_gate(&self, ns: &str, name: &str, within: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let gate = self.gate_json(ns, name).await;
+            if check(&gate) {
+                return gate;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; gate is now:\n{gate:#}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn events(&self, ns: &str) -> Vec<Value> {
+        let list: Value =
+            serde_json::from_str(&self.kubectl(&["-n", ns, "get", "events.events.k8s.io", "-o", "json"]).await).unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn builds_list_times(&self) -> Vec<jiff::Timestamp> {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.endpoint == "builds.list")
+            .map(|r| r.time)
+            .collect()
+    }
+
+    fn status_writes(&self) -> usize {
+        self.emu
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.path.ends_with("/status") && r.path.contains("pipelinegates"))
+            .count()
+    }
+
+    async fn lockstep(&self, name: &str, extra: &[&str]) -> Lockstep {
+        Lockstep::start(self, name, extra).await
+    }
+}
+
+fn gate_yaml(ns: &str, name: &str, org_url: &str, definition: i64, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: lockstep.dev/v1alpha1
+kind: PipelineGate
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  azureDevOps:
+    organizationUrl: {org_url}
+    project: {PROJECT}
+    credentials:
+      secretRef: {{name: ado-pat, key: token}}
+  pipeline:
+    definitionId: {definition}
+    branch: {BRANCH}
+{extra_spec}"
+    )
+}
+
+fn condition<'a>(gate: &'a Value, type_: &str) -> Option<&'a Value> {
+    gate["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+fn cond_is(gate: &Value, type_: &str, status: &str, reason: &str) -> bool {
+    condition(gate, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
+}
+
+fn timestamp(v: &Value) -> jiff::Timestamp {
+    v.as_str().expect("a timestamp string").parse().expect("RFC 3339")
+}
+
+/// One `lockstep run` subprocess; its stderr (the logs) goes to a file. Killed on drop.
+struct Lockstep {
+    child: Child,
+    log: PathBuf,
+    pub metrics_url: String,
+}
+
+impl Lockstep {
+    async fn start(env: &Env, name: &str, extra: &[&str]) -> Lockstep {
+        let log = env.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut args = vec![
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--fast-interval",
+            "1s",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(&args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("RUST_LOG", "info,lockstep=debug")
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lockstep starts");
+        let mut me = Lockstep {
+            child,
+            log,
+            metrics_url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(addr) = me.log_lines().iter().find_map(|l| {
+                (l["message"] == "metrics server listening").then(|| l["addr"].as_str().map(str::to_string))?
+            }) {
+                me.metrics_url = format!("http://{addr}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "lockstep did not start; log:\n{}", me.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        me
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.log_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.pid();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("lockstep stops within 30s of SIGTERM")
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_follows_the_newest_run_and_describe_shows_it() {
+    let env = Env::start().await;
+    let first = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(first);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  interval: 5s\n").await;
+    let lockstep = env.lockstep("a", &[]).await;
+
+    // Running → Ready False, RunInProgress, as `kubectl get` prints it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let table = env.kubectl(&["-n", "orders", "get", "pipelinegates"]).await;
+        if table.contains("RunInProgress") {
+            let row = table.lines().find(|l| l.starts_with("base")).unwrap();
+            assert!(row.contains("False"), "{table}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never RunInProgress:\n{table}\n{}", lockstep.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Completed as succeeded → Ready, picked up by the fast poll (1s here).
+    env.sim.complete_run(first, RunResult::Succeeded);
+    let started = Instant::now();
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Ready", "pipelinegate/base", "--timeout=30s"])
+        .await;
+    eprintln!("Ready {:?} after the run completed", started.elapsed());
+
+    // A newer failed run → Stalled True RunFailed, Ready False.
+    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
+    env.sim.start_run(second);
+    env.sim.complete_run(second, RunResult::Failed);
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Stalled", "pipelinegate/base", "--timeout=90s"])
+        .await;
+    let gate = env.gate_json("orders", "base").await;
+    assert!(cond_is(&gate, "Stalled", "True", "RunFailed"), "{gate:#}");
+    assert!(cond_is(&gate, "Ready", "False", "RunFailed"), "{gate:#}");
+    assert_eq!(gate["status"]["observedGeneration"], gate["metadata"]["generation"]);
+
+    let run = env.sim.run(second).unwrap();
+    let describe = env.kubectl(&["-n", "orders", "describe", "pipelinegate", "base"]).await;
+    for needle in [run.build_number.as_str(), &SHA2[..7], run.web_url.as_str(), "GateOpened", "GateBlocked", "Events:"] {
+        assert!(describe.contains(needle), "describe lacks {needle:?}:\n{describe}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_gates_on_two_pipelines_share_requests_and_stay_quiet() {
+    let env = Env::start().await;
+    env.sim.add_definition(ORG, PROJECT, 184, "other");
+    for def in [DEFINITION, 184] {
+        let id = env.sim.queue_run(ORG, PROJECT, def, BRANCH, SHA1);
+        env.sim.start_run(id);
+        env.sim.complete_run(id, RunResult::Succeeded);
+    }
+    env.namespace_with_pat("fleet", PAT).await;
+    let interval = Duration::from_secs(3);
+    let mut all = String::new();
+    for i in 0..50 {
+        let def = if i % 2 == 0 { DEFINITION } else { 184 };
+        all.push_str("---\n");
+        all.push_str(&gate_yaml("fleet", &format!("g{i:02}"), &env.sim.org_url(ORG), def, "  interval: 3s\n"));
+    }
+    env.apply(&all).await;
+    let lockstep = env.lockstep("a", &[]).await;
+    env.kubectl(&["-n", "fleet", "wait", "--for=condition=Ready", "pipelinegates", "--all", "--timeout=90s"])
+        .await;
+    // Let the first status writes and their watch events settle, then observe several periods.
+    tokio::time::sleep(interval * 2).await;
+    let writes_before = env.status_writes();
+    let window_start = jiff::Timestamp::now();
+    let periods = 4u32;
+    tokio::time::sleep(interval * periods).await;
+    let window_end = jiff::Timestamp::now();
+    let lists = env
+        .builds_list_times()
+        .into_iter()
+        .filter(|t| *t >= window_start && *t < window_end)
+        .count();
+    let writes = env.status_writes() - writes_before;
+    eprintln!("{lists} Builds List requests and {writes} status writes in {periods} periods");
+    // Two pipelines: at most two requests per period (plus one period of phase slack at the window edge).
+    assert!(lists >= 2, "polling stopped? {lists}\n{}", lockstep.log_text());
+    assert!(lists <= 2 * (periods as usize + 1), "{lists} Builds List requests for 2 pipelines in {periods} periods");
+    assert_eq!(writes, 0, "status written although nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_original_timeout_deadline() {
+    let env = Env::start().await;
+    // Queued and never started: the gate waits until its timeout.
+    env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  policy:\n    timeout: 12s\n").await;
+    let mut first = env.lockstep("first", &[]).await;
+    let waiting = env
+        .wait_gate("orders", "base", Duration::from_secs(30), "RunQueued", |g| {
+            cond_is(g, "Reconciling", "True", "RunQueued") && g["status"]["waitingSince"].is_string()
+        })
+        .await;
+    let since = timestamp(&waiting["status"]["waitingSince"]);
+    first.kill().await;
+    // Stay down a while, so a controller that restarted the clock would time out visibly later.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted_at = jiff::Timestamp::now();
+    let _second = env.lockstep("second", &[]).await;
+    let timed_out = env
+        .wait_gate("orders", "base", Duration::from_secs(60), "TimedOut", |g| {
+            cond_is(g, "Stalled", "True", "TimedOut")
+        })
+        .await;
+    assert_eq!(timestamp(&timed_out["status"]["waitingSince"]), since, "waitingSince survived the restart");
+    let stalled_at = timestamp(&condition(&timed_out, "Stalled").unwrap()["lastTransitionTime"]);
+    let deadline = since + jiff::SignedDuration::from_secs(12);
+    assert!(stalled_at >= deadline, "timed out early: {stalled_at} < {deadline}");
+    // A reset clock would give restarted_at + 12s at the earliest.
+    let latest_ok = std::cmp::max(deadline, restarted_at) + jiff::SignedDuration::from_secs(6);
+    assert!(
+        stalled_at <= latest_ok,
+        "timed out at {stalled_at}, the original deadline was {deadline} (restart at {restarted_at})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pat_is_authentication_failed_and_never_leaks() {
+    let env = Env::start().await;
+    let wrong = "wrong-pat-Q9x8Z7-leakcheck";
+    env.namespace_with_pat("orders", wrong).await;
+    env.gate("orders", "base", DEFINITION, "").await;
+    let mut lockstep = env.lockstep("a", &[]).await;
+    let gate = env
+        .wait_gate("orders", "base", Duration::from_secs(30), "AuthenticationFailed", |g| {
+            cond_is(g, "Ready", "False", "AuthenticationFailed") && cond_is(g, "Stalled", "True", "AuthenticationFailed")
+        })
+        .await;
+    // Let an Event land too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = env.events("orders").await;
+        if events.iter().any(|e| e["reason"] == "AuthFailed") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no AuthFailed Event: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let status = lockstep.terminate().await;
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, wrong);
+    let all_events = serde_json::to_string(&events).unwrap();
+    let logs = lockstep.log_text();
+    assert!(logs.contains("AuthenticationFailed") || logs.contains("status updated"));
+    for (what, text) in [("status", gate.to_string()), ("events", all_events), ("logs", logs)] {
+        assert!(!text.contains(wrong), "the PAT appears in {what}");
+        assert!(!text.contains(&encoded), "the base64 PAT appears in {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ado_outage_keeps_the_verdict_then_makes_ready_unknown() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  interval: 2s\n  policy:\n    staleAfter: 15s\n").await;
+    let _lockstep = env.lockstep("a", &[]).await;
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Ready", "pipelinegate/base", "--timeout=30s"])
+        .await;
+    env.sim.fail_next(100_000, 503);
+    let outage = jiff::Timestamp::now();
+    // A Warning Event and lastError, while Ready stays True.
+    let gate = env
+        .wait_gate("orders", "base", Duration::from_secs(30), "lastError", |g| g["status"]["lastError"].is_string())
+        .await;
+    let error_at = jiff::Timestamp::now();
+    if error_at < outage + jiff::SignedDuration::from_secs(15) {
+        assert!(cond_is(&gate, "Ready", "True", "Succeeded"), "the verdict must stand: {gate:#}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = env.events("orders").await;
+        if events.iter().any(|e| e["reason"] == "AzureDevOpsError" && e["type"] == "Warning") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Warning Event: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let gate = env
+        .wait_gate("orders", "base", Duration::from_secs(60), "ApiUnavailable", |g| {
+            cond_is(g, "Ready", "Unknown", "ApiUnavailable")
+        })
+        .await;
+    let unknown_at = timestamp(&condition(&gate, "Ready").unwrap()["lastTransitionTime"]);
+    assert!(unknown_at >= outage + jiff::SignedDuration::from_secs(13), "Unknown too early: {unknown_at}, outage {outage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_is_honoured() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  interval: 1s\n").await;
+    let _lockstep = env.lockstep("a", &[]).await;
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Ready", "pipelinegate/base", "--timeout=30s"])
+        .await;
+    let retry_after = 6;
+    env.sim.rate_limit_next(1, retry_after);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (limited_at, next_at) = loop {
+        let requests: Vec<_> = env.sim.requests().into_iter().filter(|r| r.endpoint == "builds.list").collect();
+        if let Some(pos) = requests.iter().position(|r| r.status == 429) {
+            if let Some(next) = requests.get(pos + 1) {
+                break (requests[pos].time, next.time);
+            }
+        }
+        assert!(Instant::now() < deadline, "no request after the 429: {requests:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let waited = next_at.duration_since(limited_at);
+    eprintln!("waited {waited:?} after a 429 with Retry-After: {retry_after}");
+    assert!(waited >= jiff::SignedDuration::from_secs(retry_after as i64), "only waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_one_reconciles_and_a_standby_takes_over() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  interval: 2s\n").await;
+    let lease_args = ["--leader-election", "--lease-namespace", "default", "--lease-duration", "6s"];
+    let mut a = env.lockstep("a", &lease_args).await;
+    let mut b = env.lockstep("b", &lease_args).await;
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Ready", "pipelinegate/base", "--timeout=60s"])
+        .await;
+
+    let holder = || async {
+        let (ok, out, _) = env
+            .kubectl_raw(&["-n", "default", "get", "lease", "lockstep-leader", "-o", "jsonpath={.spec.holderIdentity}"], None)
+            .await;
+        if ok {
+            out
+        } else {
+            String::new()
+        }
+    };
+    let leader_pid = {
+        let h = holder().await;
+        h.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()).expect("holder identity ends in the pid")
+    };
+    let (leader, standby) = if leader_pid == a.pid() { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert_eq!(leader.pid(), leader_pid);
+    let reconciled = |l: &Lockstep| l.log_lines().iter().any(|e| e["message"] == "status updated");
+    assert!(reconciled(leader), "the leader reconciles");
+    assert!(!reconciled(standby), "the standby does not reconcile");
+
+    leader.kill().await;
+    let killed = Instant::now();
+    let standby_pid = standby.pid().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !holder().await.ends_with(&format!("-{standby_pid}")) {
+        assert!(Instant::now() < deadline, "the standby never took over:\n{}", standby.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("standby took over {:?} after the leader was killed (lease 6s)", killed.elapsed());
+
+    // The new leader reconciles: a failed run now blocks the gate.
+    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
+    env.sim.start_run(second);
+    env.sim.complete_run(second, RunResult::Failed);
+    env.kubectl(&["-n", "orders", "wait", "--for=condition=Stalled", "pipelinegate/base", "--timeout=60s"])
+        .await;
+    assert!(reconciled(standby));
+}
