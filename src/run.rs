@@ -128,6 +128,19 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
+async fn run_controllers(
+    shared: controller::Shared,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::FutureExt as _;
+    let stop = stop.shared();
+    futures::join!(
+        controller::run_gate_controller(shared.clone(), stop.clone()),
+        controller::run_trace_controller(shared, stop),
+    );
+}
+
 /// Run the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_logging(args.log_format);
@@ -221,16 +234,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        controller::run_gate_controller(shared.clone(), stop)
+                        run_controllers(shared.clone(), stop)
                     },
                 )
                 .await;
             } else {
-                controller::run_gate_controller(
-                    shared,
-                    leader::sync_signal(shutdown_requested(shutdown)),
-                )
-                .await;
+                run_controllers(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
             }
         }
     };
