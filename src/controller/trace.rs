@@ -183,7 +183,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             &namespace,
             &name,
             current.as_ref(),
-            desired,
+            &desired,
             ctx,
             &key,
         )
@@ -200,17 +200,17 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 trace,
                 now,
             );
-            publish_transition(trace, current.as_ref(), &desired, ctx).await;
             write_status_if_changed(
                 trace,
                 &namespace,
                 &name,
                 current.as_ref(),
-                desired,
+                &desired,
                 ctx,
                 &key,
             )
             .await?;
+            publish_transition(trace, current.as_ref(), &desired, ctx).await;
             return Ok(Action::requeue(interval));
         }
     };
@@ -227,7 +227,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 &namespace,
                 &name,
                 current.as_ref(),
-                desired,
+                &desired,
                 ctx,
                 &key,
             )
@@ -241,17 +241,17 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         Reads::Complete(input) => {
             let verdict = stages::trace(&input);
             let desired = desired_status(&verdict, &previous, trace.metadata.generation, now);
-            publish_transition(trace, current.as_ref(), &desired, ctx).await;
             write_status_if_changed(
                 trace,
                 &namespace,
                 &name,
                 current.as_ref(),
-                desired,
+                &desired,
                 ctx,
                 &key,
             )
             .await?;
+            publish_transition(trace, current.as_ref(), &desired, ctx).await;
             let after = if verdict.in_flight {
                 ctx.config.fast_interval.min(interval)
             } else {
@@ -752,11 +752,11 @@ async fn write_status_if_changed(
     namespace: &str,
     name: &str,
     current: Option<&ServiceTraceStatus>,
-    desired: ServiceTraceStatus,
+    desired: &ServiceTraceStatus,
     ctx: &TraceContext,
     key: &ObjectRef<ServiceTrace>,
 ) -> Result<(), Error> {
-    if current == Some(&desired) {
+    if current == Some(desired) {
         return Ok(());
     }
     let api: Api<ServiceTrace> = Api::namespaced(ctx.client.clone(), namespace);
@@ -787,7 +787,7 @@ async fn write_status_if_changed(
     ctx.with_memory(key, |m| {
         m.written = Some(Written {
             base_resource_version: trace.metadata.resource_version.clone(),
-            status: desired,
+            status: desired.clone(),
         })
     });
     Ok(())

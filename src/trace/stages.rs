@@ -782,7 +782,13 @@ impl TraceVerdict {
 
 /// The run as `status` reports it.
 pub fn run_summary(build: &Build) -> RunSummary {
-    let time = |t: &Option<String>| t.as_deref().and_then(parse_ado_time).map(Time);
+    // Kubernetes serialises `Time` in whole seconds; truncating here keeps a status that went through the
+    // API server equal to the one computed, so an unchanged trace is not written again.
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(parse_ado_time)
+            .map(|t| Time(Timestamp::from_second(t.as_second()).unwrap_or(t)))
+    };
     RunSummary {
         id: build.id,
         build_number: build.build_number.clone(),

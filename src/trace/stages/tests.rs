@@ -1277,3 +1277,21 @@ fn reasons_and_states_have_stable_names() {
     assert_eq!(StageState::InProgress.as_str(), "InProgress");
     assert_eq!(ConditionStatus::Unknown.as_str(), "Unknown");
 }
+
+#[test]
+fn run_summary_times_are_whole_seconds_like_the_api_server_returns_them() {
+    let build = ci(
+        4,
+        "completed",
+        Some("succeeded"),
+        "2026-11-22T10:00:00.7230431Z",
+        Some("2026-11-22T10:05:00.9999999Z"),
+        SRC,
+    );
+    let summary = run_summary(&build);
+    assert_eq!(summary.queue_time, Some(Time(ts("2026-11-22T10:00:00Z"))));
+    assert_eq!(summary.finish_time, Some(Time(ts("2026-11-22T10:05:00Z"))));
+    let round_trip: RunSummary =
+        serde_json::from_value(serde_json::to_value(&summary).expect("json")).expect("summary");
+    assert_eq!(round_trip, summary);
+}
