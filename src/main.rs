@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lockstep::check::{self, CheckArgs, CheckExit};
 
 /// Keeps GitOps deployments in lockstep with Azure DevOps pipelines.
 #[derive(Parser)]
@@ -16,10 +17,24 @@ enum Command {
     Crd,
     /// Run the operator: reconcile PipelineGates (and serve metrics, probes and webhooks).
     Run(Box<lockstep::run::RunArgs>),
+    /// Gate a pipeline step on the newest run of another pipeline (exit 0 open, 1 blocked, 2 timed
+    /// out, 3 usage or authentication error).
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help`/`--version` go to stdout and succeed; bad usage is exit 3, as documented.
+            let _ = e.print();
+            return if e.use_stderr() {
+                CheckExit::Usage.into()
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Crd => match lockstep::crd::crds_yaml() {
@@ -34,11 +49,18 @@ fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
+        Command::Check(args) => match runtime() {
+            Ok(rt) => rt.block_on(check::run(args)).into(),
+            Err(e) => {
+                eprintln!("error: could not start the async runtime: {e}");
+                CheckExit::Usage.into()
+            }
+        },
     }
 }
 
 fn run(args: lockstep::run::RunArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -52,4 +74,10 @@ fn run(args: lockstep::run::RunArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

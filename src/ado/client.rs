@@ -86,6 +86,15 @@ pub struct AdoClient {
     observer: Option<Arc<dyn RequestObserver>>,
 }
 
+impl std::fmt::Debug for AdoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdoClient")
+            .field("config", &self.inner.config)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one request is about, for URLs, errors and metrics.
 struct Call<'a> {
     endpoint: &'static str,

@@ -14,9 +14,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::ado::{parse_ado_time, Build};
+use crate::ado::Build;
 use crate::conditions::{self, ConditionStatus, Kstatus, READY};
-use crate::crd::{short_sha, PipelineGateStatus, RunSummary};
+use crate::crd::{PipelineGateStatus, RunSummary};
 use crate::gate::{Phase, Reason, Verdict, Waiting};
 
 /// What this reconcile learned.
@@ -74,26 +74,18 @@ fn time(t: Timestamp) -> Time {
     Time(whole_seconds(t))
 }
 
-fn ado_time(s: &Option<String>) -> Option<Time> {
-    s.as_deref().and_then(parse_ado_time).map(time)
-}
-
-/// A run as status reports it.
+/// A run as status reports it, with times cut to whole seconds: the API server serialises `Time` that way,
+/// so a summary with ADO's 7 fractional digits would never compare equal to the stored one.
 pub fn run_summary(b: &Build) -> RunSummary {
-    RunSummary {
-        id: b.id,
-        build_number: b.build_number.clone(),
-        pipeline: b.definition_name().map(str::to_string),
-        status: b.status.map(|s| s.as_str().to_string()),
-        result: b.result.map(|r| r.as_str().to_string()),
-        source_branch: b.source_branch.clone(),
-        source_version: b.source_version.clone(),
-        commit: b.source_version.as_deref().map(short_sha),
-        queue_time: ado_time(&b.queue_time),
-        start_time: ado_time(&b.start_time),
-        finish_time: ado_time(&b.finish_time),
-        web_url: b.web_url().map(str::to_string),
+    let mut summary = RunSummary::from_build(b);
+    for t in [
+        &mut summary.queue_time,
+        &mut summary.start_time,
+        &mut summary.finish_time,
+    ] {
+        *t = t.take().map(|t| time(t.0));
     }
+    summary
 }
 
 /// The wait recorded in status, to hand back to the decision so a restart keeps the deadline.

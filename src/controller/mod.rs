@@ -21,7 +21,7 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Resource};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use gate::{BuildsCache, GateConfig, GateContext, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
@@ -31,6 +31,10 @@ use crate::crd::{PipelineGate, ServiceTrace};
 use crate::http::Readiness;
 use crate::telemetry::Metrics;
 use crate::trace::deployed::DeployedKind;
+
+/// Reconciles in parallel. They mostly wait on I/O; enough of them that gates sharing a pipeline, which
+/// requeue at the same instant, all finish within the poll cache's TTL and keep sharing one request.
+const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// What the controllers share, built once per process (survives losing and regaining leadership).
 #[derive(Clone)]
@@ -101,16 +105,17 @@ pub async fn run_gate_controller(
             watcher::Config::default(),
             move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
         )
-        .with_config(controller::Config::default().concurrency(8))
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(gate::reconcile, gate::error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors are already logged by error_policy; these are watch/queue errors.
-                match e {
-                    controller::Error::ReconcilerFailed(..) => {}
-                    other => warn!(error = %other, "controller"),
-                }
+            match result {
+                // Logged by error_policy.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                // A trigger for a gate that was deleted meanwhile: nothing to do.
+                Err(controller::Error::ObjectNotFound(obj)) => debug!(gate = %obj, "gate is gone"),
+                Err(other) => warn!(error = %other, "PipelineGate controller"),
+                Ok(_) => {}
             }
         })
         .await;

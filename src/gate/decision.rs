@@ -261,7 +261,7 @@ pub fn decide(input: &DecisionInput) -> Verdict {
                 Phase::Blocked,
                 Reason::TimedOut,
                 format!(
-                    "{run} is still {state} after {} (policy timeout){}",
+                    "{run} is still {state} after {}, the timeout{}",
                     friendly(policy.timeout),
                     link(in_flight)
                 ),

@@ -150,7 +150,9 @@ fn waiting_longer_than_the_timeout_blocks() {
     assert_eq!(v.reason, Reason::TimedOut);
     assert_eq!(
         v.message,
-        format!("Run 20260302.2 of \"base-image\" is still in progress after 10m (policy timeout): {WEB}2")
+        format!(
+            "Run 20260302.2 of \"base-image\" is still in progress after 10m, the timeout: {WEB}2"
+        )
     );
     // The wait stands, so the next poll is timed out too rather than starting over.
     assert_eq!(v.waiting, Some(Waiting { run_id: 2, since }));
@@ -713,4 +715,19 @@ fn reasons_have_their_condition_names() {
         assert_eq!(r.as_str(), s);
         assert_eq!(r.to_string(), s);
     }
+}
+
+#[test]
+fn an_older_run_still_in_flight_keeps_the_gate_waiting() {
+    // Run 3 was queued later but finished first; run 2 is still running and may yet fail.
+    let runs = [
+        run(3, "completed", Some("succeeded"), 5),
+        run(2, "inProgress", None, 10),
+    ];
+    let v = verdict(&runs);
+    assert_eq!(v.phase, Phase::Waiting);
+    assert_eq!(v.reason, Reason::RunInProgress);
+    assert_eq!(v.waiting.map(|w| w.run_id), Some(2));
+    assert_eq!(ids(&v.latest_run), Some(3));
+    assert_eq!(ids(&v.last_succeeded_run), Some(3));
 }

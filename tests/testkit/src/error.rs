@@ -1,8 +1,24 @@
-//! The one error type of the test kit.
+//! The one error type of the test kit (Kubernetes emulator and Azure DevOps simulator).
 
-/// Errors from starting or driving a test server. Messages say what to fix in the test.
+use std::path::PathBuf;
+
+/// Errors from starting, configuring or driving a test double. Messages say what to fix in the test.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
+    #[error(
+        "could not bind a test server on 127.0.0.1: {0}; check that the loopback interface is up"
+    )]
+    Bind(#[source] std::io::Error),
+    #[error("could not read CRD directory or file {path}: {source}; pass an existing directory of *.yaml CRDs")]
+    ReadCrd {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a valid CustomResourceDefinition: {message}; fix the YAML or remove it from the directory")]
+    InvalidCrd { path: PathBuf, message: String },
+    #[error("could not build a kube::Client for the emulator: {0}")]
+    Client(#[source] ::kube::Error),
     #[error("could not {action}: {source}")]
     Io {
         action: String,

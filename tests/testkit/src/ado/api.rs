@@ -60,7 +60,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
     let segs: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
@@ -438,7 +438,7 @@ fn endpoint(ctx: &Ctx, endpoint: &Endpoint, params: &Params) -> Reply {
                 ));
             };
             let mut list: Vec<_> = runs().filter(|r| r.definition_id == pipeline_id).collect();
-            list.sort_by(|a, b| b.id.cmp(&a.id));
+            list.sort_by_key(|r| std::cmp::Reverse(r.id));
             Reply::ok(&render::list(
                 list.iter().map(|r| render::pipeline_run(ctx, r)).collect(),
             ))

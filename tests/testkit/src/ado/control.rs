@@ -35,7 +35,7 @@ impl IntoResponse for ControlError {
             TestkitError::NotFound { .. } => StatusCode::NOT_FOUND,
             TestkitError::InvalidSetup(_) => StatusCode::BAD_REQUEST,
             TestkitError::Http { .. } => StatusCode::BAD_GATEWAY,
-            TestkitError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(json!({"error": self.0.to_string()}))).into_response()
     }

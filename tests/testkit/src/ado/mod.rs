@@ -176,10 +176,7 @@ impl AdoSimulator {
     pub async fn start() -> Result<AdoSimulator, TestkitError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|source| TestkitError::Io {
-                action: "bind the ADO simulator on 127.0.0.1:0".into(),
-                source,
-            })?;
+            .map_err(TestkitError::Bind)?;
         let addr = listener.local_addr().map_err(|source| TestkitError::Io {
             action: "read the ADO simulator's address".into(),
             source,

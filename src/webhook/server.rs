@@ -1,0 +1,1055 @@
+//! The HTTP receiver: `POST /hooks/azure-devops`.
+//!
+//! Order of checks, each answering before the next is attempted, so bad input changes nothing:
+//! authentication (401) → content type (415) → body size (413) → JSON (400) → test delivery or unknown
+//! event (200, ignored) → duplicate event id (200) → routing through the index → annotation patches.
+//!
+//! The patches happen before the answer so that a Kubernetes outage is reported as 503, which Azure DevOps
+//! retries (1 s, 2 s, 4 s … for about three minutes), instead of a 202 for a hint that was lost. They run
+//! concurrently and under a short deadline, so a healthy delivery is answered in milliseconds. Nothing here
+//! ever answers 410 (Azure DevOps disables the subscription on 410) or 500 (it puts the subscription on
+//! probation, during which events are dropped).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::auth::WebhookAuth;
+use super::dedup::{Claim, EventDedup};
+use super::index::HintIndex;
+use super::metrics::WebhookMetrics;
+use super::payload::{parse_event, EventKind, PayloadError};
+use crate::crd::{PipelineGate, ServiceTrace};
+
+pub const HOOK_PATH: &str = "/hooks/azure-devops";
+/// Annotation whose change makes the controller reconcile an object (Flux's `requestedAt` pattern).
+pub const REQUESTED_AT_ANNOTATION: &str = "lockstep.dev/requested-at";
+/// Azure DevOps caps payloads at 2 MB; anything larger is not a service hook.
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Field manager of the annotation patches (the status manager is `lockstep`).
+pub const FIELD_MANAGER: &str = "lockstep-webhook";
+
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub body_limit: usize,
+    /// Deadline for annotating every affected object; past it the delivery is answered 503.
+    pub patch_timeout: Duration,
+    /// Concurrent patches per delivery.
+    pub patch_concurrency: usize,
+    pub dedup_capacity: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            patch_timeout: Duration::from_secs(5),
+            patch_concurrency: 16,
+            dedup_capacity: super::dedup::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+/// Everything a delivery needs; cheap to clone.
+#[derive(Clone)]
+pub struct WebhookState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: kube::Client,
+    index: Arc<HintIndex>,
+    auth: WebhookAuth,
+    metrics: WebhookMetrics,
+    dedup: EventDedup,
+    config: WebhookConfig,
+}
+
+impl WebhookState {
+    pub fn new(
+        client: kube::Client,
+        index: Arc<HintIndex>,
+        auth: WebhookAuth,
+        metrics: WebhookMetrics,
+    ) -> Self {
+        Self::with_config(client, index, auth, metrics, WebhookConfig::default())
+    }
+
+    pub fn with_config(
+        client: kube::Client,
+        index: Arc<HintIndex>,
+        auth: WebhookAuth,
+        metrics: WebhookMetrics,
+        config: WebhookConfig,
+    ) -> Self {
+        let dedup = EventDedup::new(config.dedup_capacity);
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                index,
+                auth,
+                metrics,
+                dedup,
+                config,
+            }),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<HintIndex> {
+        &self.shared.index
+    }
+
+    pub fn metrics(&self) -> &WebhookMetrics {
+        &self.shared.metrics
+    }
+}
+
+/// The receiver's routes. Other methods on the path get axum's 405.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route(HOOK_PATH, post(receive))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen for webhooks on {addr}: {source}; choose a free --webhook-addr")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the webhook server stopped: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("the webhook server task panicked or was cancelled")]
+    Task,
+}
+
+/// A running receiver.
+pub struct WebhookServer {
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl WebhookServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Wait until the server has stopped (after `shutdown` resolved and in-flight deliveries finished).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Serve(e)),
+            Err(_) => Err(ServeError::Task),
+        }
+    }
+}
+
+/// Bind `addr` and serve the receiver on a spawned task until `shutdown` resolves; in-flight deliveries
+/// are completed (graceful shutdown).
+pub async fn serve(
+    addr: SocketAddr,
+    state: WebhookState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<WebhookServer, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    tracing::info!(%local_addr, path = HOOK_PATH, "webhook receiver listening");
+    Ok(WebhookServer { local_addr, task })
+}
+
+async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
+    let s = &state.shared;
+
+    if let Err(failure) = s.auth.check(&headers) {
+        s.metrics.record_rejection(failure.as_label());
+        tracing::debug!(
+            reason = failure.as_label(),
+            "webhook delivery refused: authentication"
+        );
+        let mut resp = reply(
+            StatusCode::UNAUTHORIZED,
+            "rejected",
+            "missing or wrong credentials",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="lockstep""#),
+        );
+        return resp;
+    }
+
+    if !is_json(&headers) {
+        s.metrics.record_rejection("unsupported_media_type");
+        return reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "rejected",
+            "Content-Type must be application/json",
+        );
+    }
+
+    let bytes = match read_limited(body, s.config.body_limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            s.metrics.record_rejection("payload_too_large");
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "rejected",
+                "body exceeds 2 MiB",
+            );
+        }
+        Err(BodyError::Unreadable) => {
+            s.metrics.record_rejection("unreadable_body");
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "rejected",
+                "the request body could not be read",
+            );
+        }
+    };
+
+    let event = match parse_event(&bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            s.metrics.record_rejection("malformed_payload");
+            let reason = match &e {
+                PayloadError::Malformed(_) => "malformed or truncated JSON",
+                PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
+            };
+            tracing::debug!(error = %e, "webhook delivery refused: payload");
+            return reply(StatusCode::BAD_REQUEST, "rejected", reason);
+        }
+    };
+    let label = event.kind.as_label();
+
+    if event.is_test {
+        s.metrics.record_event(label, "test");
+        return reply(StatusCode::OK, "ignored", "test delivery");
+    }
+    if event.kind == EventKind::Unknown {
+        s.metrics.record_event(label, "ignored");
+        return reply(StatusCode::OK, "ignored", "event type not used by lockstep");
+    }
+    if !s.index.is_synced() {
+        // Routing against a half-loaded index could drop the hint; Azure DevOps retries a 503 in a second.
+        s.metrics.record_event(label, "unavailable");
+        return unavailable("lockstep is still loading its objects");
+    }
+
+    let claimed_id = match event.id.as_deref() {
+        Some(id) => match s.dedup.claim(id) {
+            Claim::Duplicate => {
+                s.metrics.record_duplicate();
+                s.metrics.record_event(label, "duplicate");
+                return reply(StatusCode::OK, "duplicate", "event already processed");
+            }
+            Claim::New => Some(id),
+            Claim::Untracked => None,
+        },
+        None => None,
+    };
+
+    let affected = s.index.affected_by(&event.targets);
+    if affected.is_empty() {
+        s.metrics.record_event(label, "unmatched");
+        tracing::debug!(event_type = %event.event_type, targets = ?event.targets, "webhook names nothing lockstep follows");
+        return reply(
+            StatusCode::OK,
+            "ignored",
+            "no PipelineGate or ServiceTrace follows this",
+        );
+    }
+
+    let started = Instant::now();
+    let requested_at = jiff::Timestamp::now().to_string();
+    let patched = tokio::time::timeout(s.config.patch_timeout, async {
+        let gates = annotate_all::<PipelineGate>(s, &affected.gates, &requested_at);
+        let traces = annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at);
+        let (g, t) = futures::join!(gates, traces);
+        g.and(t)
+    })
+    .await;
+    s.metrics.observe_patch(started.elapsed());
+
+    match patched {
+        Ok(Ok(())) => {
+            s.metrics.record_event(label, "accepted");
+            s.metrics
+                .record_hinted("PipelineGate", affected.gates.len());
+            s.metrics
+                .record_hinted("ServiceTrace", affected.traces.len());
+            tracing::info!(
+                event_id = event.id.as_deref().unwrap_or(""),
+                event_type = %event.event_type,
+                gates = affected.gates.len(),
+                traces = affected.traces.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "webhook hint delivered"
+            );
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "outcome": "accepted",
+                    "pipelineGates": affected.gates.len(),
+                    "serviceTraces": affected.traces.len(),
+                })),
+            )
+                .into_response()
+        }
+        failed => {
+            // Let Azure DevOps' retry of this event through.
+            if let Some(id) = claimed_id {
+                s.dedup.release(id);
+            }
+            s.metrics.record_event(label, "unavailable");
+            let detail = match failed {
+                Err(_) => format!("timed out after {:?}", s.config.patch_timeout),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => String::new(),
+            };
+            tracing::warn!(event_type = %event.event_type, error = %detail, "could not annotate objects for a webhook; answering 503 so Azure DevOps retries");
+            unavailable("the Kubernetes API is unavailable")
+        }
+    }
+}
+
+async fn annotate_all<K>(
+    s: &Shared,
+    objects: &[ObjectRef<K>],
+    requested_at: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: requested_at}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    // Futures are built up front (not in a stream combinator's closure) so no higher-ranked lifetime
+    // over `&ObjectRef` ends up in the handler's future type, which axum requires to be `Send`.
+    let pending: Vec<_> = objects
+        .iter()
+        .map(|o| annotate_one(s, o, &patch, &params))
+        .collect();
+    let results: Vec<Result<(), kube::Error>> = futures::stream::iter(pending)
+        .buffer_unordered(s.config.patch_concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn annotate_one<K>(
+    s: &Shared,
+    object: &ObjectRef<K>,
+    patch: &serde_json::Value,
+    params: &PatchParams,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match object.namespace.as_deref() {
+        Some(ns) => Api::namespaced(s.client.clone(), ns),
+        None => Api::default_namespaced(s.client.clone()),
+    };
+    match api.patch(&object.name, params, &Patch::Merge(patch)).await {
+        Ok(_) => {
+            s.index.record_hint(object, Instant::now());
+            Ok(())
+        }
+        // Deleted since the index saw it: nothing left to hint.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Unreadable),
+    }
+}
+
+fn reply(status: StatusCode, outcome: &str, reason: &str) -> Response {
+    (status, Json(json!({"outcome": outcome, "reason": reason}))).into_response()
+}
+
+fn unavailable(reason: &str) -> Response {
+    let mut resp = reply(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    //! Router tests against an in-process fake of the Kubernetes API that keeps objects, applies merge
+    //! patches, bumps resourceVersions and can fail or stall on demand.
+
+    use super::*;
+    use crate::secret::SecretString;
+    use base64::Engine;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/azure-devops/");
+
+    #[derive(Default)]
+    struct FakeKube {
+        /// path → object
+        objects: BTreeMap<String, serde_json::Value>,
+        next_rv: u64,
+        fail_status: Option<u16>,
+        delay: Option<Duration>,
+        patches: Vec<String>,
+    }
+
+    impl FakeKube {
+        /// Store `object` (a PipelineGate or ServiceTrace) the way the API server would.
+        fn add(&mut self, plural: &str, object: impl serde::Serialize) {
+            self.next_rv += 1;
+            let mut value = serde_json::to_value(object).unwrap();
+            value["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+            let (ns, name) = (
+                value["metadata"]["namespace"].as_str().unwrap().to_string(),
+                value["metadata"]["name"].as_str().unwrap().to_string(),
+            );
+            self.objects.insert(
+                format!("/apis/lockstep.dev/v1alpha1/namespaces/{ns}/{plural}/{name}"),
+                value,
+            );
+        }
+
+        fn versions(&self) -> BTreeMap<String, String> {
+            self.objects
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        }
+
+        fn handle(
+            &mut self,
+            method: &http::Method,
+            path: &str,
+            content_type: &str,
+            body: &[u8],
+        ) -> (u16, serde_json::Value) {
+            if let Some(code) = self.fail_status {
+                return (code, status_body(code, "injected failure"));
+            }
+            if method != http::Method::PATCH {
+                return (405, status_body(405, "fake supports PATCH only"));
+            }
+            assert_eq!(content_type, "application/merge-patch+json");
+            self.patches.push(path.to_string());
+            let next_rv = self.next_rv + 1;
+            let Some(obj) = self.objects.get_mut(path) else {
+                return (404, status_body(404, "not found"));
+            };
+            let patch: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let annotations = obj["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .entry("annotations")
+                .or_insert_with(|| json!({}));
+            for (k, v) in patch["metadata"]["annotations"].as_object().unwrap() {
+                annotations[k] = v.clone();
+            }
+            obj["metadata"]["resourceVersion"] = json!(next_rv.to_string());
+            self.next_rv = next_rv;
+            (200, obj.clone())
+        }
+    }
+
+    fn status_body(code: u16, message: &str) -> serde_json::Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "Fake", "code": code})
+    }
+
+    fn fake_client(fake: Arc<Mutex<FakeKube>>) -> kube::Client {
+        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let fake = fake.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let delay = fake.lock().unwrap().delay;
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                let ct = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                let (code, value) =
+                    fake.lock()
+                        .unwrap()
+                        .handle(&parts.method, parts.uri.path(), &ct, &bytes);
+                let resp = http::Response::builder()
+                    .status(code)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(kube::client::Body::from(
+                        serde_json::to_vec(&value).unwrap(),
+                    ))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        kube::Client::new(svc, "default")
+    }
+
+    fn gate(ns: &str, name: &str, def: i64, branch: &str) -> PipelineGate {
+        serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://contoso.visualstudio.com", "project": "Shop",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "pipeline": {"definitionId": def, "branch": branch}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn trace(ns: &str, name: &str) -> ServiceTrace {
+        serde_json::from_value(json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "ServiceTrace",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/dependabot", "project": "Core",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "build": {"definitionId": 900, "branch": "main"},
+                "manifest": {"repository": "dependabot-sample", "branch": "main"},
+                "deployed": {"fluxKustomization": {"name": "x"}}
+            }
+        }))
+        .unwrap()
+    }
+
+    struct Harness {
+        fake: Arc<Mutex<FakeKube>>,
+        state: WebhookState,
+    }
+
+    const PASSWORD: &str = "hunter2-webhook-password";
+
+    fn harness_with(config: WebhookConfig) -> Harness {
+        let fake = Arc::new(Mutex::new(FakeKube::default()));
+        let index = Arc::new(HintIndex::new());
+        {
+            let mut f = fake.lock().unwrap();
+            for (ns, name, def, branch) in [
+                ("shop", "base", 42, "main"),
+                ("shop", "base-dev", 42, "develop"),
+                ("web", "other", 43, "main"),
+            ] {
+                let g = gate(ns, name, def, branch);
+                index.apply_gate(&g);
+                f.add("pipelinegates", g);
+            }
+            let t = trace("core", "sample");
+            index.apply_trace(&t);
+            f.add("servicetraces", t);
+        }
+        index.mark_synced();
+        let auth =
+            WebhookAuth::new(Some(("ado".into(), SecretString::new(PASSWORD))), None).unwrap();
+        let state = WebhookState::with_config(
+            fake_client(fake.clone()),
+            index,
+            auth,
+            WebhookMetrics::new(),
+            config,
+        );
+        Harness { fake, state }
+    }
+
+    fn harness() -> Harness {
+        harness_with(WebhookConfig::default())
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}{name}")).unwrap()
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    }
+
+    async fn send_with(
+        h: &Harness,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let mut req = http::Request::post(HOOK_PATH);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = router(h.state.clone())
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, value)
+    }
+
+    async fn send(h: &Harness, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+        let (s, _, v) = send_with(
+            h,
+            Some(&basic("ado", PASSWORD)),
+            Some("application/json; charset=utf-8"),
+            body,
+        )
+        .await;
+        (s, v)
+    }
+
+    fn versions(h: &Harness) -> BTreeMap<String, String> {
+        h.fake.lock().unwrap().versions()
+    }
+
+    fn annotation(h: &Harness, path_suffix: &str) -> Option<String> {
+        let f = h.fake.lock().unwrap();
+        let (_, obj) = f
+            .objects
+            .iter()
+            .find(|(k, _)| k.ends_with(path_suffix))
+            .unwrap();
+        obj["metadata"]["annotations"][REQUESTED_AT_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// The failed run of definition 42 on refs/heads/main in org contoso.
+    fn run_event(id: &str) -> Vec<u8> {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("hook-run-state-changed-completed-failed.json"))
+                .unwrap();
+        v["id"] = json!(id);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn valid_event_annotates_exactly_the_following_gate() {
+        let h = harness();
+        let before = versions(&h);
+        let (status, body) = send(&h, run_event("e-1")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["pipelineGates"], 1);
+        let after = versions(&h);
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(k, v)| before[*k] != **v)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            changed,
+            vec!["/apis/lockstep.dev/v1alpha1/namespaces/shop/pipelinegates/base"]
+        );
+        let stamp = annotation(&h, "/pipelinegates/base").unwrap();
+        assert!(
+            stamp.parse::<jiff::Timestamp>().is_ok(),
+            "{stamp} is RFC 3339"
+        );
+        assert!(h
+            .state
+            .index()
+            .last_hint(&ObjectRef::<PipelineGate>::new("base").within("shop"))
+            .is_some());
+        assert!(h
+            .state
+            .index()
+            .last_hint(&ObjectRef::<PipelineGate>::new("other").within("web"))
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn git_push_annotates_the_trace_following_the_branch() {
+        let h = harness();
+        let (status, body) = send(&h, fixture("hook-git-push.json")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["serviceTraces"], 1);
+        assert!(annotation(&h, "/servicetraces/sample").is_some());
+        assert!(annotation(&h, "/pipelinegates/base").is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_get_their_status_and_change_nothing() {
+        let h = harness();
+        let before = versions(&h);
+        let ok_auth = basic("ado", PASSWORD);
+        let json_ct = Some("application/json");
+        let mut truncated = run_event("e-trunc");
+        truncated.truncate(truncated.len() / 2);
+        let mut huge = b"{\"eventType\":\"build.complete\",\"pad\":\"".to_vec();
+        huge.resize(3 * 1024 * 1024, b'a');
+        huge.extend_from_slice(b"\"}");
+        /// (what, Authorization, Content-Type, body, expected status)
+        type Case<'a> = (
+            &'a str,
+            Option<String>,
+            Option<&'a str>,
+            Vec<u8>,
+            StatusCode,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "wrong password",
+                Some(basic("ado", "nope")),
+                json_ct,
+                run_event("e-a"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "wrong user",
+                Some(basic("eve", PASSWORD)),
+                json_ct,
+                run_event("e-b"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "no auth",
+                None,
+                json_ct,
+                run_event("e-c"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "bearer",
+                Some("Bearer x".into()),
+                json_ct,
+                run_event("e-d"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "malformed",
+                Some(ok_auth.clone()),
+                json_ct,
+                b"{\"eventType\": nope".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "truncated",
+                Some(ok_auth.clone()),
+                json_ct,
+                truncated,
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "not an event",
+                Some(ok_auth.clone()),
+                json_ct,
+                b"[]".to_vec(),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "3 MiB",
+                Some(ok_auth.clone()),
+                json_ct,
+                huge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                "text/plain",
+                Some(ok_auth.clone()),
+                Some("text/plain"),
+                run_event("e-e"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "no content type",
+                Some(ok_auth.clone()),
+                None,
+                run_event("e-f"),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                "unknown event",
+                Some(ok_auth.clone()),
+                json_ct,
+                br#"{"eventType":"workitem.updated","id":"w1","resource":{}}"#.to_vec(),
+                StatusCode::OK,
+            ),
+            (
+                "test delivery",
+                Some(ok_auth.clone()),
+                json_ct,
+                fixture("hook-job-state-changed-completed.json"),
+                StatusCode::OK,
+            ),
+            (
+                "pipeline nobody follows",
+                Some(ok_auth.clone()),
+                json_ct,
+                fixture("hook-build-complete-v2.json"),
+                StatusCode::OK,
+            ),
+            (
+                "branch nobody follows",
+                Some(ok_auth.clone()),
+                json_ct,
+                fixture("hook-git-push-new-branch-no-messages.json"),
+                StatusCode::OK,
+            ),
+        ];
+        for (what, auth, ct, body, expected) in cases {
+            let (status, headers, reply) = send_with(&h, auth.as_deref(), ct, body).await;
+            assert_eq!(status, expected, "{what}: {reply}");
+            if expected == StatusCode::UNAUTHORIZED {
+                assert_eq!(
+                    headers[header::WWW_AUTHENTICATE],
+                    r#"Basic realm="lockstep""#,
+                    "{what}"
+                );
+            }
+            assert!(!reply.to_string().contains(PASSWORD), "{what}");
+            assert_eq!(versions(&h), before, "{what} changed an object");
+        }
+        assert!(h.fake.lock().unwrap().patches.is_empty());
+    }
+
+    #[tokio::test]
+    async fn duplicate_delivery_is_processed_once() {
+        let h = harness();
+        let (first, _) = send(&h, run_event("dup-1")).await;
+        assert_eq!(first, StatusCode::ACCEPTED);
+        let after_first = versions(&h);
+        let (second, body) = send(&h, run_event("dup-1")).await;
+        assert_eq!(second, StatusCode::OK);
+        assert_eq!(body["outcome"], "duplicate");
+        assert_eq!(versions(&h), after_first);
+        assert_eq!(h.fake.lock().unwrap().patches.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn kubernetes_failure_answers_503_and_the_retry_is_processed() {
+        let h = harness();
+        h.fake.lock().unwrap().fail_status = Some(500);
+        let before = versions(&h);
+        let (status, body) = send(&h, run_event("retry-1")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(versions(&h), before);
+        h.fake.lock().unwrap().fail_status = None;
+        let (status, _) = send(&h, run_event("retry-1")).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "the retry of a failed event is not a duplicate"
+        );
+    }
+
+    #[tokio::test]
+    async fn stalled_kubernetes_answers_503_within_the_deadline() {
+        let h = harness_with(WebhookConfig {
+            patch_timeout: Duration::from_millis(200),
+            ..WebhookConfig::default()
+        });
+        h.fake.lock().unwrap().delay = Some(Duration::from_secs(30));
+        let started = Instant::now();
+        let (status, _) = send(&h, run_event("slow-1")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the deadline bounds the answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn object_deleted_since_indexing_is_not_an_error() {
+        let h = harness();
+        h.fake.lock().unwrap().objects.clear();
+        let (status, _) = send(&h, run_event("gone-1")).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+
+    #[tokio::test]
+    async fn unsynced_index_answers_503() {
+        let fake = Arc::new(Mutex::new(FakeKube::default()));
+        let state = WebhookState::new(
+            fake_client(fake),
+            Arc::new(HintIndex::new()),
+            WebhookAuth::allow_unauthenticated(),
+            WebhookMetrics::new(),
+        );
+        let resp = router(state)
+            .oneshot(
+                http::Request::post(HOOK_PATH)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(run_event("early")))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn get_is_405() {
+        let h = harness();
+        let resp = router(h.state.clone())
+            .oneshot(http::Request::get(HOOK_PATH).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_outcomes_and_rejections() {
+        let h = harness();
+        let mut registry = prometheus_client::registry::Registry::default();
+        h.state.metrics().register(&mut registry);
+        send(&h, run_event("m-1")).await;
+        send(&h, run_event("m-1")).await;
+        send_with(&h, None, Some("application/json"), run_event("m-2")).await;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for expected in [
+            r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="accepted"} 1"#,
+            r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="duplicate"} 1"#,
+            "webhook_duplicates_total 1",
+            r#"webhook_rejections_total{reason="missing_credentials"} 1"#,
+            r#"webhook_hinted_objects_total{kind="PipelineGate"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn secrets_never_reach_the_logs() {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let h = harness();
+        h.fake.lock().unwrap().fail_status = Some(503);
+        send(&h, run_event("log-1")).await;
+        h.fake.lock().unwrap().fail_status = None;
+        send(&h, run_event("log-2")).await;
+        send_with(
+            &h,
+            Some(&basic("ado", "hunter2-wrong")),
+            Some("application/json"),
+            run_event("log-3"),
+        )
+        .await;
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logs.contains("webhook hint delivered"),
+            "logging was captured:\n{logs}"
+        );
+        assert!(!logs.contains("hunter2"), "{logs}");
+        assert!(!logs.contains(&basic("ado", PASSWORD)[6..]), "{logs}");
+    }
+
+    #[tokio::test]
+    async fn serve_binds_port_zero_answers_and_shuts_down() {
+        let h = harness();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = serve("127.0.0.1:0".parse().unwrap(), h.state.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        let resp = client
+            .post(format!("http://{addr}{HOOK_PATH}"))
+            .basic_auth("ado", Some(PASSWORD))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(run_event("served-1"))
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(resp.status().as_u16(), 202);
+        // Informational only (never asserted: the box is shared): a delivery takes milliseconds.
+        eprintln!("delivery answered in {elapsed:?}");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), server.wait())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

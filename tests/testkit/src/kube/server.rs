@@ -1,0 +1,854 @@
+//! The HTTP face of the emulator: routing, content negotiation, request log, fault injection, watches.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::discovery;
+use super::patch::PatchBody;
+use super::resources::ResourceType;
+use super::schema::FieldValidation;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{Change, ChangeType, Store, StoreKey, WriteOptions};
+use super::table;
+use super::RequestRecord;
+
+/// The largest request body the apiserver accepts (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// A request-failing rule set by `Faults::fail_next`.
+#[derive(Clone, Debug)]
+pub(crate) struct FailRule {
+    pub remaining: usize,
+    pub status: u16,
+    pub method: Option<String>,
+    pub path_contains: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    pub delay: Duration,
+    pub fail: VecDeque<FailRule>,
+}
+
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub requests: Mutex<Vec<RequestRecord>>,
+    pub faults: Mutex<FaultState>,
+    /// Bumped to end every open watch.
+    pub drop_watches: tokio::sync::watch::Sender<u64>,
+    pub bookmark_interval: Duration,
+    pub server_address: String,
+}
+
+/// Locks, recovering from a poisoned lock: a panicking handler must not take the emulator down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type Params = HashMap<String, String>;
+
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (delay, injected) = {
+        let mut f = lock(&shared.faults);
+        let delay = f.delay;
+        let mut injected = None;
+        if let Some(rule) = f.fail.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                && r.path_contains.as_deref().is_none_or(|p| path.contains(p))
+        }) {
+            rule.remaining -= 1;
+            injected = Some(rule.status);
+        }
+        f.fail.retain(|r| r.remaining > 0);
+        (delay, injected)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let response = match injected {
+        Some(code) => ApiError::injected(code).into_response(),
+        None => match dispatch(&shared, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+    };
+    lock(&shared.requests).push(RequestRecord {
+        method: method.to_string(),
+        path,
+        query,
+        status: response.status().as_u16(),
+        user_agent,
+    });
+    response
+}
+
+fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut resp = (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Parsed resource URL: `/api/v1/namespaces/ns/secrets/name/status` and friends.
+struct ResourcePath {
+    group: String,
+    version: String,
+    plural: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+enum Route {
+    Version,
+    CoreVersions,
+    Groups,
+    Group(String),
+    GroupVersion(String, String),
+    Resource(ResourcePath),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["api"] => return Some(Route::CoreVersions),
+        ["apis"] => return Some(Route::Groups),
+        ["apis", g] => return Some(Route::Group(g.to_string())),
+        ["api", v] => return Some(Route::GroupVersion(String::new(), v.to_string())),
+        ["apis", g, v] => return Some(Route::GroupVersion(g.to_string(), v.to_string())),
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let own = |s: &&str| s.to_string();
+    let namespaced_form = rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && !(group.is_empty() && matches!(rest[2], "status" | "finalize"));
+    let (namespace, rest) = if namespaced_form {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (p, None, None),
+        [p, n] => (p, Some(own(n)), None),
+        [p, n, s] => (p, Some(own(n)), Some(own(s))),
+        _ => return None,
+    };
+    Some(Route::Resource(ResourcePath {
+        group: group.to_string(),
+        version: version.to_string(),
+        plural: plural.to_string(),
+        namespace,
+        name,
+        sub,
+    }))
+}
+
+fn accepts_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',')
+                .next()
+                .is_some_and(|first| first.contains("as=Table"))
+        })
+}
+
+fn default_manager(user_agent: Option<&str>) -> String {
+    // The apiserver names an unnamed manager after the User-Agent's program part.
+    let ua = user_agent.unwrap_or("unknown");
+    ua.split('/').next().unwrap_or(ua).to_string()
+}
+
+fn write_options(params: &Params, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let given = params.get("fieldManager").filter(|m| !m.is_empty());
+    if let Some(m) = given {
+        if m.len() > 128 {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
+    }
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    Ok(WriteOptions {
+        manager: given.cloned().unwrap_or_else(|| default_manager(ua)),
+        manager_given: given.is_some(),
+        dry_run: match params.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+                )))
+            }
+        },
+        field_validation: FieldValidation::parse(
+            params
+                .get("fieldValidation")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(ApiError::bad_request)?,
+        force: match params.get("force").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "force: Invalid value: \"{other}\": must be true or false"
+                )))
+            }
+        },
+    })
+}
+
+async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let params: Params = Query::<Params>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let Some(route) = route(parts.uri.path()) else {
+        return Err(ApiError::path_not_found());
+    };
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v, &[]));
+    let rp = match route {
+        Route::Version => return ok(discovery::version()),
+        Route::CoreVersions => return ok(discovery::core_versions(&shared.server_address)),
+        Route::Groups => return ok(discovery::group_list(&lock(&shared.store).registry)),
+        Route::Group(g) => {
+            return discovery::group(&lock(&shared.store).registry, &g)
+                .map_or(Err(ApiError::path_not_found()), ok)
+        }
+        Route::GroupVersion(g, v) => {
+            return discovery::resource_list(&lock(&shared.store).registry, &g, &v)
+                .map_or(Err(ApiError::path_not_found()), ok)
+        }
+        Route::Resource(rp) => rp,
+    };
+    let rt = lock(&shared.store)
+        .find(&rp.group, &rp.version, &rp.plural)
+        .cloned()
+        .ok_or_else(ApiError::path_not_found)?;
+    if rt.namespaced != rp.namespace.is_some() && (rp.name.is_some() || !rt.namespaced) {
+        return Err(ApiError::path_not_found());
+    }
+    if let Some(sub) = &rp.sub {
+        if !(sub == "status" && rt.status_subresource) {
+            return Err(ApiError::path_not_found());
+        }
+    }
+    let ns = rp.namespace.as_deref();
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            "the request body is too large",
+        )
+    })?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let is_watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    match (&parts.method, rp.name.as_deref()) {
+        (&Method::GET, None) if is_watch => watch(shared, rt, rp.namespace.clone(), &params),
+        (&Method::GET, None) => list(shared, &rt, ns, &params, accepts_table(&parts.headers)),
+        (&Method::GET, Some(name)) => {
+            let obj = lock(&shared.store).get(&rt, ns, name)?;
+            if accepts_table(&parts.headers) {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                let include = params
+                    .get("includeObject")
+                    .map(String::as_str)
+                    .unwrap_or("Metadata");
+                return ok(table::table(
+                    &rt,
+                    &[obj],
+                    json!({"resourceVersion": rv}),
+                    include,
+                ));
+            }
+            ok(obj)
+        }
+        (&Method::POST, None) => {
+            let body = parse_body(&content_type, &bytes)?;
+            let opts = write_options(&params, &parts.headers)?;
+            let w = lock(&shared.store).create(&rt, ns, body, &opts)?;
+            Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+        }
+        (&Method::PUT, Some(name)) => {
+            let body = parse_body(&content_type, &bytes)?;
+            let opts = write_options(&params, &parts.headers)?;
+            let w = lock(&shared.store).update(&rt, ns, name, rp.sub.as_deref(), body, &opts)?;
+            Ok(json_response(StatusCode::OK, &w.object, &w.warnings))
+        }
+        (&Method::PATCH, Some(name)) => {
+            let patch = PatchBody::parse(&rt, &content_type, &bytes)?;
+            let opts = write_options(&params, &parts.headers)?;
+            let w = lock(&shared.store).patch(&rt, ns, name, rp.sub.as_deref(), &patch, &opts)?;
+            let code = if w.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &w.object, &w.warnings))
+        }
+        (&Method::DELETE, Some(name)) if rp.sub.is_none() => {
+            let options = if bytes.is_empty() {
+                json!({})
+            } else {
+                parse_body(&content_type, &bytes)?
+            };
+            let dry_run = params.get("dryRun").is_some_and(|d| d == "All")
+                || options
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|x| x == "All"));
+            let obj = lock(&shared.store).delete(&rt, ns, name, &options, dry_run)?;
+            if rt.custom
+                || rt.kind == "Namespace"
+                || obj.pointer("/metadata/deletionTimestamp").is_some()
+            {
+                return ok(obj);
+            }
+            let mut details = json!({"name": name, "kind": rt.plural, "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)});
+            if !rt.group.is_empty() {
+                details["group"] = json!(rt.group);
+            }
+            ok(
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            )
+        }
+        (&Method::DELETE, None) => delete_collection(shared, &rt, ns, &params),
+        (m, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        ))),
+    }
+}
+
+fn parse_body(content_type: &str, bytes: &Bytes) -> Result<Value, ApiError> {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    match media {
+        "application/json" | "application/yaml" | "" | "*/*" => super::patch::parse_document(bytes)
+            .map_err(|e| {
+                ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+            }),
+        _ => Err(ApiError::unsupported_media_type(&[
+            "application/json",
+            "application/yaml",
+        ])),
+    }
+}
+
+struct Selectors {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Selectors {
+    fn parse(rt: &ResourceType, params: &Params) -> Result<Self, ApiError> {
+        Ok(Selectors {
+            labels: LabelSelector::parse(
+                params
+                    .get("labelSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+            )
+            .map_err(ApiError::bad_request)?,
+            fields: FieldSelector::parse(
+                params
+                    .get("fieldSelector")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                &rt.group,
+                &rt.plural,
+            )
+            .map_err(ApiError::bad_request)?,
+        })
+    }
+
+    fn matches(&self, view: &Value) -> bool {
+        self.labels.matches(view) && self.fields.matches(view)
+    }
+}
+
+fn hex_encode(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Continue tokens carry the list's resourceVersion and the last key returned.
+fn encode_continue(rv: u64, key: &StoreKey) -> String {
+    hex_encode(&json!({"rv": rv, "ns": key.namespace, "name": key.name}).to_string())
+}
+
+fn decode_continue(token: &str) -> Option<(u64, String, String)> {
+    let v: Value = serde_json::from_str(&hex_decode(token)?).ok()?;
+    Some((
+        v.get("rv")?.as_u64()?,
+        v.get("ns")?.as_str()?.to_string(),
+        v.get("name")?.as_str()?.to_string(),
+    ))
+}
+
+fn list(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    params: &Params,
+    as_table: bool,
+) -> Result<Response, ApiError> {
+    let sel = Selectors::parse(rt, params)?;
+    let limit = match params.get("limit").map(String::as_str) {
+        None | Some("") => None,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as usize),
+            Ok(_) => None,
+            Err(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: Invalid value: \"{l}\": must be an integer"
+                )))
+            }
+        },
+    };
+    let store = lock(&shared.store);
+    let after = match params.get("continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(token) => {
+            let (rv, cns, cname) = decode_continue(token).ok_or_else(|| {
+                ApiError::bad_request(
+                    "continue key is not valid: the continue token could not be decoded",
+                )
+            })?;
+            if rv < store.oldest_rv {
+                return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+            }
+            Some((cns, cname))
+        }
+    };
+    let mut matching: Vec<(&StoreKey, Value)> = store
+        .scan(rt, ns)
+        .filter(|(k, _)| {
+            after
+                .as_ref()
+                .is_none_or(|(ans, aname)| (&k.namespace, &k.name) > (ans, aname))
+        })
+        .map(|(k, o)| (k, Store::to_view(rt, o)))
+        .filter(|(_, v)| sel.matches(v))
+        .collect();
+    let mut meta = json!({"resourceVersion": store.rv.to_string()});
+    if let Some(limit) = limit {
+        if matching.len() > limit {
+            let remaining = matching.len() - limit;
+            matching.truncate(limit);
+            if let Some((last, _)) = matching.last() {
+                meta["continue"] = json!(encode_continue(store.rv, last));
+                meta["remainingItemCount"] = json!(remaining);
+            }
+        }
+    }
+    let items: Vec<Value> = matching.into_iter().map(|(_, v)| v).collect();
+    if as_table {
+        let include = params
+            .get("includeObject")
+            .map(String::as_str)
+            .unwrap_or("Metadata");
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(rt, &items, meta, include),
+            &[],
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items}),
+        &[],
+    ))
+}
+
+fn delete_collection(
+    shared: &Arc<Shared>,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let sel = Selectors::parse(rt, params)?;
+    let dry_run = params.get("dryRun").is_some_and(|d| d == "All");
+    let mut store = lock(&shared.store);
+    let names: Vec<(String, String)> = store
+        .scan(rt, ns)
+        .filter(|(_, o)| sel.matches(&Store::to_view(rt, o)))
+        .map(|(k, _)| (k.namespace.clone(), k.name.clone()))
+        .collect();
+    let mut items = Vec::new();
+    for (kns, name) in names {
+        let nsopt = if rt.namespaced {
+            Some(kns.as_str())
+        } else {
+            None
+        };
+        items.push(store.delete(rt, nsopt, &name, &json!({}), dry_run)?);
+    }
+    let rv = store.rv.to_string();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv}, "items": items}),
+        &[],
+    ))
+}
+
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut s = json!({"type": kind, "object": object}).to_string();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": meta})
+}
+
+/// The watch event a change turns into for one watcher, taking selectors into account: an object that
+/// stops matching is DELETED for that watcher, one that starts matching is ADDED.
+fn frame_for(
+    rt: &ResourceType,
+    ns: Option<&str>,
+    sel: &Selectors,
+    change: &Change,
+) -> Option<(&'static str, Value)> {
+    if change.key.group != rt.storage_group
+        || change.key.plural != rt.storage_plural
+        || ns.is_some_and(|n| change.key.namespace != n)
+    {
+        return None;
+    }
+    let view = Store::to_view(rt, &change.object);
+    let now = sel.matches(&view);
+    match change.kind {
+        ChangeType::Added | ChangeType::Deleted => now.then(|| (change.kind.as_str(), view)),
+        ChangeType::Modified => {
+            let before = change
+                .old
+                .as_ref()
+                .is_some_and(|o| sel.matches(&Store::to_view(rt, o)));
+            match (before, now) {
+                (true, true) => Some(("MODIFIED", view)),
+                (false, true) => Some(("ADDED", view)),
+                (true, false) => Some(("DELETED", view)),
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    rt: ResourceType,
+    ns: Option<String>,
+    params: &Params,
+) -> Result<Response, ApiError> {
+    let sel = Selectors::parse(&rt, params)?;
+    let bookmarks = params
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
+    let send_initial = params.get("sendInitialEvents").is_some_and(|b| b == "true");
+    if send_initial
+        && params.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+    {
+        return Err(ApiError::new(422, "Invalid", "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+    }
+    if send_initial && !bookmarks {
+        return Err(ApiError::new(422, "Invalid", "ListOptions.meta.k8s.io \"\" is invalid: allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"));
+    }
+    let timeout = match params.get("timeoutSeconds") {
+        Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "timeoutSeconds: Invalid value: \"{t}\": must be a non-negative integer"
+            ))
+        })?),
+        None => Duration::from_secs(1800),
+    };
+    let rv_param = params.get("resourceVersion").cloned().unwrap_or_default();
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut expired = false;
+    let (rx, start_rv) = {
+        let store = lock(&shared.store);
+        let rx = store.tx.subscribe();
+        let current = store.rv;
+        if send_initial || rv_param.is_empty() || rv_param == "0" {
+            for (_, o) in store.scan(&rt, ns.as_deref()) {
+                let view = Store::to_view(&rt, o);
+                if sel.matches(&view) {
+                    frames.push(watch_line("ADDED", &view));
+                }
+            }
+            if send_initial {
+                frames.push(watch_line("BOOKMARK", &bookmark(&rt, current, true)));
+            }
+        } else {
+            let from: u64 = rv_param.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{rv_param}\": must be a resource version the server returned")))?;
+            if from < store.oldest_rv {
+                expired = true;
+                let status = ApiError::expired(format!(
+                    "too old resource version: {from} ({})",
+                    store.oldest_rv
+                ))
+                .to_status();
+                frames.push(watch_line("ERROR", &status));
+            } else {
+                for change in store.history.iter().filter(|c| c.rv > from) {
+                    if let Some((kind, obj)) = frame_for(&rt, ns.as_deref(), &sel, change) {
+                        frames.push(watch_line(kind, &obj));
+                    }
+                }
+            }
+        }
+        (rx, current)
+    };
+    let (tx, out_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let drop_rx = shared.drop_watches.subscribe();
+    let interval = shared.bookmark_interval;
+    tokio::spawn(stream_watch(
+        tx, frames, expired, rx, drop_rx, rt, ns, sel, bookmarks, timeout, interval, start_rv,
+    ));
+    let stream = futures::stream::unfold(out_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| {
+            ApiError::new(500, "InternalError", "could not build the watch response")
+                .into_response()
+        }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_watch(
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    frames: Vec<Bytes>,
+    expired: bool,
+    mut rx: broadcast::Receiver<Arc<Change>>,
+    mut drop_rx: tokio::sync::watch::Receiver<u64>,
+    rt: ResourceType,
+    ns: Option<String>,
+    sel: Selectors,
+    bookmarks: bool,
+    timeout: Duration,
+    bookmark_interval: Duration,
+    start_rv: u64,
+) {
+    for f in frames {
+        if tx.send(Ok(f)).await.is_err() {
+            return;
+        }
+    }
+    if expired {
+        return;
+    }
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + bookmark_interval,
+        bookmark_interval,
+    );
+    let mut last_rv = start_rv;
+    loop {
+        let frame = tokio::select! {
+            _ = &mut deadline => {
+                if bookmarks {
+                    let _ = tx.send(Ok(watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)))).await;
+                }
+                return;
+            }
+            _ = drop_rx.changed() => return,
+            _ = tx.closed() => return,
+            _ = ticker.tick(), if bookmarks => watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)),
+            msg = rx.recv() => match msg {
+                Ok(change) => {
+                    if change.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = change.rv;
+                    match frame_for(&rt, ns.as_deref(), &sel, &change) {
+                        Some((kind, obj)) => watch_line(kind, &obj),
+                        None => continue,
+                    }
+                }
+                // A watcher that fell behind is closed, as the apiserver closes slow watchers; it re-watches.
+                Err(_) => return,
+            },
+        };
+        if tx.send(Ok(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(
+        path: &str,
+    ) -> (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) {
+        match route(path) {
+            Some(Route::Resource(r)) => (r.group, r.version, r.plural, r.namespace, r.name, r.sub),
+            _ => panic!("not a resource route: {path}"),
+        }
+    }
+
+    #[test]
+    fn routes_namespaced_and_cluster_paths() {
+        assert_eq!(
+            rp("/api/v1/namespaces"),
+            (
+                "".into(),
+                "v1".into(),
+                "namespaces".into(),
+                None,
+                None,
+                None
+            )
+        );
+        assert_eq!(
+            rp("/api/v1/namespaces/foo"),
+            (
+                "".into(),
+                "v1".into(),
+                "namespaces".into(),
+                None,
+                Some("foo".into()),
+                None
+            )
+        );
+        assert_eq!(
+            rp("/api/v1/namespaces/foo/status"),
+            (
+                "".into(),
+                "v1".into(),
+                "namespaces".into(),
+                None,
+                Some("foo".into()),
+                Some("status".into())
+            )
+        );
+        assert_eq!(
+            rp("/api/v1/namespaces/foo/secrets"),
+            (
+                "".into(),
+                "v1".into(),
+                "secrets".into(),
+                Some("foo".into()),
+                None,
+                None
+            )
+        );
+        assert_eq!(
+            rp("/apis/lockstep.dev/v1alpha1/namespaces/ns/pipelinegates/g/status"),
+            (
+                "lockstep.dev".into(),
+                "v1alpha1".into(),
+                "pipelinegates".into(),
+                Some("ns".into()),
+                Some("g".into()),
+                Some("status".into())
+            )
+        );
+        assert_eq!(
+            rp("/apis/lockstep.dev/v1alpha1/pipelinegates"),
+            (
+                "lockstep.dev".into(),
+                "v1alpha1".into(),
+                "pipelinegates".into(),
+                None,
+                None,
+                None
+            )
+        );
+        assert!(route("/apis/a/v1/namespaces/ns/x/y/z/w").is_none());
+        assert!(matches!(route("/apis"), Some(Route::Groups)));
+        assert!(
+            matches!(route("/api/v1"), Some(Route::GroupVersion(g, v)) if g.is_empty() && v == "v1")
+        );
+    }
+
+    #[test]
+    fn continue_tokens_round_trip() {
+        let key = StoreKey {
+            group: "g".into(),
+            plural: "p".into(),
+            namespace: "ns".into(),
+            name: "a,b".into(),
+        };
+        assert_eq!(
+            decode_continue(&encode_continue(7, &key)),
+            Some((7, "ns".into(), "a,b".into()))
+        );
+        assert_eq!(decode_continue("zz"), None);
+    }
+}
