@@ -70,6 +70,8 @@ pub(crate) struct Written {
 
 pub(crate) struct Store {
     pub registry: Vec<ResourceType>,
+    /// Changes whenever the registry does, so clients caching OpenAPI documents by hash refetch.
+    pub registry_generation: u64,
     pub rv: u64,
     pub objects: BTreeMap<StoreKey, Value>,
     pub history: VecDeque<Arc<Change>>,
@@ -240,6 +242,7 @@ impl Store {
     pub fn new(tx: broadcast::Sender<Arc<Change>>) -> Self {
         Store {
             registry: resources::builtins(),
+            registry_generation: 0,
             rv: 1,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
@@ -599,6 +602,7 @@ impl Store {
             let name = types[0].crd_name.clone();
             self.registry.retain(|r| r.crd_name != name);
             self.registry.extend(types);
+            self.registry_generation += 1;
         }
     }
 
@@ -625,6 +629,7 @@ impl Store {
         }
         self.registry
             .retain(|r| r.crd_name.as_deref() != Some(&name));
+        self.registry_generation += 1;
     }
 
     /// PUT: full replacement with optimistic concurrency.
