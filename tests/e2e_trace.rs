@@ -40,6 +40,26 @@ spec:
         x-kubernetes-preserve-unknown-fields: true
 ";
 
+/// Just enough of Argo CD's Application CRD.
+const ARGO_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: applications.argoproj.io
+spec:
+  group: argoproj.io
+  names: {kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app]}
+  scope: Namespaced
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+";
+
 struct Env {
     _emu: KubeEmulator,
     sim: AdoSimulator,
@@ -53,6 +73,7 @@ impl Env {
         let flux_dir = dir.path().join("flux-crds");
         std::fs::create_dir(&flux_dir).expect("mkdir");
         std::fs::write(flux_dir.join("kustomization.yaml"), FLUX_CRD).expect("write CRD");
+        std::fs::write(flux_dir.join("application.yaml"), ARGO_CRD).expect("write CRD");
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds).crds_dir(flux_dir))
             .await
@@ -73,7 +94,7 @@ impl Env {
         };
         let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PAT);
         env.apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: flux-system}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {NS}}}\ndata: {{token: {token}}}\n"
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: flux-system}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: argocd}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {NS}}}\ndata: {{token: {token}}}\n"
         ))
         .await;
         env
@@ -143,6 +164,15 @@ impl Env {
     }
 
     async fn trace(&self, name: &str, repository: &str) {
+        self.trace_deployed(
+            name,
+            repository,
+            "fluxKustomization: {name: orders, namespace: flux-system}",
+        )
+        .await;
+    }
+
+    async fn trace_deployed(&self, name: &str, repository: &str, deployed: &str) {
         let org_url = self.sim.org_url(ORG);
         self.apply(&format!(
             "apiVersion: lockstep.dev/v1alpha1
@@ -156,7 +186,7 @@ spec:
   build: {{definitionId: 12, branch: main}}
   manifest: {{repository: {repository}, branch: main, definitionId: 14}}
   deployed:
-    fluxKustomization: {{name: orders, namespace: flux-system}}
+    {deployed}
   interval: 2s
 "
         ))
@@ -339,4 +369,117 @@ async fn missing_repository_stalls_only_its_own_trace() {
         })
         .await;
     assert!(ready_message(&trace).starts_with("manifest generation "));
+}
+
+/// Merge-patches the status of `kind/name` in `ns`.
+async fn patch_status(env: &Env, ns: &str, kind: &str, name: &str, status: Value) {
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        kind,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &serde_json::json!({ "status": status }).to_string(),
+    ])
+    .await;
+}
+
+async fn deployed_change(env: &Env) -> i64 {
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    env.sim.push(ORG, PROJECT, "orders-manifests", "main", M2);
+    build
+}
+
+#[tokio::test]
+async fn argo_application_variant() {
+    let env = Env::start().await;
+    deployed_change(&env).await;
+    env.apply("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: orders, namespace: argocd}\nspec: {project: default}\n").await;
+    let synced = |revision: &str| serde_json::json!({"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}});
+    patch_status(&env, "argocd", "application", "orders", synced(M1)).await;
+    env.trace_deployed(
+        "orders",
+        "orders-manifests",
+        "argoApplication: {name: orders, namespace: argocd}",
+    )
+    .await;
+    let _lockstep = env.lockstep();
+    let trace = env
+        .wait_trace("orders", WAIT, "the Application behind the head", |t| {
+            ready_is(t, "False", "DeployPending")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        "manifest a1b2c3d not yet applied by Application argocd/orders; cluster at 9f8e7d6"
+    );
+    patch_status(&env, "argocd", "application", "orders", synced(M2)).await;
+    env.wait_trace("orders", WAIT, "Ready once Argo CD synced the head", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn workload_image_variant() {
+    let env = Env::start().await;
+    let build = deployed_change(&env).await;
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    let deployment = |tag: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: orders}}}}\n  template:\n    metadata: {{labels: {{app: orders}}}}\n    spec:\n      containers:\n      - {{name: app, image: 'registry.local:5000/orders:{tag}'}}\n"
+        )
+    };
+    env.apply(&deployment("20200101.1")).await;
+    env.trace_deployed(
+        "orders",
+        "orders-manifests",
+        "workload: {kind: Deployment, name: orders, container: app}",
+    )
+    .await;
+    let _lockstep = env.lockstep();
+    let trace = env
+        .wait_trace("orders", WAIT, "the old image", |t| {
+            ready_is(t, "False", "DeployPending")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        format!("image tag {build_number} not yet rolled out to Deployment {NS}/orders; cluster runs 20200101.1")
+    );
+    env.apply(&deployment(&build_number)).await;
+    let generation = env
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "orders",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+        .await;
+    let generation: i64 = generation.trim().parse().unwrap_or(1);
+    patch_status(
+        &env,
+        NS,
+        "deployment",
+        "orders",
+        serde_json::json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "readyReplicas": 1}),
+    )
+    .await;
+    let trace = env
+        .wait_trace("orders", WAIT, "Ready once rolled out", |t| {
+            ready_is(t, "True", "InSync")
+        })
+        .await;
+    assert_eq!(trace["status"]["deployedRevision"], build_number.as_str());
 }
