@@ -173,6 +173,10 @@ impl Env {
     }
 
     async fn trace_deployed(&self, name: &str, repository: &str, deployed: &str) {
+        self.trace_with(name, repository, deployed, "2s").await;
+    }
+
+    async fn trace_with(&self, name: &str, repository: &str, deployed: &str, interval: &str) {
         let org_url = self.sim.org_url(ORG);
         self.apply(&format!(
             "apiVersion: lockstep.dev/v1alpha1
@@ -187,7 +191,7 @@ spec:
   manifest: {{repository: {repository}, branch: main, definitionId: 14}}
   deployed:
     {deployed}
-  interval: 2s
+  interval: {interval}
 "
         ))
         .await;
@@ -219,6 +223,10 @@ spec:
     }
 
     fn lockstep(&self) -> Child {
+        self.lockstep_with("1s")
+    }
+
+    fn lockstep_with(&self, fast_interval: &str) -> Child {
         let log = std::fs::File::create(self.dir.path().join("lockstep.log")).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_lockstep"))
             .args([
@@ -228,7 +236,7 @@ spec:
                 "--webhook-addr",
                 "127.0.0.1:0",
                 "--fast-interval",
-                "1s",
+                fast_interval,
             ])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,lockstep=debug")
@@ -482,4 +490,29 @@ async fn workload_image_variant() {
         })
         .await;
     assert_eq!(trace["status"]["deployedRevision"], build_number.as_str());
+}
+
+#[tokio::test]
+async fn a_flux_sync_flips_the_trace_through_the_watch_not_a_poll() {
+    let env = Env::start().await;
+    deployed_change(&env).await;
+    env.kustomization_at(M1).await;
+    // Polling is an hour away: only the Kustomization watch can bring the change in.
+    env.trace_with(
+        "orders",
+        "orders-manifests",
+        "fluxKustomization: {name: orders, namespace: flux-system}",
+        "1h",
+    )
+    .await;
+    let _lockstep = env.lockstep_with("1h");
+    env.wait_trace("orders", WAIT, "the Kustomization behind the head", |t| {
+        ready_is(t, "False", "DeployPending")
+    })
+    .await;
+    env.kustomization_at(M2).await;
+    env.wait_trace("orders", WAIT, "Ready after the watch event", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
 }
