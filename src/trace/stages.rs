@@ -780,28 +780,18 @@ impl TraceVerdict {
     }
 }
 
-/// The run as `status` reports it.
+/// The run as `status` reports it, with times in whole seconds: Kubernetes serialises `Time` that way,
+/// so a status that went through the API server compares equal to the one computed here and an
+/// unchanged trace is not written again.
 pub fn run_summary(build: &Build) -> RunSummary {
-    // Kubernetes serialises `Time` in whole seconds; truncating here keeps a status that went through the
-    // API server equal to the one computed, so an unchanged trace is not written again.
-    let time = |t: &Option<String>| {
-        t.as_deref()
-            .and_then(parse_ado_time)
-            .map(|t| Time(Timestamp::from_second(t.as_second()).unwrap_or(t)))
-    };
+    let whole =
+        |t: Option<Time>| t.map(|t| Time(Timestamp::from_second(t.0.as_second()).unwrap_or(t.0)));
+    let summary = RunSummary::from_build(build);
     RunSummary {
-        id: build.id,
-        build_number: build.build_number.clone(),
-        pipeline: build.definition_name().map(str::to_string),
-        status: build.status.map(|s| s.as_str().to_string()),
-        result: build.result.map(|r| r.as_str().to_string()),
-        source_branch: build.source_branch.clone(),
-        source_version: build.source_version.clone(),
-        commit: build.source_version.as_deref().map(short_sha),
-        queue_time: time(&build.queue_time),
-        start_time: time(&build.start_time),
-        finish_time: time(&build.finish_time),
-        web_url: build.web_url().map(str::to_string),
+        queue_time: whole(summary.queue_time.clone()),
+        start_time: whole(summary.start_time.clone()),
+        finish_time: whole(summary.finish_time.clone()),
+        ..summary
     }
 }
 
