@@ -591,3 +591,145 @@ fn last_checked_time_is_kept_while_nothing_changes_and_refreshed_later() {
         Some(ts("2026-11-22T10:01:00Z"))
     );
 }
+
+#[tokio::test]
+async fn transient_outage_keeps_the_verdict_and_says_why() {
+    let ado = Ado::start().await;
+    ado.ci_succeeded();
+    ado.generation(RunResult::Succeeded);
+    let org_url = ado.sim.org_url(ORG);
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let api = tokio::spawn(async move {
+        expect_secret(&mut handle).await;
+        expect_kustomization(&mut handle, kustomization(MANIFEST)).await;
+        let first = expect_status_apply(&mut handle, "orders").await;
+        expect_event(&mut handle).await;
+        let _ = tx.send(first);
+        // During the outage: reads, then a status write with lastError only; no Event.
+        expect_secret(&mut handle).await;
+        expect_kustomization(&mut handle, kustomization(MANIFEST)).await;
+        let second = expect_status_apply(&mut handle, "orders").await;
+        (second, handle)
+    });
+    run_reconcile(
+        trace_object(&org_url, "orders", "orders-manifests", flux_deployed()),
+        ctx.clone(),
+    )
+    .await;
+    let first = rx.await.expect("first write");
+    let written: ServiceTraceStatus =
+        serde_json::from_value(first["status"].clone()).expect("status");
+
+    ado.sim.fail_next(50, 503);
+    let mut again = trace_object(&org_url, "orders", "orders-manifests", flux_deployed());
+    again.metadata.resource_version = Some("2".into());
+    again.status = Some(written);
+    run_reconcile(again, ctx).await;
+    let (second, mut handle) = api.await.expect("API scenario");
+    ado.sim.clear_faults();
+
+    assert_eq!(
+        second["status"]["conditions"],
+        first["status"]["conditions"]
+    );
+    assert_eq!(second["status"]["stages"], first["status"]["stages"]);
+    let last_error = second["status"]["lastError"].as_str().unwrap_or_default();
+    assert!(last_error.contains("unavailable"), "{last_error}");
+    assert!(!second.to_string().contains(PAT));
+    assert!(
+        !matches!(
+            tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await,
+            Ok(Some(_))
+        ),
+        "a transient error records no Event"
+    );
+}
+
+#[test]
+fn watch_mapper_picks_the_traces_that_reference_the_object() {
+    use super::trace::traces_deployed_on;
+    use crate::crd::WorkloadKind;
+    use crate::trace::deployed::DeployedKind;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    let mut writer = Writer::<ServiceTrace>::default();
+    let flux = trace_object(
+        "https://dev.azure.com/contoso",
+        "flux",
+        "m",
+        flux_deployed(),
+    );
+    let same_namespace = trace_object(
+        "https://dev.azure.com/contoso",
+        "local",
+        "m",
+        json!({"fluxKustomization": {"name": "orders"}}),
+    );
+    let workload = trace_object(
+        "https://dev.azure.com/contoso",
+        "workload",
+        "m",
+        json!({"workload": {"kind": "Deployment", "name": "orders"}}),
+    );
+    for t in [&flux, &same_namespace, &workload] {
+        writer.apply_watcher_event(&watcher::Event::Apply(t.clone()));
+    }
+    let store = writer.as_reader();
+    let names = |refs: Vec<kube::runtime::reflector::ObjectRef<ServiceTrace>>| {
+        let mut n: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(traces_deployed_on(
+            &store,
+            DeployedKind::FluxKustomization,
+            Some("flux-system"),
+            Some("orders")
+        )),
+        ["flux"]
+    );
+    // A reference without a namespace means the trace's own.
+    assert_eq!(
+        names(traces_deployed_on(
+            &store,
+            DeployedKind::FluxKustomization,
+            Some(NS),
+            Some("orders")
+        )),
+        ["local"]
+    );
+    assert_eq!(
+        names(traces_deployed_on(
+            &store,
+            DeployedKind::Workload(WorkloadKind::Deployment),
+            Some(NS),
+            Some("orders")
+        )),
+        ["workload"]
+    );
+    assert!(traces_deployed_on(
+        &store,
+        DeployedKind::ArgoApplication,
+        Some(NS),
+        Some("orders")
+    )
+    .is_empty());
+    assert!(traces_deployed_on(
+        &store,
+        DeployedKind::Workload(WorkloadKind::StatefulSet),
+        Some(NS),
+        Some("orders")
+    )
+    .is_empty());
+    assert!(traces_deployed_on(
+        &store,
+        DeployedKind::FluxKustomization,
+        None,
+        Some("orders")
+    )
+    .is_empty());
+}
