@@ -189,6 +189,7 @@ pub async fn run_trace_controller(
         recorder,
         shared.metrics.clone(),
         shared.gate_config.clone(),
+        store.clone(),
     ));
 
     let secrets_store = store.clone();

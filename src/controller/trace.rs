@@ -78,6 +78,8 @@ struct Written {
 struct TraceMemory {
     failures: u32,
     written: Option<Written>,
+    /// Ready condition status, for the objects-by-Ready gauge.
+    ready: Option<String>,
 }
 
 /// Everything a trace reconcile needs.
@@ -88,6 +90,8 @@ pub struct TraceContext {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub config: GateConfig,
+    /// The controller's view of all traces, to prune per-trace memory.
+    pub store: Store<ServiceTrace>,
     memory: Mutex<HashMap<ObjectRef<ServiceTrace>, TraceMemory>>,
 }
 
@@ -99,6 +103,7 @@ impl TraceContext {
         recorder: Recorder,
         metrics: Arc<Metrics>,
         config: GateConfig,
+        store: Store<ServiceTrace>,
     ) -> Self {
         Self {
             client,
@@ -107,8 +112,23 @@ impl TraceContext {
             recorder,
             metrics,
             config,
+            store,
             memory: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Record the trace's Ready state and refresh the gauge; forget traces that left the store.
+    fn update_ready_gauge(&self, key: &ObjectRef<ServiceTrace>, ready: Option<String>) {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone()).or_default().ready = ready;
+        map.retain(|k, _| k == key || self.store.get(k).is_some());
+        let count = |s: &str| {
+            map.values()
+                .filter(|m| m.ready.as_deref() == Some(s))
+                .count() as i64
+        };
+        self.metrics
+            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
     }
 
     fn with_memory<T>(
@@ -756,6 +776,10 @@ async fn write_status_if_changed(
     ctx: &TraceContext,
     key: &ObjectRef<ServiceTrace>,
 ) -> Result<(), Error> {
+    ctx.update_ready_gauge(
+        key,
+        conditions::find(&desired.conditions, READY).map(|c| c.status.clone()),
+    );
     if current == Some(desired) {
         return Ok(());
     }

@@ -82,6 +82,10 @@ fn flux_deployed() -> Value {
 }
 
 fn context(client: Client) -> Arc<TraceContext> {
+    context_with_registry(client).0
+}
+
+fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let recorder = Recorder::new(
@@ -91,7 +95,7 @@ fn context(client: Client) -> Arc<TraceContext> {
             instance: Some("test".into()),
         },
     );
-    Arc::new(TraceContext::new(
+    let ctx = Arc::new(TraceContext::new(
         client,
         AdoClient::new(ClientConfig {
             max_retries: 0,
@@ -102,7 +106,9 @@ fn context(client: Client) -> Arc<TraceContext> {
         recorder,
         metrics,
         GateConfig::default(),
-    ))
+        kube::runtime::reflector::store::Writer::<ServiceTrace>::default().as_reader(),
+    ));
+    (ctx, registry)
 }
 
 fn json_response(status: u16, body: &Value) -> Response<Body> {
@@ -732,4 +738,37 @@ fn watch_mapper_picks_the_traces_that_reference_the_object() {
         Some("orders")
     )
     .is_empty());
+}
+
+#[tokio::test]
+async fn ready_gauge_counts_traces() {
+    let ado = Ado::start().await;
+    ado.ci_succeeded();
+    ado.generation(RunResult::Succeeded);
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let (ctx, registry) = context_with_registry(Client::new(service, "default"));
+    let api = tokio::spawn(async move {
+        expect_secret(&mut handle).await;
+        expect_kustomization(&mut handle, kustomization(MANIFEST)).await;
+        expect_status_apply(&mut handle, "orders").await;
+        expect_event(&mut handle).await;
+    });
+    run_reconcile(
+        trace_object(
+            &ado.sim.org_url(ORG),
+            "orders",
+            "orders-manifests",
+            flux_deployed(),
+        ),
+        ctx,
+    )
+    .await;
+    api.await.expect("API scenario");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let line = text
+        .lines()
+        .find(|l| l.contains("kind=\"ServiceTrace\"") && l.contains("ready=\"True\""))
+        .unwrap_or_else(|| panic!("no ServiceTrace Ready=True gauge in:\n{text}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }
