@@ -12,6 +12,7 @@ mod trace_tests;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -24,7 +25,9 @@ use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 pub use error::Error;
-pub use gate::{BuildsCache, GateConfig, GateContext, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
+pub use gate::{
+    BuildsCache, GateConfig, GateContext, WebhookHints, FIELD_MANAGER, REQUESTED_AT_ANNOTATION,
+};
 
 use crate::ado::AdoClient;
 use crate::crd::{PipelineGate, ServiceTrace};
@@ -49,6 +52,8 @@ pub struct Shared {
     /// Reported on Events, to tell replicas apart.
     pub identity: String,
     pub readiness: Readiness,
+    /// Present when the webhook receiver runs in this process.
+    pub webhook_hints: Option<WebhookHints>,
 }
 
 /// Run the PipelineGate controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -80,7 +85,7 @@ pub async fn run_gate_controller(
             instance: Some(shared.identity.clone()),
         },
     );
-    let ctx = Arc::new(GateContext::new(
+    let mut ctx = GateContext::new(
         shared.client.clone(),
         shared.ado.clone(),
         shared.cache.clone(),
@@ -88,14 +93,29 @@ pub async fn run_gate_controller(
         shared.metrics.clone(),
         shared.gate_config.clone(),
         store.clone(),
-    ));
+    );
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
 
     let readiness = shared.readiness.clone();
     let ready_store = store.clone();
     let mark_ready = tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            info!("first list of PipelineGates complete; ready");
-            readiness.set_ready(true);
+        // Re-poll instead of awaiting once: the store's readiness signal keeps a single waker, and the
+        // controller's own wait for it takes that slot, so a second waiter might never be woken.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => {
+                    info!("first list of PipelineGates complete; ready");
+                    readiness.set_ready(true);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
 
