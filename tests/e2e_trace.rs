@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lockstep_testkit::ado::{AdoSimulator, RunResult};
+use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
 use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -227,6 +227,10 @@ spec:
     }
 
     fn lockstep_with(&self, fast_interval: &str) -> Child {
+        self.lockstep_args(&["--fast-interval", fast_interval])
+    }
+
+    fn lockstep_args(&self, extra: &[&str]) -> Child {
         let log = std::fs::File::create(self.dir.path().join("lockstep.log")).expect("log file");
         Command::new(env!("CARGO_BIN_EXE_lockstep"))
             .args([
@@ -235,9 +239,10 @@ spec:
                 "127.0.0.1:0",
                 "--webhook-addr",
                 "127.0.0.1:0",
-                "--fast-interval",
-                fast_interval,
+                "--log-format",
+                "json",
             ])
+            .args(extra)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,lockstep=debug")
             .stdout(Stdio::null())
@@ -515,4 +520,94 @@ async fn a_flux_sync_flips_the_trace_through_the_watch_not_a_poll() {
         ready_is(t, "True", "InSync")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_push_hook_advances_the_trace_long_before_the_next_poll() {
+    let env = Env::start().await;
+    let old = env.sim.queue_run(ORG, PROJECT, 12, "main", M1);
+    env.sim.start_run(old);
+    env.sim.complete_run(old, RunResult::Succeeded);
+    let old_generation = env.sim.queue_run(ORG, PROJECT, 14, "main", M1);
+    env.sim.start_run(old_generation);
+    env.sim.complete_run(old_generation, RunResult::Succeeded);
+    env.kustomization_at(M1).await;
+    env.trace_with(
+        "orders",
+        "orders-manifests",
+        "fluxKustomization: {name: orders, namespace: flux-system}",
+        "1h",
+    )
+    .await;
+    let hook_token = "trace-hook-token-9d2c";
+    let token_file = env.dir.path().join("hook-token");
+    std::fs::write(&token_file, format!("{hook_token}\n")).expect("token file");
+    let token_path = token_file.to_str().expect("utf-8 path");
+    let _lockstep =
+        env.lockstep_args(&["--fast-interval", "1h", "--webhook-token-file", token_path]);
+    env.wait_trace("orders", WAIT, "Ready at the first change", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+
+    // A new change goes through CI and manifest generation; Azure DevOps announces the manifest push.
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    let push = env.sim.push(ORG, PROJECT, "orders-manifests", "main", M2);
+    let log_path = env.dir.path().join("lockstep.log");
+    let hook_addr = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "webhook receiver listening")
+        .and_then(|l| l["local_addr"].as_str().map(str::to_string))
+        .expect("the webhook receiver logs its address");
+    let delivery = HookDelivery::to(format!("http://{hook_addr}/hooks/azure-devops"))
+        .header("X-Lockstep-Token", hook_token);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // 503 while the receiver's index is still loading; Azure DevOps retries, and so do we.
+        let outcome = env
+            .sim
+            .deliver_hook(HookEvent::GitPush { push_id: push }, &delivery)
+            .await
+            .expect("delivery");
+        if outcome.status == 202 || outcome.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery answered {}",
+            outcome.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Polling is an hour away: only the hook can bring the new manifest in.
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "the pushed manifest, not yet applied",
+            |t| ready_is(t, "False", "DeployPending"),
+        )
+        .await;
+    assert_eq!(trace["status"]["manifestCommitId"], M2);
+    env.kustomization_at(M2).await;
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "Ready once Flux applied the pushed manifest",
+            |t| ready_is(t, "True", "InSync"),
+        )
+        .await;
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    assert_eq!(trace["status"]["imageTag"], build_number.as_str());
+    assert!(!std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains(hook_token));
 }
