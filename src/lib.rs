@@ -11,6 +11,7 @@
 //! - [`telemetry`], [`http`], [`leader`]: metrics and logs, probes, leader election.
 //! - [`pipeline_key`]: what an object follows, normalised for shared polling and webhook routing.
 //! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
+//! - [`trace`]: ServiceTrace's pure core (revisions, refs, stage tracing).
 //! - [`webhook`]: the Azure DevOps service-hook receiver that turns deliveries into reconcile hints.
 
 pub mod ado;
@@ -26,4 +27,5 @@ pub mod poll_cache;
 pub mod run;
 pub mod secret;
 pub mod telemetry;
+pub mod trace;
 pub mod webhook;

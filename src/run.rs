@@ -139,6 +139,44 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
+async fn run_controllers(
+    shared: controller::Shared,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::FutureExt as _;
+    let stop = stop.shared();
+    // Each controller reports its own first list; the process is ready only when both have listed, so
+    // a replica never answers /readyz while one kind is still unknown to it.
+    let (gates_listed, traces_listed) = (Readiness::default(), Readiness::default());
+    let both_listed = {
+        let (gates, traces, process) = (
+            gates_listed.clone(),
+            traces_listed.clone(),
+            shared.readiness.clone(),
+        );
+        tokio::spawn(async move {
+            while !(gates.is_ready() && traces.is_ready()) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            process.set_ready(true);
+        })
+    };
+    let gate_shared = controller::Shared {
+        readiness: gates_listed,
+        ..shared.clone()
+    };
+    let trace_shared = controller::Shared {
+        readiness: traces_listed,
+        ..shared
+    };
+    futures::join!(
+        controller::run_gate_controller(gate_shared, stop.clone()),
+        controller::run_trace_controller(trace_shared, stop),
+    );
+    both_listed.abort();
+}
+
 /// The receiver, the watches feeding its index, and what the reconcilers read from it.
 struct RunningWebhook {
     server: WebhookServer,
@@ -287,16 +325,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        controller::run_gate_controller(shared.clone(), stop)
+                        run_controllers(shared.clone(), stop)
                     },
                 )
                 .await;
             } else {
-                controller::run_gate_controller(
-                    shared,
-                    leader::sync_signal(shutdown_requested(shutdown)),
-                )
-                .await;
+                run_controllers(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
             }
         }
     };

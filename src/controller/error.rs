@@ -17,6 +17,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("could not read {target}: {source}; lockstep retries with backoff")]
+    ReadDeployed {
+        target: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error(
         "{kind} {name} has no namespace; it is a namespaced resource, so this is an API server bug"
     )]
@@ -30,6 +36,7 @@ impl Error {
             Self::ReadSecret { .. } => "read_secret",
             Self::WriteStatus { .. } => "write_status",
             Self::MissingNamespace { .. } => "missing_namespace",
+            Self::ReadDeployed { .. } => "read_deployed",
         }
     }
 }

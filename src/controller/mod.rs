@@ -6,6 +6,9 @@ pub mod gate;
 pub mod gate_status;
 #[cfg(test)]
 mod gate_tests;
+pub mod trace;
+#[cfg(test)]
+mod trace_tests;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::Api;
+use kube::{Api, Resource};
 use tracing::{debug, info, warn};
 
 pub use error::Error;
@@ -27,9 +32,10 @@ pub use gate::{
 };
 
 use crate::ado::AdoClient;
-use crate::crd::PipelineGate;
+use crate::crd::{PipelineGate, ServiceTrace};
 use crate::http::Readiness;
 use crate::telemetry::Metrics;
+use crate::trace::deployed::DeployedKind;
 
 /// Reconciles in parallel. They mostly wait on I/O; enough of them that gates sharing a pipeline, which
 /// requeue at the same instant, all finish within the poll cache's TTL and keep sharing one request.
@@ -210,6 +216,180 @@ pub async fn stop_bounded(
         () = running => {}
         () = deadline => warn!("controller still busy after shutdown; abandoning in-flight reconciles"),
     }
+}
+
+/// `Api::all` or `Api::namespaced`, per `--namespace`.
+fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn scoped_dynamic(
+    client: &kube::Client,
+    namespace: &Option<String>,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// Whether the cluster serves `resource` and lockstep may list it: Flux and Argo CD are optional, and a
+/// watch on an API that is not there would only fail and retry forever.
+async fn can_watch(api: &Api<DynamicObject>, what: &str) -> bool {
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(e) => {
+            info!(api = what, error = %e, "not watching {what}: ServiceTraces that reference one are still re-read every interval");
+            false
+        }
+    }
+}
+
+/// Run the ServiceTrace controller until `shutdown` resolves; in-flight reconciles finish first.
+///
+/// Besides the traces and their Secrets it watches the objects traces read their deployed revision from
+/// (Flux Kustomizations and Argo CD Applications when the cluster serves those APIs; Deployments,
+/// StatefulSets, DaemonSets), so a sync or a rollout re-traces at once instead of at the next poll. All of
+/// these are read-only: get, list, watch.
+pub async fn run_trace_controller(
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = &shared.client;
+    let ns = &shared.namespace;
+    let controller = Controller::new(
+        scoped::<ServiceTrace>(client, ns),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "lockstep".to_string(),
+            instance: Some(shared.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(trace::TraceContext::new(
+        client.clone(),
+        shared.ado.clone(),
+        shared.cache.clone(),
+        recorder,
+        shared.metrics.clone(),
+        shared.gate_config.clone(),
+        store.clone(),
+    ));
+
+    let secrets_store = store.clone();
+    let mut controller = controller.watches(
+        scoped::<Secret>(client, ns),
+        watcher::Config::default(),
+        move |secret: Secret| trace::traces_using_secret(&secrets_store, &secret),
+    );
+    for (kind, resource) in [
+        (
+            DeployedKind::FluxKustomization,
+            trace::flux_kustomization_resource(),
+        ),
+        (
+            DeployedKind::ArgoApplication,
+            trace::argo_application_resource(),
+        ),
+    ] {
+        let api = scoped_dynamic(client, ns, &resource);
+        if can_watch(&api, kind.kind_name()).await {
+            let s = store.clone();
+            controller = controller.watches_with(
+                api,
+                resource,
+                watcher::Config::default(),
+                move |o: DynamicObject| {
+                    trace::traces_deployed_on(
+                        &s,
+                        kind,
+                        o.metadata.namespace.as_deref(),
+                        o.metadata.name.as_deref(),
+                    )
+                },
+            );
+        }
+    }
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let controller = controller
+        .watches(
+            scoped::<Deployment>(client, ns),
+            watcher::Config::default(),
+            move |o: Deployment| {
+                trace::traces_deployed_on(
+                    &s1,
+                    DeployedKind::Workload(crate::crd::WorkloadKind::Deployment),
+                    o.metadata.namespace.as_deref(),
+                    o.metadata.name.as_deref(),
+                )
+            },
+        )
+        .watches(
+            scoped::<StatefulSet>(client, ns),
+            watcher::Config::default(),
+            move |o: StatefulSet| {
+                trace::traces_deployed_on(
+                    &s2,
+                    DeployedKind::Workload(crate::crd::WorkloadKind::StatefulSet),
+                    o.metadata.namespace.as_deref(),
+                    o.metadata.name.as_deref(),
+                )
+            },
+        )
+        .watches(
+            scoped::<DaemonSet>(client, ns),
+            watcher::Config::default(),
+            move |o: DaemonSet| {
+                trace::traces_deployed_on(
+                    &s3,
+                    DeployedKind::Workload(crate::crd::WorkloadKind::DaemonSet),
+                    o.metadata.namespace.as_deref(),
+                    o.metadata.name.as_deref(),
+                )
+            },
+        );
+
+    let first_list = FirstList::watch(store.clone(), "ServiceTraces");
+    let readiness = shared.readiness.clone();
+    let mark_ready = {
+        let first_list = first_list.clone();
+        tokio::spawn(async move {
+            first_list.wait().await;
+            readiness.set_ready(true);
+        })
+    };
+    let shutdown = shutdown.shared();
+    let running = controller
+        .with_config(controller::Config::default().concurrency(8))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(trace::reconcile, trace::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                // Logged by error_policy.
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    debug!(trace = %obj, "trace is gone")
+                }
+                Err(other) => warn!(error = %other, "ServiceTrace controller"),
+                Ok(_) => {}
+            }
+        });
+    // Same shutdown bound as the gate controller: without it an unreachable API server before the
+    // first list keeps the process alive after SIGTERM (STACK.md's shutdown trap).
+    stop_bounded(running, shutdown, &first_list).await;
+    mark_ready.abort();
+    info!("ServiceTrace controller stopped");
 }
 
 #[cfg(test)]

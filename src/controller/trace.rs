@@ -1,0 +1,912 @@
+//! The ServiceTrace reconciler: read the PAT, read the CI runs (shared per pipeline with the gates), the
+//! HLD and manifest heads, the manifest-generation runs and the deployed object, trace, and write status
+//! only when it changed. The rules are in [`crate::trace`]; this is the I/O around them.
+//!
+//! Azure DevOps errors are sorted by kind: a transient one (timeout, 5xx, 429) leaves the last verdict
+//! standing and only sets `status.lastError`; any other (not found, rejected credentials) becomes the
+//! stage's "cannot be read" message, so a trace whose repository does not exist is Stalled naming it,
+//! while other traces, which read other repositories, are unaffected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::gate::{BuildsCache, GateConfig, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
+use super::Error;
+use crate::ado::{AdoClient, AdoError, Build};
+use crate::conditions::{self, Kstatus, READY};
+use crate::crd::{
+    duration_or, DeployedRef, ServiceTrace, ServiceTraceStatus, WorkloadKind, WorkloadRef,
+};
+use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::secret::SecretString;
+use crate::telemetry::Metrics;
+use crate::trace::deployed::{
+    observe_argo_application, observe_flux_kustomization, observe_workload, DeployedKind,
+    DeployedObservation, DeployedTarget,
+};
+use crate::trace::refs::{peel_annotated_tag, pick_ref, ref_filter, RefHead};
+use crate::trace::stages::{
+    self, BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
+    TraceInput, TraceVerdict,
+};
+
+const KIND: &str = "ServiceTrace";
+/// Runs fetched per Builds List; the same number the gates use, so both share one cached answer.
+const RUNS_PER_LIST: u32 = 20;
+/// `status.lastCheckedTime` is refreshed at least this often even when nothing else changed, so readers
+/// can tell a quiet trace from a dead controller without a status write on every poll.
+const LAST_CHECKED_REFRESH: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// The Flux Kustomization API lockstep reads.
+pub fn flux_kustomization_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "Kustomization",
+    ))
+}
+
+/// The Argo CD Application API lockstep reads.
+pub fn argo_application_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "argoproj.io",
+        "v1alpha1",
+        "Application",
+    ))
+}
+
+/// What the last status write of one trace was based on, to bridge the moment before the watch delivers it.
+struct Written {
+    base_resource_version: Option<String>,
+    status: ServiceTraceStatus,
+}
+
+#[derive(Default)]
+struct TraceMemory {
+    failures: u32,
+    written: Option<Written>,
+    /// Ready condition status, for the objects-by-Ready gauge.
+    ready: Option<String>,
+}
+
+/// Everything a trace reconcile needs.
+pub struct TraceContext {
+    pub client: kube::Client,
+    pub ado: AdoClient,
+    pub cache: Arc<BuildsCache>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: GateConfig,
+    /// The controller's view of all traces, to prune per-trace memory.
+    pub store: Store<ServiceTrace>,
+    memory: Mutex<HashMap<ObjectRef<ServiceTrace>, TraceMemory>>,
+}
+
+impl TraceContext {
+    pub fn new(
+        client: kube::Client,
+        ado: AdoClient,
+        cache: Arc<BuildsCache>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        config: GateConfig,
+        store: Store<ServiceTrace>,
+    ) -> Self {
+        Self {
+            client,
+            ado,
+            cache,
+            recorder,
+            metrics,
+            config,
+            store,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Record the trace's Ready state and refresh the gauge; forget traces that left the store.
+    fn update_ready_gauge(&self, key: &ObjectRef<ServiceTrace>, ready: Option<String>) {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone()).or_default().ready = ready;
+        map.retain(|k, _| k == key || self.store.get(k).is_some());
+        let count = |s: &str| {
+            map.values()
+                .filter(|m| m.ready.as_deref() == Some(s))
+                .count() as i64
+        };
+        self.metrics
+            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
+    }
+
+    fn with_memory<T>(
+        &self,
+        key: &ObjectRef<ServiceTrace>,
+        f: impl FnOnce(&mut TraceMemory) -> T,
+    ) -> T {
+        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(key.clone()).or_default())
+    }
+}
+
+/// Reconcile one trace. Azure DevOps problems become status; only Kubernetes API failures are errors.
+pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_started(KIND);
+    let result = reconcile_inner(&trace, &ctx).await;
+    let key = ObjectRef::from_obj(&*trace);
+    match &result {
+        Ok(_) => {
+            ctx.with_memory(&key, |m| m.failures = 0);
+            timer.finish("success");
+        }
+        Err(e) => timer.finish(e.category()),
+    }
+    result
+}
+
+/// Back off exponentially per trace on Kubernetes API errors: 1s, 2s, 4s … capped at 5 minutes.
+pub fn error_policy(trace: Arc<ServiceTrace>, error: &Error, ctx: Arc<TraceContext>) -> Action {
+    let key = ObjectRef::from_obj(&*trace);
+    let failures = ctx.with_memory(&key, |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
+        .min(Duration::from_secs(300));
+    warn!(trace = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The outcome of reading everything a trace needs.
+enum Reads {
+    Complete(Box<TraceInput>),
+    /// A transient Azure DevOps error: keep the last verdict.
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Action, Error> {
+    let name = trace.name_any();
+    let namespace = trace.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: KIND,
+        name: name.clone(),
+    })?;
+    let key = ObjectRef::from_obj(trace);
+    let now = whole_seconds(Timestamp::now());
+    let interval = duration_or(&trace.spec.interval, ctx.config.default_interval);
+    let current = current_status(trace, ctx, &key);
+    let previous = current.clone().unwrap_or_default();
+
+    if trace.spec.suspend {
+        let desired = with_kstatus(
+            previous.clone(),
+            &Kstatus::suspended(&previous.conditions),
+            trace,
+            now,
+        );
+        write_status_if_changed(
+            trace,
+            &namespace,
+            &name,
+            current.as_ref(),
+            &desired,
+            ctx,
+            &key,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    let token = match read_token(trace, &namespace, &ctx.client).await? {
+        Ok(token) => token,
+        Err(problem) => {
+            let desired = with_kstatus(
+                previous.clone(),
+                &Kstatus::stalled("AuthenticationFailed", problem),
+                trace,
+                now,
+            );
+            write_status_if_changed(
+                trace,
+                &namespace,
+                &name,
+                current.as_ref(),
+                &desired,
+                ctx,
+                &key,
+            )
+            .await?;
+            publish_transition(trace, current.as_ref(), &desired, ctx).await;
+            return Ok(Action::requeue(interval));
+        }
+    };
+
+    match read_all(trace, &namespace, &token, now, ctx).await? {
+        Reads::Transient {
+            message,
+            retry_after,
+        } => {
+            let mut desired = previous.clone();
+            desired.last_error = Some(message);
+            write_status_if_changed(
+                trace,
+                &namespace,
+                &name,
+                current.as_ref(),
+                &desired,
+                ctx,
+                &key,
+            )
+            .await?;
+            let mut after = ctx.config.fast_interval.min(interval);
+            if let Some(retry_after) = retry_after {
+                after = after.max(retry_after);
+            }
+            Ok(Action::requeue(after))
+        }
+        Reads::Complete(input) => {
+            let verdict = stages::trace(&input);
+            let desired = desired_status(&verdict, &previous, trace.metadata.generation, now);
+            write_status_if_changed(
+                trace,
+                &namespace,
+                &name,
+                current.as_ref(),
+                &desired,
+                ctx,
+                &key,
+            )
+            .await?;
+            publish_transition(trace, current.as_ref(), &desired, ctx).await;
+            let after = if verdict.in_flight {
+                ctx.config.fast_interval.min(interval)
+            } else {
+                interval
+            };
+            debug!(trace = %key, ready = verdict.ready.status.as_str(), reason = verdict.ready.reason.as_str(), "reconciled");
+            Ok(Action::requeue(after))
+        }
+    }
+}
+
+/// The status for a verdict: stages, commit ids, conditions, observedGeneration; `lastError` cleared.
+pub fn desired_status(
+    verdict: &TraceVerdict,
+    previous: &ServiceTraceStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> ServiceTraceStatus {
+    let mut next = previous.clone();
+    verdict.apply_to(&mut next);
+    next.last_error = None;
+    next.observed_generation = generation;
+    next.conditions = kstatus(verdict).to_conditions(&previous.conditions, generation, Time(now));
+    // lastCheckedTime moves with every other change, and at least every LAST_CHECKED_REFRESH.
+    let checked = previous.last_checked_time.as_ref().map(|t| t.0);
+    let mut unchanged = next.clone();
+    unchanged.last_checked_time = previous.last_checked_time.clone();
+    let stale = checked.is_none_or(|t| now.duration_since(t) >= LAST_CHECKED_REFRESH);
+    next.last_checked_time = if unchanged == *previous && !stale {
+        previous.last_checked_time.clone()
+    } else {
+        Some(Time(now))
+    };
+    next
+}
+
+/// The verdict as kstatus conditions input.
+pub fn kstatus(verdict: &TraceVerdict) -> Kstatus {
+    use crate::trace::stages::ConditionStatus as S;
+    let reason = verdict.ready.reason.as_str();
+    let message = verdict.ready.message.clone();
+    match (
+        verdict.ready.status,
+        verdict.reconciling.status,
+        verdict.stalled.status,
+    ) {
+        (S::True, _, _) => Kstatus::ready(reason, message),
+        (_, _, S::True) => Kstatus::stalled(reason, message),
+        (_, S::True, _) => Kstatus::in_progress(reason, message),
+        _ => Kstatus::unknown(reason, message),
+    }
+}
+
+fn with_kstatus(
+    mut status: ServiceTraceStatus,
+    k: &Kstatus,
+    trace: &ServiceTrace,
+    now: Timestamp,
+) -> ServiceTraceStatus {
+    status.conditions = k.to_conditions(&status.conditions, trace.metadata.generation, Time(now));
+    status.observed_generation = trace.metadata.generation;
+    status
+}
+
+/// Read Azure DevOps and the deployed object. Reads run concurrently; Kubernetes API failures other than
+/// "not found" / "forbidden" fail the reconcile (retried with backoff).
+async fn read_all(
+    trace: &ServiceTrace,
+    namespace: &str,
+    token: &SecretString,
+    now: Timestamp,
+    ctx: &TraceContext,
+) -> Result<Reads, Error> {
+    let spec = &trace.spec;
+    let org = spec.azure_devops.organization_url.as_str();
+    let project = spec.azure_devops.project.as_str();
+    let not_before = trace
+        .annotations()
+        .get(REQUESTED_AT_ANNOTATION)
+        .and_then(|v| v.parse::<Timestamp>().ok());
+
+    let ci_runs = cached_builds(
+        ctx,
+        org,
+        project,
+        spec.build.definition_id,
+        &spec.build.branch,
+        token,
+        not_before,
+    );
+    let hld = async {
+        match &spec.hld {
+            Some(hld) => {
+                Some(read_head(ctx, org, project, &hld.repository, &hld.branch, token).await)
+            }
+            None => None,
+        }
+    };
+    let manifest = read_head(
+        ctx,
+        org,
+        project,
+        &spec.manifest.repository,
+        &spec.manifest.branch,
+        token,
+    );
+    // The generation pipeline usually lives in the HLD repository and runs on its branch.
+    let generation_branch = spec
+        .hld
+        .as_ref()
+        .map_or(spec.manifest.branch.as_str(), |h| h.branch.as_str());
+    let generation = async {
+        match spec.manifest.definition_id {
+            Some(id) => Some((
+                id,
+                cached_builds(ctx, org, project, id, generation_branch, token, not_before).await,
+            )),
+            None => None,
+        }
+    };
+    let deployed = read_deployed(&ctx.client, &spec.deployed, namespace);
+    let (ci_runs, hld, manifest, generation, deployed) =
+        futures::join!(ci_runs, hld, manifest, generation, deployed);
+    let deployed = deployed?;
+
+    let mut transient = None;
+    let mut sort = |r: Result<RepoRead, AdoError>| match r {
+        Ok(read) => read,
+        Err(err) => {
+            note_transient(&err, &mut transient);
+            RepoRead {
+                web_url: None,
+                head: Err(ReadFailure(err.to_string())),
+            }
+        }
+    };
+    let hld = hld.map(&mut sort);
+    let manifest = sort(manifest);
+    let ci_runs = observed(ci_runs, &mut transient);
+    let generation = generation.map(|(id, runs)| GenerationInput {
+        definition_id: id,
+        runs: observed(runs, &mut transient),
+    });
+    if let Some((message, retry_after)) = transient {
+        return Ok(Reads::Transient {
+            message,
+            retry_after,
+        });
+    }
+
+    let repo_input = |repository: &str, branch: &str, read: RepoRead| RepoInput {
+        repository: repository.to_string(),
+        branch: full_branch_ref(branch),
+        web_url: read.web_url,
+        head: read.head,
+    };
+    Ok(Reads::Complete(Box::new(TraceInput {
+        build: BuildInput {
+            definition_id: spec.build.definition_id,
+            branch: full_branch_ref(&spec.build.branch),
+            runs: ci_runs,
+        },
+        hld: spec
+            .hld
+            .as_ref()
+            .zip(hld)
+            .map(|(h, read)| repo_input(&h.repository, &h.branch, read)),
+        manifest: repo_input(&spec.manifest.repository, &spec.manifest.branch, manifest),
+        manifest_generation: generation,
+        deployed,
+        now,
+    })))
+}
+
+fn note_transient(err: &AdoError, transient: &mut Option<(String, Option<Duration>)>) {
+    if err.is_transient() && transient.is_none() {
+        let retry_after = match err {
+            AdoError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        *transient = Some((err.to_string(), retry_after));
+    }
+}
+
+fn observed<T: Clone>(
+    result: Result<T, AdoError>,
+    transient: &mut Option<(String, Option<Duration>)>,
+) -> Observed<T> {
+    result.map_err(|err| {
+        note_transient(&err, transient);
+        ReadFailure(err.to_string())
+    })
+}
+
+/// Builds List through the cache the gates use: traces and gates following one pipeline share a request.
+async fn cached_builds(
+    ctx: &TraceContext,
+    org: &str,
+    project: &str,
+    definition_id: i64,
+    branch: &str,
+    token: &SecretString,
+    not_before: Option<Timestamp>,
+) -> Result<Vec<Build>, AdoError> {
+    let Some(key) = PipelineKey::new(org, project, definition_id, branch) else {
+        return Err(AdoError::InvalidRequest(format!(
+            "organizationUrl {org:?} is not an Azure DevOps organization or collection URL: use https://dev.azure.com/<org>"
+        )));
+    };
+    let fetched = ctx
+        .cache
+        .get_or_fetch(&key, token, not_before, || {
+            ctx.ado
+                .list_builds(org, project, definition_id, branch, RUNS_PER_LIST, token)
+        })
+        .await;
+    match &fetched.result {
+        Ok(runs) => Ok(runs.clone()),
+        Err(err) => Err(clone_error(err)),
+    }
+}
+
+/// The cache hands out shared answers; `AdoError` is not `Clone`, so rebuild the variant.
+fn clone_error(err: &AdoError) -> AdoError {
+    match err {
+        AdoError::Unauthorized {
+            organization,
+            status,
+        } => AdoError::Unauthorized {
+            organization: organization.clone(),
+            status: *status,
+        },
+        AdoError::NotFound { what, message } => AdoError::NotFound {
+            what: what.clone(),
+            message: message.clone(),
+        },
+        AdoError::RateLimited {
+            organization,
+            retry_after,
+        } => AdoError::RateLimited {
+            organization: organization.clone(),
+            retry_after: *retry_after,
+        },
+        AdoError::Unavailable { status, detail } => AdoError::Unavailable {
+            status: *status,
+            detail: detail.clone(),
+        },
+        AdoError::InvalidResponse { endpoint, detail } => AdoError::InvalidResponse {
+            endpoint: endpoint.clone(),
+            detail: detail.clone(),
+        },
+        AdoError::InvalidRequest(detail) => AdoError::InvalidRequest(detail.clone()),
+    }
+}
+
+struct RepoRead {
+    web_url: Option<String>,
+    head: Observed<Option<HeadCommit>>,
+}
+
+/// Repositories - Get (so a missing repository is named as such), then Refs - List with the exact-name
+/// pick, then the annotated-tag look-up when the server did not peel a tag.
+async fn read_head(
+    ctx: &TraceContext,
+    org: &str,
+    project: &str,
+    repository: &str,
+    branch: &str,
+    token: &SecretString,
+) -> Result<RepoRead, AdoError> {
+    let repo = ctx
+        .ado
+        .get_repository(org, project, repository, token)
+        .await?;
+    let full_ref = full_branch_ref(branch);
+    let refs = ctx
+        .ado
+        .list_refs(org, project, &repo.id, ref_filter(&full_ref), token)
+        .await?;
+    let head = match pick_ref(&refs, &full_ref) {
+        Ok(RefHead::Commit(id)) => Ok(Some(id)),
+        Ok(RefHead::Missing) => Ok(None),
+        Ok(RefHead::UnpeeledTag { tag_object_id }) => {
+            match ctx
+                .ado
+                .get_annotated_tag(org, project, &repo.id, &tag_object_id, token)
+                .await
+            {
+                Ok(tag) => peel_annotated_tag(&tag)
+                    .map(Some)
+                    .map_err(|e| ReadFailure(e.to_string())),
+                // A lightweight tag: the ref already names the commit.
+                Err(AdoError::NotFound { .. }) => Ok(Some(tag_object_id)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => Err(ReadFailure(e.to_string())),
+    };
+    Ok(RepoRead {
+        web_url: repo.web_url,
+        // The committer date needs Commits - Get, which the client does not offer yet: without a
+        // manifest-generation pipeline the order is then Unknown (see docs/servicetrace.md).
+        head: head.map(|id| {
+            id.map(|id| HeadCommit {
+                id,
+                committed: None,
+            })
+        }),
+    })
+}
+
+/// The object named in `spec.deployed`, for messages and watches.
+pub fn deployed_target(deployed: &DeployedRef, trace_namespace: &str) -> Option<DeployedTarget> {
+    let ns = |n: &Option<String>| n.clone().unwrap_or_else(|| trace_namespace.to_string());
+    if let Some(k) = &deployed.flux_kustomization {
+        return Some(DeployedTarget {
+            kind: DeployedKind::FluxKustomization,
+            namespace: ns(&k.namespace),
+            name: k.name.clone(),
+        });
+    }
+    if let Some(a) = &deployed.argo_application {
+        return Some(DeployedTarget {
+            kind: DeployedKind::ArgoApplication,
+            namespace: ns(&a.namespace),
+            name: a.name.clone(),
+        });
+    }
+    deployed.workload.as_ref().map(|w| DeployedTarget {
+        kind: DeployedKind::Workload(w.kind),
+        namespace: ns(&w.namespace),
+        name: w.name.clone(),
+    })
+}
+
+async fn read_deployed(
+    client: &kube::Client,
+    deployed: &DeployedRef,
+    trace_namespace: &str,
+) -> Result<DeployedInput, Error> {
+    let Some(target) = deployed_target(deployed, trace_namespace) else {
+        // The CRD's validation requires exactly one; an older object may still lack it.
+        let target = DeployedTarget {
+            kind: DeployedKind::FluxKustomization,
+            namespace: trace_namespace.to_string(),
+            name: String::new(),
+        };
+        return Ok(DeployedInput {
+            target,
+            observed: Err(ReadFailure(
+                "spec.deployed names nothing: set one of fluxKustomization, argoApplication, workload"
+                    .into(),
+            )),
+        });
+    };
+    let got = match target.kind {
+        DeployedKind::FluxKustomization => {
+            get_dynamic(client, &flux_kustomization_resource(), &target).await
+        }
+        DeployedKind::ArgoApplication => {
+            get_dynamic(client, &argo_application_resource(), &target).await
+        }
+        DeployedKind::Workload(kind) => get_workload(client, kind, &target).await,
+    };
+    let observed = match got {
+        Ok(Some(obj)) => observe(&target, deployed.workload.as_ref(), &obj),
+        Ok(None) => Err(ReadFailure(
+            "not found: create it or point spec.deployed at the object that deploys the manifests"
+                .to_string(),
+        )),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Err(ReadFailure(format!(
+            "the cluster does not serve the {} API: install {} or fix spec.deployed",
+            target.kind.kind_name(),
+            match target.kind {
+                DeployedKind::FluxKustomization => "Flux (kustomize.toolkit.fluxcd.io/v1)",
+                DeployedKind::ArgoApplication => "Argo CD (argoproj.io/v1alpha1)",
+                DeployedKind::Workload(_) => "apps/v1",
+            }
+        ))),
+        Err(kube::Error::Api(status)) if status.is_forbidden() => Err(ReadFailure(format!(
+            "lockstep may not read it: grant get, list and watch on {} in namespace {}",
+            target.kind.kind_name(),
+            target.namespace
+        ))),
+        Err(source) => {
+            return Err(Error::ReadDeployed {
+                target: target.to_string(),
+                source,
+            })
+        }
+    };
+    Ok(DeployedInput { target, observed })
+}
+
+fn observe(
+    target: &DeployedTarget,
+    workload: Option<&WorkloadRef>,
+    obj: &serde_json::Value,
+) -> Observed<DeployedObservation> {
+    let result = match target.kind {
+        DeployedKind::FluxKustomization => observe_flux_kustomization(obj),
+        DeployedKind::ArgoApplication => observe_argo_application(obj),
+        DeployedKind::Workload(kind) => {
+            observe_workload(kind, obj, workload.and_then(|w| w.container.as_deref()))
+        }
+    };
+    result.map_err(|e| ReadFailure(e.to_string()))
+}
+
+async fn get_dynamic(
+    client: &kube::Client,
+    resource: &ApiResource,
+    target: &DeployedTarget,
+) -> Result<Option<serde_json::Value>, kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &target.namespace, resource);
+    let obj = api.get_opt(&target.name).await?;
+    Ok(obj.and_then(|o| serde_json::to_value(o).ok()))
+}
+
+async fn get_workload(
+    client: &kube::Client,
+    kind: WorkloadKind,
+    target: &DeployedTarget,
+) -> Result<Option<serde_json::Value>, kube::Error> {
+    let (ns, name) = (target.namespace.as_str(), target.name.as_str());
+    let value = match kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .and_then(|o| serde_json::to_value(o).ok()),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .and_then(|o| serde_json::to_value(o).ok()),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .and_then(|o| serde_json::to_value(o).ok()),
+    };
+    Ok(value)
+}
+
+/// The PAT from the trace's Secret, or a message that says which Secret or key is wrong.
+async fn read_token(
+    trace: &ServiceTrace,
+    namespace: &str,
+    client: &kube::Client,
+) -> Result<Result<SecretString, String>, Error> {
+    let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(&secret_ref.name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            namespace: namespace.to_string(),
+            name: secret_ref.name.clone(),
+            source,
+        })?;
+    let Some(secret) = secret else {
+        return Ok(Err(format!(
+            "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
+            secret_ref.name, secret_ref.key
+        )));
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&secret_ref.key))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
+    Ok(match value {
+        Some(token) if !token.is_empty() => Ok(SecretString::new(token)),
+        Some(_) => Err(format!(
+            "key \"{}\" of Secret {namespace}/{} is empty: put the personal access token there",
+            secret_ref.key, secret_ref.name
+        )),
+        None => Err(format!(
+            "Secret {namespace}/{} has no key \"{}\": put the personal access token under that key",
+            secret_ref.name, secret_ref.key
+        )),
+    })
+}
+
+/// The trace's current status: the object's, unless the watch has not yet delivered our last write.
+fn current_status(
+    trace: &ServiceTrace,
+    ctx: &TraceContext,
+    key: &ObjectRef<ServiceTrace>,
+) -> Option<ServiceTraceStatus> {
+    let rv = trace.metadata.resource_version.clone();
+    ctx.with_memory(key, |m| match &m.written {
+        Some(w) if w.base_resource_version == rv => Some(w.status.clone()),
+        _ => trace.status.clone(),
+    })
+}
+
+async fn write_status_if_changed(
+    trace: &ServiceTrace,
+    namespace: &str,
+    name: &str,
+    current: Option<&ServiceTraceStatus>,
+    desired: &ServiceTraceStatus,
+    ctx: &TraceContext,
+    key: &ObjectRef<ServiceTrace>,
+) -> Result<(), Error> {
+    ctx.update_ready_gauge(
+        key,
+        conditions::find(&desired.conditions, READY).map(|c| c.status.clone()),
+    );
+    if current == Some(desired) {
+        return Ok(());
+    }
+    let api: Api<ServiceTrace> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": ServiceTrace::api_version(&()),
+        "kind": ServiceTrace::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::WriteStatus {
+        kind: KIND,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    })?;
+    let ready = conditions::find(&desired.conditions, READY);
+    info!(
+        trace = %key,
+        ready = ready.map(|c| c.status.as_str()),
+        reason = ready.map(|c| c.reason.as_str()),
+        "status updated"
+    );
+    ctx.with_memory(key, |m| {
+        m.written = Some(Written {
+            base_resource_version: trace.metadata.resource_version.clone(),
+            status: desired.clone(),
+        })
+    });
+    Ok(())
+}
+
+/// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.
+async fn publish_transition(
+    trace: &ServiceTrace,
+    current: Option<&ServiceTraceStatus>,
+    desired: &ServiceTraceStatus,
+    ctx: &TraceContext,
+) {
+    let before = current.and_then(|s| conditions::find(&s.conditions, READY));
+    let Some(after) = conditions::find(&desired.conditions, READY) else {
+        return;
+    };
+    if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+        return;
+    }
+    let stalled = conditions::status_of(&desired.conditions, conditions::STALLED)
+        == conditions::ConditionStatus::True;
+    let (type_, reason) = match (after.status.as_str(), stalled) {
+        ("True", _) => (EventType::Normal, "TraceReady"),
+        (_, true) => (EventType::Warning, "TraceStalled"),
+        ("False", false) => (EventType::Normal, "TraceProgressing"),
+        _ => (EventType::Normal, "TraceUnknown"),
+    };
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(&after.message, 1000)),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &trace.object_ref(&())).await {
+        // Best effort: the status says the same thing.
+        warn!(trace = %ObjectRef::from_obj(trace), reason, error = %err, "could not record Event");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// Traces in the Secret's namespace that reference it.
+pub fn traces_using_secret(
+    store: &Store<ServiceTrace>,
+    secret: &Secret,
+) -> Vec<ObjectRef<ServiceTrace>> {
+    let (Some(ns), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|t| {
+            t.metadata.namespace.as_deref() == Some(ns)
+                && t.spec.azure_devops.credentials.secret_ref.name == name
+        })
+        .map(|t| ObjectRef::from_obj(&**t))
+        .collect()
+}
+
+/// Traces whose `spec.deployed` names this object: a sync or rollout re-traces exactly those.
+pub fn traces_deployed_on(
+    store: &Store<ServiceTrace>,
+    kind: DeployedKind,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Vec<ObjectRef<ServiceTrace>> {
+    let (Some(ns), Some(name)) = (namespace, name) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|t| {
+            let trace_ns = t.metadata.namespace.as_deref().unwrap_or_default();
+            deployed_target(&t.spec.deployed, trace_ns)
+                .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
+        })
+        .map(|t| ObjectRef::from_obj(&**t))
+        .collect()
+}

@@ -1,0 +1,613 @@
+//! End to end for ServiceTrace: the real `lockstep` binary against the Kubernetes API emulator (with a
+//! Flux Kustomization CRD) and the Azure DevOps simulator, driven with the real kubectl.
+//!
+//! Waits poll with generous deadlines; nothing asserts speed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
+use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+const ORG: &str = "contoso";
+const PROJECT: &str = "Shop";
+const PAT: &str = "e2e-trace-pat-5c2e8a";
+const NS: &str = "orders";
+const SRC: &str = "1234567bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const M1: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
+const M2: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+
+/// Just enough of Flux's Kustomization CRD for lockstep to read and watch it.
+const FLUX_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: kustomizations.kustomize.toolkit.fluxcd.io
+spec:
+  group: kustomize.toolkit.fluxcd.io
+  names: {kind: Kustomization, listKind: KustomizationList, plural: kustomizations, singular: kustomization, shortNames: [ks]}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+";
+
+/// Just enough of Argo CD's Application CRD.
+const ARGO_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: applications.argoproj.io
+spec:
+  group: argoproj.io
+  names: {kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app]}
+  scope: Namespaced
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+";
+
+struct Env {
+    _emu: KubeEmulator,
+    sim: AdoSimulator,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flux_dir = dir.path().join("flux-crds");
+        std::fs::create_dir(&flux_dir).expect("mkdir");
+        std::fs::write(flux_dir.join("kustomization.yaml"), FLUX_CRD).expect("write CRD");
+        std::fs::write(flux_dir.join("application.yaml"), ARGO_CRD).expect("write CRD");
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds).crds_dir(flux_dir))
+            .await
+            .expect("emulator starts");
+        let sim = AdoSimulator::start().await.expect("simulator starts");
+        sim.add_token(ORG, PAT);
+        sim.add_project(ORG, PROJECT);
+        sim.add_definition(ORG, PROJECT, 12, "orders-ci");
+        sim.add_definition(ORG, PROJECT, 14, "orders-manifests");
+        sim.add_repository(ORG, PROJECT, "orders-manifests", &[("main", M1)]);
+        let kubeconfig = dir.path().join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        let env = Env {
+            _emu: emu,
+            sim,
+            dir,
+            kubeconfig,
+        };
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PAT);
+        env.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: flux-system}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: argocd}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {NS}}}\ndata: {{token: {token}}}\n"
+        ))
+        .await;
+        env
+    }
+
+    async fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(input.as_bytes()).await.expect("stdin");
+        }
+        let out = child.wait_with_output().await.expect("kubectl finishes");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn kubectl(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl_raw(args, None).await;
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    async fn apply(&self, yaml: &str) {
+        let (ok, _, err) = self
+            .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml))
+            .await;
+        assert!(ok, "kubectl apply failed: {err}\n{yaml}");
+    }
+
+    /// A Kustomization that reports `revision` as applied and Ready.
+    async fn kustomization_at(&self, revision: &str) {
+        self.apply(
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: orders, namespace: flux-system}\nspec: {interval: 5m, path: ./, prune: true}\n",
+        )
+        .await;
+        let status = serde_json::json!({"status": {
+            "observedGeneration": 1,
+            "lastAppliedRevision": format!("main@sha1:{revision}"),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                            "message": "Applied revision", "lastTransitionTime": "2026-11-22T10:00:00Z"}]
+        }});
+        self.kubectl(&[
+            "-n",
+            "flux-system",
+            "patch",
+            "kustomization",
+            "orders",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
+        .await;
+    }
+
+    async fn trace(&self, name: &str, repository: &str) {
+        self.trace_deployed(
+            name,
+            repository,
+            "fluxKustomization: {name: orders, namespace: flux-system}",
+        )
+        .await;
+    }
+
+    async fn trace_deployed(&self, name: &str, repository: &str, deployed: &str) {
+        self.trace_with(name, repository, deployed, "2s").await;
+    }
+
+    async fn trace_with(&self, name: &str, repository: &str, deployed: &str, interval: &str) {
+        let org_url = self.sim.org_url(ORG);
+        self.apply(&format!(
+            "apiVersion: lockstep.dev/v1alpha1
+kind: ServiceTrace
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  azureDevOps:
+    organizationUrl: {org_url}
+    project: {PROJECT}
+    credentials: {{secretRef: {{name: ado-pat, key: token}}}}
+  build: {{definitionId: 12, branch: main}}
+  manifest: {{repository: {repository}, branch: main, definitionId: 14}}
+  deployed:
+    {deployed}
+  interval: {interval}
+"
+        ))
+        .await;
+    }
+
+    async fn wait_trace(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self
+                .kubectl(&["-n", NS, "get", "servicetrace", name, "-o", "json"])
+                .await;
+            let trace: Value = serde_json::from_str(&out).expect("json");
+            if check(&trace) {
+                return trace;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; trace is now:\n{trace:#}\nlockstep log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("lockstep.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn lockstep(&self) -> Child {
+        self.lockstep_with("1s")
+    }
+
+    fn lockstep_with(&self, fast_interval: &str) -> Child {
+        self.lockstep_args(&["--fast-interval", fast_interval])
+    }
+
+    fn lockstep_args(&self, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("lockstep.log")).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,lockstep=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lockstep starts")
+    }
+}
+
+fn ready_is(trace: &Value, status: &str, reason: &str) -> bool {
+    trace["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == status && c["reason"] == reason)
+}
+
+fn ready_message(trace: &Value) -> String {
+    trace["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+const WAIT: Duration = Duration::from_secs(40);
+
+#[tokio::test]
+async fn trace_follows_a_change_from_build_to_the_kustomization() {
+    let env = Env::start().await;
+    // An earlier change is fully deployed: build, generation, manifest M1, Kustomization at M1.
+    let old = env.sim.queue_run(ORG, PROJECT, 12, "main", M1);
+    env.sim.start_run(old);
+    env.sim.complete_run(old, RunResult::Succeeded);
+    let old_generation = env.sim.queue_run(ORG, PROJECT, 14, "main", M1);
+    env.sim.start_run(old_generation);
+    env.sim.complete_run(old_generation, RunResult::Succeeded);
+    env.kustomization_at(M1).await;
+    // A new CI build is running.
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.trace("orders", "orders-manifests").await;
+    let _lockstep = env.lockstep();
+
+    let trace = env
+        .wait_trace("orders", WAIT, "Reconciling while the CI build runs", |t| {
+            ready_is(t, "False", "BuildInProgress")
+        })
+        .await;
+    assert!(ready_message(&trace).ends_with("is running for commit 1234567"));
+
+    // The build succeeds, manifest generation runs and pushes M2.
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    env.sim.push(ORG, PROJECT, "orders-manifests", "main", M2);
+    let trace = env
+        .wait_trace("orders", WAIT, "the new manifest, not yet applied", |t| {
+            ready_is(t, "False", "DeployPending")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        "manifest a1b2c3d not yet applied by Kustomization flux-system/orders; cluster at 9f8e7d6"
+    );
+
+    // Flux applies M2.
+    env.kustomization_at(M2).await;
+    let trace = env
+        .wait_trace("orders", WAIT, "Ready once Flux applied the head", |t| {
+            ready_is(t, "True", "InSync")
+        })
+        .await;
+    let status = &trace["status"];
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    assert_eq!(status["imageTag"], build_number.as_str());
+    assert_eq!(status["manifestCommitId"], M2);
+    assert_eq!(status["deployedRevisionShort"], "a1b2c3d");
+    let stages = status["stages"].as_array().expect("stages");
+    for stage in stages {
+        assert_eq!(stage["state"], "Succeeded", "{stage}");
+        assert!(stage["commit"].is_string(), "{stage}");
+        assert!(stage["updatedTime"].is_string(), "{stage}");
+    }
+    assert_eq!(stages[0]["run"]["id"], build);
+    assert_eq!(stages[1]["run"]["id"], generation);
+
+    let table = env.kubectl(&["-n", NS, "get", "strace", "orders"]).await;
+    assert!(
+        table.contains(&build_number) && table.contains("a1b2c3d") && table.contains("True"),
+        "{table}"
+    );
+    let described = env
+        .kubectl(&["-n", NS, "get", "servicetrace", "orders", "-o", "yaml"])
+        .await;
+    assert!(!described.contains(PAT));
+}
+
+#[tokio::test]
+async fn missing_repository_stalls_only_its_own_trace() {
+    let env = Env::start().await;
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    env.kustomization_at(M1).await;
+    env.trace("orders", "orders-manifests").await;
+    env.trace("broken", "no-such-repo").await;
+    let _lockstep = env.lockstep();
+
+    let broken = env
+        .wait_trace("broken", WAIT, "Stalled naming the repository", |t| {
+            ready_is(t, "False", "ReferenceUnreadable")
+        })
+        .await;
+    let message = ready_message(&broken);
+    assert!(
+        message.starts_with("manifest repository no-such-repo: "),
+        "{message}"
+    );
+    env.wait_trace("orders", WAIT, "the healthy trace Ready", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+
+    // A failed manifest generation stalls the healthy trace, naming the stage.
+    let failed = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(failed);
+    env.sim.complete_run(failed, RunResult::Failed);
+    let trace = env
+        .wait_trace("orders", WAIT, "Stalled on the failed generation", |t| {
+            ready_is(t, "False", "ManifestGenerationFailed")
+        })
+        .await;
+    assert!(ready_message(&trace).starts_with("manifest generation "));
+}
+
+/// Merge-patches the status of `kind/name` in `ns`.
+async fn patch_status(env: &Env, ns: &str, kind: &str, name: &str, status: Value) {
+    env.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        kind,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &serde_json::json!({ "status": status }).to_string(),
+    ])
+    .await;
+}
+
+async fn deployed_change(env: &Env) -> i64 {
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    env.sim.push(ORG, PROJECT, "orders-manifests", "main", M2);
+    build
+}
+
+#[tokio::test]
+async fn argo_application_variant() {
+    let env = Env::start().await;
+    deployed_change(&env).await;
+    env.apply("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: orders, namespace: argocd}\nspec: {project: default}\n").await;
+    let synced = |revision: &str| serde_json::json!({"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}});
+    patch_status(&env, "argocd", "application", "orders", synced(M1)).await;
+    env.trace_deployed(
+        "orders",
+        "orders-manifests",
+        "argoApplication: {name: orders, namespace: argocd}",
+    )
+    .await;
+    let _lockstep = env.lockstep();
+    let trace = env
+        .wait_trace("orders", WAIT, "the Application behind the head", |t| {
+            ready_is(t, "False", "DeployPending")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        "manifest a1b2c3d not yet applied by Application argocd/orders; cluster at 9f8e7d6"
+    );
+    patch_status(&env, "argocd", "application", "orders", synced(M2)).await;
+    env.wait_trace("orders", WAIT, "Ready once Argo CD synced the head", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn workload_image_variant() {
+    let env = Env::start().await;
+    let build = deployed_change(&env).await;
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    let deployment = |tag: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: orders, namespace: {NS}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: orders}}}}\n  template:\n    metadata: {{labels: {{app: orders}}}}\n    spec:\n      containers:\n      - {{name: app, image: 'registry.local:5000/orders:{tag}'}}\n"
+        )
+    };
+    env.apply(&deployment("20200101.1")).await;
+    env.trace_deployed(
+        "orders",
+        "orders-manifests",
+        "workload: {kind: Deployment, name: orders, container: app}",
+    )
+    .await;
+    let _lockstep = env.lockstep();
+    let trace = env
+        .wait_trace("orders", WAIT, "the old image", |t| {
+            ready_is(t, "False", "DeployPending")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        format!("image tag {build_number} not yet rolled out to Deployment {NS}/orders; cluster runs 20200101.1")
+    );
+    env.apply(&deployment(&build_number)).await;
+    let generation = env
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "deployment",
+            "orders",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+        .await;
+    let generation: i64 = generation.trim().parse().unwrap_or(1);
+    patch_status(
+        &env,
+        NS,
+        "deployment",
+        "orders",
+        serde_json::json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1, "readyReplicas": 1}),
+    )
+    .await;
+    let trace = env
+        .wait_trace("orders", WAIT, "Ready once rolled out", |t| {
+            ready_is(t, "True", "InSync")
+        })
+        .await;
+    assert_eq!(trace["status"]["deployedRevision"], build_number.as_str());
+}
+
+#[tokio::test]
+async fn a_flux_sync_flips_the_trace_through_the_watch_not_a_poll() {
+    let env = Env::start().await;
+    deployed_change(&env).await;
+    env.kustomization_at(M1).await;
+    // Polling is an hour away: only the Kustomization watch can bring the change in.
+    env.trace_with(
+        "orders",
+        "orders-manifests",
+        "fluxKustomization: {name: orders, namespace: flux-system}",
+        "1h",
+    )
+    .await;
+    let _lockstep = env.lockstep_with("1h");
+    env.wait_trace("orders", WAIT, "the Kustomization behind the head", |t| {
+        ready_is(t, "False", "DeployPending")
+    })
+    .await;
+    env.kustomization_at(M2).await;
+    env.wait_trace("orders", WAIT, "Ready after the watch event", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_push_hook_advances_the_trace_long_before_the_next_poll() {
+    let env = Env::start().await;
+    let old = env.sim.queue_run(ORG, PROJECT, 12, "main", M1);
+    env.sim.start_run(old);
+    env.sim.complete_run(old, RunResult::Succeeded);
+    let old_generation = env.sim.queue_run(ORG, PROJECT, 14, "main", M1);
+    env.sim.start_run(old_generation);
+    env.sim.complete_run(old_generation, RunResult::Succeeded);
+    env.kustomization_at(M1).await;
+    env.trace_with(
+        "orders",
+        "orders-manifests",
+        "fluxKustomization: {name: orders, namespace: flux-system}",
+        "1h",
+    )
+    .await;
+    let hook_token = "trace-hook-token-9d2c";
+    let token_file = env.dir.path().join("hook-token");
+    std::fs::write(&token_file, format!("{hook_token}\n")).expect("token file");
+    let token_path = token_file.to_str().expect("utf-8 path");
+    let _lockstep =
+        env.lockstep_args(&["--fast-interval", "1h", "--webhook-token-file", token_path]);
+    env.wait_trace("orders", WAIT, "Ready at the first change", |t| {
+        ready_is(t, "True", "InSync")
+    })
+    .await;
+
+    // A new change goes through CI and manifest generation; Azure DevOps announces the manifest push.
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let generation = env.sim.queue_run(ORG, PROJECT, 14, "main", SRC);
+    env.sim.start_run(generation);
+    env.sim.complete_run(generation, RunResult::Succeeded);
+    let push = env.sim.push(ORG, PROJECT, "orders-manifests", "main", M2);
+    let log_path = env.dir.path().join("lockstep.log");
+    let hook_addr = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "webhook receiver listening")
+        .and_then(|l| l["local_addr"].as_str().map(str::to_string))
+        .expect("the webhook receiver logs its address");
+    let delivery = HookDelivery::to(format!("http://{hook_addr}/hooks/azure-devops"))
+        .header("X-Lockstep-Token", hook_token);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // 503 while the receiver's index is still loading; Azure DevOps retries, and so do we.
+        let outcome = env
+            .sim
+            .deliver_hook(HookEvent::GitPush { push_id: push }, &delivery)
+            .await
+            .expect("delivery");
+        if outcome.status == 202 || outcome.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery answered {}",
+            outcome.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Polling is an hour away: only the hook can bring the new manifest in.
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "the pushed manifest, not yet applied",
+            |t| ready_is(t, "False", "DeployPending"),
+        )
+        .await;
+    assert_eq!(trace["status"]["manifestCommitId"], M2);
+    env.kustomization_at(M2).await;
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "Ready once Flux applied the pushed manifest",
+            |t| ready_is(t, "True", "InSync"),
+        )
+        .await;
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    assert_eq!(trace["status"]["imageTag"], build_number.as_str());
+    assert!(!std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains(hook_token));
+}
