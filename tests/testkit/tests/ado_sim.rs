@@ -127,8 +127,11 @@ async fn run_lifecycle_is_visible_through_the_rest_endpoints() {
     assert_eq!(b["definition"]["id"], DEF);
     assert_eq!(b["definition"]["name"], "base-ci");
     assert_eq!(b["project"]["id"], project_id.as_str());
-    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
-    assert_eq!(b["buildNumber"], format!("{today}.1"));
+    let queue_day: jiff::Timestamp = b["queueTime"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        b["buildNumber"],
+        format!("{}.1", queue_day.strftime("%Y%m%d"))
+    );
     assert!(
         is_ado_time(b["queueTime"].as_str().unwrap()),
         "{}",
@@ -1259,6 +1262,22 @@ async fn hooks_are_delivered_with_credentials_headers_and_fresh_or_repeated_ids(
         .await
         .unwrap();
     assert_eq!(outcome.status, 500);
+    let legacy = sim
+        .hook_payload(
+            &HookEvent::RunStateChanged { run_id: run },
+            &HookDelivery::to(&url).base_url("https://contoso.visualstudio.com/"),
+        )
+        .unwrap();
+    assert_eq!(
+        legacy["resourceContainers"]["collection"]["baseUrl"],
+        "https://contoso.visualstudio.com/"
+    );
+
+    // A clone shares the simulator; the server lives until the last clone is dropped.
+    let clone = sim.clone();
+    drop(sim);
+    assert_eq!(get(&clone, &builds_path("")).await.status, 200);
+    let sim = clone;
     let payload = sim.hook_payload(&HookEvent::GitPush { push_id: 999 }, &delivery);
     assert!(payload.is_err(), "unknown push");
 }

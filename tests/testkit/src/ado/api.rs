@@ -89,11 +89,11 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
     })
 }
 
+/// Path segments are percent-decoded (`My%20Project`); unlike query strings, `+` stays a plus.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A response before faults are applied.
@@ -225,7 +225,10 @@ fn respond(
     let state = shared.state();
     let Some(org) = state.org(&route.org) else {
         return Reply::not_found(
-            &format!("TF400813: The organization '{}' does not exist in the simulator.", route.org),
+            &format!(
+                "The organization '{}' does not exist in the simulator; create it with add_project or add_token.",
+                route.org
+            ),
             "Microsoft.VisualStudio.Services.Account.AccountNotFoundException, Microsoft.VisualStudio.Services.WebApi",
             "AccountNotFoundException",
         );
@@ -581,6 +584,12 @@ mod tests {
                 .unwrap()
                 .endpoint,
             Endpoint::RunsList("42".into())
+        );
+        assert_eq!(
+            parse_route("/o/p/_apis/git/repositories/a+b")
+                .unwrap()
+                .endpoint,
+            Endpoint::Repository("a+b".into())
         );
         assert!(parse_route("/o/_apis/projects").is_none());
         assert!(parse_route("/o/p/_apis/build/definitions").is_none());

@@ -350,6 +350,8 @@ struct DeliverBody {
     event_id: Option<String>,
     #[serde(default)]
     without_messages: bool,
+    #[serde(default)]
+    base_url: Option<String>,
 }
 
 async fn deliver_hook(State(sim): Sim, Json(b): Json<DeliverBody>) -> Reply {
@@ -363,6 +365,7 @@ async fn deliver_hook(State(sim): Sim, Json(b): Json<DeliverBody>) -> Reply {
         subscription_id: b.subscription_id,
         event_id: b.event_id,
         without_messages: b.without_messages,
+        base_url: b.base_url,
     };
     let outcome = sim.deliver_hook(&b.event, &delivery).await?;
     Ok(Json(

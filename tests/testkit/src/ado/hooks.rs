@@ -90,6 +90,9 @@ pub struct HookDelivery {
     pub event_id: Option<String>,
     /// `messagesToSend: none`: `message` and `detailedMessage` become null.
     pub without_messages: bool,
+    /// `resourceContainers.*.baseUrl` instead of the simulator's org URL, e.g.
+    /// `https://contoso.visualstudio.com/` for an organization whose primary URL is the legacy host.
+    pub base_url: Option<String>,
 }
 
 impl HookDelivery {
@@ -122,6 +125,11 @@ impl HookDelivery {
 
     pub fn without_messages(mut self) -> Self {
         self.without_messages = true;
+        self
+    }
+
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
         self
     }
 }
@@ -245,7 +253,10 @@ pub(crate) fn payload(
             (org, project, resource, msg)
         }
     };
-    let org_base = format!("{base_url}/{}/", org.name);
+    let org_base = delivery
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("{base_url}/{}/", org.name));
     let subscription_id = delivery.subscription_id.clone().unwrap_or_else(|| {
         stable_guid(&format!(
             "subscription/{}/{}",

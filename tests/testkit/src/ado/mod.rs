@@ -146,15 +146,19 @@ fn ser_status<S: serde::Serializer>(s: &RunStatus, ser: S) -> Result<S::Ok, S::E
     ser.serialize_str(s.as_str())
 }
 
-/// A running simulator. Dropping it stops the server.
+/// A running simulator. Clones share it (e.g. a background task that completes runs); dropping the
+/// last clone stops the server.
+#[derive(Clone)]
 pub struct AdoSimulator {
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
+    _shutdown: Arc<ShutdownOnDrop>,
 }
 
-impl Drop for AdoSimulator {
+struct ShutdownOnDrop(Mutex<Option<oneshot::Sender<()>>>);
+
+impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        if let Some(tx) = lock(&self.0).take() {
             // The server may already be gone; nothing to do then.
             let _ = tx.send(());
         }
@@ -214,7 +218,7 @@ impl AdoSimulator {
         });
         Ok(AdoSimulator {
             shared,
-            shutdown: Some(tx),
+            _shutdown: Arc::new(ShutdownOnDrop(Mutex::new(Some(tx)))),
         })
     }
 

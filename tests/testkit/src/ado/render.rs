@@ -515,3 +515,91 @@ pub(crate) fn error_body(message: &str, type_name: &str, type_key: &str) -> Valu
         "eventId": 3000,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ado::state::SimState;
+
+    const SHA: &str = "1111111111111111111111111111111111111111";
+
+    fn with_run(f: impl Fn(&mut SimState, i64)) -> (SimState, i64) {
+        let mut s = SimState::default();
+        s.add_project("o", "p").unwrap();
+        s.add_definition("o", "p", 1, "ci", None).unwrap();
+        let id = s.queue_run("o", "p", 1, "main", Some(SHA)).unwrap();
+        f(&mut s, id);
+        (s, id)
+    }
+
+    fn render<T>(s: &SimState, id: i64, f: impl Fn(&Ctx, &Run) -> T) -> T {
+        let (org, run) = s.find_run(id).unwrap();
+        let ctx = Ctx::new(
+            "http://sim",
+            org,
+            org.project_by_id(&run.project_id).unwrap(),
+        );
+        f(&ctx, run)
+    }
+
+    #[test]
+    fn unfinished_builds_omit_result_and_times() {
+        let (s, id) = with_run(|_, _| {});
+        let b = render(&s, id, build);
+        assert!(
+            b.get("result").is_none()
+                && b.get("startTime").is_none()
+                && b.get("finishTime").is_none()
+        );
+        assert_eq!(b["status"], "notStarted");
+        let run = render(&s, id, pipeline_run);
+        assert_eq!(
+            run["state"], "inProgress",
+            "the Runs API has no queued state"
+        );
+        assert!(run.get("result").is_none() && run.get("finishedDate").is_none());
+    }
+
+    #[test]
+    fn cancelling_is_spelled_per_api() {
+        let (s, id) = with_run(|s, id| {
+            s.start_run(None, id).unwrap();
+            s.cancel_run(None, id).unwrap();
+        });
+        assert_eq!(render(&s, id, build)["status"], "cancelling");
+        assert_eq!(render(&s, id, pipeline_run)["state"], "canceling");
+        let t = render(&s, id, timeline);
+        assert_eq!(t["records"][0]["state"], "inProgress");
+    }
+
+    #[test]
+    fn timeline_uses_its_own_result_vocabulary() {
+        let (s, id) = with_run(|s, id| {
+            s.start_run(None, id).unwrap();
+            s.complete_run(None, id, RunResult::PartiallySucceeded)
+                .unwrap();
+        });
+        let t = render(&s, id, timeline);
+        for r in t["records"].as_array().unwrap() {
+            assert_eq!(r["state"], "completed");
+            assert_eq!(r["result"], "succeededWithIssues");
+        }
+        let b = render(&s, id, build);
+        assert_eq!(b["result"], "partiallySucceeded");
+        assert_eq!(
+            b["_links"]["web"]["href"],
+            format!(
+                "http://sim/o/{}/_build/results?buildId={id}",
+                b["project"]["id"].as_str().unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn error_bodies_have_the_standard_shape() {
+        let e = error_body("TF1: x", "T, A", "T");
+        assert_eq!(e["$id"], "1");
+        assert_eq!(e["eventId"], 3000);
+        assert!(e["innerException"].is_null());
+    }
+}

@@ -123,3 +123,103 @@ pub(crate) fn resource_list(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
 }
+
+fn group_versions(registry: &[ResourceType]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for rt in registry {
+        let gv = (rt.group.clone(), rt.version.clone());
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: where each group version's document lives. kubectl reads it to learn that the server
+/// supports `fieldValidation` (server-side validation) instead of validating on the client.
+pub(crate) fn openapi_v3_root(registry: &[ResourceType], generation: u64) -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in group_versions(registry) {
+        let p = gv_path(&g, &v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={generation:016X}")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+fn query_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+/// `/openapi/v3/{api|apis/group}/{version}`: the operations of one group version, with the
+/// `x-kubernetes-group-version-kind` extension and query parameters clients look for, and the schemas of
+/// custom resources.
+pub(crate) fn openapi_v3_group_version(registry: &[ResourceType], path: &str) -> Option<Value> {
+    let (group, version) = group_versions(registry)
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == path)?;
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for rt in registry
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let gvk = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+        let base = if rt.namespaced {
+            format!("/{path}/namespaces/{{namespace}}/{}", rt.plural)
+        } else {
+            format!("/{path}/{}", rt.plural)
+        };
+        let write_params = vec![
+            query_param("dryRun", "When present, indicates that modifications should not be persisted."),
+            query_param("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            query_param("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields."),
+        ];
+        let mut patch_params = write_params.clone();
+        patch_params.push(query_param(
+            "force",
+            "Force is going to \"force\" Apply requests.",
+        ));
+        let op = |action: &str, params: &Vec<Value>| {
+            json!({"operationId": format!("{action}{}", rt.kind), "parameters": params, "responses": {"200": {"description": "OK"}},
+                   "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk})
+        };
+        paths.insert(
+            base.clone(),
+            json!({"get": op("list", &Vec::new()), "post": op("post", &write_params)}),
+        );
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"get": op("get", &Vec::new()), "put": op("put", &write_params), "patch": op("patch", &patch_params), "delete": op("delete", &Vec::new())}),
+        );
+        if rt.status_subresource {
+            paths.insert(format!("{base}/{{name}}/status"), json!({"get": op("get", &Vec::new()), "put": op("put", &write_params), "patch": op("patch", &patch_params)}));
+        }
+        if rt.custom {
+            if let Some(schema) = rt.schema.as_deref() {
+                let mut s = schema.clone();
+                s["x-kubernetes-group-version-kind"] = json!([gvk]);
+                let id = format!(
+                    "{}.{}.{}",
+                    rt.group.split('.').rev().collect::<Vec<_>>().join("."),
+                    rt.version,
+                    rt.kind
+                );
+                schemas.insert(id, s);
+            }
+        }
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": schemas}}),
+    )
+}

@@ -130,6 +130,8 @@ struct ResourcePath {
 
 enum Route {
     Version,
+    OpenApiRoot,
+    OpenApiGroupVersion(String),
     CoreVersions,
     Groups,
     Group(String),
@@ -145,6 +147,8 @@ fn route(path: &str) -> Option<Route> {
         .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Version),
+        ["openapi", "v3"] => return Some(Route::OpenApiRoot),
+        ["openapi", "v3", rest @ ..] => return Some(Route::OpenApiGroupVersion(rest.join("/"))),
         ["api"] => return Some(Route::CoreVersions),
         ["apis"] => return Some(Route::Groups),
         ["apis", g] => return Some(Route::Group(g.to_string())),
@@ -250,6 +254,17 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v, &[]));
     let rp = match route {
         Route::Version => return ok(discovery::version()),
+        Route::OpenApiRoot => {
+            let store = lock(&shared.store);
+            return ok(discovery::openapi_v3_root(
+                &store.registry,
+                store.registry_generation,
+            ));
+        }
+        Route::OpenApiGroupVersion(p) => {
+            return discovery::openapi_v3_group_version(&lock(&shared.store).registry, &p)
+                .map_or(Err(ApiError::path_not_found()), ok)
+        }
         Route::CoreVersions => return ok(discovery::core_versions(&shared.server_address)),
         Route::Groups => return ok(discovery::group_list(&lock(&shared.store).registry)),
         Route::Group(g) => {

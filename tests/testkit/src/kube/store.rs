@@ -70,6 +70,8 @@ pub(crate) struct Written {
 
 pub(crate) struct Store {
     pub registry: Vec<ResourceType>,
+    /// Changes whenever the registry does, so clients caching OpenAPI documents by hash refetch.
+    pub registry_generation: u64,
     pub rv: u64,
     pub objects: BTreeMap<StoreKey, Value>,
     pub history: VecDeque<Arc<Change>>,
@@ -240,6 +242,7 @@ impl Store {
     pub fn new(tx: broadcast::Sender<Arc<Change>>) -> Self {
         Store {
             registry: resources::builtins(),
+            registry_generation: 0,
             rv: 1,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
@@ -435,6 +438,9 @@ impl Store {
                 Err(schema::AdmitError::Strict(msg)) => return Err(ApiError::bad_request(msg)),
             }
         }
+        if rt.kind == "Event" {
+            causes.extend(event_causes(rt, obj));
+        }
         if rt.kind == "CustomResourceDefinition" {
             if let Err(msg) = resources::from_crd(obj) {
                 causes.push(Cause {
@@ -599,6 +605,7 @@ impl Store {
             let name = types[0].crd_name.clone();
             self.registry.retain(|r| r.crd_name != name);
             self.registry.extend(types);
+            self.registry_generation += 1;
         }
     }
 
@@ -625,6 +632,7 @@ impl Store {
         }
         self.registry
             .retain(|r| r.crd_name.as_deref() != Some(&name));
+        self.registry_generation += 1;
     }
 
     /// PUT: full replacement with optimistic concurrency.
@@ -1110,4 +1118,49 @@ fn merge_string_data(obj: &mut Value) {
         let s = v.as_str().unwrap_or_default();
         data[k] = json!(base64::engine::general_purpose::STANDARD.encode(s));
     }
+}
+
+/// The apiserver's checks on Events that clients most often get wrong: events.k8s.io/v1 requires the
+/// reporting fields, and the regarded object must live in the Event's namespace.
+fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let required = |field: &str| Cause {
+        reason: "FieldValueRequired",
+        message: "Required value".into(),
+        field: field.to_string(),
+    };
+    let (regarding, fields): (&str, &[&str]) = if rt.is_events_v1() {
+        (
+            "regarding",
+            &[
+                "eventTime",
+                "reportingController",
+                "reportingInstance",
+                "action",
+                "reason",
+            ],
+        )
+    } else {
+        ("involvedObject", &[])
+    };
+    for f in fields {
+        if obj.get(*f).is_none_or(|v| v.is_null() || v == "") {
+            causes.push(required(f));
+        }
+    }
+    let event_ns = meta_str(obj, "namespace").unwrap_or_default();
+    if let Some(ns) = obj
+        .get(regarding)
+        .and_then(|r| r.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        if !ns.is_empty() && ns != event_ns {
+            causes.push(Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: \"{ns}\": does not match event.namespace"),
+                field: format!("{regarding}.namespace"),
+            });
+        }
+    }
+    causes
 }

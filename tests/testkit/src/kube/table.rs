@@ -132,6 +132,73 @@ fn eval<'a>(steps: &[Step], root: &'a Value) -> Vec<&'a Value> {
     cur
 }
 
+/// The apiserver's `duration.HumanDuration`, which CRD `date` columns are printed with.
+pub(crate) fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+fn age(timestamp: &str) -> Value {
+    match timestamp.parse::<jiff::Timestamp>() {
+        Ok(t) => json!(human_duration(
+            jiff::Timestamp::now().as_second() - t.as_second()
+        )),
+        Err(_) => json!("<invalid>"),
+    }
+}
+
+/// A cell as the apiextensions table convertor fills it: strings printed, dates as ages, typed numbers.
 fn cell(col: &PrinterColumn, obj: &Value) -> Value {
     let Ok(steps) = parse(&col.json_path) else {
         return Value::Null;
@@ -141,10 +208,14 @@ fn cell(col: &PrinterColumn, obj: &Value) -> Value {
         return Value::Null;
     };
     match (col.type_.as_str(), first) {
+        (_, Value::Null) => Value::Null,
         ("string", Value::String(s)) => json!(s),
-        ("string", Value::Null) => Value::Null,
         ("string", other) => json!(other.to_string()),
-        (_, v) => (*v).clone(),
+        ("date", Value::String(s)) => age(s),
+        ("integer", Value::Number(n)) if n.is_i64() || n.is_u64() => json!(n),
+        ("number", Value::Number(n)) => json!(n),
+        ("boolean", Value::Bool(b)) => json!(b),
+        _ => Value::Null,
     }
 }
 
@@ -164,6 +235,10 @@ fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
         json_path: path.into(),
         priority: 0,
     };
+    // Built-in printers show ages as preformatted strings; the CRD printer shows the raw timestamp.
+    if rt.kind == "CustomResourceDefinition" {
+        return vec![col("Created At", "date", ".metadata.creationTimestamp")];
+    }
     let mut cols = match rt.kind.as_str() {
         "Namespace" => vec![col("Status", "string", ".status.phase")],
         "Secret" => vec![col("Type", "string", ".type")],
@@ -174,8 +249,22 @@ fn columns(rt: &ResourceType) -> Vec<PrinterColumn> {
         ],
         _ => Vec::new(),
     };
-    cols.push(col("Age", "date", ".metadata.creationTimestamp"));
+    cols.push(col("Age", "string", ".metadata.creationTimestamp"));
     cols
+}
+
+fn builtin_cell(col: &PrinterColumn, obj: &Value) -> Value {
+    let raw = cell(
+        &PrinterColumn {
+            type_: "string".into(),
+            ..col.clone()
+        },
+        obj,
+    );
+    match (col.name.as_str(), raw.as_str()) {
+        ("Age", Some(ts)) => age(ts),
+        _ => raw,
+    }
 }
 
 /// A `meta.k8s.io/v1` Table of `objects` (already in the resource's view).
@@ -198,7 +287,7 @@ pub(crate) fn table(
         .iter()
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
-            cells.extend(cols.iter().map(|c| cell(c, o)));
+            cells.extend(cols.iter().map(|c| if rt.custom { cell(c, o) } else { builtin_cell(c, o) }));
             let object = match include_object {
                 "None" => Value::Null,
                 "Object" => o.clone(),
@@ -213,6 +302,33 @@ pub(crate) fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_durations_match_the_apiserver() {
+        let cases = [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (179 * 60, "179m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 60, "3h1m"),
+            (8 * 3600, "8h"),
+            (47 * 3600, "47h"),
+            (48 * 3600, "2d"),
+            (49 * 3600, "2d1h"),
+            (8 * 86400, "8d"),
+            (730 * 86400, "2y"),
+            (731 * 86400, "2y1d"),
+            (8 * 365 * 86400, "8y"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(human_duration(secs), want, "{secs}s");
+        }
+    }
 
     #[test]
     fn jsonpath_subset() {
