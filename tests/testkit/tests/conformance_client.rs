@@ -774,3 +774,140 @@ async fn watch_with_selectors_sees_objects_enter_and_leave() {
     }
     assert_eq!(kinds, vec!["ADDED", "DELETED"]);
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents_and_waits_for_finalizers() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (_emu, client) = emulator().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "orders"}})).expect("ns"),
+        )
+        .await
+        .expect("create ns");
+    let api = gates(&client, "orders");
+    let mut held = gate("held", 1);
+    held.metadata.finalizers = Some(vec!["lockstep.dev/cleanup".into()]);
+    api.create(&PostParams::default(), &held)
+        .await
+        .expect("create held");
+    api.create(&PostParams::default(), &gate("free", 1))
+        .await
+        .expect("create free");
+
+    namespaces
+        .delete("orders", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    let ns = namespaces
+        .get("orders")
+        .await
+        .expect("namespace stays while an object has finalizers");
+    assert!(ns.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert_eq!(
+        api_status(api.get("free").await.expect_err("free deleted")).code,
+        404
+    );
+    assert!(api
+        .get("held")
+        .await
+        .expect("held stays")
+        .metadata
+        .deletion_timestamp
+        .is_some());
+
+    let refused = api_status(
+        api.create(&PostParams::default(), &gate("new", 1))
+            .await
+            .expect_err("terminating namespace"),
+    );
+    assert_eq!(refused.code, 403);
+    assert!(
+        refused.message.contains(
+            "unable to create new content in namespace orders because it is being terminated"
+        ),
+        "{}",
+        refused.message
+    );
+
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("release");
+    assert_eq!(
+        api_status(namespaces.get("orders").await.expect_err("namespace gone")).code,
+        404
+    );
+}
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    let (_emu, client) = emulator().await;
+    let api = gates(&client, "default");
+    let created = api
+        .create(&PostParams::default(), &gate("a", 1))
+        .await
+        .expect("create");
+    let listed = api
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("list metadata");
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.uid, created.metadata.uid);
+    let one = api.get_metadata("a").await.expect("get metadata");
+    assert_eq!(one.metadata.name.as_deref(), Some("a"));
+
+    let meta_api: Api<kube::core::PartialObjectMeta<DynamicObject>> =
+        Api::namespaced_with(client.clone(), "default", &gate_resource());
+    let mut stream =
+        kube::runtime::watcher(meta_api, kube::runtime::watcher::Config::default()).boxed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut names = Vec::new();
+    while !names.contains(&"a".to_string()) {
+        match tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+        {
+            Some(
+                kube::runtime::watcher::Event::InitApply(m)
+                | kube::runtime::watcher::Event::Apply(m),
+            ) => names.push(m.metadata.name.unwrap_or_default()),
+            Some(_) => {}
+            None => panic!("metadata watcher ended"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_written_kubeconfig_works_for_kube_config_loading() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (emu, _client) = emulator().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    emu.write_kubeconfig(&path).expect("write");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("parse kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    assert_eq!(config.default_namespace, "default");
+    let client = Client::try_from(config).expect("client");
+    let names: Vec<_> = Api::<Namespace>::all(client)
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(names, vec!["default", "kube-system"]);
+}

@@ -393,3 +393,119 @@ async fn kubectl_server_side_apply_reports_conflicts() {
     );
     assert_eq!(branch, "main");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_watch_prints_rows_as_objects_change() {
+    let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(repo_crds()))
+        .await
+        .expect("emulator starts");
+    let Some(k) = Kubectl::new(&emu) else { return };
+    k.ok(&["apply", "-f", "-"], Some(GATE));
+    let watcher = {
+        let kubeconfig = k.kubeconfig.clone();
+        let cache = k.cache.clone();
+        std::thread::spawn(move || {
+            // `kubectl get -w` runs until stopped; the watch's own timeout ends it.
+            Command::new(KUBECTL)
+                .args([
+                    "get",
+                    "pgate",
+                    "-n",
+                    "orders",
+                    "-w",
+                    "--request-timeout=4s",
+                    "--cache-dir",
+                ])
+                .arg(cache)
+                .env("KUBECONFIG", kubeconfig)
+                .output()
+                .expect("kubectl get -w runs")
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    k.ok(
+        &[
+            "patch",
+            "pgate",
+            "orders-base",
+            "-n",
+            "orders",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            READY_STATUS,
+        ],
+        None,
+    );
+    let out = watcher.join().expect("watch thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|h| h.split_whitespace().collect::<Vec<_>>()
+                == ["NAME", "READY", "REASON", "RUN", "COMMIT", "AGE"]),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("orders-base")
+            && l.contains("True")
+            && l.contains("20261122.4")),
+        "the change is printed: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_describe_lists_events_published_through_events_k8s_io() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(repo_crds()))
+        .await
+        .expect("emulator starts");
+    let Some(k) = Kubectl::new(&emu) else { return };
+    k.ok(&["apply", "-f", "-"], Some(GATE));
+    let uid = k.ok(
+        &[
+            "get",
+            "pgate",
+            "orders-base",
+            "-n",
+            "orders",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    );
+    let reference = ObjectReference {
+        api_version: Some("lockstep.dev/v1alpha1".into()),
+        kind: Some("PipelineGate".into()),
+        name: Some("orders-base".into()),
+        namespace: Some("orders".into()),
+        uid: Some(uid),
+        ..Default::default()
+    };
+    let recorder = Recorder::new(
+        emu.client().await,
+        Reporter {
+            controller: "lockstep".into(),
+            instance: Some("lockstep-0".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "GateOpened".into(),
+        note: Some("Run 20261122.4 of \"base-image\" succeeded".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await.expect("publish");
+    let described = k.ok(&["describe", "pgate", "orders-base", "-n", "orders"], None);
+    let events_section = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events_section.contains("Normal")
+            && events_section.contains("GateOpened")
+            && events_section.contains("Run 20261122.4 of \"base-image\" succeeded"),
+        "{described}"
+    );
+}

@@ -183,15 +183,69 @@ fn route(path: &str) -> Option<Route> {
     }))
 }
 
-fn accepts_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+/// What the client asked to get back (`Accept`): objects, server-side printed Tables, or metadata only.
+#[derive(Clone, Debug, PartialEq)]
+enum Presentation {
+    Object,
+    /// With the `includeObject` choice (None, Metadata, Object).
+    Table(String),
+    Metadata,
+}
+
+impl Presentation {
+    fn from_request(headers: &HeaderMap, params: &Params) -> Self {
+        let first = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split(',').next())
+            .unwrap_or_default()
+            .to_string();
+        if first.contains("as=Table") {
+            Presentation::Table(
+                params
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "Metadata".into()),
+            )
+        } else if first.contains("as=PartialObjectMetadata") {
+            Presentation::Metadata
+        } else {
+            Presentation::Object
+        }
+    }
+
+    fn one(&self, rt: &ResourceType, obj: Value) -> Value {
+        match self {
+            Presentation::Object => obj,
+            Presentation::Metadata => partial_metadata(obj),
+            Presentation::Table(include) => {
+                let rv = obj
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(json!(""));
+                table::table(rt, &[obj], json!({"resourceVersion": rv}), include)
+            }
+        }
+    }
+
+    fn list(&self, rt: &ResourceType, items: Vec<Value>, meta: Value) -> Value {
+        match self {
+            Presentation::Object => {
+                json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items})
+            }
+            Presentation::Metadata => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items.into_iter().map(partial_metadata).collect::<Vec<_>>(),
+            }),
+            Presentation::Table(include) => table::table(rt, &items, meta, include),
+        }
+    }
+}
+
+fn partial_metadata(obj: Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
 }
 
 fn default_manager(user_agent: Option<&str>) -> String {
@@ -304,28 +358,15 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
         .unwrap_or("application/json")
         .to_string();
     let is_watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    let presentation = Presentation::from_request(&parts.headers, &params);
     match (&parts.method, rp.name.as_deref()) {
-        (&Method::GET, None) if is_watch => watch(shared, rt, rp.namespace.clone(), &params),
-        (&Method::GET, None) => list(shared, &rt, ns, &params, accepts_table(&parts.headers)),
+        (&Method::GET, None) if is_watch => {
+            watch(shared, rt, rp.namespace.clone(), &params, presentation)
+        }
+        (&Method::GET, None) => list(shared, &rt, ns, &params, &presentation),
         (&Method::GET, Some(name)) => {
             let obj = lock(&shared.store).get(&rt, ns, name)?;
-            if accepts_table(&parts.headers) {
-                let rv = obj
-                    .pointer("/metadata/resourceVersion")
-                    .cloned()
-                    .unwrap_or(json!(""));
-                let include = params
-                    .get("includeObject")
-                    .map(String::as_str)
-                    .unwrap_or("Metadata");
-                return ok(table::table(
-                    &rt,
-                    &[obj],
-                    json!({"resourceVersion": rv}),
-                    include,
-                ));
-            }
-            ok(obj)
+            ok(presentation.one(&rt, obj))
         }
         (&Method::POST, None) => {
             let body = parse_body(&content_type, &bytes)?;
@@ -463,7 +504,7 @@ fn list(
     rt: &ResourceType,
     ns: Option<&str>,
     params: &Params,
-    as_table: bool,
+    presentation: &Presentation,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(rt, params)?;
     let limit = match params.get("limit").map(String::as_str) {
@@ -515,20 +556,9 @@ fn list(
         }
     }
     let items: Vec<Value> = matching.into_iter().map(|(_, v)| v).collect();
-    if as_table {
-        let include = params
-            .get("includeObject")
-            .map(String::as_str)
-            .unwrap_or("Metadata");
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(rt, &items, meta, include),
-            &[],
-        ));
-    }
     Ok(json_response(
         StatusCode::OK,
-        &json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items}),
+        &presentation.list(rt, items, meta),
         &[],
     ))
 }
@@ -616,6 +646,7 @@ fn watch(
     rt: ResourceType,
     ns: Option<String>,
     params: &Params,
+    presentation: Presentation,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(&rt, params)?;
     let bookmarks = params
@@ -649,7 +680,7 @@ fn watch(
             for (_, o) in store.scan(&rt, ns.as_deref()) {
                 let view = Store::to_view(&rt, o);
                 if sel.matches(&view) {
-                    frames.push(watch_line("ADDED", &view));
+                    frames.push(watch_line("ADDED", &presentation.one(&rt, view)));
                 }
             }
             if send_initial {
@@ -668,7 +699,7 @@ fn watch(
             } else {
                 for change in store.history.iter().filter(|c| c.rv > from) {
                     if let Some((kind, obj)) = frame_for(&rt, ns.as_deref(), &sel, change) {
-                        frames.push(watch_line(kind, &obj));
+                        frames.push(watch_line(kind, &presentation.one(&rt, obj)));
                     }
                 }
             }
@@ -679,7 +710,18 @@ fn watch(
     let drop_rx = shared.drop_watches.subscribe();
     let interval = shared.bookmark_interval;
     tokio::spawn(stream_watch(
-        tx, frames, expired, rx, drop_rx, rt, ns, sel, bookmarks, timeout, interval, start_rv,
+        tx,
+        frames,
+        expired,
+        rx,
+        drop_rx,
+        rt,
+        ns,
+        WatchFilter { sel, presentation },
+        bookmarks,
+        timeout,
+        interval,
+        start_rv,
     ));
     let stream = futures::stream::unfold(out_rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -695,6 +737,12 @@ fn watch(
         }))
 }
 
+/// Which changes a watcher gets, and in what form.
+struct WatchFilter {
+    sel: Selectors,
+    presentation: Presentation,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn stream_watch(
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
@@ -704,7 +752,7 @@ async fn stream_watch(
     mut drop_rx: tokio::sync::watch::Receiver<u64>,
     rt: ResourceType,
     ns: Option<String>,
-    sel: Selectors,
+    filter: WatchFilter,
     bookmarks: bool,
     timeout: Duration,
     bookmark_interval: Duration,
@@ -742,8 +790,8 @@ async fn stream_watch(
                         continue;
                     }
                     last_rv = change.rv;
-                    match frame_for(&rt, ns.as_deref(), &sel, &change) {
-                        Some((kind, obj)) => watch_line(kind, &obj),
+                    match frame_for(&rt, ns.as_deref(), &filter.sel, &change) {
+                        Some((kind, obj)) => watch_line(kind, &filter.presentation.one(&rt, obj)),
                         None => continue,
                     }
                 }

@@ -32,7 +32,7 @@ pub(crate) struct Target<'a> {
 
 impl Target<'_> {
     /// `pipelinegates.lockstep.dev` or `secrets` (the "qualified resource" the apiserver prints).
-    fn qualified(&self) -> String {
+    pub fn qualified(&self) -> String {
         if self.group.is_empty() {
             self.resource.to_string()
         } else {

@@ -504,6 +504,17 @@ impl Store {
                     name: ns,
                 }));
             }
+            if self.namespace_terminating(ns) {
+                let mut e = ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", Self::target(rt, &name).qualified()),
+                );
+                e.details = Some(
+                    json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}),
+                );
+                return Err(e);
+            }
         }
         let key = Self::key(rt, namespace, &name);
         if self.objects.contains_key(&key) {
@@ -993,22 +1004,85 @@ impl Store {
         if rt.kind == "CustomResourceDefinition" {
             self.unregister_crd(&obj);
         }
-        if rt.kind == "Namespace" {
-            let contents: Vec<StoreKey> = self
-                .objects
-                .keys()
-                .filter(|k| k.namespace == key.name)
-                .cloned()
-                .collect();
-            for k in contents {
-                if let Some(mut o) = self.objects.remove(&k) {
-                    let rv = self.next_rv();
-                    meta_mut(&mut o).insert("resourceVersion".into(), json!(rv.to_string()));
-                    self.commit(ChangeType::Deleted, k, o, None);
-                }
-            }
+        if !key.namespace.is_empty() {
+            self.finish_namespace_if_empty(&key.namespace);
         }
         Some(obj)
+    }
+
+    fn namespace_key(ns: &str) -> StoreKey {
+        StoreKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.to_string(),
+        }
+    }
+
+    fn namespace_terminating(&self, ns: &str) -> bool {
+        self.objects
+            .get(&Self::namespace_key(ns))
+            .is_some_and(|n| meta(n).contains_key("deletionTimestamp"))
+    }
+
+    /// The namespace controller's last step: a terminating namespace goes once nothing is left in it.
+    fn finish_namespace_if_empty(&mut self, ns: &str) {
+        if self.namespace_terminating(ns) && !self.objects.keys().any(|k| k.namespace == ns) {
+            let key = Self::namespace_key(ns);
+            if let Some(mut obj) = self.objects.remove(&key) {
+                let rv = self.next_rv();
+                meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+                self.commit(ChangeType::Deleted, key, obj, None);
+            }
+        }
+    }
+
+    /// Deleting a namespace marks it Terminating and deletes its contents (finalizers are honoured: the
+    /// namespace stays until the last object is gone), as the namespace controller does.
+    fn delete_namespace(&mut self, rt: &ResourceType, name: &str) -> Result<Value, ApiError> {
+        let key = Self::namespace_key(name);
+        let stored = self
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
+        if !meta(&stored).contains_key("deletionTimestamp") {
+            let mut marked = stored.clone();
+            meta_mut(&mut marked).insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            meta_mut(&mut marked).insert("deletionGracePeriodSeconds".into(), json!(0));
+            marked["status"] = json!({"phase": "Terminating"});
+            let rv = self.next_rv();
+            meta_mut(&mut marked).insert("resourceVersion".into(), json!(rv.to_string()));
+            self.objects.insert(key.clone(), marked.clone());
+            self.commit(
+                ChangeType::Modified,
+                key.clone(),
+                marked,
+                Some(stored.clone()),
+            );
+        }
+        let contents: Vec<StoreKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        for k in contents {
+            let Some(content_type) = self
+                .registry
+                .iter()
+                .find(|r| {
+                    r.storage_group == k.group && r.storage_plural == k.plural && r.group == k.group
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            self.delete(&content_type, Some(name), &k.name, &json!({}), false)?;
+        }
+        let view = self.objects.get(&key).map(|o| Self::to_view(rt, o));
+        self.finish_namespace_if_empty(name);
+        Ok(view.unwrap_or_else(|| Self::to_view(rt, &stored)))
     }
 
     /// DELETE: with finalizers only marks the object (deletionTimestamp); removes it otherwise.
@@ -1020,6 +1094,9 @@ impl Store {
         options: &Value,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
+        if rt.kind == "Namespace" && rt.group.is_empty() && !dry_run {
+            return self.delete_namespace(rt, name);
+        }
         let key = Self::key(rt, namespace, name);
         let stored = self
             .objects
