@@ -1,0 +1,462 @@
+#!/usr/bin/env python3
+"""Lint and render charts/lockstep with Helm's own engine and validate every rendered object.
+
+Helm comes from `helm-python-sdk` (Helm's Go SDK as a shared library, no helm binary or network needed);
+Kubernetes schemas come from `kubernetes-validate` (offline JSON schemas per Kubernetes release). Both are
+installed by scripts/ci-chart.sh. The same run validates examples/ against the CRDs in crds/.
+
+Each check prints `ok` or `FAIL` with the reason; the last line is `chart: N passed, M failed` and the exit
+code is non-zero when anything failed.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "lockstep"
+RELEASE = "lockstep"
+RELEASE_NAMESPACE = "lockstep-system"
+# The Kubernetes release k8s-openapi is built for (feature v1_33); kubernetes-validate ships its schemas.
+KUBE_VERSION = "1.33.0"
+
+# Values a platform team would plausibly set, all at once, far from the defaults.
+NON_DEFAULT_VALUES: dict[str, Any] = {
+    "replicas": 3,
+    "watchNamespace": "orders",
+    "logFormat": "json",
+    "fastInterval": "5s",
+    "image": {"repository": "registry.example.com/platform/lockstep", "tag": "1.2.3", "pullPolicy": "Always"},
+    "webhook": {
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "lockstep.apps.example.com",
+            "tlsSecretName": "lockstep-tls",
+            "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+        },
+        "auth": {
+            "existingSecret": "ado-hook-credentials",
+            "usernameKey": "user",
+            "passwordKey": "pass",
+            "tokenKey": "header-token",
+        },
+    },
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "rbac": {"deployedRefNamespaces": ["flux-system", "argocd"]},
+    "podAnnotations": {"example.com/team": "platform"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "lockstep"}},
+                    },
+                }
+            ]
+        }
+    },
+}
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helm and validation helpers
+
+
+def lint(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True, namespace=RELEASE_NAMESPACE, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    problems_text = [f"{m['path']}: {m['error']}" for m in problems] + list(report.get("errors") or [])
+    check(not problems_text, "helm lint reported:\n    " + "\n    ".join(problems_text))
+
+
+def render(values: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
+    """Rendered objects (templates and crds/) and the NOTES.txt text."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        manifests = chart.render(values, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True)
+        crds = chart.crds
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                doc.setdefault("__source", path)
+                objects.append(doc)
+    for crd in crds:
+        for doc in yaml.safe_load_all(crd["data"]):
+            if doc:
+                doc.setdefault("__source", crd["filename"])
+                objects.append(doc)
+    return objects, notes
+
+
+def validate_objects(objects: list[dict[str, Any]]) -> list[str]:
+    """Validate against the Kubernetes schemas (strict: unknown fields fail). Returns notes on skipped kinds."""
+    skipped = []
+    for obj in objects:
+        body = {k: v for k, v in obj.items() if k != "__source"}
+        label = f"{obj['__source']}: {body.get('kind')}/{body.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(body, KUBE_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            # Custom resources such as monitoring.coreos.com/v1 ServiceMonitor: no schema ships for them.
+            skipped.append(f"{label} ({body.get('apiVersion')}: no schema in kubernetes-validate, skipped)")
+        except kubernetes_validate.ValidationError as e:
+            path = "/".join(str(p) for p in e.path)
+            raise CheckFailed(f"{label} is invalid for Kubernetes {KUBE_VERSION} at /{path}: {e.message}") from None
+    return skipped
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o.get("kind") == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    check(len(found) == 1, f"expected exactly one {kind}, found {len(found)}")
+    return found[0]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    check(len(containers) == 1, f"expected one container, found {len(containers)}")
+    return containers[0]
+
+
+def expect_render_error(values: dict[str, Any], needle: str) -> None:
+    try:
+        render(values)
+    except helm.HelmError as e:
+        check(needle in str(e), f"rendering failed, but the message does not mention {needle!r}: {e}")
+        return
+    raise CheckFailed(f"values {values} rendered, expected an error mentioning {needle!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Property assertions shared by the cases
+
+
+def assert_hardened(objects: list[dict[str, Any]]) -> None:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    check(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    check(psc.get("runAsUser") == 65532, "pod must run as user 65532")
+    check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "pod seccompProfile must be RuntimeDefault")
+    c = container(objects)
+    sc = c["securityContext"]
+    check(sc.get("readOnlyRootFilesystem") is True, "container root filesystem must be read-only")
+    check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
+    check(sc.get("runAsNonRoot") is True, "container runAsNonRoot must be true")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    check(c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, "liveness probe must GET /healthz on metrics")
+    check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, "readiness probe must GET /readyz on metrics")
+    check("metrics" in ports and "webhook" in ports, f"container must expose metrics and webhook ports, has {ports}")
+    for bound in ("requests", "limits"):
+        check({"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})), f"resources.{bound} must set cpu and memory")
+    mounts = c.get("volumeMounts", [])
+    check(all(m.get("readOnly") for m in mounts), "every volume mount must be read-only")
+
+
+def assert_least_privilege(objects: list[dict[str, Any]]) -> None:
+    writable = {"create", "update", "patch", "delete", "deletecollection"}
+    allowed_writes = {
+        ("lockstep.dev", "pipelinegates"): {"patch"},
+        ("lockstep.dev", "servicetraces"): {"patch"},
+        ("lockstep.dev", "pipelinegates/status"): {"patch"},
+        ("lockstep.dev", "servicetraces/status"): {"patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+    }
+    for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
+        for rule in role["rules"]:
+            check("*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"],
+                  f"{role['kind']}/{role['metadata']['name']} uses a wildcard: {rule}")
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    extra = (set(rule["verbs"]) & writable) - allowed_writes.get((group, resource), set())
+                    check(not extra, f"{role['kind']}/{role['metadata']['name']} may {sorted(extra)} {group or 'core'}/{resource}")
+    for binding in by_kind(objects, "ClusterRoleBinding") + by_kind(objects, "RoleBinding"):
+        subjects = binding["subjects"]
+        check(subjects == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}],
+              f"{binding['kind']}/{binding['metadata']['name']} must bind only the lockstep ServiceAccount: {subjects}")
+
+
+def rules_grant(role: dict[str, Any], group: str, resource: str, verb: str) -> bool:
+    return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in role["rules"])
+
+
+def assert_watch_rules(role: dict[str, Any]) -> None:
+    for group, resource, verb in [
+        ("lockstep.dev", "pipelinegates", "watch"),
+        ("lockstep.dev", "pipelinegates", "patch"),
+        ("lockstep.dev", "servicetraces", "list"),
+        ("lockstep.dev", "pipelinegates/status", "patch"),
+        ("lockstep.dev", "servicetraces/status", "patch"),
+        ("", "secrets", "get"),
+        ("events.k8s.io", "events", "create"),
+        ("kustomize.toolkit.fluxcd.io", "kustomizations", "get"),
+        ("argoproj.io", "applications", "watch"),
+        ("apps", "deployments", "list"),
+    ]:
+        check(rules_grant(role, group, resource, verb),
+              f"{role['kind']}/{role['metadata']['name']} does not grant {verb} on {group or 'core'}/{resource}")
+
+
+def assert_crds_match_repository(objects: list[dict[str, Any]]) -> None:
+    shipped = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    generated = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    check(shipped == generated, f"charts/lockstep/crds has {shipped}, crds/ has {generated}")
+    _, mismatch, errors = filecmp.cmpfiles(CHART / "crds", ROOT / "crds", generated, shallow=False)
+    check(not mismatch and not errors, f"chart CRDs differ from crds/: {mismatch + errors}; copy crds/*.yaml into the chart")
+    kinds = sorted(o["spec"]["names"]["kind"] for o in by_kind(objects, "CustomResourceDefinition"))
+    check(kinds == ["PipelineGate", "ServiceTrace"], f"rendered CRDs are {kinds}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_lint_default() -> None:
+    lint(None)
+
+
+def check_lint_non_default() -> None:
+    lint(NON_DEFAULT_VALUES)
+
+
+def check_default_render() -> list[str]:
+    objects, notes = render(None)
+    skipped = validate_objects(objects)
+    assert_crds_match_repository(objects)
+    assert_hardened(objects)
+    assert_least_privilege(objects)
+    kinds = sorted(o["kind"] for o in objects)
+    check(kinds == sorted(["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "CustomResourceDefinition",
+                           "Deployment", "Secret", "Service", "Service", "ServiceAccount"]),
+          f"unexpected objects for default values: {kinds}")
+    assert_watch_rules(one(objects, "ClusterRole"))
+    deployment = one(objects, "Deployment")
+    check(deployment["spec"]["replicas"] == 1, "default replicas must be 1")
+    c = container(objects)
+    args = c["args"]
+    check(args[0] == "run", f"container must run `lockstep run`, args are {args}")
+    check("--leader-election" not in args, "one replica must not enable leader election")
+    check(not any(a.startswith("--namespace") for a in args), "default must watch all namespaces (no --namespace)")
+    check("--log-format=text" in args, f"default log format must be text: {args}")
+    check(c["image"] == "lockstep:" + helm.Chart.load(CHART).metadata["appVersion"], f"image tag must default to appVersion: {c['image']}")
+    secret = one(objects, "Secret")
+    check(set(secret["data"]) == {"username", "password"}, f"created Secret keys: {sorted(secret['data'])}")
+    check("--webhook-password-file=/etc/lockstep/webhook-auth/password" in args, f"password file flag missing: {args}")
+    check(not any(a.startswith("--webhook-token-file") for a in args), "no token configured, no token flag expected")
+    env = {e["name"]: e for e in c["env"]}
+    check(env["LOCKSTEP_WEBHOOK_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"],
+          "username must come from the webhook Secret")
+    check(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", "POD_NAMESPACE from the downward API")
+    check("port-forward svc/lockstep-webhook 9292:9292" in notes, "NOTES must show the port-forward command")
+    check("/hooks/azure-devops" in notes and "kubectl get pgate" in notes, "NOTES must name the webhook path and next steps")
+    check("jsonpath='{.data.password}'" in notes, "NOTES must tell how to read the webhook password")
+    return skipped
+
+
+def check_non_default_render() -> list[str]:
+    objects, notes = render(NON_DEFAULT_VALUES)
+    skipped = validate_objects(objects)
+    assert_hardened(objects)
+    assert_least_privilege(objects)
+    check(not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding"),
+          "watchNamespace set: no cluster-wide RBAC expected")
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(objects, "Role")}
+    check(("orders", "lockstep") in roles, f"a Role in the watched namespace is expected, found {sorted(roles)}")
+    assert_watch_rules(roles[("orders", "lockstep")])
+    for ns in ("flux-system", "argocd"):
+        role = roles.get((ns, "lockstep-deployed-refs"))
+        check(role is not None, f"read-only Role in {ns} expected, found {sorted(roles)}")
+        check(all(set(r["verbs"]) == {"get", "list", "watch"} for r in role["rules"]), f"Role in {ns} must be read-only")
+    lease_role = roles.get((RELEASE_NAMESPACE, "lockstep-leader-election"))
+    check(lease_role is not None and rules_grant(lease_role, "coordination.k8s.io", "leases", "update"),
+          "leader election needs a Lease Role in the release namespace")
+    bindings = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(objects, "RoleBinding")}
+    check(bindings == set(roles), f"every Role needs its RoleBinding: roles {sorted(roles)}, bindings {sorted(bindings)}")
+    check(one(objects, "Deployment")["spec"]["replicas"] == 3, "replicas must be 3")
+    c = container(objects)
+    args = c["args"]
+    for expected in ["--leader-election", "--lease-name=lockstep-leader", "--lease-namespace=$(POD_NAMESPACE)",
+                     "--namespace=orders", "--log-format=json", "--fast-interval=5s",
+                     "--webhook-password-file=/etc/lockstep/webhook-auth/password",
+                     "--webhook-token-file=/etc/lockstep/webhook-auth/token", "--webhook-token-header=X-Lockstep-Token"]:
+        check(expected in args, f"missing {expected} in {args}")
+    check(c["image"] == "registry.example.com/platform/lockstep:1.2.3", f"image: {c['image']}")
+    check(not by_kind(objects, "Secret"), "existingSecret set: the chart must not create a Secret")
+    volume = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]
+    check(volume["secretName"] == "ado-hook-credentials", f"credentials volume: {volume}")
+    check(volume["items"] == [{"key": "pass", "path": "password"}, {"key": "header-token", "path": "token"}],
+          f"credential keys: {volume['items']}")
+    env = {e["name"]: e for e in c["env"]}
+    check(env["LOCKSTEP_WEBHOOK_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "ado-hook-credentials", "key": "user"},
+          "username must come from the existing Secret's key")
+    pdb = one(objects, "PodDisruptionBudget")
+    check(pdb["spec"]["minAvailable"] == 1, "PDB must keep one pod")
+    ingress = one(objects, "Ingress")
+    rule = ingress["spec"]["rules"][0]
+    check(rule["host"] == "lockstep.apps.example.com", f"ingress host: {rule['host']}")
+    check(rule["http"]["paths"][0]["backend"]["service"]["name"] == "lockstep-webhook", "ingress must route to the webhook Service")
+    check(ingress["spec"]["tls"][0]["secretName"] == "lockstep-tls", "ingress TLS secret")
+    monitor = one(objects, "ServiceMonitor")
+    check(monitor["metadata"]["labels"].get("release") == "prometheus", "ServiceMonitor labels")
+    check(monitor["spec"]["endpoints"][0]["port"] == "metrics", "ServiceMonitor must scrape the metrics port")
+    pod = one(objects, "Deployment")["spec"]["template"]
+    check(pod["metadata"]["annotations"].get("example.com/team") == "platform", "podAnnotations")
+    check(pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}, "nodeSelector")
+    check(pod["spec"]["tolerations"][0]["key"] == "dedicated", "tolerations")
+    check("podAntiAffinity" in pod["spec"]["affinity"], "affinity")
+    check("https://lockstep.apps.example.com/hooks/azure-devops" in notes, "NOTES must show the Ingress webhook URL")
+    check("X-Lockstep-Token:<token>" in notes, "NOTES must explain the header token")
+    return skipped
+
+
+def check_leader_election_threshold() -> None:
+    for replicas, expected in [(1, False), (2, True)]:
+        objects, _ = render({"replicas": replicas})
+        args = container(objects)["args"]
+        check(("--leader-election" in args) == expected, f"replicas={replicas}: leader election {'expected' if expected else 'unexpected'}: {args}")
+        check(bool(by_kind(objects, "PodDisruptionBudget")) == expected, f"replicas={replicas}: PDB presence")
+        lease_roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("leader-election")]
+        check(bool(lease_roles) == expected, f"replicas={replicas}: Lease Role presence")
+
+
+def check_schema_rejects_wrong_types() -> None:
+    bad_values = [
+        {"replicas": "three"},
+        {"replicas": 0},
+        {"logFormat": "yaml"},
+        {"watchNamespace": 5},
+        {"watchNamespace": "Not_A_Namespace"},
+        {"webhook": {"ingress": {"enabled": "yes"}}},
+        {"webhook": {"auth": {"password": 1234}}},
+        {"metrics": {"serviceMonitor": {"interval": "often"}}},
+        {"image": {"pullPolicy": "Sometimes"}},
+        {"replica": 3},  # a typo of replicas must not be silently ignored
+    ]
+    with helm.Chart.load(CHART) as chart:
+        for values in bad_values:
+            try:
+                chart.validate_schema(values)
+            except helm.HelmValuesError:
+                continue
+            raise CheckFailed(f"values.schema.json accepted {values}")
+    # And lint, which is what `helm install` users see, reports it as an error too.
+    report = helm.lint(CHART, {"replicas": "three"}, namespace=RELEASE_NAMESPACE)
+    errors = [m for m in report["messages"] if m["severity"] == 3] + list(report.get("errors") or [])
+    check(bool(errors), "helm lint accepted replicas: three")
+
+
+def check_webhook_auth_guards() -> None:
+    expect_render_error({"webhook": {"auth": {"existingSecret": "x", "usernameKey": "", "passwordKey": "", "tokenKey": ""}}},
+                        "configure a password or a token")
+    expect_render_error({"webhook": {"auth": {"existingSecret": "x", "passwordKey": "", "tokenKey": "t"}}},
+                        "a username needs a password")
+    objects, _ = render({"webhook": {"auth": {"password": "s3cret-from-values", "token": "tok"}}})
+    secret = one(objects, "Secret")
+    check(set(secret["data"]) == {"username", "password", "token"}, f"created Secret keys: {sorted(secret['data'])}")
+    args = container(objects)["args"]
+    check("--webhook-token-file=/etc/lockstep/webhook-auth/token" in args, f"token flag expected: {args}")
+    validate_objects(objects)
+
+
+def check_examples_validate() -> list[str]:
+    """examples/ are what users copy: validate them against our CRDs and the Kubernetes schemas."""
+    crd_schemas = {}
+    for path in (ROOT / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        for version in crd["spec"]["versions"]:
+            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+            crd_schemas[key] = version["schema"]["openAPIV3Schema"]
+    notes = []
+    seen = set()
+    for path in sorted((ROOT / "examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            rel = path.relative_to(ROOT)
+            key = (doc.get("apiVersion"), doc.get("kind"))
+            label = f"{rel}: {key[1]}/{doc.get('metadata', {}).get('name')}"
+            if key in crd_schemas:
+                seen.add(key[1])
+                try:
+                    jsonschema.Draft7Validator(crd_schemas[key]).validate(doc)
+                except jsonschema.ValidationError as e:
+                    raise CheckFailed(f"{label} does not match the CRD at /{'/'.join(map(str, e.path))}: {e.message}") from None
+                continue
+            try:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                notes.append(f"{label} ({key[0]}: no schema available, skipped)")
+            except kubernetes_validate.ValidationError as e:
+                raise CheckFailed(f"{label} is invalid at /{'/'.join(map(str, e.path))}: {e.message}") from None
+    check(seen == {"PipelineGate", "ServiceTrace"}, f"examples should show both kinds, found {sorted(seen)}")
+    return notes
+
+
+CHECKS: list[tuple[str, Callable[[], Any]]] = [
+    ("helm lint, default values", check_lint_default),
+    ("helm lint, non-default values", check_lint_non_default),
+    ("render + validate, default values", check_default_render),
+    ("render + validate, non-default values", check_non_default_render),
+    ("leader election and PDB iff replicas > 1", check_leader_election_threshold),
+    ("values.schema.json rejects wrong types", check_schema_rejects_wrong_types),
+    ("webhook credential guards", check_webhook_auth_guards),
+    ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
+]
+
+
+def main() -> int:
+    print(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate schemas for Kubernetes {KUBE_VERSION}")
+    passed = failed = 0
+    for name, fn in CHECKS:
+        try:
+            notes = fn()
+        except CheckFailed as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+            continue
+        except Exception:  # a crash in a check is a failure of that check, not of the whole run
+            failed += 1
+            print(f"FAIL {name}: unexpected error\n{traceback.format_exc()}")
+            continue
+        passed += 1
+        print(f"ok   {name}")
+        for note in notes or []:
+            print(f"     note: {note}")
+    print(f"chart: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

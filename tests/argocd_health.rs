@@ -1,0 +1,379 @@
+//! The Argo CD health checks in `examples/argocd/` run inside Argo CD's Lua 5.1 interpreter, where a bug
+//! means a deployment that never waits (or never proceeds). These tests run the shipped scripts with
+//! Debian's `lua5.1` against status objects in the shape the controller writes
+//! (`tests/fixtures/{gate,trace}-status/*.json`) and check the verdict Argo CD would see.
+//!
+//! CI installs `lua5.1`; elsewhere set `LOCKSTEP_SKIP_LUA=1` to skip these tests explicitly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use lockstep::crd::{PipelineGate, ServiceTrace};
+use serde_json::Value;
+
+const LUA: &str = "lua5.1";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The interpreter, or `None` when the caller explicitly opted out with LOCKSTEP_SKIP_LUA=1.
+fn lua() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(LUA))
+            .find(|candidate| candidate.is_file())
+    });
+    match found {
+        Some(path) => Some(path),
+        None if std::env::var("LOCKSTEP_SKIP_LUA").as_deref() == Ok("1") => {
+            // Straight to stderr: libtest swallows eprintln! output of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!!!! {LUA} not found: Argo CD health check tests SKIPPED (LOCKSTEP_SKIP_LUA=1) !!!!!\n"
+            );
+            None
+        }
+        None => panic!(
+            "{LUA} is not installed, so the Argo CD health checks cannot be tested. \
+             Install it (`apt-get install -y lua5.1`) or set LOCKSTEP_SKIP_LUA=1 to skip these tests."
+        ),
+    }
+}
+
+/// A Lua 5.1 string literal holding exactly the bytes of `s`.
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Lua 5.1 has decimal escapes only; three digits so a following digit is not swallowed.
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\{:03}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A Lua table constructor for a JSON value, the way Argo CD hands objects to health scripts: objects
+/// become string-keyed tables, arrays 1-based sequences, null an absent field.
+fn lua_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "nil".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => lua_string(s),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(lua_literal).collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_literal(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+    }
+}
+
+/// Runs a health script on `obj` and returns `(status, message)`.
+fn run_health_check(lua: &Path, script: &str, obj: &Value) -> (String, String) {
+    // Argo CD runs the script as a chunk with `obj` in scope and takes what it returns; wrapping it in a
+    // function gives the same `return` semantics.
+    let program = format!(
+        "local obj = {}\nlocal function health_check()\n{}\nend\nlocal hs = health_check()\n\
+         io.write(tostring(hs.status) .. \"|\" .. tostring(hs.message))\n",
+        lua_literal(obj),
+        script
+    );
+    let mut child = Command::new(lua)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lua5.1");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(program.as_bytes())
+        .expect("write program");
+    let output = child.wait_with_output().expect("lua5.1 finished");
+    assert!(
+        output.status.success(),
+        "lua5.1 failed: {}\nprogram:\n{program}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8 output");
+    let (status, message) = stdout.split_once('|').expect("status|message");
+    (status.to_owned(), message.to_owned())
+}
+
+fn fixture(dir: &str, name: &str) -> Value {
+    let path = root()
+        .join("tests/fixtures")
+        .join(dir)
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn script(name: &str) -> String {
+    let path = root().join("examples/argocd").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn condition_message(obj: &Value, kind: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_else(|| panic!("fixture has no {kind} condition message"))
+        .to_owned()
+}
+
+struct Case {
+    fixture: &'static str,
+    status: &'static str,
+    /// The message Argo CD should show.
+    message: Expected,
+}
+
+/// Either a fixed text or the message of one of the fixture's conditions.
+enum Expected {
+    Exactly(&'static str),
+    ConditionMessage(&'static str),
+}
+
+fn check_cases(script_name: &str, fixture_dir: &str, cases: &[Case]) {
+    let Some(lua) = lua() else { return };
+    let script = script(script_name);
+    for case in cases {
+        let obj = fixture(fixture_dir, case.fixture);
+        let (status, message) = run_health_check(&lua, &script, &obj);
+        let expected_message = match case.message {
+            Expected::Exactly(m) => m.to_owned(),
+            Expected::ConditionMessage(kind) => condition_message(&obj, kind),
+        };
+        assert_eq!(
+            (status.as_str(), message.as_str()),
+            (case.status, expected_message.as_str()),
+            "{script_name} on {fixture_dir}/{}.json",
+            case.fixture
+        );
+    }
+}
+
+#[test]
+fn pipeline_gate_health() {
+    check_cases(
+        "health-pipelinegate.lua",
+        "gate-status",
+        &[
+            Case {
+                fixture: "ready-succeeded",
+                status: "Healthy",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            Case {
+                fixture: "no-status",
+                status: "Progressing",
+                message: Expected::Exactly("Waiting for lockstep to observe generation 1"),
+            },
+            Case {
+                fixture: "waiting-run-queued",
+                status: "Progressing",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            Case {
+                fixture: "waiting-run-in-progress",
+                status: "Progressing",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            // Ready=True from the previous spec must not let a sync wave pass.
+            Case {
+                fixture: "stale-generation",
+                status: "Progressing",
+                message: Expected::Exactly("Waiting for lockstep to observe generation 2"),
+            },
+            Case {
+                fixture: "stalled-run-failed",
+                status: "Degraded",
+                message: Expected::ConditionMessage("Stalled"),
+            },
+            Case {
+                fixture: "stalled-timed-out",
+                status: "Degraded",
+                message: Expected::ConditionMessage("Stalled"),
+            },
+            // Azure DevOps unreachable for staleAfter: not a verdict either way.
+            Case {
+                fixture: "ready-unknown-api-unavailable",
+                status: "Progressing",
+                message: Expected::ConditionMessage("Ready"),
+            },
+        ],
+    );
+}
+
+#[test]
+fn service_trace_health() {
+    check_cases(
+        "health-servicetrace.lua",
+        "trace-status",
+        &[
+            Case {
+                fixture: "ready",
+                status: "Healthy",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            Case {
+                fixture: "no-status",
+                status: "Progressing",
+                message: Expected::Exactly("Waiting for lockstep to observe generation 1"),
+            },
+            Case {
+                fixture: "in-progress",
+                status: "Progressing",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            Case {
+                fixture: "stalled",
+                status: "Degraded",
+                message: Expected::ConditionMessage("Stalled"),
+            },
+        ],
+    );
+}
+
+/// Degraded shows the Stalled condition's message, and Ready's when Stalled has none, so Argo CD never
+/// shows an empty reason. (The controller writes one message on all three conditions; these tests make
+/// them differ to see which one is used.)
+#[test]
+fn degraded_message_comes_from_stalled_then_ready() {
+    let Some(lua) = lua() else { return };
+    let base = fixture("gate-status", "stalled-run-failed");
+    let ready_message = condition_message(&base, "Ready");
+    for (stalled_message, expected) in [
+        ("the Stalled message", "the Stalled message"),
+        ("", ready_message.as_str()),
+    ] {
+        let mut obj = base.clone();
+        for c in obj["status"]["conditions"]
+            .as_array_mut()
+            .expect("conditions")
+        {
+            if c["type"] == "Stalled" {
+                c["message"] = Value::String(stalled_message.to_owned());
+            }
+        }
+        let (status, message) = run_health_check(&lua, &script("health-pipelinegate.lua"), &obj);
+        assert_eq!((status.as_str(), message.as_str()), ("Degraded", expected));
+    }
+}
+
+/// Strings with quotes, backslashes, newlines and control characters reach Lua unchanged.
+#[test]
+fn lua_literal_round_trips_awkward_strings() {
+    let Some(lua) = lua() else { return };
+    let awkward = "Run \"x\" \\ failed:\n\ttab\r\u{1}1 ünïcode";
+    let obj = serde_json::json!({
+        "metadata": {"generation": 1},
+        "status": {"observedGeneration": 1, "conditions": [
+            {"type": "Ready", "status": "True", "message": awkward}
+        ]}
+    });
+    let (status, message) = run_health_check(&lua, &script("health-pipelinegate.lua"), &obj);
+    assert_eq!((status.as_str(), message.as_str()), ("Healthy", awkward));
+}
+
+/// argocd-cm.yaml inlines both scripts; an edit to one copy only would ship a different check.
+#[test]
+fn argocd_cm_inlines_the_scripts_verbatim() {
+    let path = root().join("examples/argocd/argocd-cm.yaml");
+    let text = std::fs::read_to_string(&path).expect("read argocd-cm.yaml");
+    let cm: Value = serde_saphyr::from_str(&text).expect("argocd-cm.yaml is YAML");
+    for (key, file) in [
+        (
+            "resource.customizations.health.lockstep.dev_PipelineGate",
+            "health-pipelinegate.lua",
+        ),
+        (
+            "resource.customizations.health.lockstep.dev_ServiceTrace",
+            "health-servicetrace.lua",
+        ),
+    ] {
+        let inlined = cm["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("argocd-cm.yaml has no data.{key}"));
+        assert_eq!(
+            inlined,
+            script(file),
+            "argocd-cm.yaml data.{key} differs from examples/argocd/{file}"
+        );
+    }
+}
+
+/// The fixtures stand for what the controller writes, so they must parse as the CRD types (every
+/// condition with type/status/reason/message/observedGeneration/lastTransitionTime).
+#[test]
+fn fixtures_have_the_shape_of_the_crd_types() {
+    for (dir, parse) in [
+        (
+            "gate-status",
+            (|v| serde_json::from_value::<PipelineGate>(v).map(|_| ())) as fn(Value) -> _,
+        ),
+        ("trace-status", |v| {
+            serde_json::from_value::<ServiceTrace>(v).map(|_| ())
+        }),
+    ] {
+        let entries =
+            std::fs::read_dir(root().join("tests/fixtures").join(dir)).expect("fixture dir");
+        let mut count = 0;
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("file name");
+            let value = fixture(dir, name);
+            parse(value.clone())
+                .unwrap_or_else(|e| panic!("{}: not a valid object: {e}", path.display()));
+            if let Some(conditions) = value["status"]["conditions"].as_array() {
+                for c in conditions {
+                    for field in [
+                        "type",
+                        "status",
+                        "reason",
+                        "message",
+                        "observedGeneration",
+                        "lastTransitionTime",
+                    ] {
+                        assert!(
+                            c.get(field).is_some(),
+                            "{}: condition without {field}: {c}",
+                            path.display()
+                        );
+                    }
+                }
+            }
+            count += 1;
+        }
+        assert!(count > 0, "no fixtures in tests/fixtures/{dir}");
+    }
+}
