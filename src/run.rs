@@ -12,11 +12,15 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
-use crate::controller::{self, GateConfig, Shared};
+use crate::controller::{self, GateConfig, Shared, WebhookHints};
 use crate::http::{serve_ops, Readiness};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::poll_cache::PollCache;
 use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics};
+use crate::webhook::{
+    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookMetrics,
+    WebhookServer, WebhookState,
+};
 
 /// How long in-flight work may take after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -61,6 +65,9 @@ pub struct RunArgs {
         default_value = "X-Lockstep-Token"
     )]
     pub webhook_token_header: String,
+    /// Accept service hooks without credentials; only behind something that authenticates for you.
+    #[arg(long, env = "LOCKSTEP_WEBHOOK_ALLOW_UNAUTHENTICATED")]
+    pub webhook_allow_unauthenticated: bool,
     /// Polling period while a run is queued or in progress.
     #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
     pub fast_interval: kube::core::Duration,
@@ -85,6 +92,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid webhook credentials: {0}")]
+    WebhookAuth(#[source] AuthConfigError),
+    #[error(transparent)]
+    WebhookServe(#[from] ServeError),
     #[error("could not install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -128,6 +139,69 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The receiver, the watches feeding its index, and what the reconcilers read from it.
+struct RunningWebhook {
+    server: WebhookServer,
+    feed: tokio::task::JoinHandle<()>,
+    hints: WebhookHints,
+}
+
+/// Start the service-hook receiver on `--webhook-addr`, with an index of gates and traces fed by its own
+/// watches. It runs on every replica (the Service may route a delivery to a standby); the annotation it
+/// writes reaches whichever replica leads. Without any credentials configured it is not started: an open
+/// endpoint would let anyone trigger reads, and polling alone still keeps every object correct.
+async fn start_webhook(
+    args: &RunArgs,
+    client: &kube::Client,
+    registry: &mut Registry,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<RunningWebhook>, RunError> {
+    let auth = match WebhookAuth::from_files(
+        args.webhook_username.as_deref(),
+        args.webhook_password_file.as_deref(),
+        args.webhook_token_file.as_deref(),
+        Some(&args.webhook_token_header),
+    ) {
+        Ok(auth) => auth,
+        Err(AuthConfigError::NothingConfigured) if args.webhook_allow_unauthenticated => {
+            warn!("webhook receiver accepts unauthenticated deliveries (--webhook-allow-unauthenticated)");
+            WebhookAuth::allow_unauthenticated()
+        }
+        Err(AuthConfigError::NothingConfigured) => {
+            warn!("no webhook credentials configured (--webhook-username/--webhook-password-file or --webhook-token-file): webhook receiver disabled, relying on polling");
+            return Ok(None);
+        }
+        Err(e) => return Err(RunError::WebhookAuth(e)),
+    };
+    let index = Arc::new(HintIndex::new());
+    let (gates, traces) = match &args.namespace {
+        Some(ns) => (
+            kube::Api::namespaced(client.clone(), ns),
+            kube::Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            kube::Api::all(client.clone()),
+            kube::Api::all(client.clone()),
+        ),
+    };
+    let feed = tokio::spawn(feed_from_watchers(
+        gates,
+        traces,
+        kube::runtime::watcher::Config::default().any_semantic(),
+        index.clone(),
+    ));
+    let metrics = WebhookMetrics::new();
+    metrics.register(registry);
+    let state = WebhookState::new(client.clone(), index.clone(), auth, metrics.clone());
+    let server =
+        crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
+    Ok(Some(RunningWebhook {
+        server,
+        feed,
+        hints: WebhookHints { index, metrics },
+    }))
+}
+
 /// Run the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_logging(args.log_format);
@@ -146,6 +220,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let cache_ttl = std_duration(args.poll_cache_ttl).min(fast_interval / 2);
     let readiness = Readiness::default();
 
+    let webhook = start_webhook(&args, &client, &mut registry, shutdown.clone()).await?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| RunError::MetricsListen {
@@ -161,16 +236,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         shutdown_requested(shutdown.clone()),
     ));
 
-    // Integration point for the Azure DevOps service-hook receiver (`lockstep::webhook`, built separately):
-    // it binds `args.webhook_addr` with the `--webhook-*` credentials, marks affected objects with the
-    // `lockstep.dev/requested-at` annotation, and stops on `shutdown_requested(shutdown.clone())`.
-    if args.webhook_username.is_some()
-        || args.webhook_password_file.is_some()
-        || args.webhook_token_file.is_some()
-    {
-        warn!(addr = %args.webhook_addr, "webhook credentials given, but this build has no webhook receiver; relying on polling");
-    }
-
     let shared = Shared {
         client: client.clone(),
         ado,
@@ -183,6 +248,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         namespace: args.namespace.clone(),
         identity: identity(),
         readiness: readiness.clone(),
+        webhook_hints: webhook.as_ref().map(|w| w.hints.clone()),
     };
     info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
@@ -242,6 +308,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = controllers.await;
         let _ = ops.await;
+        if let Some(webhook) = webhook {
+            webhook.feed.abort();
+            if let Err(e) = webhook.server.wait().await {
+                warn!(error = %e, "webhook receiver");
+            }
+        }
     })
     .await;
     if drained.is_err() {

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lockstep_testkit::ado::{AdoSimulator, RunResult};
+use lockstep_testkit::ado::{
+    AdoSimulator, BuildCompleteVersion, HookDelivery, HookEvent, RunResult,
+};
 use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -367,6 +369,35 @@ async fn gate_follows_the_newest_run_and_describe_shows_it() {
         gate["status"]["observedGeneration"],
         gate["metadata"]["generation"]
     );
+
+    // Probes and metrics on --metrics-addr.
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", lockstep.metrics_url);
+        async move {
+            let resp = reqwest::get(&url).await.expect("ops server answers");
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(
+        get("/readyz").await.0,
+        200,
+        "ready after the first list of gates: {}",
+        lockstep.log_text()
+    );
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        r#"lockstep_ado_requests_total{endpoint="build.builds.list",status="200"}"#,
+        r#"lockstep_objects{kind="PipelineGate",ready="False"} 1"#,
+        r#"lockstep_reconciles_total{kind="PipelineGate",result="success"}"#,
+        "lockstep_reconcile_duration_seconds_count",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
 
     let run = env.sim.run(second).unwrap();
     let describe = env
@@ -820,4 +851,208 @@ async fn the_requested_at_annotation_triggers_a_fresh_read() {
     ])
     .await;
     assert!(env.builds_list_times().len() > lists_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("orders", PAT).await;
+    env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
+        .await;
+    let hook_token = "hook-token-5e1f0c";
+    let token_file = env.dir.path().join("hook-token");
+    std::fs::write(&token_file, format!("{hook_token}\n")).unwrap();
+    let lockstep = env
+        .lockstep("a", &["--webhook-token-file", token_file.to_str().unwrap()])
+        .await;
+    env.kubectl(&[
+        "-n",
+        "orders",
+        "wait",
+        "--for=condition=Ready",
+        "pipelinegate/base",
+        "--timeout=30s",
+    ])
+    .await;
+    let hook_addr = lockstep
+        .log_lines()
+        .iter()
+        .find(|l| l["message"] == "webhook receiver listening")
+        .and_then(|l| l["local_addr"].as_str().map(str::to_string))
+        .expect("the webhook receiver logs its address");
+    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
+    env.sim.start_run(second);
+    env.sim.complete_run(second, RunResult::Failed);
+    let delivery = HookDelivery::to(format!("http://{hook_addr}/hooks/azure-devops"))
+        .header("X-Lockstep-Token", hook_token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // 503 while the receiver's index is still loading; Azure DevOps retries, and so do we.
+        let outcome = env
+            .sim
+            .deliver_hook(
+                HookEvent::BuildComplete {
+                    run_id: second,
+                    resource_version: BuildCompleteVersion::V2,
+                },
+                &delivery,
+            )
+            .await
+            .unwrap();
+        if outcome.status == 202 || outcome.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery answered {}",
+            outcome.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // With a 10 minute interval only the hint can make this happen in time.
+    env.kubectl(&[
+        "-n",
+        "orders",
+        "wait",
+        "--for=condition=Stalled",
+        "pipelinegate/base",
+        "--timeout=60s",
+    ])
+    .await;
+    assert!(
+        !lockstep.log_text().contains(hook_token),
+        "the webhook token appears in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_pat_re_reconciles_the_gates_that_use_it() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("orders", "expired-pat-000").await;
+    // A long interval: only the Secret watch can bring the gate back in time.
+    env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
+        .await;
+    let _lockstep = env.lockstep("a", &[]).await;
+    env.wait_gate(
+        "orders",
+        "base",
+        Duration::from_secs(30),
+        "AuthenticationFailed",
+        |g| cond_is(g, "Ready", "False", "AuthenticationFailed"),
+    )
+    .await;
+    let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PAT);
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: orders}}\ndata: {{token: {token}}}\n"
+    ))
+    .await;
+    env.kubectl(&[
+        "-n",
+        "orders",
+        "wait",
+        "--for=condition=Ready",
+        "pipelinegate/base",
+        "--timeout=60s",
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_flag_limits_what_is_reconciled() {
+    let env = Env::start().await;
+    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(id);
+    env.sim.complete_run(id, RunResult::Succeeded);
+    env.namespace_with_pat("mine", PAT).await;
+    env.namespace_with_pat("theirs", PAT).await;
+    env.gate("mine", "base", DEFINITION, "").await;
+    env.gate("theirs", "base", DEFINITION, "").await;
+    let _lockstep = env.lockstep("a", &["--namespace", "mine"]).await;
+    env.kubectl(&[
+        "-n",
+        "mine",
+        "wait",
+        "--for=condition=Ready",
+        "pipelinegate/base",
+        "--timeout=30s",
+    ])
+    .await;
+    // Give a wrongly scoped controller every chance to touch the other namespace.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let other = env.gate_json("theirs", "base").await;
+    assert!(
+        other["status"].is_null(),
+        "a gate outside --namespace got a status: {other:#}"
+    );
+}
+
+/// The STACK.md trap: with the API server unreachable, SIGTERM must still stop the process promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_lockstep_even_when_the_api_server_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bind, note it, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: nobody}}\ncurrent-context: gone\nusers:\n- name: nobody\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    for extra in [
+        &[][..],
+        &["--leader-election", "--lease-namespace", "default"][..],
+    ] {
+        let log = dir.path().join("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Wait until it is up (the ops server logs its address), so the signal handler is installed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("metrics server listening")
+        {
+            assert!(Instant::now() < deadline, "lockstep did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let signalled = Instant::now();
+        // Well below the process's own 20s last-resort exit, so that fallback cannot hide the trap.
+        let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running 8s after SIGTERM ({extra:?})"))
+            .unwrap();
+        eprintln!("{extra:?}: stopped {:?} after SIGTERM", signalled.elapsed());
+        assert!(status.success(), "{extra:?}: {status:?}");
+    }
 }

@@ -25,12 +25,13 @@ use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::poll_cache::PollCache;
 use crate::secret::SecretString;
 use crate::telemetry::Metrics;
+use crate::webhook::{HintIndex, WebhookMetrics};
 
 /// Field manager for status writes.
 pub const FIELD_MANAGER: &str = "lockstep";
-/// Annotation a webhook (or a human) sets to ask for a reconcile now; its value is an RFC 3339 time, and
-/// the reconcile then uses no cached answer older than it.
-pub const REQUESTED_AT_ANNOTATION: &str = "lockstep.dev/requested-at";
+/// Annotation a webhook (or a human) sets to ask for a reconcile now. Its value is an RFC 3339 time, and
+/// the reconcile then uses no cached Builds List answer older than it.
+pub use crate::webhook::REQUESTED_AT_ANNOTATION;
 const KIND: &str = "PipelineGate";
 /// Runs fetched per Builds List: enough to find the newest completed run behind a few queued or ignored ones.
 const RUNS_PER_LIST: u32 = 20;
@@ -75,7 +76,16 @@ pub struct GateContext {
     pub config: GateConfig,
     /// The controller's view of all gates, for the Ready gauge and to prune per-gate memory.
     pub store: Store<PipelineGate>,
+    /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
+    pub hints: Option<WebhookHints>,
     memory: Mutex<HashMap<ObjectRef<PipelineGate>, GateMemory>>,
+}
+
+/// What the reconciler needs from the webhook receiver to measure webhook health.
+#[derive(Clone)]
+pub struct WebhookHints {
+    pub index: Arc<HintIndex>,
+    pub metrics: WebhookMetrics,
 }
 
 #[derive(Default)]
@@ -84,6 +94,8 @@ struct GateMemory {
     failures: u32,
     written: Option<Written>,
     ready: Option<String>,
+    /// When this gate last read runs (cached or not), to tell whether a hint arrived since.
+    last_poll: Option<Instant>,
 }
 
 impl GateContext {
@@ -104,7 +116,28 @@ impl GateContext {
             metrics,
             config,
             store,
+            hints: None,
             memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Count changes that polling found before any webhook hinted them.
+    pub fn with_webhook_hints(mut self, hints: WebhookHints) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
+    /// Polling found a new run: was it hinted since the previous poll? If not, webhooks are missing,
+    /// late or losing events, and the metric says so.
+    fn note_new_run(&self, key: &ObjectRef<PipelineGate>, previous_poll: Option<Instant>) {
+        let Some(hints) = &self.hints else { return };
+        let hinted = match (hints.index.last_hint(key), previous_poll) {
+            (Some(hint), Some(previous)) => hint >= previous,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !hinted {
+            hints.metrics.record_polling_found_first_for(KIND);
         }
     }
 
@@ -154,7 +187,7 @@ pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext
         m.failures = m.failures.saturating_add(1);
         m.failures
     });
-    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
+    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9))
         .min(Duration::from_secs(300));
     warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
@@ -201,9 +234,25 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         }
     };
 
-    if let Read::Verdict { read_ok: true, .. } = &read {
+    if let Read::Verdict {
+        verdict,
+        read_ok: true,
+        ..
+    } = &read
+    {
         // Remembered for staleness: exact, unlike lastCheckedTime in status.
-        ctx.with_memory(&key, |m| m.last_success = Some(now));
+        let previous_poll = ctx.with_memory(&key, |m| {
+            m.last_success = Some(now);
+            m.last_poll.replace(Instant::now())
+        });
+        let old_run = current
+            .as_ref()
+            .and_then(|s| s.latest_run.as_ref())
+            .map(|r| r.id);
+        let new_run = verdict.latest_run.as_ref().map(|r| r.id);
+        if old_run.is_some() && new_run.is_some() && old_run != new_run {
+            ctx.note_new_run(&key, previous_poll);
+        }
     }
     let outcome = match &read {
         Read::Verdict {
@@ -539,4 +588,86 @@ pub fn gates_using_secret(
         })
         .map(|g| ObjectRef::from_obj(&**g))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    fn gate(ns: &str, name: &str, secret: &str) -> PipelineGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": secret, "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn secret(ns: &str, name: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_gates_in_its_namespace_that_reference_it() {
+        let mut writer = Writer::<PipelineGate>::default();
+        for g in [
+            gate("a", "one", "pat"),
+            gate("a", "two", "pat"),
+            gate("a", "other-secret", "different"),
+            gate("b", "same-name-elsewhere", "pat"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(g));
+        }
+        let store = writer.as_reader();
+        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["one", "two"]);
+        assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+    }
+
+    #[test]
+    fn requeues_align_to_the_shared_answer() {
+        assert_eq!(
+            aligned(Duration::from_secs(60), Duration::from_secs(3)),
+            Duration::from_secs(57)
+        );
+        // Never a busy loop, even for an answer older than the period.
+        assert_eq!(
+            aligned(Duration::from_secs(1), Duration::from_secs(5)),
+            Duration::from_millis(200)
+        );
+    }
+
+    #[test]
+    fn deadline_requeue_lands_at_or_just_after_the_deadline() {
+        let in_5s = Timestamp::now() + jiff::SignedDuration::from_secs(5);
+        let d = until(in_5s);
+        assert!(
+            d > Duration::from_secs(4) && d <= Duration::from_millis(5020),
+            "{d:?}"
+        );
+        let past = Timestamp::now() - jiff::SignedDuration::from_secs(5);
+        assert_eq!(until(past), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn long_event_notes_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, 1000);
+        assert!(t.len() <= 1000 + "…".len());
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short", 1000), "short");
+    }
 }

@@ -295,3 +295,29 @@ async fn rejected_pat_is_authentication_failed_and_never_echoed() {
     assert!(!body.to_string().contains(PAT));
     assert!(!note.contains(PAT));
 }
+
+#[tokio::test]
+async fn kubernetes_errors_back_off_exponentially_per_gate() {
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let g = Arc::new(gate("https://dev.azure.com/contoso", None, "1"));
+    let err = super::Error::MissingNamespace {
+        kind: "PipelineGate",
+        name: NAME.into(),
+    };
+    let delays: Vec<_> = (0..3)
+        .map(|_| super::gate::error_policy(g.clone(), &err, ctx.clone()))
+        .collect();
+    assert_eq!(
+        delays,
+        [1, 2, 4].map(|s| kube::runtime::controller::Action::requeue(Duration::from_secs(s)))
+    );
+    for _ in 0..20 {
+        super::gate::error_policy(g.clone(), &err, ctx.clone());
+    }
+    assert_eq!(
+        super::gate::error_policy(g, &err, ctx),
+        kube::runtime::controller::Action::requeue(Duration::from_secs(300)),
+        "capped"
+    );
+}

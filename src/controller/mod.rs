@@ -8,9 +8,11 @@ pub mod gate_status;
 mod gate_tests;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -19,7 +21,9 @@ use kube::Api;
 use tracing::{debug, info, warn};
 
 pub use error::Error;
-pub use gate::{BuildsCache, GateConfig, GateContext, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
+pub use gate::{
+    BuildsCache, GateConfig, GateContext, WebhookHints, FIELD_MANAGER, REQUESTED_AT_ANNOTATION,
+};
 
 use crate::ado::AdoClient;
 use crate::crd::PipelineGate;
@@ -29,6 +33,9 @@ use crate::telemetry::Metrics;
 /// Reconciles in parallel. They mostly wait on I/O; enough of them that gates sharing a pipeline, which
 /// requeue at the same instant, all finish within the poll cache's TTL and keep sharing one request.
 const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// How long in-flight reconciles may run on after shutdown began.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 /// What the controllers share, built once per process (survives losing and regaining leadership).
 #[derive(Clone)]
@@ -43,6 +50,8 @@ pub struct Shared {
     /// Reported on Events, to tell replicas apart.
     pub identity: String,
     pub readiness: Readiness,
+    /// Present when the webhook receiver runs in this process.
+    pub webhook_hints: Option<WebhookHints>,
 }
 
 /// Run the PipelineGate controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -74,7 +83,7 @@ pub async fn run_gate_controller(
             instance: Some(shared.identity.clone()),
         },
     );
-    let ctx = Arc::new(GateContext::new(
+    let mut ctx = GateContext::new(
         shared.client.clone(),
         shared.ado.clone(),
         shared.cache.clone(),
@@ -82,25 +91,44 @@ pub async fn run_gate_controller(
         shared.metrics.clone(),
         shared.gate_config.clone(),
         store.clone(),
-    ));
+    );
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
 
     let readiness = shared.readiness.clone();
     let ready_store = store.clone();
+    let listed = Arc::new(AtomicBool::new(false));
+    let listed_flag = listed.clone();
     let mark_ready = tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            info!("first list of PipelineGates complete; ready");
-            readiness.set_ready(true);
+        // Re-poll instead of awaiting once: the store's readiness signal keeps a single waker, and the
+        // controller's own wait for it takes that slot, so a second waiter might never be woken.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => {
+                    info!("first list of PipelineGates complete; ready");
+                    listed_flag.store(true, Ordering::Release);
+                    readiness.set_ready(true);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
 
-    controller
+    let shutdown = shutdown.shared();
+    let running = controller
         .watches(
             secrets,
             watcher::Config::default(),
             move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
         )
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(gate::reconcile, gate::error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -111,8 +139,21 @@ pub async fn run_gate_controller(
                 Err(other) => warn!(error = %other, "PipelineGate controller"),
                 Ok(_) => {}
             }
-        })
-        .await;
+        });
+    // kube-runtime holds its runner until the first list succeeds, and graceful shutdown waits for the
+    // runner; with the API server unreachable that is forever (the shutdown trap in STACK.md). So after
+    // shutdown: nothing can be in flight before the first list, stop at once; otherwise give in-flight
+    // reconciles a bounded time to finish.
+    let deadline = async {
+        shutdown.clone().await;
+        if listed.load(Ordering::Acquire) {
+            tokio::time::sleep(IN_FLIGHT_GRACE).await;
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = deadline => warn!("reconciles still running after shutdown; abandoning them"),
+    }
     mark_ready.abort();
     info!("PipelineGate controller stopped");
 }

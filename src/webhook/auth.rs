@@ -139,6 +139,28 @@ impl WebhookAuth {
         Self::new(basic, token)
     }
 
+    /// The `lockstep run` decision, from its `--webhook-*` flags:
+    /// - credentials given → `Some(auth)` enforcing them (a half-configured method is an error);
+    /// - nothing given and `allow_unauthenticated` → `Some(open)`, accepting every delivery;
+    /// - nothing given → `None`: do not start the receiver (polling only). The secure default: an
+    ///   endpoint that would let anyone trigger reconciles is never opened by accident.
+    pub fn from_flags(
+        username: Option<&str>,
+        password_file: Option<&Path>,
+        token_file: Option<&Path>,
+        token_header: Option<&str>,
+        allow_unauthenticated: bool,
+    ) -> Result<Option<Self>, AuthConfigError> {
+        match Self::from_files(username, password_file, token_file, token_header) {
+            Ok(auth) => Ok(Some(auth)),
+            Err(AuthConfigError::NothingConfigured) if allow_unauthenticated => {
+                Ok(Some(Self::allow_unauthenticated()))
+            }
+            Err(AuthConfigError::NothingConfigured) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Accept every delivery. Only for setups that protect the endpoint otherwise (a private network, an
     /// authenticating ingress); the caller should say so loudly in the log.
     pub fn allow_unauthenticated() -> Self {
@@ -371,6 +393,30 @@ mod tests {
         let open = WebhookAuth::allow_unauthenticated();
         assert!(!open.is_enforced());
         assert_eq!(open.check(&HeaderMap::new()), Ok(()));
+    }
+
+    #[test]
+    fn flags_decide_whether_the_receiver_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "t0k\n").unwrap();
+
+        assert!(WebhookAuth::from_flags(None, None, None, None, false)
+            .unwrap()
+            .is_none());
+        let open = WebhookAuth::from_flags(None, None, None, None, true)
+            .unwrap()
+            .unwrap();
+        assert!(!open.is_enforced());
+        // Credentials win over the opt-out: they are enforced.
+        let auth = WebhookAuth::from_flags(None, None, Some(&tok), Some("X-Lockstep-Token"), true)
+            .unwrap()
+            .unwrap();
+        assert!(auth.is_enforced());
+        assert!(matches!(
+            WebhookAuth::from_flags(Some("ado"), None, None, None, true),
+            Err(AuthConfigError::IncompleteBasic)
+        ));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::auth::WebhookAuth;
 use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
 use super::metrics::WebhookMetrics;
-use super::payload::{parse_event, EventKind, PayloadError};
+use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
 use crate::crd::{PipelineGate, ServiceTrace};
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
@@ -52,6 +52,9 @@ pub struct WebhookConfig {
     /// Concurrent patches per delivery.
     pub patch_concurrency: usize,
     pub dedup_capacity: usize,
+    /// How long a sender may take to deliver the body; a stalled upload is answered 408, which Azure
+    /// DevOps retries.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -61,6 +64,7 @@ impl Default for WebhookConfig {
             patch_timeout: Duration::from_secs(5),
             patch_concurrency: 16,
             dedup_capacity: super::dedup::DEFAULT_CAPACITY,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -187,65 +191,9 @@ pub async fn serve(
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
     let s = &state.shared;
-
-    if let Err(failure) = s.auth.check(&headers) {
-        s.metrics.record_rejection(failure.as_label());
-        tracing::debug!(
-            reason = failure.as_label(),
-            "webhook delivery refused: authentication"
-        );
-        let mut resp = reply(
-            StatusCode::UNAUTHORIZED,
-            "rejected",
-            "missing or wrong credentials",
-        );
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(r#"Basic realm="lockstep""#),
-        );
-        return resp;
-    }
-
-    if !is_json(&headers) {
-        s.metrics.record_rejection("unsupported_media_type");
-        return reply(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "rejected",
-            "Content-Type must be application/json",
-        );
-    }
-
-    let bytes = match read_limited(body, s.config.body_limit).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            s.metrics.record_rejection("payload_too_large");
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "rejected",
-                "body exceeds 2 MiB",
-            );
-        }
-        Err(BodyError::Unreadable) => {
-            s.metrics.record_rejection("unreadable_body");
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "rejected",
-                "the request body could not be read",
-            );
-        }
-    };
-
-    let event = match parse_event(&bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            s.metrics.record_rejection("malformed_payload");
-            let reason = match &e {
-                PayloadError::Malformed(_) => "malformed or truncated JSON",
-                PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
-            };
-            tracing::debug!(error = %e, "webhook delivery refused: payload");
-            return reply(StatusCode::BAD_REQUEST, "rejected", reason);
-        }
+    let event = match admit(s, &headers, body).await {
+        Ok(event) => event,
+        Err(refusal) => return refusal,
     };
     let label = event.kind.as_label();
 
@@ -340,6 +288,69 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
     }
 }
 
+/// Authentication, content type, body and JSON, in that order: everything that refuses a delivery
+/// with a 4xx before anything else happens.
+async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
+    if let Err(failure) = s.auth.check(headers) {
+        s.metrics.record_rejection(failure.as_label());
+        tracing::debug!(
+            reason = failure.as_label(),
+            "webhook delivery refused: authentication"
+        );
+        let mut resp = reply(
+            StatusCode::UNAUTHORIZED,
+            "rejected",
+            "missing or wrong credentials",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="lockstep""#),
+        );
+        return Err(resp);
+    }
+    if !is_json(headers) {
+        s.metrics.record_rejection("unsupported_media_type");
+        return Err(reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "rejected",
+            "Content-Type must be application/json",
+        ));
+    }
+    let bytes = match read_limited(body, s.config.body_limit, s.config.body_read_timeout).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            s.metrics.record_rejection("payload_too_large");
+            let reason = format!("the body exceeds {} bytes", s.config.body_limit);
+            return Err(reply(StatusCode::PAYLOAD_TOO_LARGE, "rejected", &reason));
+        }
+        Err(BodyError::TimedOut) => {
+            s.metrics.record_rejection("body_timeout");
+            return Err(reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "rejected",
+                "the request body arrived too slowly",
+            ));
+        }
+        Err(BodyError::Unreadable) => {
+            s.metrics.record_rejection("unreadable_body");
+            return Err(reply(
+                StatusCode::BAD_REQUEST,
+                "rejected",
+                "the request body could not be read",
+            ));
+        }
+    };
+    parse_event(&bytes).map_err(|e| {
+        s.metrics.record_rejection("malformed_payload");
+        tracing::debug!(error = %e, "webhook delivery refused: payload");
+        let reason = match &e {
+            PayloadError::Malformed(_) => "malformed or truncated JSON",
+            PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
+        };
+        reply(StatusCode::BAD_REQUEST, "rejected", reason)
+    })
+}
+
 async fn annotate_all<K>(
     s: &Shared,
     objects: &[ObjectRef<K>],
@@ -406,14 +417,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 enum BodyError {
     TooLarge,
+    TimedOut,
     Unreadable,
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(_) => Err(BodyError::Unreadable),
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, BodyError> {
+    match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+        Err(_) => Err(BodyError::TimedOut),
     }
 }
 
@@ -946,6 +963,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn stalled_body_upload_is_408_and_changes_nothing() {
+        let h = harness_with(WebhookConfig {
+            body_read_timeout: Duration::from_millis(100),
+            ..WebhookConfig::default()
+        });
+        let before = versions(&h);
+        // A body that sends one chunk and then never finishes.
+        let first = futures::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"eventType\""))
+        });
+        let stalled = first.chain(futures::stream::pending());
+        let req = http::Request::post(HOOK_PATH)
+            .header(header::AUTHORIZATION, basic("ado", PASSWORD))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(stalled))
+            .unwrap();
+        let resp = router(h.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(versions(&h), before);
     }
 
     #[tokio::test]

@@ -130,6 +130,44 @@ async fn discovery_lists_crds_and_builtins_with_scope_and_subresources() {
 }
 
 #[tokio::test]
+async fn aggregated_discovery_matches_legacy_discovery() {
+    let (_emu, client) = emulator().await;
+    let aggregated = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    let legacy = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("legacy discovery");
+    let gvk = GroupVersionKind::gvk("lockstep.dev", "v1alpha1", "PipelineGate");
+    let (ar, caps) = aggregated
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in aggregated discovery");
+    let (legacy_ar, legacy_caps) = legacy
+        .resolve_gvk(&gvk)
+        .expect("PipelineGate in legacy discovery");
+    assert_eq!(ar, legacy_ar);
+    assert_eq!(caps.scope, legacy_caps.scope);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(sub, _)| sub.plural.ends_with("status")),
+        "{:?}",
+        caps.subresources
+    );
+    let names = |d: &Discovery| {
+        d.groups()
+            .map(|g| g.name().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&aggregated), names(&legacy));
+    assert!(aggregated
+        .resolve_gvk(&GroupVersionKind::gvk("", "v1", "Secret"))
+        .is_some());
+}
+
+#[tokio::test]
 async fn create_sets_server_fields_and_rejects_duplicates_and_missing_namespaces() {
     let (_emu, client) = emulator().await;
     let api = gates(&client, "default");
@@ -241,6 +279,19 @@ async fn update_uses_optimistic_concurrency_and_generation_tracks_spec_only() {
             .expect_err("no resourceVersion"),
     );
     assert_eq!(refused.code, 422);
+
+    // Labels are validated on every kind.
+    let bad_label = api_status(
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "not valid!"}}})),
+        )
+        .await
+        .expect_err("invalid label value"),
+    );
+    assert_eq!(bad_label.code, 422);
+    assert!(bad_label.message.starts_with("PipelineGate.lockstep.dev \"a\" is invalid: metadata.labels: Invalid value: \"not valid!\": a valid label must be"), "{}", bad_label.message);
 
     // Metadata-only changes do not move generation.
     let labelled = api
@@ -910,4 +961,112 @@ async fn the_written_kubeconfig_works_for_kube_config_loading() {
         .filter_map(|n| n.metadata.name)
         .collect();
     assert_eq!(names, vec!["default", "kube-system"]);
+}
+
+#[tokio::test]
+async fn flux_and_argo_test_crds_accept_the_status_servicetrace_reads() {
+    let (_emu, client) = emulator().await;
+    let ks_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+        "kustomizations",
+    );
+    let kustomizations: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ks_resource);
+    let ks: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": "orders"},
+        "spec": {"interval": "5m", "prune": true, "path": "./deploy", "sourceRef": {"kind": "GitRepository", "name": "orders"}, "targetNamespace": "orders"}
+    }))
+    .expect("kustomization");
+    let created = kustomizations
+        .create(&PostParams::default(), &ks)
+        .await
+        .expect("create kustomization");
+    assert_eq!(
+        created.data["spec"]["targetNamespace"], "orders",
+        "preserve-unknown-fields keeps upstream fields"
+    );
+    let with_status = kustomizations
+        .patch_status("orders", &PatchParams::default(), &Patch::Merge(json!({"status": {"lastAppliedRevision": "main@sha1:0123456789abcdef0123456789abcdef01234567", "observedGeneration": 1}})))
+        .await
+        .expect("status");
+    assert_eq!(
+        with_status.data["status"]["lastAppliedRevision"],
+        "main@sha1:0123456789abcdef0123456789abcdef01234567"
+    );
+    let bad_source = json!({"spec": {"sourceRef": {"kind": "HelmRepository"}}});
+    let invalid = api_status(
+        kustomizations
+            .patch("orders", &PatchParams::default(), &Patch::Merge(bad_source))
+            .await
+            .expect_err("enum"),
+    );
+    assert!(
+        invalid
+            .message
+            .contains("spec.sourceRef.kind: Unsupported value: \"HelmRepository\""),
+        "{}",
+        invalid.message
+    );
+
+    let app_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
+        "applications",
+    );
+    let apps: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &app_resource);
+    let app: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "orders"},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "orders"}, "source": {"repoURL": "https://dev.azure.com/contoso/Shop/_git/orders-manifests", "path": ".", "targetRevision": "main"}}
+    }))
+    .expect("application");
+    apps.create(&PostParams::default(), &app)
+        .await
+        .expect("create application");
+    // Argo CD's Application has no status subresource: status is written through the main endpoint and,
+    // being part of the object, moves generation like any other non-metadata change.
+    let synced = apps
+        .patch("orders", &PatchParams::default(), &Patch::Merge(json!({"status": {"sync": {"status": "Synced", "revision": "0123456789abcdef0123456789abcdef01234567"}, "health": {"status": "Healthy"}}})))
+        .await
+        .expect("status via main endpoint");
+    assert_eq!(
+        synced.data["status"]["sync"]["revision"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(synced.metadata.generation, Some(2));
+    let no_status_endpoint = apps
+        .patch_status(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {}})),
+        )
+        .await
+        .expect_err("no /status");
+    assert_eq!(api_status(no_status_endpoint).code, 404);
+}
+
+#[tokio::test]
+async fn delete_collection_removes_matching_objects() {
+    let (_emu, client) = emulator().await;
+    let api = gates(&client, "default");
+    for (name, team) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut g = gate(name, 1);
+        g.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        api.create(&PostParams::default(), &g)
+            .await
+            .expect("create");
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("team=x"),
+    )
+    .await
+    .expect("delete collection");
+    let left: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(left, vec!["c"]);
 }

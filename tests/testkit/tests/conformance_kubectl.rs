@@ -509,3 +509,74 @@ async fn kubectl_describe_lists_events_published_through_events_k8s_io() {
         "{described}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_create_namespace_secret_and_configmap_like_the_examples() {
+    let emu = bare().await;
+    let Some(k) = Kubectl::new(&emu) else { return };
+    assert!(k
+        .ok(&["create", "namespace", "orders"], None)
+        .contains("namespace/orders created"));
+    let out = k.ok(
+        &[
+            "-n",
+            "orders",
+            "create",
+            "secret",
+            "generic",
+            "ado-pat",
+            "--from-literal=token=my-pat",
+        ],
+        None,
+    );
+    assert!(out.contains("secret/ado-pat created"), "{out}");
+    let token = k.ok(
+        &[
+            "-n",
+            "orders",
+            "get",
+            "secret",
+            "ado-pat",
+            "-o",
+            "jsonpath={.data.token} {.type}",
+        ],
+        None,
+    );
+    assert_eq!(token, "bXktcGF0 Opaque");
+    k.ok(
+        &[
+            "-n",
+            "orders",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+        ],
+        None,
+    );
+    assert_eq!(
+        k.ok(
+            &[
+                "-n",
+                "orders",
+                "get",
+                "configmap",
+                "settings",
+                "-o",
+                "jsonpath={.data.mode}"
+            ],
+            None
+        ),
+        "fast"
+    );
+    let dup = k.run(&["create", "namespace", "orders"], None);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("namespaces \"orders\" already exists"));
+    let listed = k.ok(&["get", "namespaces"], None);
+    let names: Vec<&str> = listed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, vec!["default", "kube-system", "orders"], "{listed}");
+}

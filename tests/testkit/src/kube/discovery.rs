@@ -223,3 +223,68 @@ pub(crate) fn openapi_v3_group_version(registry: &[ResourceType], path: &str) ->
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0"}, "paths": paths, "components": {"schemas": schemas}}),
     )
 }
+
+/// The content type of aggregated discovery (apidiscovery.k8s.io/v2, GA since Kubernetes 1.30).
+pub(crate) const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery v2 (as kubectl and kube's `run_aggregated` do).
+pub(crate) fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|m| {
+        m.contains("g=apidiscovery.k8s.io")
+            && m.contains("v=v2")
+            && !m.contains("v=v2beta1")
+            && m.contains("as=APIGroupDiscoveryList")
+    })
+}
+
+fn aggregated_resource(rt: &ResourceType) -> Value {
+    let kind = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+    let mut r = json!({
+        "resource": rt.plural,
+        "responseKind": kind,
+        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": rt.singular,
+        "verbs": ResourceType::verbs(),
+    });
+    if !rt.short_names.is_empty() {
+        r["shortNames"] = json!(rt.short_names);
+    }
+    if !rt.categories.is_empty() {
+        r["categories"] = json!(rt.categories);
+    }
+    if rt.status_subresource {
+        r["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+    }
+    r
+}
+
+/// `/api` (core) or `/apis` (named groups) as an APIGroupDiscoveryList.
+pub(crate) fn aggregated(registry: &[ResourceType], core: bool) -> Value {
+    let mut items = Vec::new();
+    let names: Vec<(String, Vec<String>)> = if core {
+        vec![(String::new(), vec!["v1".to_string()])]
+    } else {
+        groups(registry)
+    };
+    for (g, versions) in names {
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let resources: Vec<Value> = registry
+                    .iter()
+                    .filter(|r| r.group == g && &r.version == v)
+                    .map(aggregated_resource)
+                    .collect();
+                json!({"version": v, "resources": resources, "freshness": "Current"})
+            })
+            .collect();
+        let metadata = if g.is_empty() {
+            json!({"creationTimestamp": null})
+        } else {
+            json!({"name": g, "creationTimestamp": null})
+        };
+        items.push(json!({"metadata": metadata, "versions": vs}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}

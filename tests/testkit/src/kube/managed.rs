@@ -526,8 +526,13 @@ pub(crate) fn apply(
 ) -> Result<ApplyOutcome, Vec<Conflict>> {
     let applied_set = field_set(applied, schema);
     let mut conflicts = Vec::new();
+    // Managers are identified by name, operation and subresource, as in structured-merge-diff: fields the
+    // same name changed by a non-apply write can conflict with its own apply.
+    let is_me = |e: &Entry| {
+        e.manager == manager && e.operation == "Apply" && e.subresource.as_deref() == subresource
+    };
     for e in entries.iter() {
-        if e.manager == manager && e.subresource.as_deref() == subresource {
+        if is_me(e) {
             continue;
         }
         for p in e.fields.intersection(&applied_set) {
@@ -550,7 +555,7 @@ pub(crate) fn apply(
     }
     let conflicting: FieldSet = conflicts.iter().map(|c| c.path.clone()).collect();
     for e in entries.iter_mut() {
-        if e.manager != manager || e.subresource.as_deref() != subresource {
+        if !is_me(e) {
             e.fields.retain(|p| !conflicting.contains(p));
         }
     }
@@ -758,6 +763,41 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn a_managers_own_update_entry_conflicts_with_its_apply() {
+        let s = schema();
+        let live = json!({"metadata": {"name": "a"}, "spec": {"replicas": 1}});
+        let all = field_set(&live, Some(&s));
+        let mut entries = Vec::new();
+        record_update(&mut entries, "m", None, "x/v1", "t", &all, &all);
+        let err = apply(
+            &live,
+            &json!({"spec": {"replicas": 2}}),
+            Some(&s),
+            entries.clone(),
+            "m",
+            None,
+            "x/v1",
+            "t",
+            false,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err[0].manager, "m");
+        assert!(apply(
+            &live,
+            &json!({"spec": {"replicas": 2}}),
+            Some(&s),
+            entries,
+            "m",
+            None,
+            "x/v1",
+            "t",
+            true
+        )
+        .is_ok());
     }
 
     #[test]

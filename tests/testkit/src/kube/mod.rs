@@ -1,17 +1,34 @@
 //! An in-process Kubernetes API server for tests, strict enough that what passes against it passes against
-//! a real apiserver: discovery, CRUD with optimistic concurrency, server-side apply with managedFields,
-//! status subresources, finalizers, watches with bookmarks and 410 Expired, CRD schema validation and
-//! pruning, server-side printing (Tables) and fault injection. Works unchanged with `kube::Client` and
-//! `kubectl` through the kubeconfig it writes.
+//! a real apiserver: discovery (legacy and aggregated v2, OpenAPI v3 for kubectl), CRUD with optimistic
+//! concurrency, server-side apply with managedFields and conflicts, status subresources, finalizers,
+//! namespace termination, watches with bookmarks and `410 Expired`, CRD schema validation, pruning,
+//! defaulting and CEL rules, server-side printing (Tables), and fault injection. Works unchanged with
+//! `kube::Client` and `kubectl` through the kubeconfig it writes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+//! let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir("crds")).await?;
+//! let client = emu.client().await; // a kube::Client, default namespace "default"
+//! emu.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"))?; // for kubectl / the operator binary
+//! emu.faults().fail_next(1, 500); // the next request gets a 500 Status
+//! emu.faults().expire_watch_window(); // resuming watches get 410 Expired and must relist
+//! let patches = emu.requests().iter().filter(|r| r.method == "PATCH").count();
+//! # let _ = (client, patches); Ok(()) }
+//! ```
 //!
 //! The server runs on its own thread and runtime, so tests may block (e.g. run `kubectl` with
-//! `std::process::Command`) without starving it.
+//! `std::process::Command`) without starving it. Deliberate differences from a cluster: no controllers
+//! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC,
+//! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
+//! newer than the server's starts streaming instead of waiting.
 
 mod cel;
 mod discovery;
 mod events;
 mod managed;
 mod patch;
+mod protobuf;
 mod resources;
 mod schema;
 mod selectors;

@@ -305,8 +305,18 @@ fn regex_cached(pattern: &str) -> Option<regex::Regex> {
         .clone()
 }
 
+/// The date-time formats the apiserver's OpenAPI validation (go-openapi strfmt) accepts: RFC 3339 with or
+/// without fractional seconds, offsets with or without a colon, and local times without an offset.
 fn is_date_time(s: &str) -> bool {
-    s.parse::<jiff::Timestamp>().is_ok()
+    static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$",
+        )
+        .ok()
+    })
+    .as_ref()
+    .is_some_and(|re| re.is_match(s))
 }
 
 fn type_matches(v: &Value, s: &Value) -> bool {

@@ -35,7 +35,7 @@ fn split_top_level(s: &str) -> Vec<&str> {
     parts
 }
 
-fn valid_label_key(k: &str) -> bool {
+pub(crate) fn valid_label_key(k: &str) -> bool {
     let (prefix, name) = match k.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
@@ -56,7 +56,7 @@ fn valid_label_key(k: &str) -> bool {
     name_ok && prefix_ok
 }
 
-fn valid_label_value(v: &str) -> bool {
+pub(crate) fn valid_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
             && v.chars()

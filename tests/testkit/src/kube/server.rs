@@ -102,6 +102,15 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
     response
 }
 
+fn aggregated_response(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, discovery::AGGREGATED_CONTENT_TYPE)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut resp = (
         code,
@@ -302,6 +311,11 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
     let params: Params = Query::<Params>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let aggregated = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(discovery::wants_aggregated);
     let Some(route) = route(parts.uri.path()) else {
         return Err(ApiError::path_not_found());
     };
@@ -318,6 +332,18 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
         Route::OpenApiGroupVersion(p) => {
             return discovery::openapi_v3_group_version(&lock(&shared.store).registry, &p)
                 .map_or(Err(ApiError::path_not_found()), ok)
+        }
+        Route::CoreVersions if aggregated => {
+            return Ok(aggregated_response(discovery::aggregated(
+                &lock(&shared.store).registry,
+                true,
+            )))
+        }
+        Route::Groups if aggregated => {
+            return Ok(aggregated_response(discovery::aggregated(
+                &lock(&shared.store).registry,
+                false,
+            )))
         }
         Route::CoreVersions => return ok(discovery::core_versions(&shared.server_address)),
         Route::Groups => return ok(discovery::group_list(&lock(&shared.store).registry)),
@@ -431,9 +457,13 @@ fn parse_body(content_type: &str, bytes: &Bytes) -> Result<Value, ApiError> {
             .map_err(|e| {
                 ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
             }),
+        super::protobuf::MEDIA_TYPE => {
+            super::protobuf::decode(bytes).map_err(ApiError::bad_request)
+        }
         _ => Err(ApiError::unsupported_media_type(&[
             "application/json",
             "application/yaml",
+            super::protobuf::MEDIA_TYPE,
         ])),
     }
 }
@@ -774,15 +804,18 @@ async fn stream_watch(
     );
     let mut last_rv = start_rv;
     loop {
+        // Biased: a drop requested before a change was committed wins over delivering that change, so
+        // `Faults::drop_watches` followed by a write reliably makes clients resume from before the write.
         let frame = tokio::select! {
+            biased;
+            _ = drop_rx.changed() => return,
+            _ = tx.closed() => return,
             _ = &mut deadline => {
                 if bookmarks {
                     let _ = tx.send(Ok(watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)))).await;
                 }
                 return;
             }
-            _ = drop_rx.changed() => return,
-            _ = tx.closed() => return,
             _ = ticker.tick(), if bookmarks => watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)),
             msg = rx.recv() => match msg {
                 Ok(change) => {

@@ -438,6 +438,7 @@ impl Store {
                 Err(schema::AdmitError::Strict(msg)) => return Err(ApiError::bad_request(msg)),
             }
         }
+        causes.extend(metadata_causes(obj));
         if rt.kind == "Event" {
             causes.extend(event_causes(rt, obj));
         }
@@ -1236,6 +1237,62 @@ fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
                 reason: "FieldValueInvalid",
                 message: format!("Invalid value: \"{ns}\": does not match event.namespace"),
                 field: format!("{regarding}.namespace"),
+            });
+        }
+    }
+    causes
+}
+
+const LABEL_KEY_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+/// The apiserver's limit on the total size of annotations.
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// ObjectMeta validation every kind gets: label keys and values, annotation keys and total size.
+fn metadata_causes(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let m = meta(obj);
+    for (field, check_values) in [("labels", true), ("annotations", false)] {
+        let Some(map) = m.get(field) else { continue };
+        let Some(map) = map.as_object() else {
+            causes.push(Cause {
+                reason: "FieldValueTypeInvalid",
+                message: "Invalid value: must be a map of strings".into(),
+                field: format!("metadata.{field}"),
+            });
+            continue;
+        };
+        let mut total = 0;
+        for (k, v) in map {
+            if !super::selectors::valid_label_key(k) {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{k}\": {LABEL_KEY_MSG}"),
+                    field: format!("metadata.{field}"),
+                });
+            }
+            let Some(v) = v.as_str() else {
+                causes.push(Cause {
+                    reason: "FieldValueTypeInvalid",
+                    message: format!("Invalid value: {v}: must be a string"),
+                    field: format!("metadata.{field}.{k}"),
+                });
+                continue;
+            };
+            total += k.len() + v.len();
+            if check_values && !super::selectors::valid_label_value(v) {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{v}\": {LABEL_VALUE_MSG}"),
+                    field: format!("metadata.{field}"),
+                });
+            }
+        }
+        if !check_values && total > MAX_ANNOTATIONS_BYTES {
+            causes.push(Cause {
+                reason: "FieldValueTooLong",
+                message: format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+                field: "metadata.annotations".into(),
             });
         }
     }
