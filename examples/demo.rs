@@ -73,6 +73,8 @@ enum DemoError {
     NeverQuiet,
     #[error("the webhook receiver answered the service hook with HTTP {0} instead of 202")]
     HookRejected(u16),
+    #[error("the service hook could not be delivered to {url} ({detail}); is lockstep's webhook receiver running? Rerun with RUST_LOG=info")]
+    HookUndelivered { url: String, detail: String },
     #[error("the controller stopped before the demo finished: {0}")]
     ControllerStopped(String),
     #[error("the watch on the gate ended unexpectedly")]
@@ -187,8 +189,8 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
     let password_file = dir.join("webhook-password");
     std::fs::write(&password_file, HOOK_PASSWORD)
         .map_err(|e| start_err("the webhook password file")(e.to_string()))?;
-    let webhook_addr = free_loopback_addr()
-        .map_err(|e| start_err("a webhook port")(e.to_string()))?;
+    let webhook_addr =
+        free_loopback_addr().map_err(|e| start_err("a webhook port")(e.to_string()))?;
     let webhook_url = format!("http://{webhook_addr}{}", lockstep::webhook::HOOK_PATH);
     let flags = ControllerFlags::try_parse_from([
         "lockstep run",
@@ -303,6 +305,7 @@ impl Example {
             .map_err(|e| DemoError::Example(format!("it is not valid YAML ({e})")))?;
         let mut secret: Option<Secret> = None;
         let mut gate: Option<PipelineGate> = None;
+        let mut original_interval = "(default)".to_string();
         for doc in docs.into_iter().filter(|d| !d.is_null()) {
             match doc.get("kind").and_then(|k| k.as_str()) {
                 Some("Secret") => {
@@ -311,6 +314,10 @@ impl Example {
                     })?)
                 }
                 Some("PipelineGate") => {
+                    // As written (1m), not as kube's Duration prints it back (60s).
+                    if let Some(interval) = doc.pointer("/spec/interval").and_then(|i| i.as_str()) {
+                        original_interval = interval.to_string();
+                    }
                     gate = Some(serde_json::from_value(doc).map_err(|e| {
                         DemoError::Example(format!("its PipelineGate does not parse ({e})"))
                     })?)
@@ -336,11 +343,6 @@ impl Example {
             DEMO_PAT.to_string(),
         )]));
         let original_org_url = gate.spec.azure_devops.organization_url.clone();
-        let original_interval = gate
-            .spec
-            .interval
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "(default)".into());
         gate.spec.interval = Some(
             IDLE_INTERVAL
                 .parse()
@@ -566,7 +568,10 @@ impl Scenario<'_> {
                 &HookDelivery::to(self.webhook_url).basic_auth(HOOK_USER, HOOK_PASSWORD),
             )
             .await
-            .map_err(|e| start_err("the service-hook delivery")(e.to_string()))?;
+            .map_err(|e| DemoError::HookUndelivered {
+                url: self.webhook_url.to_string(),
+                detail: e.to_string(),
+            })?;
         if outcome.status != 202 {
             return Err(DemoError::HookRejected(outcome.status));
         }
@@ -670,43 +675,55 @@ impl Scenario<'_> {
         Err(DemoError::NeverQuiet)
     }
 
-    /// The gate's Events, as the Events section of `kubectl describe` shows them.
+    /// The gate's Events, as the Events section of `kubectl describe` shows them. The controller
+    /// publishes an Event right after it writes the status, so the last one may trail the last row.
     async fn print_events(&self, gate_name: &str) -> Result<(), DemoError> {
         let events: Api<KubeEvent> = Api::namespaced(self.client.clone(), &self.example.namespace);
-        let mut list: Vec<KubeEvent> = events
-            .list(&ListParams::default())
-            .await
-            .map_err(kube_err("listing Events"))?
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.regarding.as_ref().is_some_and(|r| {
-                    r.kind.as_deref() == Some("PipelineGate")
-                        && r.name.as_deref() == Some(gate_name)
+        let deadline = Instant::now() + EVENTS_DEADLINE;
+        let list = loop {
+            let mut list: Vec<KubeEvent> = events
+                .list(&ListParams::default())
+                .await
+                .map_err(kube_err("listing Events"))?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("PipelineGate")
+                            && r.name.as_deref() == Some(gate_name)
+                    })
                 })
-            })
-            .collect();
-        list.sort_by_key(event_time);
+                .collect();
+            list.sort_by_key(first_seen);
+            let opened = list
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(OPENED_EVENT));
+            if opened || Instant::now() >= deadline {
+                break list;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         println!();
         println!(
-            "Events of pipelinegate/{gate_name} (kubectl -n {} describe pipelinegate {gate_name}):",
+            "Events of pipelinegate/{gate_name}, as `kubectl -n {} describe pipelinegate {gate_name}` shows them:",
             self.example.namespace
         );
-        println!("  {:<9}{:<14}{:<6}{:<10}Message", "Type", "Reason", "Age", "From");
-        println!("  {:<9}{:<14}{:<6}{:<10}-------", "----", "------", "---", "----");
-        let now = jiff::Timestamp::now().as_second();
-        for e in &list {
-            let age = event_time(e)
-                .map(|t| human_age(now - t.as_second()))
-                .unwrap_or_default();
-            println!(
-                "  {:<9}{:<14}{:<6}{:<10}{}",
-                e.type_.as_deref().unwrap_or(""),
-                e.reason.as_deref().unwrap_or(""),
-                age,
-                e.reporting_controller.as_deref().unwrap_or(""),
-                e.note.as_deref().unwrap_or("")
-            );
+        let now = jiff::Timestamp::now();
+        let mut table = vec![
+            ["Type", "Reason", "Age", "From", "Message"].map(String::from),
+            ["----", "------", "----", "----", "-------"].map(String::from),
+        ];
+        table.extend(list.iter().map(|e| {
+            [
+                e.type_.clone().unwrap_or_default(),
+                e.reason.clone().unwrap_or_default(),
+                event_age(e, now),
+                e.reporting_controller.clone().unwrap_or_default(),
+                e.note.clone().unwrap_or_default(),
+            ]
+        }));
+        for line in aligned(&table) {
+            println!("  {line}");
         }
         if list.is_empty() {
             println!("  <none>");
@@ -715,19 +732,60 @@ impl Scenario<'_> {
     }
 }
 
-const REASON_QUEUED: &str = "RunQueued";
-const REASON_IN_PROGRESS: &str = "RunInProgress";
-const REASON_FAILED: &str = "RunFailed";
-const REASON_SUCCEEDED: &str = "Succeeded";
-const POLLED: &str = "polled (every 1s while a run is in flight)";
+/// How long the demo waits for the controller's last Event after the gate opened.
+const EVENTS_DEADLINE: Duration = Duration::from_secs(10);
+const OPENED_EVENT: &str = "GateOpened";
 
-fn event_time(e: &KubeEvent) -> Option<jiff::Timestamp> {
+fn first_seen(e: &KubeEvent) -> Option<jiff::Timestamp> {
     e.event_time
         .as_ref()
         .map(|t| t.0)
         .or_else(|| e.deprecated_first_timestamp.as_ref().map(|t| t.0))
         .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
+
+/// kubectl's Age cell: `4s`, or `4s (x3 over 9s)` for an Event series.
+fn event_age(e: &KubeEvent, now: jiff::Timestamp) -> String {
+    let age = |t: jiff::Timestamp| human_age(now.as_second() - t.as_second());
+    let first = first_seen(e).map(age).unwrap_or_default();
+    match &e.series {
+        Some(series) if series.count > 1 => format!(
+            "{} (x{} over {first})",
+            age(series.last_observed_time.0),
+            series.count
+        ),
+        _ => first,
+    }
+}
+
+/// Columns padded to their widest cell plus two spaces, like kubectl's tabwriter.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == N {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}", width = widths[i] + 2));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+const REASON_QUEUED: &str = "RunQueued";
+const REASON_IN_PROGRESS: &str = "RunInProgress";
+const REASON_FAILED: &str = "RunFailed";
+const REASON_SUCCEEDED: &str = "Succeeded";
+const POLLED: &str = "polled (every 1s while a run is in flight)";
 
 /// Waits for a row that satisfies `wanted`, up to [`TRANSITION_DEADLINE`].
 async fn await_row(
