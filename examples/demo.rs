@@ -127,7 +127,14 @@ fn main() -> ExitCode {
     };
     // `lockstep run` finds its cluster through KUBECONFIG and its log level through RUST_LOG. Both are set
     // here, before the runtime starts any thread; the file itself is written once the emulator listens.
+    // The demo never touches the user's cluster, and LOCKSTEP_* settings from their shell (leader election,
+    // a namespace, ...) do not leak into the demo's controller.
     std::env::set_var("KUBECONFIG", dir.path().join("kubeconfig"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LOCKSTEP_") {
+            std::env::remove_var(name);
+        }
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         // Warnings and errors only, on stderr: the table on stdout stays readable.
         std::env::set_var("RUST_LOG", "warn");
@@ -212,7 +219,10 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
     .map_err(|e| start_err("the controller")(e.to_string()))?;
 
     println!("lockstep demo: the real controller against an in-process Kubernetes API and a simulated Azure DevOps");
-    println!("  kubeconfig      {}", kubeconfig.display());
+    println!(
+        "  kubeconfig      {}   (`cargo run --example demo -- --hold` keeps it up)",
+        kubeconfig.display()
+    );
     println!(
         "  try meanwhile   KUBECONFIG={} kubectl -n {} get pipelinegates -w",
         kubeconfig.display(),
@@ -230,7 +240,7 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
         example.namespace
     );
     println!(
-        "  controller logs stderr, level {}",
+        "  controller logs on stderr, RUST_LOG={}",
         std::env::var("RUST_LOG").unwrap_or_default()
     );
     println!();
