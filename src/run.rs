@@ -191,7 +191,7 @@ async fn start_webhook(
         index.clone(),
     ));
     let metrics = WebhookMetrics::new();
-    metrics.register(registry);
+    metrics.register(registry.sub_registry_with_prefix("lockstep"));
     let state = WebhookState::new(client.clone(), index.clone(), auth, metrics.clone());
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;

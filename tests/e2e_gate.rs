@@ -786,9 +786,13 @@ async fn leader_election_one_reconciles_and_a_standby_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "standby took over {:?} after the leader was killed (lease 6s)",
-        killed.elapsed()
+    let handover = killed.elapsed();
+    eprintln!("standby took over {handover:?} after the leader was killed (lease 6s)");
+    // The Lease expires at most 6s after the kill; the standby notices on its next check. The bound is
+    // loose for a loaded machine but still fails a standby that never takes over on expiry.
+    assert!(
+        handover < Duration::from_secs(20),
+        "handover took {handover:?}"
     );
 
     // The new leader reconciles: a failed run now blocks the gate.
@@ -922,6 +926,16 @@ async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
         "--timeout=60s",
     ])
     .await;
+    let metrics = reqwest::get(format!("{}/metrics", lockstep.metrics_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lockstep_webhook_events_total{"),
+        "webhook metrics are served with the lockstep_ prefix:\n{metrics}"
+    );
     assert!(
         !lockstep.log_text().contains(hook_token),
         "the webhook token appears in the logs"
