@@ -455,6 +455,55 @@ async fn server_side_apply_tracks_managers_conflicts_and_force() {
         vec![(Some("alice".to_string()), Some("Apply".to_string()))]
     );
 
+    // Re-applying the same configuration is a no-op: no new resourceVersion.
+    let again = api
+        .patch("a", &PatchParams::apply("alice"), &Patch::Apply(&desired))
+        .await
+        .expect("re-apply");
+    assert_eq!(
+        again.metadata.resource_version,
+        applied.metadata.resource_version
+    );
+    // A second manager applying identical values shares ownership, which is recorded.
+    let shared = api
+        .patch("a", &PatchParams::apply("carol"), &Patch::Apply(&desired))
+        .await
+        .expect("shared apply");
+    assert!(shared
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some("carol")));
+    let carol_only = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate", "metadata": {"name": "a"}, "spec": {"pipeline": {"definitionId": 5, "branch": "develop"}}});
+    let shared_conflict = api_status(
+        api.patch(
+            "a",
+            &PatchParams::apply("carol"),
+            &Patch::Apply(&carol_only),
+        )
+        .await
+        .expect_err("shared field conflicts"),
+    );
+    assert!(
+        shared_conflict.message.contains("conflict with \"alice\""),
+        "{}",
+        shared_conflict.message
+    );
+    // Applying an empty configuration gives up ownership; alice's fields stay.
+    let empty = json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate", "metadata": {"name": "a"}});
+    let released = api
+        .patch("a", &PatchParams::apply("carol"), &Patch::Apply(&empty))
+        .await
+        .expect("release");
+    assert!(!released
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some("carol")));
+    assert_eq!(released.data["spec"]["pipeline"]["definitionId"], 1);
+
     // Another manager setting the same field to another value conflicts...
     desired["spec"]["pipeline"]["definitionId"] = json!(7);
     let conflict = api_status(

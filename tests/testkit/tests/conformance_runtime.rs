@@ -211,6 +211,23 @@ async fn events_published_through_events_k8s_io_show_up_as_core_events() {
     assert_eq!(ev.reporting_component.as_deref(), Some("lockstep"));
     assert!(ev.series.is_some(), "second publish recorded as a series");
 
+    // events.k8s.io limits the note to 1 KiB.
+    let long = Event {
+        type_: EventType::Warning,
+        reason: "GateBlocked".into(),
+        note: Some("x".repeat(1025)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    match recorder.publish(&long, &reference).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 422 && s.message.contains("note: Too long"),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected 422 for a 1025-byte note, got {other:?}"),
+    }
+
     // events.k8s.io requires the reporting fields.
     let v1: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),

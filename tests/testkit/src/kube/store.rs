@@ -221,7 +221,12 @@ fn comparable(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
-        m.remove("managedFields");
+        // A change of ownership is a change (it is persisted); a refreshed timestamp alone is not.
+        if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
     }
     v
 }
@@ -1224,6 +1229,28 @@ fn event_causes(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     for f in fields {
         if obj.get(*f).is_none_or(|v| v.is_null() || v == "") {
             causes.push(required(f));
+        }
+    }
+    if rt.is_events_v1() {
+        // events.k8s.io/v1 length limits (NoteLengthLimit, ReasonLengthLimit, ActionLengthLimit, ...).
+        for (f, limit) in [
+            ("note", 1024),
+            ("reason", 128),
+            ("action", 128),
+            ("reportingInstance", 128),
+            ("reportingController", 253),
+        ] {
+            if obj
+                .get(f)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.len() > limit)
+            {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong",
+                    message: format!("Too long: may not be more than {limit} bytes"),
+                    field: f.to_string(),
+                });
+            }
         }
     }
     let event_ns = meta_str(obj, "namespace").unwrap_or_default();
