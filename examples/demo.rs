@@ -858,3 +858,103 @@ fn human_age(seconds: i64) -> String {
         s => format!("{}d", s / 86400),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        for (seconds, age) in [
+            (-5, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600 - 1, "179m"),
+            (3 * 3600 + 60, "3h1m"),
+            (8 * 3600, "8h"),
+            (3 * 86400, "3d"),
+        ] {
+            assert_eq!(human_age(seconds), age, "{seconds}s");
+        }
+    }
+
+    #[test]
+    fn columns_are_padded_to_the_widest_cell() {
+        let rows = [
+            ["Type", "Reason", "Message"].map(String::from),
+            ["Warning", "GateBlocked", "Run 1 failed"].map(String::from),
+        ];
+        assert_eq!(
+            aligned(&rows),
+            [
+                "Type     Reason       Message",
+                "Warning  GateBlocked  Run 1 failed"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_is_adapted_to_the_simulator() {
+        let example = Example::parse(EXAMPLE).expect("examples/pipelinegate.yaml fits the demo");
+        assert_eq!(example.namespace, "orders");
+        let token = example
+            .secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get("token"));
+        assert_eq!(token.map(String::as_str), Some(DEMO_PAT));
+        assert!(example.secret.data.is_none());
+        assert_eq!(
+            example.gate.spec.interval.map(std::time::Duration::from),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(example.original_interval, "1m");
+        assert_eq!(example.original_org_url, "https://dev.azure.com/contoso");
+        let pipeline = example.pipeline();
+        assert_eq!(
+            (
+                pipeline.org.as_str(),
+                pipeline.project.as_str(),
+                pipeline.definition_id,
+                pipeline.branch.as_str()
+            ),
+            ("contoso", "Shop", 183, "develop")
+        );
+    }
+
+    #[test]
+    fn an_example_without_a_gate_or_a_matching_secret_is_refused() {
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: orders}\nstringData: {token: x}\n";
+        let gate = EXAMPLE
+            .split("---\n")
+            .find(|doc| doc.contains("kind: PipelineGate"))
+            .expect("the example has a gate");
+        for (yaml, complaint) in [
+            (secret.to_string(), "no PipelineGate"),
+            (format!("{secret}---\n{gate}"), "not orders/ado-pat"),
+            ("kind: [".to_string(), "not valid YAML"),
+        ] {
+            match Example::parse(&yaml) {
+                Err(DemoError::Example(message)) => {
+                    assert!(message.contains(complaint), "{message}")
+                }
+                Err(other) => panic!("wrong error for {complaint}: {other}"),
+                Ok(_) => panic!("accepted an example with {complaint}"),
+            }
+        }
+    }
+
+    #[test]
+    fn options_accept_only_hold() {
+        let parse = |args: &[&str]| Options::parse(args.iter().map(|a| a.to_string()));
+        assert!(!parse(&[]).expect("no arguments").hold);
+        assert!(parse(&["--hold"]).expect("--hold").hold);
+        assert!(parse(&["--help"]).is_err());
+        assert!(parse(&["--fast"])
+            .err()
+            .is_some_and(|e| e.contains("--fast")));
+    }
+}
