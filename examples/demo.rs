@@ -26,6 +26,7 @@ use kube::api::{ListParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use lockstep::crd::PipelineGate;
+use lockstep::pipeline_key::OrgKey;
 use lockstep::run::{RunArgs, RunError};
 use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
 use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
@@ -183,7 +184,7 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
     let simulator = AdoSimulator::start()
         .await
         .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
-    let pipeline = example.pipeline();
+    let pipeline = &example.pipeline;
     simulator.add_token(&pipeline.org, DEMO_PAT);
     simulator.add_project(&pipeline.org, &pipeline.project);
     simulator.add_definition(
@@ -304,7 +305,9 @@ struct Example {
     namespace: String,
     secret: Secret,
     gate: PipelineGate,
-    /// The example's own organization URL, before it was pointed at the simulator.
+    /// What the gate follows; the simulator is set up to serve it.
+    pipeline: Pipeline,
+    /// The example's own organization URL, before it is pointed at the simulator.
     original_org_url: String,
     original_interval: String,
 }
@@ -353,6 +356,24 @@ impl Example {
             DEMO_PAT.to_string(),
         )]));
         let original_org_url = gate.spec.azure_devops.organization_url.clone();
+        // https://dev.azure.com/contoso and https://contoso.visualstudio.com -> contoso: the simulator serves
+        // organizations in the dev.azure.com path style. A Server collection (host/collection) has no such
+        // name.
+        let org = OrgKey::from_url(&original_org_url)
+            .map(|key| key.as_str().to_string())
+            .filter(|org| !org.contains('/'))
+            .ok_or_else(|| {
+                DemoError::Example(format!(
+                    "its organizationUrl {original_org_url:?} names no Azure DevOps Services organization"
+                ))
+            })?;
+        let spec = &gate.spec;
+        let pipeline = Pipeline {
+            org,
+            project: spec.azure_devops.project.clone(),
+            definition_id: spec.pipeline.definition_id,
+            branch: spec.pipeline.branch.clone(),
+        };
         gate.spec.interval = Some(
             IDLE_INTERVAL
                 .parse()
@@ -362,27 +383,10 @@ impl Example {
             namespace,
             secret,
             gate,
+            pipeline,
             original_org_url,
             original_interval,
         })
-    }
-
-    fn pipeline(&self) -> Pipeline {
-        let spec = &self.gate.spec;
-        // https://dev.azure.com/contoso -> contoso; the simulator serves the same path style.
-        let org = self
-            .original_org_url
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("contoso")
-            .to_string();
-        Pipeline {
-            org,
-            project: spec.azure_devops.project.clone(),
-            definition_id: spec.pipeline.definition_id,
-            branch: spec.pipeline.branch.clone(),
-        }
     }
 }
 
@@ -493,7 +497,7 @@ impl Scenario<'_> {
         let example = self.example;
         let ns = &example.namespace;
         let gate_name = example.gate.name_any();
-        let pipeline = example.pipeline();
+        let pipeline = &example.pipeline;
         let sim = self.simulator;
         let gates: Api<PipelineGate> = Api::namespaced(self.client.clone(), ns);
 
@@ -658,7 +662,7 @@ impl Scenario<'_> {
             .map_err(kube_err(format!("the Secret of {EXAMPLE_PATH}")))?;
         let mut gate = self.example.gate.clone();
         gate.spec.azure_devops.organization_url =
-            self.simulator.org_url(&self.example.pipeline().org);
+            self.simulator.org_url(&self.example.pipeline.org);
         Api::<PipelineGate>::namespaced(self.client.clone(), ns)
             .create(&pp, &gate)
             .await
@@ -913,7 +917,7 @@ mod tests {
         );
         assert_eq!(example.original_interval, "1m");
         assert_eq!(example.original_org_url, "https://dev.azure.com/contoso");
-        let pipeline = example.pipeline();
+        let pipeline = &example.pipeline;
         assert_eq!(
             (
                 pipeline.org.as_str(),
@@ -926,7 +930,7 @@ mod tests {
     }
 
     #[test]
-    fn an_example_without_a_gate_or_a_matching_secret_is_refused() {
+    fn an_example_the_demo_cannot_serve_is_refused() {
         let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: orders}\nstringData: {token: x}\n";
         let gate = EXAMPLE
             .split("---\n")
@@ -936,6 +940,13 @@ mod tests {
             (secret.to_string(), "no PipelineGate"),
             (format!("{secret}---\n{gate}"), "not orders/ado-pat"),
             ("kind: [".to_string(), "not valid YAML"),
+            (
+                EXAMPLE.replace(
+                    "https://dev.azure.com/contoso",
+                    "https://tfs.corp/DefaultCollection",
+                ),
+                "names no Azure DevOps Services organization",
+            ),
         ] {
             match Example::parse(&yaml) {
                 Err(DemoError::Example(message)) => {
