@@ -174,6 +174,14 @@ impl Env {
             .count()
     }
 
+    fn event_writes(&self) -> usize {
+        self.emu
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.path.contains("/events"))
+            .count()
+    }
+
     async fn lockstep(&self, name: &str, extra: &[&str]) -> Lockstep {
         Lockstep::start(self, name, extra).await
     }
@@ -457,6 +465,7 @@ async fn fifty_gates_on_two_pipelines_share_requests_and_stay_quiet() {
     // Let the first status writes and their watch events settle, then observe several periods.
     tokio::time::sleep(interval * 2).await;
     let writes_before = env.status_writes();
+    let events_before = env.event_writes();
     let window_start = jiff::Timestamp::now();
     let periods = 4u32;
     tokio::time::sleep(interval * periods).await;
@@ -467,6 +476,7 @@ async fn fifty_gates_on_two_pipelines_share_requests_and_stay_quiet() {
         .filter(|t| *t >= window_start && *t < window_end)
         .count();
     let writes = env.status_writes() - writes_before;
+    let events = env.event_writes() - events_before;
     eprintln!("{lists} Builds List requests and {writes} status writes in {periods} periods");
     // Two pipelines: at most two requests per period (plus one period of phase slack at the window edge).
     assert!(
@@ -479,6 +489,7 @@ async fn fifty_gates_on_two_pipelines_share_requests_and_stay_quiet() {
         "{lists} Builds List requests for 2 pipelines in {periods} periods"
     );
     assert_eq!(writes, 0, "status written although nothing changed");
+    assert_eq!(events, 0, "Events recorded although nothing changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::Api;
 use tracing::{debug, info, warn};
@@ -97,28 +98,15 @@ pub async fn run_gate_controller(
     }
     let ctx = Arc::new(ctx);
 
+    let first_list = FirstList::watch(store.clone(), "PipelineGates");
     let readiness = shared.readiness.clone();
-    let ready_store = store.clone();
-    let listed = Arc::new(AtomicBool::new(false));
-    let listed_flag = listed.clone();
-    let mark_ready = tokio::spawn(async move {
-        // Re-poll instead of awaiting once: the store's readiness signal keeps a single waker, and the
-        // controller's own wait for it takes that slot, so a second waiter might never be woken.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(250), ready_store.wait_until_ready())
-                .await
-            {
-                Ok(Ok(())) => {
-                    info!("first list of PipelineGates complete; ready");
-                    listed_flag.store(true, Ordering::Release);
-                    readiness.set_ready(true);
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
-            }
-        }
-    });
+    let mark_ready = {
+        let first_list = first_list.clone();
+        tokio::spawn(async move {
+            first_list.wait().await;
+            readiness.set_ready(true);
+        })
+    };
 
     let shutdown = shutdown.shared();
     let running = controller
@@ -140,20 +128,134 @@ pub async fn run_gate_controller(
                 Ok(_) => {}
             }
         });
-    // kube-runtime holds its runner until the first list succeeds, and graceful shutdown waits for the
-    // runner; with the API server unreachable that is forever (the shutdown trap in STACK.md). So after
-    // shutdown: nothing can be in flight before the first list, stop at once; otherwise give in-flight
-    // reconciles a bounded time to finish.
+    stop_bounded(running, shutdown, &first_list).await;
+    mark_ready.abort();
+    info!("PipelineGate controller stopped");
+}
+
+/// Whether a controller's store has completed its first list.
+///
+/// Polled rather than awaited once: the store's readiness signal keeps a single waker, and the
+/// controller's own wait for it takes that slot, so a second waiter might never be woken.
+#[derive(Clone)]
+pub struct FirstList(Arc<AtomicBool>, Arc<tokio::sync::Notify>);
+
+impl FirstList {
+    /// Start watching `store` (named `what` in the log line) in the background.
+    pub fn watch<K>(store: Store<K>, what: &'static str) -> Self
+    where
+        K: kube::Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let me = Self(
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let done = me.clone();
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        info!("first list of {what} complete");
+                        done.0.store(true, Ordering::Release);
+                        done.1.notify_waiters();
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    // Nobody is interested any more (the controller stopped before its first list).
+                    Err(_) if Arc::strong_count(&done.0) == 1 => return,
+                    Err(_) => {}
+                }
+            }
+        });
+        me
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the first list completed.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.1.notified();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Drive a controller's `running` future, bounding how long it may take once `shutdown` resolves.
+///
+/// kube-runtime holds its runner until the first list succeeds, and graceful shutdown waits for the
+/// runner; with the API server unreachable that is forever (the shutdown trap in STACK.md). So after
+/// shutdown: before the first list nothing can be in flight, so stop at once; otherwise give in-flight
+/// reconciles [`IN_FLIGHT_GRACE`] to finish.
+pub async fn stop_bounded(
+    running: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
+    first_list: &FirstList,
+) {
     let deadline = async {
-        shutdown.clone().await;
-        if listed.load(Ordering::Acquire) {
+        shutdown.await;
+        if first_list.is_done() {
             tokio::time::sleep(IN_FLIGHT_GRACE).await;
         }
     };
     tokio::select! {
         () = running => {}
-        () = deadline => warn!("reconciles still running after shutdown; abandoning them"),
+        () = deadline => warn!("controller still busy after shutdown; abandoning in-flight reconciles"),
     }
-    mark_ready.abort();
-    info!("PipelineGate controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    #[tokio::test]
+    async fn first_list_resolves_once_the_store_is_ready() {
+        let mut writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        assert!(!first.is_done());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        tokio::time::timeout(Duration::from_secs(5), first.wait())
+            .await
+            .expect("first list noticed");
+        assert!(first.is_done());
+    }
+
+    #[tokio::test]
+    async fn shutdown_before_the_first_list_stops_at_once() {
+        let writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        // A controller stuck before its first list never finishes on its own.
+        let stopped = tokio::time::timeout(
+            Duration::from_secs(2),
+            stop_bounded(std::future::pending(), async {}, &first),
+        )
+        .await;
+        assert!(stopped.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_finishes_is_not_cut_short() {
+        let writer = Writer::<PipelineGate>::default();
+        let first = FirstList::watch(writer.as_reader(), "PipelineGates");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = finished.clone();
+        let running = async move {
+            let _ = rx.await;
+            flag.store(true, Ordering::SeqCst);
+        };
+        tx.send(()).unwrap();
+        stop_bounded(running, std::future::pending(), &first).await;
+        assert!(finished.load(Ordering::SeqCst));
+    }
 }
