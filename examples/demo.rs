@@ -150,8 +150,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(run_demo(&options, dir.path()));
+    let mut doubles = None;
+    let outcome = runtime.block_on(run_demo(&options, dir.path(), &mut doubles));
+    // The controller's tasks end with the runtime; the test doubles only after them, so the controller
+    // never sees its API server vanish (and says so in a warning) while the demo exits.
     runtime.shutdown_timeout(Duration::from_secs(2));
+    drop(doubles);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -169,7 +173,17 @@ struct ControllerFlags {
     run: RunArgs,
 }
 
-async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
+/// The in-process Kubernetes API and Azure DevOps.
+struct TestDoubles {
+    emulator: KubeEmulator,
+    simulator: AdoSimulator,
+}
+
+async fn run_demo(
+    options: &Options,
+    dir: &Path,
+    doubles: &mut Option<TestDoubles>,
+) -> Result<(), DemoError> {
     let started = Instant::now();
     let example = Example::parse(EXAMPLE)?;
 
@@ -184,6 +198,13 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
     let simulator = AdoSimulator::start()
         .await
         .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
+    let TestDoubles {
+        emulator,
+        simulator,
+    } = &*doubles.insert(TestDoubles {
+        emulator,
+        simulator,
+    });
     let pipeline = &example.pipeline;
     simulator.add_token(&pipeline.org, DEMO_PAT);
     simulator.add_project(&pipeline.org, &pipeline.project);
@@ -250,7 +271,7 @@ async fn run_demo(options: &Options, dir: &Path) -> Result<(), DemoError> {
     tokio::pin!(controller);
     let scenario = Scenario {
         client: emulator.client().await,
-        simulator: &simulator,
+        simulator,
         example: &example,
         webhook_url: &webhook_url,
         started,
