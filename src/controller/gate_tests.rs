@@ -321,3 +321,41 @@ async fn kubernetes_errors_back_off_exponentially_per_gate() {
         "capped"
     );
 }
+
+#[tokio::test]
+async fn a_suspended_gate_reads_nothing_and_says_so_in_ready() {
+    let ado = MockServer::start().await; // must not be called
+    let org = format!("{}/contoso", ado.uri());
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let previous: PipelineGateStatus = serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"},
+            {"type": "Reconciling", "status": "False", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"},
+            {"type": "Stalled", "status": "False", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"}
+        ]
+    }))
+    .unwrap();
+    let mut g = gate(&org, Some(previous), "1");
+    g.spec.suspend = true;
+    g.metadata.generation = Some(2);
+    // No Secret read: the first call must already be the status apply.
+    let api = tokio::spawn(async move { expect_status_apply(&mut handle).await });
+    run_reconcile(g, ctx).await;
+    let body = api.await.unwrap();
+    let ready = condition(&body["status"], "Ready");
+    assert_eq!(ready["status"], "True", "the last verdict stands");
+    assert_eq!(ready["reason"], "Succeeded");
+    assert_eq!(ready["observedGeneration"], 2);
+    assert_eq!(ready["lastTransitionTime"], "2026-11-22T10:00:00Z");
+    assert!(ready["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Suspended: "));
+    assert_eq!(body["status"]["observedGeneration"], 2);
+    assert!(ado.received_requests().await.unwrap().is_empty());
+}
