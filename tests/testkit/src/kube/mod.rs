@@ -124,6 +124,8 @@ impl Faults {
     }
 
     /// Fails the next `n` requests with `status` (a real Status body; 429/503 carry `Retry-After: 1`).
+    /// Note that kube 5's client retries 429, 503 and 504 by itself (honouring Retry-After), so a caller
+    /// only sees those when more than its retries fail; 500 reaches the caller at once.
     pub fn fail_next(&self, n: usize, status: u16) {
         self.fail_next_matching(n, status, None, None);
     }

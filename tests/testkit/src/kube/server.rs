@@ -718,6 +718,19 @@ fn watch(
             }
         } else {
             let from: u64 = rv_param.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{rv_param}\": must be a resource version the server returned")))?;
+            if from > current {
+                // The watch cache waits briefly for a version it has not seen, then gives up like this.
+                let mut e = ApiError::new(
+                    504,
+                    "Timeout",
+                    format!("Timeout: Too large resource version: {from}, current: {current}"),
+                );
+                e.details = Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
             if from < store.oldest_rv {
                 expired = true;
                 let status = ApiError::expired(format!(

@@ -444,6 +444,9 @@ impl Store {
             }
         }
         causes.extend(metadata_causes(obj));
+        if rt.group.is_empty() && matches!(rt.kind.as_str(), "Secret" | "ConfigMap") {
+            causes.extend(config_key_causes(obj)?);
+        }
         if rt.kind == "Event" {
             causes.extend(event_causes(rt, obj));
         }
@@ -1324,4 +1327,47 @@ fn metadata_causes(obj: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+/// Secret and ConfigMap keys must be config keys; Secret data (and ConfigMap binaryData) must be base64,
+/// which the apiserver already checks while decoding (400).
+fn config_key_causes(obj: &Value) -> Result<Vec<Cause>, ApiError> {
+    use base64::Engine as _;
+    let mut causes = Vec::new();
+    let binary_fields: &[&str] = if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+        &["data"]
+    } else {
+        &["binaryData"]
+    };
+    for field in ["data", "binaryData"] {
+        let Some(map) = obj.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in map {
+            let key_ok = !k.is_empty()
+                && k.len() <= 253
+                && k != "."
+                && k != ".."
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !key_ok {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{k}\": {CONFIG_KEY_MSG}"),
+                    field: format!("{field}[{k}]"),
+                });
+            }
+            if binary_fields.contains(&field) {
+                let text = v.as_str().unwrap_or_default();
+                if let Err(e) = base64::engine::general_purpose::STANDARD.decode(text) {
+                    return Err(ApiError::bad_request(format!(
+                        "illegal base64 data in {field}[{k}]: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(causes)
 }
