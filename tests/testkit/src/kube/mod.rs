@@ -21,7 +21,7 @@
 //! `std::process::Command`) without starving it. Deliberate differences from a cluster: no controllers
 //! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC,
 //! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
-//! newer than the server's starts streaming instead of waiting.
+//! newer than the server's fails at once (504) instead of after the watch cache's 3-second wait.
 
 mod cel;
 mod discovery;
