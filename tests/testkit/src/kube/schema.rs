@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::resources::ResourceType;
 use super::status::Cause;
@@ -626,12 +626,6 @@ fn combinators(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>) {
             ));
         }
     }
-}
-
-/// Keys of an object schema, for tests and callers that walk schemas.
-#[allow(dead_code)]
-pub(crate) fn properties(s: &Value) -> Option<&Map<String, Value>> {
-    s.get("properties").and_then(Value::as_object)
 }
 
 #[cfg(test)]

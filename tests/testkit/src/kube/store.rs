@@ -796,20 +796,22 @@ impl Store {
                 create_opts.dry_run = true;
                 // Validate and default exactly as a create would, then record the Apply ownership.
                 let mut probe = self.create(rt, namespace, body, &create_opts)?;
-                let outcome = managed::apply(
-                    &json!({"metadata": {}}),
-                    &applied,
-                    schema,
-                    Vec::new(),
-                    &opts.manager,
-                    None,
-                    &rt.api_version(),
-                    &now,
-                    true,
-                )
-                .map_err(|c| {
-                    ApiError::conflict(&Self::target(rt, name), &managed::conflict_message(&c))
-                })?;
+                let api_version = rt.api_version();
+                let who = managed::Applier {
+                    manager: &opts.manager,
+                    subresource: None,
+                    api_version: &api_version,
+                    now: &now,
+                    force: true,
+                };
+                let outcome =
+                    managed::apply(&json!({"metadata": {}}), &applied, schema, Vec::new(), &who)
+                        .map_err(|c| {
+                            ApiError::conflict(
+                                &Self::target(rt, name),
+                                &managed::conflict_message(&c),
+                            )
+                        })?;
                 managed::write_entries(&mut probe.object, &outcome.entries);
                 for f in ["uid", "creationTimestamp", "generation"] {
                     meta_mut(&mut probe.object).remove(f);
@@ -827,7 +829,15 @@ impl Store {
                     }
                 }
                 let entries = managed::read_entries(&old);
-                let outcome = managed::apply(&old, &applied, schema, entries, &opts.manager, sub, &rt.api_version(), &now, opts.force).map_err(|conflicts| {
+                let api_version = rt.api_version();
+                let who = managed::Applier {
+                    manager: &opts.manager,
+                    subresource: sub,
+                    api_version: &api_version,
+                    now: &now,
+                    force: opts.force,
+                };
+                let outcome = managed::apply(&old, &applied, schema, entries, &who).map_err(|conflicts| {
                     let mut e = ApiError::conflict(&Self::target(rt, name), "");
                     e.message = managed::conflict_message(&conflicts);
                     e.details = Some(json!({
