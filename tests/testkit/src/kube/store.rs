@@ -50,6 +50,12 @@ pub(crate) struct Change {
     pub old: Option<Value>,
 }
 
+/// The object a PUT, PATCH or apply proposes; an apply brings the managedFields it computed.
+pub(crate) struct Candidate {
+    pub object: Value,
+    pub apply_entries: Option<Vec<managed::Entry>>,
+}
+
 /// Per-request options that shape a write.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WriteOptions {
@@ -696,7 +702,17 @@ impl Store {
             }
             _ => {}
         }
-        self.finish_update(rt, key, old, body, sub, opts, None)
+        self.finish_update(
+            rt,
+            key,
+            old,
+            Candidate {
+                object: body,
+                apply_entries: None,
+            },
+            sub,
+            opts,
+        )
     }
 
     /// PATCH with a merge, JSON or strategic merge patch; `apply` for server-side apply.
@@ -710,12 +726,15 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         use super::patch::PatchBody;
-        let key = Self::key(rt, namespace, name);
-        let existing = self.objects.get(&key).map(|o| Self::to_view(rt, o));
         if let PatchBody::Apply(applied) = patch {
-            return self.apply(rt, namespace, name, sub, applied, existing, opts);
+            return self.apply(rt, namespace, name, sub, applied, opts);
         }
-        let old = existing.ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
+        let key = Self::key(rt, namespace, name);
+        let old = self
+            .objects
+            .get(&key)
+            .map(|o| Self::to_view(rt, o))
+            .ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
         let mut new = super::patch::apply_patch(rt, &old, patch)?;
         Self::check_type(rt, &new)?;
         if meta_str(&new, "name") != Some(name) {
@@ -732,10 +751,19 @@ impl Store {
         if new.get("metadata").is_none() {
             new["metadata"] = json!({});
         }
-        self.finish_update(rt, key, old, new, sub, opts, None)
+        self.finish_update(
+            rt,
+            key,
+            old,
+            Candidate {
+                object: new,
+                apply_entries: None,
+            },
+            sub,
+            opts,
+        )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         rt: &ResourceType,
@@ -743,9 +771,12 @@ impl Store {
         name: &str,
         sub: Option<&str>,
         applied: &Value,
-        existing: Option<Value>,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let existing = self
+            .objects
+            .get(&Self::key(rt, namespace, name))
+            .map(|o| Self::to_view(rt, o));
         if !opts.manager_given {
             return Err(ApiError::bad_request(
                 "PATCH requests with apply content type must have fieldManager parameter",
@@ -851,32 +882,30 @@ impl Store {
                     e
                 })?;
                 let key = Self::key(rt, namespace, name);
-                self.finish_update(
-                    rt,
-                    key,
-                    old,
-                    outcome.object,
-                    sub,
-                    opts,
-                    Some(outcome.entries),
-                )
+                let candidate = Candidate {
+                    object: outcome.object,
+                    apply_entries: Some(outcome.entries),
+                };
+                self.finish_update(rt, key, old, candidate, sub, opts)
             }
         }
     }
 
     /// The common tail of PUT and PATCH: endpoint split, server-owned metadata, validation, generation,
     /// managedFields, no-op detection, finalizer completion.
-    #[allow(clippy::too_many_arguments)]
     fn finish_update(
         &mut self,
         rt: &ResourceType,
         key: StoreKey,
         old: Value,
-        candidate: Value,
+        candidate: Candidate,
         sub: Option<&str>,
         opts: &WriteOptions,
-        apply_entries: Option<Vec<managed::Entry>>,
     ) -> Result<Written, ApiError> {
+        let Candidate {
+            object: candidate,
+            apply_entries,
+        } = candidate;
         let name = key.name.clone();
         let mut new = match sub {
             Some("status") => {
