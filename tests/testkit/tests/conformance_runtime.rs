@@ -435,3 +435,53 @@ async fn watching_from_a_version_the_server_never_issued_times_out() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn built_in_kinds_drop_unknown_fields_or_reject_them_when_strict() {
+    let (_emu, client) = emulator().await;
+    let leases: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+            "leases",
+        ),
+    );
+    let typo = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lockstep-leader"}, "spec": {"holderIdentity": "a", "holderIdentiy": "typo"}});
+    match leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test").validation_strict(),
+            &Patch::Apply(&typo),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 400 && s.message.contains("unknown field \"spec.holderIdentiy\""),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected a strict decoding error, got {other:?}"),
+    }
+    let stored = leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&typo),
+        )
+        .await
+        .expect("lenient apply");
+    assert_eq!(stored.data["spec"], json!({"holderIdentity": "a"}));
+    let wrong_type = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lockstep-leader"}, "spec": {"leaseDurationSeconds": "fifteen"}});
+    match leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&wrong_type),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 400, "{}", s.message),
+        other => panic!("expected a decoding error, got {other:?}"),
+    }
+}

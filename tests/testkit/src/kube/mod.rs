@@ -23,6 +23,7 @@
 //! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
 //! newer than the server's fails at once (504) instead of after the watch cache's 3-second wait.
 
+mod builtin;
 mod cel;
 mod discovery;
 mod events;

@@ -442,6 +442,31 @@ impl Store {
         } else {
             Vec::new()
         };
+        if !rt.custom {
+            let (decoded, unknown) = super::builtin::decode(rt, obj).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded into a {}: {e}",
+                    rt.kind
+                ))
+            })?;
+            match opts.field_validation {
+                FieldValidation::Strict if !unknown.is_empty() => {
+                    let listed: Vec<String> = unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        listed.join(", ")
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
+                _ => {}
+            }
+            *obj = decoded;
+        }
         if rt.custom {
             match schema::admit(rt, obj, old, opts.field_validation) {
                 Ok(w) => warnings.extend(w),
