@@ -485,3 +485,29 @@ async fn built_in_kinds_drop_unknown_fields_or_reject_them_when_strict() {
         other => panic!("expected a decoding error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn non_structural_crds_are_rejected_like_the_apiextensions_apiserver_does() {
+    let (_emu, client) = emulator().await;
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                     "spec": {"type": "object", "properties": {"mode": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}}}}}]}
+    }))
+    .expect("crd");
+    match crds.create(&PostParams::default(), &crd).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(s.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[mode].type: Required value: must not be empty for specified object fields"), "{}", s.message);
+        }
+        other => panic!("expected the non-structural CRD to be rejected, got {other:?}"),
+    }
+}

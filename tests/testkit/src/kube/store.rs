@@ -482,6 +482,7 @@ impl Store {
             causes.extend(event_causes(rt, obj));
         }
         if rt.kind == "CustomResourceDefinition" {
+            causes.extend(resources::structural_causes(obj));
             if let Err(msg) = resources::from_crd(obj) {
                 causes.push(Cause {
                     reason: "FieldValueInvalid",
