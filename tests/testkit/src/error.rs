@@ -1,6 +1,8 @@
+//! The one error type of the test kit (Kubernetes emulator and Azure DevOps simulator).
+
 use std::path::PathBuf;
 
-/// Errors from starting or configuring a test double.
+/// Errors from starting, configuring or driving a test double. Messages say what to fix in the test.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {
     #[error(
@@ -17,4 +19,20 @@ pub enum TestkitError {
     InvalidCrd { path: PathBuf, message: String },
     #[error("could not build a kube::Client for the emulator: {0}")]
     Client(#[source] ::kube::Error),
+    #[error("could not {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid test setup: {0}")]
+    InvalidSetup(String),
+    #[error("{what} not found: {detail}")]
+    NotFound { what: &'static str, detail: String },
+    #[error("HTTP request to {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }

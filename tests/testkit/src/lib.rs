@@ -1,6 +1,10 @@
-//! Test doubles for lockstep's end-to-end tests: an in-process Kubernetes API emulator (`kube`) strict
-//! enough that what passes against it passes against a real apiserver.
+//! Test doubles for lockstep's end-to-end tests, all on 127.0.0.1 with ephemeral ports so parallel
+//! tests never collide:
+//! - [`kube`]: an in-process Kubernetes API emulator strict enough that what passes against it passes
+//!   against a real apiserver;
+//! - [`ado`]: an Azure DevOps simulator with the real service's shapes and failure modes.
 
+pub mod ado;
 pub mod error;
 pub mod kube;
 
