@@ -580,3 +580,64 @@ async fn kubectl_create_namespace_secret_and_configmap_like_the_examples() {
         .collect();
     assert_eq!(names, vec!["default", "kube-system", "orders"], "{listed}");
 }
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: orders
+  namespace: default
+  labels: {app: orders}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: orders}
+  template:
+    metadata:
+      labels: {app: orders}
+    spec:
+      containers:
+      - name: app
+        image: contoso.azurecr.io/orders:20261122.4
+        env:
+        - {name: MODE, value: fast}
+      - name: sidecar
+        image: envoy:1
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_reapplies_a_deployment_with_a_strategic_merge_patch() {
+    let emu = bare().await;
+    let Some(k) = Kubectl::new(&emu) else { return };
+    assert!(k
+        .ok(&["apply", "-f", "-"], Some(DEPLOYMENT))
+        .contains("deployment.apps/orders created"));
+    let changed = DEPLOYMENT
+        .replace("orders:20261122.4", "orders:20261122.5")
+        .replace("      - name: sidecar\n        image: envoy:1\n", "");
+    assert!(k
+        .ok(&["apply", "-f", "-"], Some(&changed))
+        .contains("deployment.apps/orders configured"));
+    let images = k.ok(
+        &[
+            "get",
+            "deployment",
+            "orders",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].image} {.metadata.generation}",
+        ],
+        None,
+    );
+    assert_eq!(images, "contoso.azurecr.io/orders:20261122.5 2");
+    let env = k.ok(
+        &[
+            "get",
+            "deployment",
+            "orders",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+        ],
+        None,
+    );
+    assert_eq!(env, "fast");
+}

@@ -376,3 +376,138 @@ async fn secrets_store_string_data_as_base64_data() {
         Some(b"pat-value".to_vec())
     );
 }
+
+#[tokio::test]
+async fn secrets_reject_bad_keys_and_bad_base64() {
+    let (_emu, client) = emulator().await;
+    let secrets: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Secret"), "secrets"),
+    );
+    let bad_key: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}, "data": {"bad key": "eA=="}})).expect("secret");
+    match secrets.create(&PostParams::default(), &bad_key).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 422
+                && s.message
+                    .contains("data[bad key]: Invalid value: \"bad key\": a valid config key"),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let bad_base64: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "a"}, "data": {"token": "not base64!"}})).expect("secret");
+    match secrets.create(&PostParams::default(), &bad_base64).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 400, "{}", s.message),
+        other => panic!("expected 400, got {other:?}"),
+    }
+}
+
+/// One plain HTTP/1.1 GET, without kube's retry layer (which retries 504s for minutes).
+async fn raw_get(url: &str, path_and_query: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, response)
+}
+
+#[tokio::test]
+async fn watching_from_a_version_the_server_never_issued_times_out() {
+    let (emu, _client) = emulator().await;
+    let (status, response) = raw_get(&emu.url(), "/apis/lockstep.dev/v1alpha1/namespaces/default/pipelinegates?watch=true&resourceVersion=999999").await;
+    assert_eq!(status, 504, "{response}");
+    assert!(
+        response.contains("\"reason\":\"Timeout\"")
+            && response.contains("Too large resource version"),
+        "{response}"
+    );
+    assert!(
+        response.to_lowercase().contains("retry-after: 1"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn built_in_kinds_drop_unknown_fields_or_reject_them_when_strict() {
+    let (_emu, client) = emulator().await;
+    let leases: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+            "leases",
+        ),
+    );
+    let typo = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lockstep-leader"}, "spec": {"holderIdentity": "a", "holderIdentiy": "typo"}});
+    match leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test").validation_strict(),
+            &Patch::Apply(&typo),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 400 && s.message.contains("unknown field \"spec.holderIdentiy\""),
+            "{}",
+            s.message
+        ),
+        other => panic!("expected a strict decoding error, got {other:?}"),
+    }
+    let stored = leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&typo),
+        )
+        .await
+        .expect("lenient apply");
+    assert_eq!(stored.data["spec"], json!({"holderIdentity": "a"}));
+    let wrong_type = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lockstep-leader"}, "spec": {"leaseDurationSeconds": "fifteen"}});
+    match leases
+        .patch(
+            "lockstep-leader",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&wrong_type),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 400, "{}", s.message),
+        other => panic!("expected a decoding error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn non_structural_crds_are_rejected_like_the_apiextensions_apiserver_does() {
+    let (_emu, client) = emulator().await;
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                     "spec": {"type": "object", "properties": {"mode": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}}}}}]}
+    }))
+    .expect("crd");
+    match crds.create(&PostParams::default(), &crd).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(s.message.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[mode].type: Required value: must not be empty for specified object fields"), "{}", s.message);
+        }
+        other => panic!("expected the non-structural CRD to be rejected, got {other:?}"),
+    }
+}

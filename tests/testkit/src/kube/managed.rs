@@ -510,20 +510,31 @@ pub(crate) struct ApplyOutcome {
     pub entries: Vec<Entry>,
 }
 
-/// Server-side apply of `applied` by `manager` onto `live` (already stripped of the parts this endpoint
-/// may not change). Conflicts are returned unless `force`.
-#[allow(clippy::too_many_arguments)]
+/// Who applies, where, and how.
+pub(crate) struct Applier<'a> {
+    pub manager: &'a str,
+    pub subresource: Option<&'a str>,
+    pub api_version: &'a str,
+    pub now: &'a str,
+    pub force: bool,
+}
+
+/// Server-side apply of `applied` by `who` onto `live` (already stripped of the parts this endpoint may
+/// not change). Conflicts are returned unless `who.force`.
 pub(crate) fn apply(
     live: &Value,
     applied: &Value,
     schema: Option<&Value>,
     mut entries: Vec<Entry>,
-    manager: &str,
-    subresource: Option<&str>,
-    api_version: &str,
-    now: &str,
-    force: bool,
+    who: &Applier,
 ) -> Result<ApplyOutcome, Vec<Conflict>> {
+    let Applier {
+        manager,
+        subresource,
+        api_version,
+        now,
+        force,
+    } = *who;
     let applied_set = field_set(applied, schema);
     let mut conflicts = Vec::new();
     // Managers are identified by name, operation and subresource, as in structured-merge-diff: fields the
@@ -650,6 +661,16 @@ pub(crate) fn conflict_message(conflicts: &[Conflict]) -> String {
 mod tests {
     use super::*;
 
+    fn who(manager: &str, force: bool) -> Applier<'_> {
+        Applier {
+            manager,
+            subresource: None,
+            api_version: "x/v1",
+            now: "t",
+            force,
+        }
+    }
+
     fn schema() -> Value {
         json!({"type": "object", "properties": {
             "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}}},
@@ -694,11 +715,7 @@ mod tests {
             &json!({"spec": {"replicas": 1}}),
             Some(&s),
             vec![],
-            "one",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("one", false),
         )
         .unwrap();
         let conflict = apply(
@@ -706,11 +723,7 @@ mod tests {
             &json!({"spec": {"replicas": 3}}),
             Some(&s),
             first.entries.clone(),
-            "two",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("two", false),
         );
         let conflicts = conflict.err().unwrap();
         assert_eq!(
@@ -723,11 +736,7 @@ mod tests {
             &json!({"spec": {"replicas": 1}}),
             Some(&s),
             first.entries.clone(),
-            "two",
-            None,
-            "x/v1",
-            "t",
-            false
+            &who("two", false)
         )
         .is_ok());
         let forced = apply(
@@ -735,11 +744,7 @@ mod tests {
             &json!({"spec": {"replicas": 3}}),
             Some(&s),
             first.entries.clone(),
-            "two",
-            None,
-            "x/v1",
-            "t",
-            true,
+            &who("two", true),
         )
         .unwrap();
         assert_eq!(forced.object["spec"]["replicas"], 3);
@@ -749,11 +754,7 @@ mod tests {
             &json!({"status": {"conditions": [{"type": "B", "status": "False"}]}}),
             Some(&s),
             vec![],
-            "c",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("c", false),
         )
         .unwrap();
         assert_eq!(
@@ -777,11 +778,7 @@ mod tests {
             &json!({"spec": {"replicas": 2}}),
             Some(&s),
             entries.clone(),
-            "m",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("m", false),
         )
         .err()
         .unwrap();
@@ -791,11 +788,7 @@ mod tests {
             &json!({"spec": {"replicas": 2}}),
             Some(&s),
             entries,
-            "m",
-            None,
-            "x/v1",
-            "t",
-            true
+            &who("m", true)
         )
         .is_ok());
     }
@@ -809,11 +802,7 @@ mod tests {
             &json!({"spec": {"replicas": 1, "tags": ["x"]}}),
             Some(&s),
             vec![],
-            "m",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("m", false),
         )
         .unwrap();
         let b = apply(
@@ -821,11 +810,7 @@ mod tests {
             &json!({"spec": {"replicas": 1}}),
             Some(&s),
             a.entries,
-            "m",
-            None,
-            "x/v1",
-            "t",
-            false,
+            &who("m", false),
         )
         .unwrap();
         assert_eq!(b.object["spec"], json!({"replicas": 1}));

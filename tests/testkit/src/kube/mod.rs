@@ -21,8 +21,9 @@
 //! `std::process::Command`) without starving it. Deliberate differences from a cluster: no controllers
 //! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC,
 //! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
-//! newer than the server's starts streaming instead of waiting.
+//! newer than the server's fails at once (504) instead of after the watch cache's 3-second wait.
 
+mod builtin;
 mod cel;
 mod discovery;
 mod events;
@@ -124,6 +125,8 @@ impl Faults {
     }
 
     /// Fails the next `n` requests with `status` (a real Status body; 429/503 carry `Retry-After: 1`).
+    /// Note that kube 5's client retries 429, 503 and 504 by itself (honouring Retry-After), so a caller
+    /// only sees those when more than its retries fail; 500 reaches the caller at once.
     pub fn fail_next(&self, n: usize, status: u16) {
         self.fail_next_matching(n, status, None, None);
     }

@@ -436,3 +436,86 @@ pub(crate) fn crd_status(crd: &Value, now: &str) -> Value {
         "storedVersions": stored,
     })
 }
+
+/// The structural-schema rules the apiextensions apiserver enforces on a CRD's schemas (the most common
+/// way a generated CRD fails to install): every field has a type unless it is int-or-string or keeps
+/// unknown fields, the root is an object, and `properties` excludes `additionalProperties`.
+pub(crate) fn structural_causes(crd: &Value) -> Vec<super::status::Cause> {
+    let mut causes = Vec::new();
+    for (i, v) in crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(schema) = v.pointer("/schema/openAPIV3Schema") else {
+            continue;
+        };
+        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            causes.push(super::status::Cause {
+                reason: "FieldValueInvalid",
+                message: format!(
+                    "Invalid value: {}: must be object at the root",
+                    schema
+                        .get("type")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| "\"\"".into())
+                ),
+                field: format!("{path}.type"),
+            });
+        }
+        structural_node(schema, &path, true, &mut causes);
+    }
+    causes
+}
+
+fn structural_node(s: &Value, path: &str, root: bool, causes: &mut Vec<super::status::Cause>) {
+    use super::status::Cause;
+    let flag = |k: &str| s.get(k).and_then(Value::as_bool) == Some(true);
+    if !root
+        && s.get("type").is_none()
+        && !flag("x-kubernetes-int-or-string")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: "Required value: must not be empty for specified object fields".into(),
+            field: format!("{path}.type"),
+        });
+    }
+    if s.get("properties").is_some()
+        && s.get("additionalProperties")
+            .is_some_and(|a| a != &Value::Bool(false))
+    {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            message: "Forbidden: additionalProperties and properties are mutual exclusive".into(),
+            field: format!("{path}.additionalProperties"),
+        });
+    }
+    for (k, child) in s
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if root && k == "metadata" {
+            continue;
+        }
+        structural_node(child, &format!("{path}.properties[{k}]"), false, causes);
+    }
+    if let Some(items) = s.get("items") {
+        structural_node(items, &format!("{path}.items"), false, causes);
+    } else if s.get("type").and_then(Value::as_str) == Some("array") {
+        causes.push(Cause {
+            reason: "FieldValueRequired",
+            message: "Required value: must be specified".into(),
+            field: format!("{path}.items"),
+        });
+    }
+    if let Some(ap @ Value::Object(_)) = s.get("additionalProperties") {
+        structural_node(ap, &format!("{path}.additionalProperties"), false, causes);
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::resources::ResourceType;
 use super::status::Cause;
@@ -372,6 +372,7 @@ pub(crate) fn validate(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>
         });
         return;
     }
+    combinators(v, s, path, causes);
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
         if !e.contains(v) {
             let supported: Vec<String> = e.iter().map(Value::to_string).collect();
@@ -573,10 +574,58 @@ pub(crate) fn validate(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>
     }
 }
 
-/// Keys of an object schema, for tests and callers that walk schemas.
-#[allow(dead_code)]
-pub(crate) fn properties(s: &Value) -> Option<&Map<String, Value>> {
-    s.get("properties").and_then(Value::as_object)
+/// Value validations nested in `allOf`, `anyOf`, `oneOf` and `not` (allowed in structural schemas), with
+/// kube-openapi's wording.
+fn combinators(v: &Value, s: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let passes = |sub: &Value| {
+        let mut c = Vec::new();
+        validate(v, sub, path, &mut c);
+        c
+    };
+    for sub in s
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        causes.extend(passes(sub));
+    }
+    if let Some(subs) = s.get("anyOf").and_then(Value::as_array) {
+        if !subs.iter().any(|sub| passes(sub).is_empty()) {
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body must validate at least one schema (anyOf)"),
+            ));
+        }
+    }
+    if let Some(subs) = s.get("oneOf").and_then(Value::as_array) {
+        if subs.iter().filter(|sub| passes(sub).is_empty()).count() != 1 {
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body must validate one and only one schema (oneOf)"),
+            ));
+        }
+    }
+    if let Some(sub) = s.get("not") {
+        if passes(sub).is_empty() {
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body must not validate the schema (not)"),
+            ));
+        }
+    }
+    if let (Some(m), Some(x)) = (s.get("multipleOf").and_then(Value::as_f64), v.as_f64()) {
+        if m != 0.0 && (x / m).fract() != 0.0 {
+            causes.push(invalid(
+                path,
+                v,
+                format!("{path} in body should be a multiple of {m}"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -648,6 +697,26 @@ mod tests {
                 json!({"pipeline": {"definitionId": 1, "branch": "m"}, "conds": [{"type": "A"}, {"type": "A"}]})
             ),
             vec!["spec.conds[1]: Duplicate value: map[string]interface {}{\"type\":\"A\"}"]
+        );
+    }
+
+    #[test]
+    fn combinators_follow_json_schema() {
+        let s = json!({"type": "object", "oneOf": [{"required": ["a"]}, {"required": ["b"]}], "properties": {"n": {"type": "integer", "multipleOf": 5, "not": {"enum": [10]}}}});
+        let run = |v: Value| {
+            let mut c = Vec::new();
+            validate(&v, &s, "spec", &mut c);
+            c.into_iter().map(|c| c.message).collect::<Vec<_>>()
+        };
+        assert!(run(json!({"a": 1})).is_empty());
+        assert_eq!(run(json!({"a": 1, "b": 2})), vec!["Invalid value: \"object\": spec in body must validate one and only one schema (oneOf)"]);
+        assert_eq!(
+            run(json!({"a": 1, "n": 7})),
+            vec!["Invalid value: 7: spec.n in body should be a multiple of 5"]
+        );
+        assert_eq!(
+            run(json!({"a": 1, "n": 10})),
+            vec!["Invalid value: 10: spec.n in body must not validate the schema (not)"]
         );
     }
 

@@ -718,6 +718,19 @@ fn watch(
             }
         } else {
             let from: u64 = rv_param.parse().map_err(|_| ApiError::bad_request(format!("resourceVersion: Invalid value: \"{rv_param}\": must be a resource version the server returned")))?;
+            if from > current {
+                // The watch cache waits briefly for a version it has not seen, then gives up like this.
+                let mut e = ApiError::new(
+                    504,
+                    "Timeout",
+                    format!("Timeout: Too large resource version: {from}, current: {current}"),
+                );
+                e.details = Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
             if from < store.oldest_rv {
                 expired = true;
                 let status = ApiError::expired(format!(
@@ -739,20 +752,15 @@ fn watch(
     let (tx, out_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let drop_rx = shared.drop_watches.subscribe();
     let interval = shared.bookmark_interval;
-    tokio::spawn(stream_watch(
-        tx,
-        frames,
-        expired,
-        rx,
-        drop_rx,
+    let watch = OpenWatch {
         rt,
         ns,
-        WatchFilter { sel, presentation },
+        filter: WatchFilter { sel, presentation },
         bookmarks,
         timeout,
-        interval,
-        start_rv,
-    ));
+        bookmark_interval: interval,
+    };
+    tokio::spawn(watch.stream(tx, frames, expired, rx, drop_rx, start_rv));
     let stream = futures::stream::unfold(out_rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -773,67 +781,83 @@ struct WatchFilter {
     presentation: Presentation,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream_watch(
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    frames: Vec<Bytes>,
-    expired: bool,
-    mut rx: broadcast::Receiver<Arc<Change>>,
-    mut drop_rx: tokio::sync::watch::Receiver<u64>,
+/// One watch being served: what it covers and how it paces bookmarks and its end.
+struct OpenWatch {
     rt: ResourceType,
     ns: Option<String>,
     filter: WatchFilter,
     bookmarks: bool,
     timeout: Duration,
     bookmark_interval: Duration,
-    start_rv: u64,
-) {
-    for f in frames {
-        if tx.send(Ok(f)).await.is_err() {
-            return;
-        }
-    }
-    if expired {
-        return;
-    }
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + bookmark_interval,
-        bookmark_interval,
-    );
-    let mut last_rv = start_rv;
-    loop {
-        // Biased: a drop requested before a change was committed wins over delivering that change, so
-        // `Faults::drop_watches` followed by a write reliably makes clients resume from before the write.
-        let frame = tokio::select! {
-            biased;
-            _ = drop_rx.changed() => return,
-            _ = tx.closed() => return,
-            _ = &mut deadline => {
-                if bookmarks {
-                    let _ = tx.send(Ok(watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)))).await;
-                }
+}
+
+impl OpenWatch {
+    /// Sends the initial `frames`, then every matching change after `start_rv` until the timeout, a
+    /// drop, a lagging receiver or the client going away.
+    async fn stream(
+        self,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        frames: Vec<Bytes>,
+        expired: bool,
+        mut rx: broadcast::Receiver<Arc<Change>>,
+        mut drop_rx: tokio::sync::watch::Receiver<u64>,
+        start_rv: u64,
+    ) {
+        let OpenWatch {
+            rt,
+            ns,
+            filter,
+            bookmarks,
+            timeout,
+            bookmark_interval,
+        } = self;
+        for f in frames {
+            if tx.send(Ok(f)).await.is_err() {
                 return;
             }
-            _ = ticker.tick(), if bookmarks => watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)),
-            msg = rx.recv() => match msg {
-                Ok(change) => {
-                    if change.rv <= last_rv {
-                        continue;
-                    }
-                    last_rv = change.rv;
-                    match frame_for(&rt, ns.as_deref(), &filter.sel, &change) {
-                        Some((kind, obj)) => watch_line(kind, &filter.presentation.one(&rt, obj)),
-                        None => continue,
-                    }
-                }
-                // A watcher that fell behind is closed, as the apiserver closes slow watchers; it re-watches.
-                Err(_) => return,
-            },
-        };
-        if tx.send(Ok(frame)).await.is_err() {
+        }
+        if expired {
             return;
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + bookmark_interval,
+            bookmark_interval,
+        );
+        let mut last_rv = start_rv;
+        loop {
+            // Biased: a drop requested before a change was committed wins over delivering that change, so
+            // `Faults::drop_watches` followed by a write reliably makes clients resume from before the write.
+            let frame = tokio::select! {
+                biased;
+                _ = drop_rx.changed() => return,
+                _ = tx.closed() => return,
+                _ = &mut deadline => {
+                    if bookmarks {
+                        let _ = tx.send(Ok(watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)))).await;
+                    }
+                    return;
+                }
+                _ = ticker.tick(), if bookmarks => watch_line("BOOKMARK", &bookmark(&rt, last_rv, false)),
+                msg = rx.recv() => match msg {
+                    Ok(change) => {
+                        if change.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = change.rv;
+                        match frame_for(&rt, ns.as_deref(), &filter.sel, &change) {
+                            Some((kind, obj)) => watch_line(kind, &filter.presentation.one(&rt, obj)),
+                            None => continue,
+                        }
+                    }
+                    // A watcher that fell behind is closed, as the apiserver closes slow watchers; it re-watches.
+                    Err(_) => return,
+                },
+            };
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
         }
     }
 }

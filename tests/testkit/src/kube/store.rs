@@ -50,6 +50,12 @@ pub(crate) struct Change {
     pub old: Option<Value>,
 }
 
+/// The object a PUT, PATCH or apply proposes; an apply brings the managedFields it computed.
+pub(crate) struct Candidate {
+    pub object: Value,
+    pub apply_entries: Option<Vec<managed::Entry>>,
+}
+
 /// Per-request options that shape a write.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WriteOptions {
@@ -436,6 +442,31 @@ impl Store {
         } else {
             Vec::new()
         };
+        if !rt.custom {
+            let (decoded, unknown) = super::builtin::decode(rt, obj).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded into a {}: {e}",
+                    rt.kind
+                ))
+            })?;
+            match opts.field_validation {
+                FieldValidation::Strict if !unknown.is_empty() => {
+                    let listed: Vec<String> = unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        listed.join(", ")
+                    )));
+                }
+                FieldValidation::Warn => {
+                    warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
+                _ => {}
+            }
+            *obj = decoded;
+        }
         if rt.custom {
             match schema::admit(rt, obj, old, opts.field_validation) {
                 Ok(w) => warnings.extend(w),
@@ -444,10 +475,14 @@ impl Store {
             }
         }
         causes.extend(metadata_causes(obj));
+        if rt.group.is_empty() && matches!(rt.kind.as_str(), "Secret" | "ConfigMap") {
+            causes.extend(config_key_causes(obj)?);
+        }
         if rt.kind == "Event" {
             causes.extend(event_causes(rt, obj));
         }
         if rt.kind == "CustomResourceDefinition" {
+            causes.extend(resources::structural_causes(obj));
             if let Err(msg) = resources::from_crd(obj) {
                 causes.push(Cause {
                     reason: "FieldValueInvalid",
@@ -693,7 +728,17 @@ impl Store {
             }
             _ => {}
         }
-        self.finish_update(rt, key, old, body, sub, opts, None)
+        self.finish_update(
+            rt,
+            key,
+            old,
+            Candidate {
+                object: body,
+                apply_entries: None,
+            },
+            sub,
+            opts,
+        )
     }
 
     /// PATCH with a merge, JSON or strategic merge patch; `apply` for server-side apply.
@@ -707,12 +752,15 @@ impl Store {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         use super::patch::PatchBody;
-        let key = Self::key(rt, namespace, name);
-        let existing = self.objects.get(&key).map(|o| Self::to_view(rt, o));
         if let PatchBody::Apply(applied) = patch {
-            return self.apply(rt, namespace, name, sub, applied, existing, opts);
+            return self.apply(rt, namespace, name, sub, applied, opts);
         }
-        let old = existing.ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
+        let key = Self::key(rt, namespace, name);
+        let old = self
+            .objects
+            .get(&key)
+            .map(|o| Self::to_view(rt, o))
+            .ok_or_else(|| ApiError::not_found(&Self::target(rt, name)))?;
         let mut new = super::patch::apply_patch(rt, &old, patch)?;
         Self::check_type(rt, &new)?;
         if meta_str(&new, "name") != Some(name) {
@@ -729,10 +777,19 @@ impl Store {
         if new.get("metadata").is_none() {
             new["metadata"] = json!({});
         }
-        self.finish_update(rt, key, old, new, sub, opts, None)
+        self.finish_update(
+            rt,
+            key,
+            old,
+            Candidate {
+                object: new,
+                apply_entries: None,
+            },
+            sub,
+            opts,
+        )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         rt: &ResourceType,
@@ -740,9 +797,12 @@ impl Store {
         name: &str,
         sub: Option<&str>,
         applied: &Value,
-        existing: Option<Value>,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        let existing = self
+            .objects
+            .get(&Self::key(rt, namespace, name))
+            .map(|o| Self::to_view(rt, o));
         if !opts.manager_given {
             return Err(ApiError::bad_request(
                 "PATCH requests with apply content type must have fieldManager parameter",
@@ -793,20 +853,22 @@ impl Store {
                 create_opts.dry_run = true;
                 // Validate and default exactly as a create would, then record the Apply ownership.
                 let mut probe = self.create(rt, namespace, body, &create_opts)?;
-                let outcome = managed::apply(
-                    &json!({"metadata": {}}),
-                    &applied,
-                    schema,
-                    Vec::new(),
-                    &opts.manager,
-                    None,
-                    &rt.api_version(),
-                    &now,
-                    true,
-                )
-                .map_err(|c| {
-                    ApiError::conflict(&Self::target(rt, name), &managed::conflict_message(&c))
-                })?;
+                let api_version = rt.api_version();
+                let who = managed::Applier {
+                    manager: &opts.manager,
+                    subresource: None,
+                    api_version: &api_version,
+                    now: &now,
+                    force: true,
+                };
+                let outcome =
+                    managed::apply(&json!({"metadata": {}}), &applied, schema, Vec::new(), &who)
+                        .map_err(|c| {
+                            ApiError::conflict(
+                                &Self::target(rt, name),
+                                &managed::conflict_message(&c),
+                            )
+                        })?;
                 managed::write_entries(&mut probe.object, &outcome.entries);
                 for f in ["uid", "creationTimestamp", "generation"] {
                     meta_mut(&mut probe.object).remove(f);
@@ -824,7 +886,15 @@ impl Store {
                     }
                 }
                 let entries = managed::read_entries(&old);
-                let outcome = managed::apply(&old, &applied, schema, entries, &opts.manager, sub, &rt.api_version(), &now, opts.force).map_err(|conflicts| {
+                let api_version = rt.api_version();
+                let who = managed::Applier {
+                    manager: &opts.manager,
+                    subresource: sub,
+                    api_version: &api_version,
+                    now: &now,
+                    force: opts.force,
+                };
+                let outcome = managed::apply(&old, &applied, schema, entries, &who).map_err(|conflicts| {
                     let mut e = ApiError::conflict(&Self::target(rt, name), "");
                     e.message = managed::conflict_message(&conflicts);
                     e.details = Some(json!({
@@ -838,32 +908,30 @@ impl Store {
                     e
                 })?;
                 let key = Self::key(rt, namespace, name);
-                self.finish_update(
-                    rt,
-                    key,
-                    old,
-                    outcome.object,
-                    sub,
-                    opts,
-                    Some(outcome.entries),
-                )
+                let candidate = Candidate {
+                    object: outcome.object,
+                    apply_entries: Some(outcome.entries),
+                };
+                self.finish_update(rt, key, old, candidate, sub, opts)
             }
         }
     }
 
     /// The common tail of PUT and PATCH: endpoint split, server-owned metadata, validation, generation,
     /// managedFields, no-op detection, finalizer completion.
-    #[allow(clippy::too_many_arguments)]
     fn finish_update(
         &mut self,
         rt: &ResourceType,
         key: StoreKey,
         old: Value,
-        candidate: Value,
+        candidate: Candidate,
         sub: Option<&str>,
         opts: &WriteOptions,
-        apply_entries: Option<Vec<managed::Entry>>,
     ) -> Result<Written, ApiError> {
+        let Candidate {
+            object: candidate,
+            apply_entries,
+        } = candidate;
         let name = key.name.clone();
         let mut new = match sub {
             Some("status") => {
@@ -1324,4 +1392,47 @@ fn metadata_causes(obj: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+
+/// Secret and ConfigMap keys must be config keys; Secret data (and ConfigMap binaryData) must be base64,
+/// which the apiserver already checks while decoding (400).
+fn config_key_causes(obj: &Value) -> Result<Vec<Cause>, ApiError> {
+    use base64::Engine as _;
+    let mut causes = Vec::new();
+    let binary_fields: &[&str] = if obj.get("kind").and_then(Value::as_str) == Some("Secret") {
+        &["data"]
+    } else {
+        &["binaryData"]
+    };
+    for field in ["data", "binaryData"] {
+        let Some(map) = obj.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in map {
+            let key_ok = !k.is_empty()
+                && k.len() <= 253
+                && k != "."
+                && k != ".."
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !key_ok {
+                causes.push(Cause {
+                    reason: "FieldValueInvalid",
+                    message: format!("Invalid value: \"{k}\": {CONFIG_KEY_MSG}"),
+                    field: format!("{field}[{k}]"),
+                });
+            }
+            if binary_fields.contains(&field) {
+                let text = v.as_str().unwrap_or_default();
+                if let Err(e) = base64::engine::general_purpose::STANDARD.decode(text) {
+                    return Err(ApiError::bad_request(format!(
+                        "illegal base64 data in {field}[{k}]: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(causes)
 }
