@@ -560,3 +560,164 @@ async fn the_token_is_only_in_the_authorization_header() {
         }
     }
 }
+
+fn commits_path() -> wiremock::matchers::PathExactMatcher {
+    path("/contoso/My%20Shop/_apis/git/repositories/orders%2Fmanifests/commits")
+}
+
+#[tokio::test]
+async fn commits_list_sends_the_documented_request() {
+    let server = MockServer::start().await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(":{PAT}"));
+    Mock::given(method("GET"))
+        .and(commits_path())
+        .and(query_param("searchCriteria.itemVersion.version", "main"))
+        .and(query_param(
+            "searchCriteria.itemVersion.versionType",
+            "branch",
+        ))
+        .and(query_param("searchCriteria.$top", "6"))
+        .and(query_param("api-version", "7.1"))
+        .and(header("authorization", format!("Basic {basic}").as_str()))
+        .and(header("x-tfs-fedauthredirect", "Suppress"))
+        .respond_with(
+            json_response(200, fixture("commits-by-branch.json")).insert_header(
+                "link",
+                "<9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7>;rel=\"startingCommitId\"",
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let recorder = Arc::new(Recorder::default());
+    let org = format!("{}/contoso", server.uri());
+    let commits = client()
+        .with_observer(recorder.clone())
+        .get_commits(
+            &org,
+            "My Shop",
+            "orders/manifests",
+            "main",
+            "branch",
+            6,
+            &token(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(commits.len(), 6);
+    let head = &commits[0];
+    assert_eq!(head.commit_id, "9991b4f66def4c0a9ad8f9f27043ece7eddcf1c7");
+    assert_eq!(
+        head.committer.as_ref().and_then(|c| c.date.as_deref()),
+        Some("2018-06-15T17:06:53Z")
+    );
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        [("git.commits.list", Some(200))]
+    );
+    let req = &server.received_requests().await.unwrap()[0];
+    let query = req.url.query().unwrap();
+    assert!(
+        query.contains("searchCriteria.$top=6")
+            && query.contains("searchCriteria.itemVersion.versionType=branch"),
+        "{query}"
+    );
+}
+
+#[tokio::test]
+async fn commits_by_commit_id_and_unresolvable_versions() {
+    let server = MockServer::start().await;
+    let sha = "20510720ffe1443d6ed3cb98ca340bc732ba04e5";
+    Mock::given(method("GET"))
+        .and(commits_path())
+        .and(query_param("searchCriteria.itemVersion.version", sha))
+        .and(query_param(
+            "searchCriteria.itemVersion.versionType",
+            "commit",
+        ))
+        .and(query_param("searchCriteria.$top", "1"))
+        .respond_with(json_response(200, fixture("commits-top-skip.json")))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(commits_path())
+        .and(query_param("searchCriteria.itemVersion.version", "gone"))
+        .respond_with(json_response(
+            404,
+            r#"{"$id":"1","innerException":null,"message":"TF401175: The version descriptor <Branch: gone> could not be resolved to a version commit.","typeName":"Microsoft.TeamFoundation.Git.Server.GitUnresolvableToCommitException, Microsoft.TeamFoundation.Git.Server","typeKey":"GitUnresolvableToCommitException","errorCode":0,"eventId":3000}"#,
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let org = format!("{}/contoso", server.uri());
+    let c = client();
+    let commits = c
+        .get_commits(
+            &org,
+            "My Shop",
+            "orders/manifests",
+            sha,
+            "commit",
+            1,
+            &token(),
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = commits.iter().map(|c| c.commit_id.as_str()).collect();
+    assert_eq!(ids, ["c771e2e3605c69d2435a6b34b28ac3db2c89efd2", sha]);
+
+    let err = c
+        .get_commits(
+            &org,
+            "My Shop",
+            "orders/manifests",
+            "gone",
+            "branch",
+            1,
+            &token(),
+        )
+        .await
+        .unwrap_err();
+    assert_no_token(&err);
+    let AdoError::NotFound { what, message } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        what.contains("gone") && what.contains("\"orders/manifests\""),
+        "{what}"
+    );
+    assert!(message.starts_with("TF401175"), "{message}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn commits_with_a_rejected_token_are_auth_failures() {
+    let server = MockServer::start().await;
+    Mock::given(commits_path())
+        .respond_with(
+            ResponseTemplate::new(203)
+                .insert_header("content-type", "text/html; charset=utf-8")
+                .set_body_string("<html><body>Sign in to your account</body></html>"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let org = format!("{}/contoso", server.uri());
+    let err = client()
+        .get_commits(
+            &org,
+            "My Shop",
+            "orders/manifests",
+            "main",
+            "branch",
+            1,
+            &token(),
+        )
+        .await
+        .unwrap_err();
+    assert_no_token(&err);
+    assert!(
+        matches!(err, AdoError::Unauthorized { status: 203, .. }),
+        "{err:?}"
+    );
+}

@@ -177,6 +177,11 @@ impl Env {
     }
 
     async fn trace_with(&self, name: &str, repository: &str, deployed: &str, interval: &str) {
+        let manifest = format!("{{repository: {repository}, branch: main, definitionId: 14}}");
+        self.apply_trace(name, &manifest, deployed, interval).await;
+    }
+
+    async fn apply_trace(&self, name: &str, manifest: &str, deployed: &str, interval: &str) {
         let org_url = self.sim.org_url(ORG);
         self.apply(&format!(
             "apiVersion: lockstep.dev/v1alpha1
@@ -188,7 +193,7 @@ spec:
     project: {PROJECT}
     credentials: {{secretRef: {{name: ado-pat, key: token}}}}
   build: {{definitionId: 12, branch: main}}
-  manifest: {{repository: {repository}, branch: main, definitionId: 14}}
+  manifest: {manifest}
   deployed:
     {deployed}
   interval: {interval}
@@ -610,4 +615,107 @@ async fn a_git_push_hook_advances_the_trace_long_before_the_next_poll() {
     assert!(!std::fs::read_to_string(&log_path)
         .unwrap_or_default()
         .contains(hook_token));
+}
+
+#[tokio::test]
+async fn without_a_generation_pipeline_the_manifest_commit_date_decides() {
+    let env = Env::start().await;
+    // The deployed manifest M1 was committed an hour ago; Flux runs it.
+    env.sim.add_repository(ORG, PROJECT, "orders-config", &[]);
+    let an_hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    env.sim
+        .push_committed_at(ORG, PROJECT, "orders-config", "main", M1, an_hour_ago);
+    env.kustomization_at(M1).await;
+    let build = env.sim.queue_run(ORG, PROJECT, 12, "main", SRC);
+    env.sim.start_run(build);
+    env.apply_trace(
+        "orders",
+        "{repository: orders-config, branch: main}",
+        "fluxKustomization: {name: orders, namespace: flux-system}",
+        "2s",
+    )
+    .await;
+    let _lockstep = env.lockstep();
+    env.wait_trace("orders", WAIT, "Reconciling while the CI build runs", |t| {
+        ready_is(t, "False", "BuildInProgress")
+    })
+    .await;
+
+    // The build finishes. The cluster runs the manifest head, but that head is older than the build,
+    // so it cannot carry the new image: not Ready, and the message says why.
+    env.sim.complete_run(build, RunResult::Succeeded);
+    let build_number = env.sim.run(build).map(|r| r.build_number).expect("run");
+    let trace = env
+        .wait_trace("orders", WAIT, "the manifest behind the build", |t| {
+            ready_is(t, "False", "ManifestBehindBuild")
+        })
+        .await;
+    let message = ready_message(&trace);
+    let committed = format!(
+        "{:.0}",
+        jiff::Timestamp::from_second(an_hour_ago.as_second()).expect("valid")
+    );
+    assert!(
+        message.starts_with(&format!(
+            "manifest 9f8e7d6 (committed {committed}) predates build {build_number} (finished "
+        )) && message.ends_with("); waiting for the manifest update"),
+        "{message}"
+    );
+    // It stays so over further polls (each re-reads the builds; the commit's date is read only once).
+    let polls = env.sim.count_requests("/_apis/build/builds");
+    let deadline = Instant::now() + WAIT;
+    while env.sim.count_requests("/_apis/build/builds") < polls + 3 {
+        assert!(Instant::now() < deadline, "lockstep stopped polling");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let trace = env.wait_trace("orders", WAIT, "the trace", |_| true).await;
+    assert!(
+        ready_is(&trace, "False", "ManifestBehindBuild"),
+        "{trace:#}"
+    );
+    assert_eq!(env.sim.count_requests("/commits"), 1);
+
+    // The manifest update is pushed after the build finished; Flux has not applied it yet.
+    env.sim.push(ORG, PROJECT, "orders-config", "main", M2);
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "the pushed manifest, not yet applied",
+            |t| ready_is(t, "False", "DeployPending"),
+        )
+        .await;
+    assert_eq!(
+        ready_message(&trace),
+        "manifest a1b2c3d not yet applied by Kustomization flux-system/orders; cluster at 9f8e7d6"
+    );
+
+    // Flux applies it: Ready, every stage filled in, the manifest stage without a pipeline run.
+    env.kustomization_at(M2).await;
+    let trace = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "Ready once Flux applied the new head",
+            |t| ready_is(t, "True", "InSync"),
+        )
+        .await;
+    let status = &trace["status"];
+    assert_eq!(status["imageTag"], build_number.as_str());
+    assert_eq!(status["manifestCommitId"], M2);
+    let stages = status["stages"].as_array().expect("stages");
+    for stage in stages {
+        assert_eq!(stage["state"], "Succeeded", "{stage}");
+        assert!(stage["commit"].is_string(), "{stage}");
+    }
+    assert_eq!(stages[1]["name"], "manifest");
+    assert!(stages[1]["run"].is_null(), "{stage:?}", stage = stages[1]);
+    assert!(
+        stages[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("manifest a1b2c3d committed after build ")),
+        "{stage}",
+        stage = stages[1]
+    );
+    assert_eq!(env.sim.count_requests("/commits"), 2);
 }

@@ -20,7 +20,9 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYP
 use serde::de::DeserializeOwned;
 
 use super::error::AdoError;
-use super::models::{Build, ErrorBody, GitAnnotatedTag, GitRef, GitRepository, ListResponse};
+use super::models::{
+    Build, ErrorBody, GitAnnotatedTag, GitCommitRef, GitRef, GitRepository, ListResponse,
+};
 use crate::pipeline_key::{full_branch_ref, OrgKey};
 use crate::secret::SecretString;
 
@@ -233,6 +235,47 @@ impl AdoClient {
             what: format!("Annotated tag {object_id} in repository \"{repository}\""),
         };
         self.get_json(call, token).await
+    }
+
+    /// Commits - Get Commits: up to `top` commits of the first-parent history starting at `version`,
+    /// newest first. `version_type` is `commit` (then `version` is a full SHA; the answer starts with
+    /// that commit, however the branch moves meanwhile), `branch` or `tag`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn get_commits(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        version: &str,
+        version_type: &str,
+        top: u32,
+        token: &SecretString,
+    ) -> Result<Vec<GitCommitRef>, AdoError> {
+        let call = Call {
+            endpoint: "git.commits.list",
+            org_url,
+            segments: vec![
+                project,
+                "_apis",
+                "git",
+                "repositories",
+                repository,
+                "commits",
+            ],
+            query: vec![
+                ("searchCriteria.itemVersion.version", version.to_string()),
+                (
+                    "searchCriteria.itemVersion.versionType",
+                    version_type.to_string(),
+                ),
+                ("searchCriteria.$top", top.to_string()),
+            ],
+            what: format!(
+                "{version_type} {version} in repository \"{repository}\" of project \"{project}\""
+            ),
+        };
+        let list: ListResponse<GitCommitRef> = self.get_json(call, token).await?;
+        Ok(list.value)
     }
 
     /// Repositories - Get, by name or id.

@@ -1,6 +1,7 @@
 //! The controllers `lockstep run` starts: wiring of watches to reconcilers. The reconcilers live in their
 //! own modules ([`gate`]); the pure status logic beside them ([`gate_status`]).
 
+mod commit_dates;
 mod error;
 pub mod gate;
 pub mod gate_status;

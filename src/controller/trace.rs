@@ -23,6 +23,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::commit_dates::{CommitDates, CommitKey};
 use super::gate::{BuildsCache, GateConfig, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
 use super::Error;
 use crate::ado::{AdoClient, AdoError, Build};
@@ -37,6 +38,7 @@ use crate::trace::deployed::{
     observe_argo_application, observe_flux_kustomization, observe_workload, DeployedKind,
     DeployedObservation, DeployedTarget,
 };
+use crate::trace::order::parse_commit_date;
 use crate::trace::refs::{peel_annotated_tag, pick_ref, ref_filter, RefHead};
 use crate::trace::stages::{
     self, BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
@@ -92,6 +94,8 @@ pub struct TraceContext {
     pub config: GateConfig,
     /// The controller's view of all traces, to prune per-trace memory.
     pub store: Store<ServiceTrace>,
+    /// Committer dates of manifest heads already read (they never change).
+    commit_dates: CommitDates,
     memory: Mutex<HashMap<ObjectRef<ServiceTrace>, TraceMemory>>,
 }
 
@@ -113,6 +117,7 @@ impl TraceContext {
             metrics,
             config,
             store,
+            commit_dates: CommitDates::default(),
             memory: Mutex::new(HashMap::new()),
         }
     }
@@ -365,17 +370,28 @@ async fn read_all(
     let hld = async {
         match &spec.hld {
             Some(hld) => {
-                Some(read_head(ctx, org, project, &hld.repository, &hld.branch, token).await)
+                let head = read_head(
+                    ctx,
+                    org,
+                    project,
+                    &hld.repository,
+                    &hld.branch,
+                    false,
+                    token,
+                );
+                Some(head.await)
             }
             None => None,
         }
     };
+    // Without a generation pipeline the manifest head is ordered after the build by its committer date.
     let manifest = read_head(
         ctx,
         org,
         project,
         &spec.manifest.repository,
         &spec.manifest.branch,
+        spec.manifest.definition_id.is_none(),
         token,
     );
     // The generation pipeline usually lives in the HLD repository and runs on its branch.
@@ -533,13 +549,15 @@ struct RepoRead {
 }
 
 /// Repositories - Get (so a missing repository is named as such), then Refs - List with the exact-name
-/// pick, then the annotated-tag look-up when the server did not peel a tag.
+/// pick, then the annotated-tag look-up when the server did not peel a tag, then, when
+/// `with_committer_date`, the head's committer date (see [`committer_date`]).
 async fn read_head(
     ctx: &TraceContext,
     org: &str,
     project: &str,
     repository: &str,
     branch: &str,
+    with_committer_date: bool,
     token: &SecretString,
 ) -> Result<RepoRead, AdoError> {
     let repo = ctx
@@ -570,17 +588,68 @@ async fn read_head(
         }
         Err(e) => Err(ReadFailure(e.to_string())),
     };
+    let head = match head {
+        Ok(Some(id)) => {
+            let committed = if with_committer_date {
+                committer_date(ctx, org, project, &repo.id, &id, token).await?
+            } else {
+                None
+            };
+            Ok(Some(HeadCommit { id, committed }))
+        }
+        Ok(None) => Ok(None),
+        Err(failure) => Err(failure),
+    };
     Ok(RepoRead {
         web_url: repo.web_url,
-        // The committer date needs Commits - Get, which the client does not offer yet: without a
-        // manifest-generation pipeline the order is then Unknown (see docs/servicetrace.md).
-        head: head.map(|id| {
-            id.map(|id| HeadCommit {
-                id,
-                committed: None,
-            })
-        }),
+        head,
     })
+}
+
+/// The committer date of `commit_id`, from memory or Commits - Get Commits (that commit, `$top=1`).
+/// Asking by commit id, not by branch, reads the very commit the refs named even when the branch moved
+/// meanwhile. A transient error is returned (the last verdict stands); any other failure, or a commit
+/// without a readable date, leaves the date unknown, which the trace reports as `OrderUnknown`.
+async fn committer_date(
+    ctx: &TraceContext,
+    org: &str,
+    project: &str,
+    repository_id: &str,
+    commit_id: &str,
+    token: &SecretString,
+) -> Result<Option<Timestamp>, AdoError> {
+    let key = CommitKey::new(org, repository_id, commit_id);
+    if let Some(date) = ctx.commit_dates.get(&key) {
+        return Ok(date);
+    }
+    let commits = match ctx
+        .ado
+        .get_commits(org, project, repository_id, commit_id, "commit", 1, token)
+        .await
+    {
+        Ok(commits) => commits,
+        Err(err) if err.is_transient() => return Err(err),
+        Err(err) => {
+            warn!(commit = commit_id, error = %err, "could not read the manifest head's committer date");
+            return Ok(None);
+        }
+    };
+    let Some(commit) = commits
+        .into_iter()
+        .find(|c| c.commit_id.eq_ignore_ascii_case(commit_id))
+    else {
+        warn!(
+            commit = commit_id,
+            "Commits - Get Commits did not return the manifest head"
+        );
+        return Ok(None);
+    };
+    let date = commit
+        .committer
+        .and_then(|c| c.date)
+        .and_then(|d| parse_commit_date(&d));
+    ctx.commit_dates.insert(key, date);
+    Ok(date)
 }
 
 /// The object named in `spec.deployed`, for messages and watches.

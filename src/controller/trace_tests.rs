@@ -772,3 +772,117 @@ async fn ready_gauge_counts_traces() {
         .unwrap_or_else(|| panic!("no ServiceTrace Ready=True gauge in:\n{text}"));
     assert!(line.ends_with(" 1"), "{line}");
 }
+
+/// The manifest head a generation-less layout pushes after the CI build.
+const PUSHED_MANIFEST: &str = "b2c3d4e5f60718293a4b5c6d7e8f901234567890";
+
+/// A trace without `manifest.definitionId`: the manifest head is ordered by its committer date.
+fn trace_without_generation(org_url: &str) -> ServiceTrace {
+    let mut trace = trace_object(org_url, "orders", "orders-manifests", flux_deployed());
+    trace.spec.manifest.definition_id = None;
+    trace
+}
+
+#[tokio::test]
+async fn without_a_generation_pipeline_a_manifest_committed_after_the_build_is_ready() {
+    let ado = Ado::start().await;
+    ado.ci_succeeded();
+    ado.sim
+        .push(ORG, PROJECT, "orders-manifests", "main", PUSHED_MANIFEST);
+    let org_url = ado.sim.org_url(ORG);
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let api = tokio::spawn(async move {
+        expect_secret(&mut handle).await;
+        expect_kustomization(&mut handle, kustomization(PUSHED_MANIFEST)).await;
+        let body = expect_status_apply(&mut handle, "orders").await;
+        expect_event(&mut handle).await;
+        let _ = tx.send(body);
+        expect_secret(&mut handle).await;
+        expect_kustomization(&mut handle, kustomization(PUSHED_MANIFEST)).await;
+    });
+    run_reconcile(trace_without_generation(&org_url), ctx.clone()).await;
+    let body = rx.await.expect("first write");
+    let status = &body["status"];
+    let (ready_status, reason, message) = ready(status);
+    assert_eq!(
+        (ready_status.as_str(), reason.as_str()),
+        ("True", "InSync"),
+        "{message}"
+    );
+    let stages = status["stages"].as_array().expect("stages");
+    assert_eq!(stages[1]["name"], "manifest");
+    assert_eq!(stages[1]["state"], "Succeeded");
+    let manifest_message = stages[1]["message"].as_str().unwrap_or_default();
+    assert!(
+        manifest_message.starts_with("manifest b2c3d4e committed after build "),
+        "{manifest_message}"
+    );
+    assert!(stages[1]["run"].is_null(), "{stages:?}");
+    assert_eq!(ado.sim.count_requests("/commits"), 1);
+
+    // The head did not move: its date comes from memory, not from another request.
+    let mut again = trace_without_generation(&org_url);
+    again.metadata.resource_version = Some("2".into());
+    again.status = Some(serde_json::from_value(status.clone()).expect("status"));
+    run_reconcile(again, ctx).await;
+    api.await.expect("API scenario");
+    assert_eq!(ado.sim.count_requests("/commits"), 1);
+}
+
+#[tokio::test]
+async fn without_a_generation_pipeline_a_manifest_older_than_the_build_waits() {
+    let ado = Ado::start().await;
+    let ci = ado.ci_succeeded();
+    let build_number = ado.sim.run(ci).map(|r| r.build_number).expect("run");
+    // Committed ten minutes before the build finished, pushed after it: not generated from it.
+    let made = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+    ado.sim.push_committed_at(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        "main",
+        PUSHED_MANIFEST,
+        made,
+    );
+    let trace = trace_without_generation(&ado.sim.org_url(ORG));
+    let (body, (_, event_reason, _)) =
+        reconcile_once(&ado, trace, kustomization(PUSHED_MANIFEST)).await;
+    let status = &body["status"];
+    let (ready_status, reason, message) = ready(status);
+    assert_eq!(
+        (ready_status.as_str(), reason.as_str()),
+        ("False", "ManifestBehindBuild"),
+        "{message}"
+    );
+    let committed = format!(
+        "{:.0}",
+        jiff::Timestamp::from_second(made.as_second()).expect("valid")
+    );
+    assert!(
+        message.starts_with(&format!(
+            "manifest b2c3d4e (committed {committed}) predates build {build_number} (finished "
+        )) && message.ends_with("); waiting for the manifest update"),
+        "{message}"
+    );
+    assert_eq!(condition(status, "Reconciling")["status"], "True");
+    assert_eq!(condition(status, "Stalled")["status"], "False");
+    assert_eq!(event_reason, "TraceProgressing");
+}
+
+#[tokio::test]
+async fn with_a_generation_pipeline_no_commit_is_read() {
+    let ado = Ado::start().await;
+    ado.ci_succeeded();
+    ado.generation(RunResult::Succeeded);
+    let trace = trace_object(
+        &ado.sim.org_url(ORG),
+        "orders",
+        "orders-manifests",
+        flux_deployed(),
+    );
+    let (body, _) = reconcile_once(&ado, trace, kustomization(MANIFEST)).await;
+    assert_eq!(ready(&body["status"]).0, "True");
+    assert_eq!(ado.sim.count_requests("/commits"), 0);
+}

@@ -499,7 +499,9 @@ async fn git_endpoints_refs_prefix_tags_repositories_commits() {
 
     // Commits: branch history newest first; $top; pushes extend the history.
     let new_head = "4444444444444444444444444444444444444444";
+    let before_push = jiff::Timestamp::now();
     sim.push(ORG, PROJECT, "manifests", "main", new_head);
+    let after_push = jiff::Timestamp::now();
     let commits = get(&sim, &format!("{PROJECT}/_apis/git/repositories/manifests/commits?searchCriteria.itemVersion.version=main&api-version=7.1")).await.json();
     let shas: Vec<_> = commits["value"]
         .as_array()
@@ -511,6 +513,21 @@ async fn git_endpoints_refs_prefix_tags_repositories_commits() {
     let top1 = get(&sim, &format!("{PROJECT}/_apis/git/repositories/manifests/commits?searchCriteria.itemVersion.version=main&$top=1&api-version=7.1")).await.json();
     assert_eq!(top1["count"], 1);
     assert_eq!(top1["value"][0]["commitId"], new_head);
+    // Like git, the committer date is the commit's time (here: the push) in whole seconds.
+    let committed = top1["value"][0]["committer"]["date"].as_str().unwrap();
+    assert_eq!(committed.len(), "2026-11-22T10:00:00Z".len(), "{committed}");
+    let committed: jiff::Timestamp = committed.parse().unwrap();
+    assert!(committed.as_second() >= before_push.as_second() && committed <= after_push);
+    // A commit made earlier than its push keeps its own date, truncated to the second.
+    let older = "5555555555555555555555555555555555555555";
+    let made: jiff::Timestamp = "2026-11-22T09:30:15.75Z".parse().unwrap();
+    sim.push_committed_at(ORG, PROJECT, "manifests", "release", older, made);
+    let by_id = get(&sim, &format!("{PROJECT}/_apis/git/repositories/manifests/commits?searchCriteria.itemVersion.version={older}&searchCriteria.itemVersion.versionType=commit&searchCriteria.$top=1&api-version=7.1")).await.json();
+    assert_eq!(by_id["value"][0]["commitId"], older);
+    assert_eq!(
+        by_id["value"][0]["committer"]["date"],
+        "2026-11-22T09:30:15Z"
+    );
     let refs = get(
         &sim,
         &format!(

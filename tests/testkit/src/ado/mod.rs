@@ -419,6 +419,32 @@ impl AdoSimulator {
         )
     }
 
+    /// [`Self::push`] of a commit whose committer (and author) date is `committed` rather than the push
+    /// time, like a commit made some time before it was pushed. Git dates have whole seconds, so
+    /// Commits - Get Commits shows `committed` truncated to the second.
+    #[track_caller]
+    pub fn push_committed_at(
+        &self,
+        org: &str,
+        project: &str,
+        repository: &str,
+        branch: &str,
+        new_sha: &str,
+        committed: jiff::Timestamp,
+    ) -> i64 {
+        or_panic(
+            "push_committed_at",
+            self.shared.state().push_committed_at(
+                org,
+                project,
+                repository,
+                branch,
+                new_sha,
+                Some(committed),
+            ),
+        )
+    }
+
     // ----- request log --------------------------------------------------------------------------
 
     pub fn requests(&self) -> Vec<AdoRequestRecord> {

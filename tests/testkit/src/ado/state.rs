@@ -431,6 +431,20 @@ impl SimState {
         branch: &str,
         new_sha: &str,
     ) -> Result<i64, TestkitError> {
+        self.push_committed_at(org, project, repository, branch, new_sha, None)
+    }
+
+    /// [`Self::push`] of a commit whose committer date is `committed` (the push time when `None`): a
+    /// commit made on a machine some time before it was pushed.
+    pub fn push_committed_at(
+        &mut self,
+        org: &str,
+        project: &str,
+        repository: &str,
+        branch: &str,
+        new_sha: &str,
+        committed: Option<Timestamp>,
+    ) -> Result<i64, TestkitError> {
         check_sha(new_sha)?;
         let now = self.clock.now();
         let push_id = self.next_push_id;
@@ -450,7 +464,8 @@ impl SimState {
             .cloned()
             .unwrap_or_else(|| ZERO_SHA.to_string());
         let parent = (old != ZERO_SHA).then_some(old.as_str());
-        repo.ensure_commit(new_sha, parent, format!("Update {branch}"), now);
+        let date = committed.unwrap_or(now);
+        repo.ensure_commit(new_sha, parent, format!("Update {branch}"), date);
         repo.refs.insert(ref_name.clone(), new_sha.to_string());
         let push = Push {
             id: push_id,
@@ -761,6 +776,30 @@ mod tests {
 
         let new_branch = s.push("contoso", "Shop", "Shop", "feature/x", A).unwrap();
         assert_eq!(s.find_push(new_branch).unwrap().1.old_object_id, ZERO_SHA);
+    }
+
+    #[test]
+    fn a_pushed_commit_is_dated_at_the_push_unless_committed_earlier() {
+        let mut s = setup();
+        let pushed = s.push("contoso", "Shop", "shop", "main", B).unwrap();
+        let earlier: Timestamp = "2026-11-22T09:00:00Z".parse().unwrap();
+        let c = "cccccccccccccccccccccccccccccccccccccccc";
+        let dated = s
+            .push_committed_at("contoso", "Shop", "shop", "main", c, Some(earlier))
+            .unwrap();
+        let push_date = s.find_push(pushed).unwrap().1.date;
+        let repo = s
+            .org("contoso")
+            .unwrap()
+            .project("Shop")
+            .unwrap()
+            .repository("Shop")
+            .unwrap();
+        assert_eq!(repo.commits[B].date, push_date);
+        assert_eq!(repo.commits[c].date, earlier);
+        assert_eq!(repo.commits[c].parents, vec![B.to_string()]);
+        assert_eq!(repo.refs["refs/heads/main"], c);
+        assert!(s.find_push(dated).unwrap().1.date > push_date);
     }
 
     #[test]
