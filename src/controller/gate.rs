@@ -311,11 +311,16 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
         // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
         Read::Verdict { read_ok: false, .. } => Action::requeue(interval),
-        Read::Transient { retry_after, .. } => {
+        Read::Transient {
+            message,
+            retry_after,
+        } => {
             let mut after = ctx.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
                 after = after.max(*retry_after);
             }
+            // The retry time lives here, not in status: lastError stays put while the hold counts down.
+            info!(gate = %key, error = %message, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
             Action::requeue(after)
         }
     };

@@ -256,6 +256,8 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             if let Some(retry_after) = retry_after {
                 after = after.max(retry_after);
             }
+            // The retry time lives here, not in status: lastError stays put while the hold counts down.
+            info!(trace = %key, error = %desired.last_error.as_deref().unwrap_or_default(), retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
             Ok(Action::requeue(after))
         }
         Reads::Complete(input) => {
