@@ -424,6 +424,43 @@ async fn gate_follows_the_newest_run_and_describe_shows_it() {
             "describe lacks {needle:?}:\n{describe}"
         );
     }
+
+    // A third run in progress waits again: its GateWaiting Event names this run, not the first one that
+    // waited a few seconds ago with the same reason.
+    let third = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(third);
+    env.wait_gate(
+        "orders",
+        "base",
+        Duration::from_secs(30),
+        "the third run in progress",
+        |g| cond_is(g, "Reconciling", "True", "RunInProgress"),
+    )
+    .await;
+    let third_number = env.sim.run(third).unwrap().build_number;
+    let first_number = env.sim.run(first).unwrap().build_number;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let describe = env
+            .kubectl(&["-n", "orders", "describe", "pipelinegate", "base"])
+            .await;
+        let waiting: Vec<&str> = describe
+            .lines()
+            .filter(|l| l.contains("GateWaiting"))
+            .collect();
+        if waiting.iter().any(|l| l.contains(&third_number)) {
+            assert!(
+                waiting.iter().any(|l| l.contains(&first_number)),
+                "the first run's wait is still its own Event:\n{describe}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no GateWaiting Event names run {third_number}:\n{describe}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

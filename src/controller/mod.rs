@@ -2,6 +2,7 @@
 //! own modules ([`gate`]); the pure status logic beside them ([`gate_status`]).
 
 mod error;
+mod events;
 pub mod gate;
 pub mod gate_status;
 #[cfg(test)]
