@@ -85,11 +85,20 @@ impl Env {
         out
     }
 
+    /// `kubectl apply` with kubectl's normal (strict) validation against the emulator's OpenAPI.
+    async fn try_apply(&self, yaml: &str) -> Result<(), String> {
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
     async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self
-            .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml))
-            .await;
-        assert!(ok, "kubectl apply failed: {err}\n{yaml}");
+        if let Err(err) = self.try_apply(yaml).await {
+            panic!("kubectl apply failed: {err}\n{yaml}");
+        }
     }
 
     /// A namespace and the Secret `ado-pat` (key `token`) in it. Applied as YAML: kubectl's typed
@@ -461,6 +470,34 @@ async fn gate_follows_the_newest_run_and_describe_shows_it() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The harness applies with kubectl's default validation, so a typo in a test's YAML fails loudly instead of
+/// being pruned silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_applies_with_kubectl_validation() {
+    let env = Env::start().await;
+    env.namespace_with_pat("orders", PAT).await;
+    let org_url = env.sim.org_url(ORG);
+    let typo = gate_yaml("orders", "base", &org_url, DEFINITION, "  intervall: 5s\n");
+    let err = env
+        .try_apply(&typo)
+        .await
+        .expect_err("an unknown field is rejected");
+    assert!(err.contains("unknown field \"spec.intervall\""), "{err}");
+    let absent = env
+        .kubectl_raw(&["-n", "orders", "get", "pipelinegate", "base"], None)
+        .await;
+    assert!(!absent.0, "nothing was created: {absent:?}");
+    env.try_apply(&gate_yaml(
+        "orders",
+        "base",
+        &org_url,
+        DEFINITION,
+        "  interval: 5s\n",
+    ))
+    .await
+    .expect("a valid gate applies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,9 +131,7 @@ impl Env {
     }
 
     async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self
-            .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml))
-            .await;
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
         assert!(ok, "kubectl apply failed: {err}\n{yaml}");
     }
 
