@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -218,9 +217,6 @@ async fn run_demo(
     let password_file = dir.join("webhook-password");
     std::fs::write(&password_file, HOOK_PASSWORD)
         .map_err(|e| start_err("the webhook password file")(e.to_string()))?;
-    let webhook_addr =
-        free_loopback_addr().map_err(|e| start_err("a webhook port")(e.to_string()))?;
-    let webhook_url = format!("http://{webhook_addr}{}", lockstep::webhook::HOOK_PATH);
     let flags = ControllerFlags::try_parse_from([
         "lockstep run",
         "--namespace",
@@ -228,7 +224,7 @@ async fn run_demo(
         "--metrics-addr",
         "127.0.0.1:0",
         "--webhook-addr",
-        &webhook_addr.to_string(),
+        "127.0.0.1:0",
         "--webhook-username",
         HOOK_USER,
         "--webhook-password-file",
@@ -257,6 +253,28 @@ async fn run_demo(
         pipeline.definition_id,
         pipeline.branch
     );
+
+    // Port 0: `lockstep run` reports where it listens, so nothing can take the port in between.
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let controller = lockstep::run::run_with(flags.run, move |bound| {
+        let _ = bound_tx.send(bound);
+    });
+    tokio::pin!(controller);
+    let bound = tokio::select! {
+        // The controller first: when it failed to start, its error says why, not the dropped sender.
+        biased;
+        ended = &mut controller => return Err(controller_stopped(ended)),
+        bound = bound_rx => bound.map_err(|_| {
+            start_err("the controller")("it stopped before listening".to_string())
+        })?,
+    };
+    let webhook_addr = bound.webhook.ok_or_else(|| {
+        start_err("the webhook receiver")(
+            "lockstep run did not start it; the demo passes Basic credentials, so this is a bug"
+                .to_string(),
+        )
+    })?;
+    let webhook_url = format!("http://{webhook_addr}{}", lockstep::webhook::HOOK_PATH);
     println!(
         "  lockstep run    --namespace {} --fast-interval {FAST_INTERVAL}, service hooks at {webhook_url} (Basic auth)",
         example.namespace
@@ -267,8 +285,6 @@ async fn run_demo(
     );
     println!();
 
-    let controller = lockstep::run::run(flags.run);
-    tokio::pin!(controller);
     let scenario = Scenario {
         client: emulator.client().await,
         simulator,
@@ -304,12 +320,6 @@ fn controller_stopped(ended: Result<(), RunError>) -> DemoError {
         Ok(()) => "it was interrupted".to_string(),
         Err(e) => e.to_string(),
     })
-}
-
-/// An ephemeral loopback address for the webhook receiver. `lockstep run` binds it a moment later; the
-/// demo needs the port up front to deliver service hooks to it.
-fn free_loopback_addr() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 /// What the example gate follows.

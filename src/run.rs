@@ -34,7 +34,7 @@ pub struct RunArgs {
     /// Address for /metrics, /healthz and /readyz. Port 0 picks a free port (logged at start-up).
     #[arg(long, env = "LOCKSTEP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
-    /// Address for the Azure DevOps service-hook receiver.
+    /// Address for the Azure DevOps service-hook receiver. Port 0 picks a free port (logged at start-up).
     #[arg(long, env = "LOCKSTEP_WEBHOOK_ADDR", default_value = "0.0.0.0:9292")]
     pub webhook_addr: SocketAddr,
     /// Run the controllers only while holding a coordination.k8s.io/v1 Lease.
@@ -240,8 +240,23 @@ async fn start_webhook(
     }))
 }
 
+/// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub metrics: SocketAddr,
+    /// The service-hook receiver; `None` when it is disabled (no webhook credentials configured).
+    pub webhook: Option<SocketAddr>,
+}
+
 /// Run the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    run_with(args, |_| {}).await
+}
+
+/// [`run`] for in-process callers (the demo, tests): `on_bound` gets the listening addresses once both
+/// servers are bound and before any controller starts, so a caller can pass port 0 and still reach them.
+pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Result<(), RunError> {
     init_logging(args.log_format);
     let (shutdown_tx, shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
@@ -265,8 +280,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             addr: args.metrics_addr,
             source,
         })?;
-    let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
+    let metrics_addr = listener
+        .local_addr()
+        .map_err(|source| RunError::MetricsListen {
+            addr: args.metrics_addr,
+            source,
+        })?;
     info!(addr = %metrics_addr, "metrics server listening");
+    on_bound(BoundAddrs {
+        metrics: metrics_addr,
+        webhook: webhook.as_ref().map(|w| w.server.local_addr()),
+    });
     let ops = tokio::spawn(serve_ops(
         listener,
         Arc::new(registry),

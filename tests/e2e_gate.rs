@@ -85,11 +85,20 @@ impl Env {
         out
     }
 
+    /// `kubectl apply` with kubectl's normal (strict) validation against the emulator's OpenAPI.
+    async fn try_apply(&self, yaml: &str) -> Result<(), String> {
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
     async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self
-            .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml))
-            .await;
-        assert!(ok, "kubectl apply failed: {err}\n{yaml}");
+        if let Err(err) = self.try_apply(yaml).await {
+            panic!("kubectl apply failed: {err}\n{yaml}");
+        }
     }
 
     /// A namespace and the Secret `ado-pat` (key `token`) in it. Applied as YAML: kubectl's typed
@@ -424,6 +433,71 @@ async fn gate_follows_the_newest_run_and_describe_shows_it() {
             "describe lacks {needle:?}:\n{describe}"
         );
     }
+
+    // A third run in progress waits again: its GateWaiting Event names this run, not the first one that
+    // waited a few seconds ago with the same reason.
+    let third = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
+    env.sim.start_run(third);
+    env.wait_gate(
+        "orders",
+        "base",
+        Duration::from_secs(30),
+        "the third run in progress",
+        |g| cond_is(g, "Reconciling", "True", "RunInProgress"),
+    )
+    .await;
+    let third_number = env.sim.run(third).unwrap().build_number;
+    let first_number = env.sim.run(first).unwrap().build_number;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let describe = env
+            .kubectl(&["-n", "orders", "describe", "pipelinegate", "base"])
+            .await;
+        let waiting: Vec<&str> = describe
+            .lines()
+            .filter(|l| l.contains("GateWaiting"))
+            .collect();
+        if waiting.iter().any(|l| l.contains(&third_number)) {
+            assert!(
+                waiting.iter().any(|l| l.contains(&first_number)),
+                "the first run's wait is still its own Event:\n{describe}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no GateWaiting Event names run {third_number}:\n{describe}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The harness applies with kubectl's default validation, so a typo in a test's YAML fails loudly instead of
+/// being pruned silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_applies_with_kubectl_validation() {
+    let env = Env::start().await;
+    env.namespace_with_pat("orders", PAT).await;
+    let org_url = env.sim.org_url(ORG);
+    let typo = gate_yaml("orders", "base", &org_url, DEFINITION, "  intervall: 5s\n");
+    let err = env
+        .try_apply(&typo)
+        .await
+        .expect_err("an unknown field is rejected");
+    assert!(err.contains("unknown field \"spec.intervall\""), "{err}");
+    let absent = env
+        .kubectl_raw(&["-n", "orders", "get", "pipelinegate", "base"], None)
+        .await;
+    assert!(!absent.0, "nothing was created: {absent:?}");
+    env.try_apply(&gate_yaml(
+        "orders",
+        "base",
+        &org_url,
+        DEFINITION,
+        "  interval: 5s\n",
+    ))
+    .await
+    .expect("a valid gate applies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

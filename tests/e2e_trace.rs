@@ -131,9 +131,7 @@ impl Env {
     }
 
     async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self
-            .kubectl_raw(&["apply", "--validate=false", "-f", "-"], Some(yaml))
-            .await;
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
         assert!(ok, "kubectl apply failed: {err}\n{yaml}");
     }
 
@@ -315,6 +313,29 @@ async fn trace_follows_a_change_from_build_to_the_kustomization() {
         ready_message(&trace),
         "manifest a1b2c3d not yet applied by Kustomization flux-system/orders; cluster at 9f8e7d6"
     );
+    // Its Event is a new one: not a repeat of the BuildInProgress Event that has the same reason.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let described = env
+            .kubectl(&["-n", NS, "describe", "servicetrace", "orders"])
+            .await;
+        let progressing: Vec<&str> = described
+            .lines()
+            .filter(|l| l.contains("TraceProgressing"))
+            .collect();
+        if progressing.iter().any(|l| l.contains("not yet applied")) {
+            assert!(
+                progressing.iter().any(|l| l.contains("is running")),
+                "the build's Event keeps its own message:\n{described}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TraceProgressing Event for the pending deploy:\n{described}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // Flux applies M2.
     env.kustomization_at(M2).await;

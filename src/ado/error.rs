@@ -10,8 +10,10 @@ pub enum AdoError {
     /// 404: the project, definition or repository does not exist (or the token may not see it).
     #[error("{what} was not found in Azure DevOps ({message}): check organizationUrl, project and the id or name")]
     NotFound { what: String, message: String },
-    /// 429, or a `Retry-After` that has not elapsed yet.
-    #[error("Azure DevOps at {organization} is rate limiting lockstep: retrying after {}s", retry_after.as_secs())]
+    /// 429, or a `Retry-After` that has not elapsed yet. The message leaves out `retry_after` on purpose: it
+    /// lands in `status.lastError`, and a countdown there would rewrite status and repeat the Warning on every
+    /// retry while nothing new is known. Callers log the retry time instead.
+    #[error("Azure DevOps at {organization} is rate limiting lockstep (HTTP 429): lockstep keeps the last verdict and asks again once the Retry-After period has passed")]
     RateLimited {
         organization: String,
         retry_after: Duration,
@@ -46,5 +48,21 @@ impl AdoError {
             Self::InvalidResponse { .. } => "invalid_response",
             Self::InvalidRequest(_) => "invalid_request",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_message_is_the_same_while_the_hold_counts_down() {
+        let at = |secs| AdoError::RateLimited {
+            organization: "https://dev.azure.com/contoso".into(),
+            retry_after: Duration::from_secs(secs),
+        };
+        assert_eq!(at(30).to_string(), at(29).to_string());
+        assert_eq!(at(30).to_string(), at(1).to_string());
+        assert!(at(30).to_string().contains("https://dev.azure.com/contoso"));
     }
 }

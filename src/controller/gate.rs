@@ -9,11 +9,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
+
+use super::events::transition_event;
 
 use super::gate_status::{self, Desired, GateEvent, Outcome, Severity, StatusInput};
 use super::Error;
@@ -311,11 +313,16 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
         // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
         Read::Verdict { read_ok: false, .. } => Action::requeue(interval),
-        Read::Transient { retry_after, .. } => {
+        Read::Transient {
+            message,
+            retry_after,
+        } => {
             let mut after = ctx.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
                 after = after.max(*retry_after);
             }
+            // The retry time lives here, not in status: lastError stays put while the hold counts down.
+            info!(gate = %key, error = %message, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
             Action::requeue(after)
         }
     };
@@ -540,32 +547,16 @@ async fn write_status_if_changed(
 async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {
     let reference = gate.object_ref(&());
     for e in events {
-        let event = Event {
-            type_: match e.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: e.reason.to_string(),
-            note: Some(truncate(&e.note, 1000)),
-            action: "Reconcile".to_string(),
-            secondary: None,
+        let type_ = match e.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
         };
+        let event = transition_event(type_, e.reason, &e.note);
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {
             // An Event is best effort; the status already says the same thing.
             warn!(gate = %ObjectRef::from_obj(gate), reason = e.reason, error = %err, "could not record Event");
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
@@ -660,14 +651,5 @@ mod tests {
         );
         let past = Timestamp::now() - jiff::SignedDuration::from_secs(5);
         assert_eq!(until(past), Duration::from_millis(20));
-    }
-
-    #[test]
-    fn long_event_notes_are_cut_on_a_char_boundary() {
-        let s = "é".repeat(600);
-        let t = truncate(&s, 1000);
-        assert!(t.len() <= 1000 + "…".len());
-        assert!(t.ends_with('…'));
-        assert_eq!(truncate("short", 1000), "short");
     }
 }

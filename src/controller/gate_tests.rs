@@ -44,6 +44,17 @@ fn gate(org_url: &str, status: Option<PipelineGateStatus>, resource_version: &st
 }
 
 fn context(client: Client) -> Arc<GateContext> {
+    let ado = AdoClient::new(ClientConfig {
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    context_with_ado(client, ado)
+}
+
+/// A context around a given ADO client: a second context shares the client's rate-limit hold but not the
+/// first one's poll cache or memory, the way a fresh reconcile after the cache expired sees it.
+fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let recorder = Recorder::new(
@@ -55,11 +66,7 @@ fn context(client: Client) -> Arc<GateContext> {
     );
     Arc::new(GateContext::new(
         client,
-        AdoClient::new(ClientConfig {
-            max_retries: 0,
-            ..ClientConfig::default()
-        })
-        .unwrap(),
+        ado,
         Arc::new(PollCache::new(Duration::from_secs(5))),
         recorder,
         metrics,
@@ -358,4 +365,80 @@ async fn a_suspended_gate_reads_nothing_and_says_so_in_ready() {
         .starts_with("Suspended: "));
     assert_eq!(body["status"]["observedGeneration"], 2);
     assert!(ado.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn repeated_rate_limiting_writes_status_and_warns_once() {
+    let ado = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "30"))
+        .expect(1)
+        .mount(&ado)
+        .await;
+    let org = format!("{}/contoso", ado.uri());
+    let ado_client = AdoClient::new(ClientConfig {
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let settled: PipelineGateStatus = serde_json::from_value(json!({
+        "observedGeneration": 1,
+        "lastCheckedTime": jiff::Timestamp::now().to_string(),
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"},
+            {"type": "Reconciling", "status": "False", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"},
+            {"type": "Stalled", "status": "False", "reason": "Succeeded", "message": "Run 20261122.4 succeeded",
+             "observedGeneration": 1, "lastTransitionTime": "2026-11-22T10:00:00Z"}
+        ]
+    }))
+    .unwrap();
+
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let api = tokio::spawn(async move {
+        expect_secret_get(&mut handle, true).await;
+        let body = expect_status_apply(&mut handle).await;
+        let event = expect_event(&mut handle).await;
+        tx.send((body, event)).unwrap();
+        // The second reconcile learns nothing new (the same hold, a second later): it may only read the Secret.
+        expect_secret_get(&mut handle, true).await;
+        handle
+    });
+    run_reconcile(
+        gate(&org, Some(settled), "1"),
+        context_with_ado(client.clone(), ado_client.clone()),
+    )
+    .await;
+    let (body, (type_, reason, _)) = rx.await.unwrap();
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Warning", "AzureDevOpsError")
+    );
+    let written: PipelineGateStatus = serde_json::from_value(body["status"].clone()).unwrap();
+    let last_error = written.last_error.clone().expect("lastError says why");
+    assert!(last_error.contains("rate limiting"), "{last_error}");
+    assert_eq!(
+        condition(&body["status"], "Ready")["status"],
+        "True",
+        "the last verdict stands"
+    );
+
+    // Let the remaining hold tick down by at least a whole second, as a later poll would see it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run_reconcile(
+        gate(&org, Some(written), "2"),
+        context_with_ado(client, ado_client),
+    )
+    .await;
+    let mut handle = api.await.unwrap();
+    assert!(
+        !matches!(
+            tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await,
+            Ok(Some(_))
+        ),
+        "a rate limit that is still on must not rewrite status or warn again"
+    );
 }

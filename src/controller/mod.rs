@@ -3,6 +3,7 @@
 
 mod commit_dates;
 mod error;
+mod events;
 pub mod gate;
 pub mod gate_status;
 #[cfg(test)]

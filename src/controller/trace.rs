@@ -17,13 +17,14 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::commit_dates::{CommitDates, CommitKey};
+use super::events::transition_event;
 use super::gate::{BuildsCache, GateConfig, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
 use super::Error;
 use crate::ado::{AdoClient, AdoError, Build};
@@ -261,6 +262,8 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             if let Some(retry_after) = retry_after {
                 after = after.max(retry_after);
             }
+            // The retry time lives here, not in status: lastError stays put while the hold counts down.
+            info!(trace = %key, error = %desired.last_error.as_deref().unwrap_or_default(), retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
             Ok(Action::requeue(after))
         }
         Reads::Complete(input) => {
@@ -908,28 +911,11 @@ async fn publish_transition(
         ("False", false) => (EventType::Normal, "TraceProgressing"),
         _ => (EventType::Normal, "TraceUnknown"),
     };
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        note: Some(truncate(&after.message, 1000)),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
+    let event = transition_event(type_, reason, &after.message);
     if let Err(err) = ctx.recorder.publish(&event, &trace.object_ref(&())).await {
         // Best effort: the status says the same thing.
         warn!(trace = %ObjectRef::from_obj(trace), reason, error = %err, "could not record Event");
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 fn whole_seconds(t: Timestamp) -> Timestamp {

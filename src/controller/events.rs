@@ -1,0 +1,133 @@
+//! The Events both controllers record, built so kube's `Recorder` groups only true repeats into a series.
+//!
+//! `Recorder::publish` folds an Event into an existing series when type, reason, action, reporter and
+//! object match, and then only bumps the count: the note of the first Event stays. Two different
+//! transitions with one reason (`GateWaiting` for run .1, then for run .2) would so show the first run's
+//! message "x2 over 6s" in `kubectl describe`. The action carries a digest of the note, so an Event joins a
+//! series only when it says exactly the same thing again. Both controllers publish on transitions only, so
+//! a series still means a real recurrence (a gate flapping back to the same state), never a poll.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use kube::runtime::events::{Event, EventType};
+
+/// The API server rejects notes above 1 kB.
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// An Event about the regarded object, in a series only with Events of the same type, reason and note.
+pub fn transition_event(type_: EventType, reason: &str, note: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(note, MAX_NOTE_BYTES)),
+        action: series_action(note),
+        secondary: None,
+    }
+}
+
+/// `Reconcile/<digest of the note>`: well under the 128 characters the API allows. `DefaultHasher::new()`
+/// is the same in every call, which is all the Recorder's in-process series cache needs.
+fn series_action(note: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    note.hash(&mut hasher);
+    format!("Reconcile/{:016x}", hasher.finish())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    use kube::api::{Api, ListParams};
+    use kube::runtime::events::{Recorder, Reporter};
+    use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+
+    #[test]
+    fn long_notes_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(600);
+        let t = truncate(&s, MAX_NOTE_BYTES);
+        assert!(t.len() <= MAX_NOTE_BYTES + "…".len());
+        assert!(t.ends_with('…'));
+        assert_eq!(truncate("short", MAX_NOTE_BYTES), "short");
+    }
+
+    #[test]
+    fn the_action_differs_exactly_when_the_note_does() {
+        let a = transition_event(EventType::Normal, "GateWaiting", "Run 20261122.1 is queued");
+        let b = transition_event(EventType::Normal, "GateWaiting", "Run 20261122.2 is queued");
+        let a_again =
+            transition_event(EventType::Normal, "GateWaiting", "Run 20261122.1 is queued");
+        assert_ne!(a.action, b.action);
+        assert_eq!(a.action, a_again.action);
+        assert!(a.action.len() <= 128, "{}", a.action);
+    }
+
+    /// Through kube's real Recorder against the emulator: what `kubectl describe` reads back.
+    #[tokio::test]
+    async fn a_new_message_is_a_new_event_and_a_repeat_joins_its_series() {
+        let emu = KubeEmulator::start(EmulatorConfig::default())
+            .await
+            .unwrap();
+        let client = emu.client().await;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "lockstep".into(),
+                instance: Some("test".into()),
+            },
+        );
+        // The regarded object need not exist: the API server does not check `regarding`.
+        let reference = ObjectReference {
+            api_version: Some("lockstep.dev/v1alpha1".into()),
+            kind: Some("PipelineGate".into()),
+            namespace: Some("default".into()),
+            name: Some("base".into()),
+            uid: Some("u-1".into()),
+            ..ObjectReference::default()
+        };
+        for note in [
+            "Run 20261122.1 is queued",
+            "Run 20261122.1 is in progress",
+            "Run 20261122.2 is queued",
+            "Run 20261122.2 is queued",
+        ] {
+            recorder
+                .publish(
+                    &transition_event(EventType::Normal, "GateWaiting", note),
+                    &reference,
+                )
+                .await
+                .unwrap();
+        }
+
+        let events: Api<K8sEvent> = Api::namespaced(client, "default");
+        let mut seen: Vec<(String, i32)> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| (e.note.unwrap_or_default(), e.series.map_or(1, |s| s.count)))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("Run 20261122.1 is in progress".to_string(), 1),
+                ("Run 20261122.1 is queued".to_string(), 1),
+                ("Run 20261122.2 is queued".to_string(), 2),
+            ]
+        );
+    }
+}
