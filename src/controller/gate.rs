@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -201,7 +201,8 @@ enum Read {
     Verdict {
         verdict: Box<Verdict>,
         read_ok: bool,
-        age: Duration,
+        /// Phase of the pipeline's requeue grid (see [`until_next_tick`]).
+        tick_phase: u64,
     },
     Transient {
         message: String,
@@ -230,7 +231,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             Err(verdict) => Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: false,
-                age: Duration::ZERO,
+                tick_phase: 0,
             },
             Ok(token) => read_and_decide(gate, &token, now, current.as_ref(), ctx).await,
         }
@@ -298,13 +299,13 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         Read::Verdict {
             verdict,
             read_ok: true,
-            age,
+            tick_phase,
         } => {
             let period = match verdict.phase {
                 Phase::Waiting => ctx.config.fast_interval,
                 Phase::Open | Phase::Blocked => interval,
             };
-            let mut after = aligned(period, *age);
+            let mut after = until_next_tick(period, *tick_phase, SystemTime::now());
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
                 after = after.min(until(deadline));
             }
@@ -330,10 +331,39 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     Ok(action)
 }
 
-/// Time left of `period` once an answer `age` old is accounted for. Gates sharing a pipeline thereby requeue
-/// together, when their shared answer expires, instead of drifting apart and each missing the cache.
-fn aligned(period: Duration, age: Duration) -> Duration {
-    period.saturating_sub(age).max(Duration::from_millis(200))
+/// Shortest requeue: never a busy loop.
+const MIN_REQUEUE: Duration = Duration::from_millis(200);
+
+/// Delay until the next tick of the pipeline's requeue grid of `period`.
+///
+/// Every gate following one pipeline requeues to the same wall-clock instant, so they all meet the shared
+/// Builds List answer and cost one request per period. A gate knocked off the grid (a slow reconcile under
+/// load, a webhook hint, a restart) rejoins at its next tick; aligning to the age of the answer each gate
+/// saw instead let such a gate found a second group that kept fetching on its own, period after period.
+/// The phase comes from the pipeline, which also spreads distinct pipelines over the period instead of
+/// firing all of them at once.
+fn until_next_tick(period: Duration, phase: u64, now: SystemTime) -> Duration {
+    let period_ms = period.as_millis().max(1);
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let into_period = (now_ms + period_ms - u128::from(phase) % period_ms) % period_ms;
+    let mut left = period_ms - into_period;
+    let min = MIN_REQUEUE.as_millis();
+    if left < min {
+        left += (min - left).div_ceil(period_ms) * period_ms;
+    }
+    Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
+/// The grid phase of a pipeline: stable for the process, different between pipelines.
+fn tick_phase(key: &PipelineKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys, so every gate on `key` gets the same phase.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Duration until `deadline` (whole seconds), plus a little so the reconcile runs at or after it.
@@ -439,7 +469,7 @@ async fn read_and_decide(
         return Read::Verdict {
             verdict: Box::new(verdict),
             read_ok: false,
-            age: Duration::ZERO,
+            tick_phase: 0,
         };
     };
     let not_before = gate
@@ -476,14 +506,14 @@ async fn read_and_decide(
             Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: true,
-                age,
+                tick_phase: tick_phase(&key),
             }
         }
         Err(err) => match gate::decide_error(err) {
             Some(verdict) => Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: false,
-                age,
+                tick_phase: 0,
             },
             None => Read::Transient {
                 message: err.to_string(),
@@ -629,16 +659,28 @@ mod tests {
     }
 
     #[test]
-    fn requeues_align_to_the_shared_answer() {
-        assert_eq!(
-            aligned(Duration::from_secs(60), Duration::from_secs(3)),
-            Duration::from_secs(57)
-        );
-        // Never a busy loop, even for an answer older than the period.
-        assert_eq!(
-            aligned(Duration::from_secs(1), Duration::from_secs(5)),
-            Duration::from_millis(200)
-        );
+    fn gates_on_one_pipeline_requeue_to_the_same_tick() {
+        let period = Duration::from_secs(60);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Two gates of one pipeline reconciled 0.7 s apart (one delayed by load) meet at the same instant.
+        let a = t0 + until_next_tick(period, 42, t0);
+        let later = t0 + Duration::from_millis(700);
+        let b = later + until_next_tick(period, 42, later);
+        assert_eq!(a, b);
+        assert!(a > t0 && a <= t0 + period + MIN_REQUEUE, "{a:?}");
+        // Another pipeline ticks at another phase.
+        let c = t0 + until_next_tick(period, 43, t0);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_tick_too_close_is_skipped_rather_than_busy_looping() {
+        let period = Duration::from_secs(1);
+        let t0 = UNIX_EPOCH + Duration::from_millis(1_800_000_000_950);
+        // phase 0: the next tick is 50 ms away, below the minimum, so the one after it.
+        let d = until_next_tick(period, 0, t0);
+        assert_eq!(d, Duration::from_millis(1050));
+        assert!(until_next_tick(Duration::ZERO, 7, t0) >= MIN_REQUEUE);
     }
 
     #[test]
