@@ -9,7 +9,10 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::Resource;
+use tracing::warn;
 
 /// The API server rejects notes above 1 kB.
 const MAX_NOTE_BYTES: usize = 1000;
@@ -22,6 +25,23 @@ pub fn transition_event(type_: EventType, reason: &str, note: &str) -> Event {
         note: Some(truncate(note, MAX_NOTE_BYTES)),
         action: series_action(note),
         secondary: None,
+    }
+}
+
+/// Record a [`transition_event`] about `obj`. Best effort: the status already says the same thing, so
+/// a failure is only logged and never fails the reconcile.
+pub async fn publish_transition_event<K>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = transition_event(type_, reason, note);
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(object = %ObjectRef::from_obj(obj), reason, error = %err, "could not record Event");
     }
 }
 

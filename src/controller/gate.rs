@@ -1,23 +1,22 @@
 //! The PipelineGate reconciler: read the PAT, read the runs (shared per pipeline), decide, write status
 //! only when it changed, record Events on transitions, and requeue at the right moment.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::ResourceExt;
 use tracing::{debug, info, warn};
 
-use super::events::transition_event;
-
-use super::gate_status::{self, Desired, GateEvent, Outcome, Severity, StatusInput};
+use super::credentials::{objects_using_secret, read_token};
+use super::events::publish_transition_event;
+use super::gate_status::{self, GateEvent, Outcome, Severity, StatusInput};
+use super::memory::ObjectMemory;
+use super::status_write::write_status_if_changed;
 use super::Error;
 use crate::ado::{AdoClient, AdoError, Build};
 use crate::conditions::{self, READY};
@@ -29,8 +28,7 @@ use crate::secret::SecretString;
 use crate::telemetry::Metrics;
 use crate::webhook::{HintIndex, WebhookMetrics};
 
-/// Field manager for status writes.
-pub const FIELD_MANAGER: &str = "lockstep";
+pub use super::status_write::FIELD_MANAGER;
 /// Annotation a webhook (or a human) sets to ask for a reconcile now. Its value is an RFC 3339 time, and
 /// the reconcile then uses no cached Builds List answer older than it.
 pub use crate::webhook::REQUESTED_AT_ANNOTATION;
@@ -62,12 +60,6 @@ impl Default for GateConfig {
     }
 }
 
-/// What the last status write of one gate was based on, to bridge the moment before the watch delivers it.
-struct Written {
-    base_resource_version: Option<String>,
-    status: PipelineGateStatus,
-}
-
 /// Everything a gate reconcile needs.
 pub struct GateContext {
     pub client: kube::Client,
@@ -80,7 +72,7 @@ pub struct GateContext {
     pub store: Store<PipelineGate>,
     /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
     pub hints: Option<WebhookHints>,
-    memory: Mutex<HashMap<ObjectRef<PipelineGate>, GateMemory>>,
+    memory: ObjectMemory<PipelineGate, PipelineGateStatus, GateMemory>,
 }
 
 /// What the reconciler needs from the webhook receiver to measure webhook health.
@@ -90,12 +82,10 @@ pub struct WebhookHints {
     pub metrics: WebhookMetrics,
 }
 
+/// What only the gate reconciler remembers per gate (the shared part is in [`ObjectMemory`]).
 #[derive(Default)]
 struct GateMemory {
     last_success: Option<Timestamp>,
-    failures: u32,
-    written: Option<Written>,
-    ready: Option<String>,
     /// When this gate last read runs (cached or not), to tell whether a hint arrived since.
     last_poll: Option<Instant>,
 }
@@ -119,7 +109,7 @@ impl GateContext {
             config,
             store,
             hints: None,
-            memory: Mutex::new(HashMap::new()),
+            memory: ObjectMemory::new(KIND),
         }
     }
 
@@ -142,55 +132,20 @@ impl GateContext {
             hints.metrics.record_polling_found_first_for(KIND);
         }
     }
-
-    fn with_memory<T>(
-        &self,
-        key: &ObjectRef<PipelineGate>,
-        f: impl FnOnce(&mut GateMemory) -> T,
-    ) -> T {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.clone()).or_default())
-    }
-
-    /// Record the gate's Ready state and refresh the gauge; forget gates that left the store.
-    fn update_ready_gauge(&self, key: &ObjectRef<PipelineGate>, ready: Option<String>) {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone()).or_default().ready = ready;
-        map.retain(|k, _| k == key || self.store.get(k).is_some());
-        let count = |s: &str| {
-            map.values()
-                .filter(|m| m.ready.as_deref() == Some(s))
-                .count() as i64
-        };
-        self.metrics
-            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
-    }
 }
 
 /// Reconcile one gate. Azure DevOps problems become status; only Kubernetes API failures are errors.
 pub async fn reconcile(gate: Arc<PipelineGate>, ctx: Arc<GateContext>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(KIND);
-    let result = reconcile_inner(&gate, &ctx).await;
     let key = ObjectRef::from_obj(&*gate);
-    match &result {
-        Ok(_) => {
-            ctx.with_memory(&key, |m| m.failures = 0);
-            timer.finish("success");
-        }
-        Err(e) => timer.finish(e.category()),
-    }
-    result
+    ctx.memory
+        .track_reconcile(&ctx.metrics, &key, reconcile_inner(&gate, &ctx))
+        .await
 }
 
-/// Back off exponentially per gate on Kubernetes API errors: 1s, 2s, 4s … capped at 5 minutes.
+/// Back off exponentially per gate on Kubernetes API errors (see [`super::backoff`]).
 pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext>) -> Action {
     let key = ObjectRef::from_obj(&*gate);
-    let failures = ctx.with_memory(&key, |m| {
-        m.failures = m.failures.saturating_add(1);
-        m.failures
-    });
-    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(9))
-        .min(Duration::from_secs(300));
+    let delay = ctx.memory.retry_delay_after_failure(&key);
     warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -222,14 +177,15 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     let now = gate_status::whole_seconds(Timestamp::now());
     let stale_after = duration_or(&spec.policy.stale_after, ctx.config.default_stale_after);
     let interval = duration_or(&spec.interval, ctx.config.default_interval);
-    let current = current_status(gate, ctx, &key);
+    let current = ctx.memory.current_status(&key, gate, gate.status.as_ref());
 
     let read = if spec.suspend {
         Read::Suspended
     } else {
-        match read_token(gate, &namespace, &ctx.client).await? {
-            Err(verdict) => Read::Verdict {
-                verdict: Box::new(verdict),
+        let secret_ref = &spec.azure_devops.credentials.secret_ref;
+        match read_token(&ctx.client, &namespace, secret_ref).await? {
+            Err(problem) => Read::Verdict {
+                verdict: Box::new(authentication_failed(problem)),
                 read_ok: false,
                 tick_phase: 0,
             },
@@ -244,7 +200,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     } = &read
     {
         // Remembered for staleness: exact, unlike lastCheckedTime in status.
-        let previous_poll = ctx.with_memory(&key, |m| {
+        let previous_poll = ctx.memory.with_extra(&key, |m| {
             m.last_success = Some(now);
             m.last_poll.replace(Instant::now())
         });
@@ -269,7 +225,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         },
         Read::Suspended => Outcome::Suspended,
     };
-    let last_success = ctx.with_memory(&key, |m| m.last_success);
+    let last_success = ctx.memory.with_extra(&key, |m| m.last_success);
     let desired = gate_status::desired(
         &StatusInput {
             current: current.as_ref(),
@@ -282,17 +238,17 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     );
     let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
     write_status_if_changed(
+        &ctx.client,
+        &ctx.memory,
         gate,
         &namespace,
-        &name,
         current.as_ref(),
-        &desired,
-        ctx,
-        &key,
+        &desired.status,
     )
     .await?;
     publish_events(gate, &desired.events, ctx).await;
-    ctx.update_ready_gauge(&key, ready);
+    ctx.memory
+        .update_ready_gauge(&ctx.metrics, &ctx.store, &key, ready);
 
     let action = match &read {
         Read::Suspended => Action::await_change(),
@@ -372,60 +328,9 @@ fn until(deadline: Timestamp) -> Duration {
     Duration::try_from(left).unwrap_or_default() + Duration::from_millis(20)
 }
 
-/// The gate's current status: the object's, unless the watch has not yet delivered our last write.
-fn current_status(
-    gate: &PipelineGate,
-    ctx: &GateContext,
-    key: &ObjectRef<PipelineGate>,
-) -> Option<PipelineGateStatus> {
-    let rv = gate.metadata.resource_version.clone();
-    ctx.with_memory(key, |m| match &m.written {
-        Some(w) if w.base_resource_version == rv => Some(w.status.clone()),
-        _ => gate.status.clone(),
-    })
-}
-
-/// The PAT from the gate's Secret, or the AuthenticationFailed verdict that says which Secret/key is wrong.
-async fn read_token(
-    gate: &PipelineGate,
-    namespace: &str,
-    client: &kube::Client,
-) -> Result<Result<SecretString, Verdict>, Error> {
-    let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_ref.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            namespace: namespace.to_string(),
-            name: secret_ref.name.clone(),
-            source,
-        })?;
-    let problem = match secret {
-        None => format!(
-            "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
-            secret_ref.name, secret_ref.key
-        ),
-        Some(secret) => {
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(&secret_ref.key))
-                .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
-            match value {
-                Some(token) if !token.is_empty() => return Ok(Ok(SecretString::new(token))),
-                Some(_) => format!(
-                    "key \"{}\" of Secret {namespace}/{} is empty: put the personal access token there",
-                    secret_ref.key, secret_ref.name
-                ),
-                None => format!(
-                    "Secret {namespace}/{} has no key \"{}\": put the personal access token under that key",
-                    secret_ref.name, secret_ref.key
-                ),
-            }
-        }
-    };
-    Ok(Err(Verdict {
+/// The verdict for a PAT that cannot be read: blocked until someone fixes the Secret `problem` names.
+fn authentication_failed(problem: String) -> Verdict {
+    Verdict {
         phase: Phase::Blocked,
         reason: Reason::AuthenticationFailed,
         message: problem,
@@ -434,7 +339,7 @@ async fn read_token(
         last_succeeded_run: None,
         waiting: None,
         deadline: None,
-    }))
+    }
 }
 
 /// Builds List through the shared cache, then the decision.
@@ -528,64 +433,13 @@ async fn read_and_decide(
     }
 }
 
-async fn write_status_if_changed(
-    gate: &PipelineGate,
-    namespace: &str,
-    name: &str,
-    current: Option<&PipelineGateStatus>,
-    desired: &Desired,
-    ctx: &GateContext,
-    key: &ObjectRef<PipelineGate>,
-) -> Result<(), Error> {
-    if current == Some(&desired.status) {
-        return Ok(());
-    }
-    let api: Api<PipelineGate> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": PipelineGate::api_version(&()),
-        "kind": PipelineGate::kind(&()),
-        "status": desired.status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        kind: KIND,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    })?;
-    let ready = conditions::find(&desired.status.conditions, READY);
-    info!(
-        gate = %key,
-        ready = ready.map(|c| c.status.as_str()),
-        reason = ready.map(|c| c.reason.as_str()),
-        "status updated"
-    );
-    ctx.with_memory(key, |m| {
-        m.written = Some(Written {
-            base_resource_version: gate.metadata.resource_version.clone(),
-            status: desired.status.clone(),
-        })
-    });
-    Ok(())
-}
-
 async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {
-    let reference = gate.object_ref(&());
     for e in events {
         let type_ = match e.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
         };
-        let event = transition_event(type_, e.reason, &e.note);
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            // An Event is best effort; the status already says the same thing.
-            warn!(gate = %ObjectRef::from_obj(gate), reason = e.reason, error = %err, "could not record Event");
-        }
+        publish_transition_event(&ctx.recorder, gate, type_, e.reason, &e.note).await;
     }
 }
 
@@ -594,21 +448,9 @@ pub fn gates_using_secret(
     store: &Store<PipelineGate>,
     secret: &Secret,
 ) -> Vec<ObjectRef<PipelineGate>> {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|g| {
-            g.metadata.namespace.as_deref() == Some(ns)
-                && g.spec.azure_devops.credentials.secret_ref.name == name
-        })
-        .map(|g| ObjectRef::from_obj(&**g))
-        .collect()
+    objects_using_secret(store, secret, |g| {
+        &g.spec.azure_devops.credentials.secret_ref
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! The controllers `lockstep run` starts: wiring of watches to reconcilers. The reconcilers live in their
 //! own modules ([`gate`]); the pure status logic beside them ([`gate_status`]).
 
+mod backoff;
 mod commit_dates;
+mod credentials;
 mod error;
 mod events;
 pub mod gate;
 pub mod gate_status;
 #[cfg(test)]
 mod gate_tests;
+mod memory;
+mod status_write;
 pub mod trace;
 #[cfg(test)]
 mod trace_tests;

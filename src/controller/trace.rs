@@ -7,25 +7,27 @@
 //! stage's "cannot be read" message, so a trace whose repository does not exist is Stalled naming it,
 //! while other traces, which read other repositories, are unaffected.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::commit_dates::{CommitDates, CommitKey};
-use super::events::transition_event;
-use super::gate::{BuildsCache, GateConfig, FIELD_MANAGER, REQUESTED_AT_ANNOTATION};
+use super::credentials::{objects_using_secret, read_token};
+use super::events::publish_transition_event;
+use super::gate::{BuildsCache, GateConfig, REQUESTED_AT_ANNOTATION};
+use super::gate_status::whole_seconds;
+use super::memory::ObjectMemory;
+use super::status_write;
 use super::Error;
 use crate::ado::{AdoClient, AdoError, Build};
 use crate::conditions::{self, Kstatus, READY};
@@ -71,20 +73,6 @@ pub fn argo_application_resource() -> ApiResource {
     ))
 }
 
-/// What the last status write of one trace was based on, to bridge the moment before the watch delivers it.
-struct Written {
-    base_resource_version: Option<String>,
-    status: ServiceTraceStatus,
-}
-
-#[derive(Default)]
-struct TraceMemory {
-    failures: u32,
-    written: Option<Written>,
-    /// Ready condition status, for the objects-by-Ready gauge.
-    ready: Option<String>,
-}
-
 /// Everything a trace reconcile needs.
 pub struct TraceContext {
     pub client: kube::Client,
@@ -97,7 +85,7 @@ pub struct TraceContext {
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
     commit_dates: CommitDates,
-    memory: Mutex<HashMap<ObjectRef<ServiceTrace>, TraceMemory>>,
+    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
 }
 
 impl TraceContext {
@@ -119,58 +107,23 @@ impl TraceContext {
             config,
             store,
             commit_dates: CommitDates::default(),
-            memory: Mutex::new(HashMap::new()),
+            memory: ObjectMemory::new(KIND),
         }
-    }
-
-    /// Record the trace's Ready state and refresh the gauge; forget traces that left the store.
-    fn update_ready_gauge(&self, key: &ObjectRef<ServiceTrace>, ready: Option<String>) {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone()).or_default().ready = ready;
-        map.retain(|k, _| k == key || self.store.get(k).is_some());
-        let count = |s: &str| {
-            map.values()
-                .filter(|m| m.ready.as_deref() == Some(s))
-                .count() as i64
-        };
-        self.metrics
-            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
-    }
-
-    fn with_memory<T>(
-        &self,
-        key: &ObjectRef<ServiceTrace>,
-        f: impl FnOnce(&mut TraceMemory) -> T,
-    ) -> T {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.clone()).or_default())
     }
 }
 
 /// Reconcile one trace. Azure DevOps problems become status; only Kubernetes API failures are errors.
 pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(KIND);
-    let result = reconcile_inner(&trace, &ctx).await;
     let key = ObjectRef::from_obj(&*trace);
-    match &result {
-        Ok(_) => {
-            ctx.with_memory(&key, |m| m.failures = 0);
-            timer.finish("success");
-        }
-        Err(e) => timer.finish(e.category()),
-    }
-    result
+    ctx.memory
+        .track_reconcile(&ctx.metrics, &key, reconcile_inner(&trace, &ctx))
+        .await
 }
 
-/// Back off exponentially per trace on Kubernetes API errors: 1s, 2s, 4s … capped at 5 minutes.
+/// Back off exponentially per trace on Kubernetes API errors (see [`super::backoff`]).
 pub fn error_policy(trace: Arc<ServiceTrace>, error: &Error, ctx: Arc<TraceContext>) -> Action {
     let key = ObjectRef::from_obj(&*trace);
-    let failures = ctx.with_memory(&key, |m| {
-        m.failures = m.failures.saturating_add(1);
-        m.failures
-    });
-    let delay = Duration::from_secs(1u64 << failures.saturating_sub(1).min(8))
-        .min(Duration::from_secs(300));
+    let delay = ctx.memory.retry_delay_after_failure(&key);
     warn!(trace = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -194,8 +147,17 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     let key = ObjectRef::from_obj(trace);
     let now = whole_seconds(Timestamp::now());
     let interval = duration_or(&trace.spec.interval, ctx.config.default_interval);
-    let current = current_status(trace, ctx, &key);
+    let current = ctx
+        .memory
+        .current_status(&key, trace, trace.status.as_ref());
     let previous = current.clone().unwrap_or_default();
+    let status = StatusWriter {
+        trace,
+        namespace: &namespace,
+        key: &key,
+        current: current.as_ref(),
+        ctx,
+    };
 
     if trace.spec.suspend {
         let desired = with_kstatus(
@@ -204,20 +166,12 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             trace,
             now,
         );
-        write_status_if_changed(
-            trace,
-            &namespace,
-            &name,
-            current.as_ref(),
-            &desired,
-            ctx,
-            &key,
-        )
-        .await?;
+        status.write(&desired).await?;
         return Ok(Action::await_change());
     }
 
-    let token = match read_token(trace, &namespace, &ctx.client).await? {
+    let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
+    let token = match read_token(&ctx.client, &namespace, secret_ref).await? {
         Ok(token) => token,
         Err(problem) => {
             let desired = with_kstatus(
@@ -226,16 +180,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 trace,
                 now,
             );
-            write_status_if_changed(
-                trace,
-                &namespace,
-                &name,
-                current.as_ref(),
-                &desired,
-                ctx,
-                &key,
-            )
-            .await?;
+            status.write(&desired).await?;
             publish_transition(trace, current.as_ref(), &desired, ctx).await;
             return Ok(Action::requeue(interval));
         }
@@ -248,16 +193,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         } => {
             let mut desired = previous.clone();
             desired.last_error = Some(message);
-            write_status_if_changed(
-                trace,
-                &namespace,
-                &name,
-                current.as_ref(),
-                &desired,
-                ctx,
-                &key,
-            )
-            .await?;
+            status.write(&desired).await?;
             let mut after = ctx.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
                 after = after.max(retry_after);
@@ -269,16 +205,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         Reads::Complete(input) => {
             let verdict = stages::trace(&input);
             let desired = desired_status(&verdict, &previous, trace.metadata.generation, now);
-            write_status_if_changed(
-                trace,
-                &namespace,
-                &name,
-                current.as_ref(),
-                &desired,
-                ctx,
-                &key,
-            )
-            .await?;
+            status.write(&desired).await?;
             publish_transition(trace, current.as_ref(), &desired, ctx).await;
             let after = if verdict.in_flight {
                 ctx.config.fast_interval.min(interval)
@@ -288,6 +215,34 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             debug!(trace = %key, ready = verdict.ready.status.as_str(), reason = verdict.ready.reason.as_str(), "reconciled");
             Ok(Action::requeue(after))
         }
+    }
+}
+
+/// Every outcome of a reconcile writes its status the same way; only the status differs.
+struct StatusWriter<'a> {
+    trace: &'a ServiceTrace,
+    namespace: &'a str,
+    key: &'a ObjectRef<ServiceTrace>,
+    current: Option<&'a ServiceTraceStatus>,
+    ctx: &'a TraceContext,
+}
+
+impl StatusWriter<'_> {
+    /// Count `desired`'s Ready state in the gauge and write it unless it is the current status.
+    async fn write(&self, desired: &ServiceTraceStatus) -> Result<(), Error> {
+        let ctx = self.ctx;
+        let ready = conditions::find(&desired.conditions, READY).map(|c| c.status.clone());
+        ctx.memory
+            .update_ready_gauge(&ctx.metrics, &ctx.store, self.key, ready);
+        status_write::write_status_if_changed(
+            &ctx.client,
+            &ctx.memory,
+            self.trace,
+            self.namespace,
+            self.current,
+            desired,
+        )
+        .await
     }
 }
 
@@ -786,109 +741,6 @@ async fn get_workload(
     Ok(value)
 }
 
-/// The PAT from the trace's Secret, or a message that says which Secret or key is wrong.
-async fn read_token(
-    trace: &ServiceTrace,
-    namespace: &str,
-    client: &kube::Client,
-) -> Result<Result<SecretString, String>, Error> {
-    let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_ref.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            namespace: namespace.to_string(),
-            name: secret_ref.name.clone(),
-            source,
-        })?;
-    let Some(secret) = secret else {
-        return Ok(Err(format!(
-            "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
-            secret_ref.name, secret_ref.key
-        )));
-    };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&secret_ref.key))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
-    Ok(match value {
-        Some(token) if !token.is_empty() => Ok(SecretString::new(token)),
-        Some(_) => Err(format!(
-            "key \"{}\" of Secret {namespace}/{} is empty: put the personal access token there",
-            secret_ref.key, secret_ref.name
-        )),
-        None => Err(format!(
-            "Secret {namespace}/{} has no key \"{}\": put the personal access token under that key",
-            secret_ref.name, secret_ref.key
-        )),
-    })
-}
-
-/// The trace's current status: the object's, unless the watch has not yet delivered our last write.
-fn current_status(
-    trace: &ServiceTrace,
-    ctx: &TraceContext,
-    key: &ObjectRef<ServiceTrace>,
-) -> Option<ServiceTraceStatus> {
-    let rv = trace.metadata.resource_version.clone();
-    ctx.with_memory(key, |m| match &m.written {
-        Some(w) if w.base_resource_version == rv => Some(w.status.clone()),
-        _ => trace.status.clone(),
-    })
-}
-
-async fn write_status_if_changed(
-    trace: &ServiceTrace,
-    namespace: &str,
-    name: &str,
-    current: Option<&ServiceTraceStatus>,
-    desired: &ServiceTraceStatus,
-    ctx: &TraceContext,
-    key: &ObjectRef<ServiceTrace>,
-) -> Result<(), Error> {
-    ctx.update_ready_gauge(
-        key,
-        conditions::find(&desired.conditions, READY).map(|c| c.status.clone()),
-    );
-    if current == Some(desired) {
-        return Ok(());
-    }
-    let api: Api<ServiceTrace> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": ServiceTrace::api_version(&()),
-        "kind": ServiceTrace::kind(&()),
-        "status": desired,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        kind: KIND,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        source,
-    })?;
-    let ready = conditions::find(&desired.conditions, READY);
-    info!(
-        trace = %key,
-        ready = ready.map(|c| c.status.as_str()),
-        reason = ready.map(|c| c.reason.as_str()),
-        "status updated"
-    );
-    ctx.with_memory(key, |m| {
-        m.written = Some(Written {
-            base_resource_version: trace.metadata.resource_version.clone(),
-            status: desired.clone(),
-        })
-    });
-    Ok(())
-}
-
 /// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.
 async fn publish_transition(
     trace: &ServiceTrace,
@@ -911,15 +763,7 @@ async fn publish_transition(
         ("False", false) => (EventType::Normal, "TraceProgressing"),
         _ => (EventType::Normal, "TraceUnknown"),
     };
-    let event = transition_event(type_, reason, &after.message);
-    if let Err(err) = ctx.recorder.publish(&event, &trace.object_ref(&())).await {
-        // Best effort: the status says the same thing.
-        warn!(trace = %ObjectRef::from_obj(trace), reason, error = %err, "could not record Event");
-    }
-}
-
-fn whole_seconds(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
+    publish_transition_event(&ctx.recorder, trace, type_, reason, &after.message).await;
 }
 
 /// Traces in the Secret's namespace that reference it.
@@ -927,21 +771,9 @@ pub fn traces_using_secret(
     store: &Store<ServiceTrace>,
     secret: &Secret,
 ) -> Vec<ObjectRef<ServiceTrace>> {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|t| {
-            t.metadata.namespace.as_deref() == Some(ns)
-                && t.spec.azure_devops.credentials.secret_ref.name == name
-        })
-        .map(|t| ObjectRef::from_obj(&**t))
-        .collect()
+    objects_using_secret(store, secret, |t| {
+        &t.spec.azure_devops.credentials.secret_ref
+    })
 }
 
 /// Traces whose `spec.deployed` names this object: a sync or rollout re-traces exactly those.
