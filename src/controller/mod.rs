@@ -16,6 +16,7 @@ pub mod trace;
 #[cfg(test)]
 mod trace_tests;
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 pub use error::Error;
@@ -38,7 +40,7 @@ pub use gate::{
 };
 
 use crate::ado::AdoClient;
-use crate::crd::{PipelineGate, ServiceTrace};
+use crate::crd::{PipelineGate, ServiceTrace, WorkloadKind};
 use crate::http::Readiness;
 use crate::telemetry::Metrics;
 use crate::trace::deployed::DeployedKind;
@@ -89,13 +91,7 @@ pub async fn run_gate_controller(
     let controller = Controller::new(gates, watcher::Config::default().any_semantic());
     let store = controller.store();
     let mapper_store = store.clone();
-    let recorder = Recorder::new(
-        shared.client.clone(),
-        Reporter {
-            controller: "lockstep".to_string(),
-            instance: Some(shared.identity.clone()),
-        },
-    );
+    let recorder = recorder(&shared);
     let mut ctx = GateContext::new(
         shared.client.clone(),
         shared.ado.clone(),
@@ -110,15 +106,7 @@ pub async fn run_gate_controller(
     }
     let ctx = Arc::new(ctx);
 
-    let first_list = FirstList::watch(store.clone(), "PipelineGates");
-    let readiness = shared.readiness.clone();
-    let mark_ready = {
-        let first_list = first_list.clone();
-        tokio::spawn(async move {
-            first_list.wait().await;
-            readiness.set_ready(true);
-        })
-    };
+    let (first_list, mark_ready) = ready_after_first_list(&store, "PipelineGates", &shared);
 
     let shutdown = shutdown.shared();
     let running = controller
@@ -143,6 +131,38 @@ pub async fn run_gate_controller(
     stop_bounded(running, shutdown, &first_list).await;
     mark_ready.abort();
     info!("PipelineGate controller stopped");
+}
+
+/// The Event recorder of one controller; the identity tells replicas apart in `kubectl describe`.
+fn recorder(shared: &Shared) -> Recorder {
+    Recorder::new(
+        shared.client.clone(),
+        Reporter {
+            controller: "lockstep".to_string(),
+            instance: Some(shared.identity.clone()),
+        },
+    )
+}
+
+/// Watch `store` (named `what`) for its first list and mark the process ready then. The returned task is
+/// aborted when the controller stops, so a controller that never listed never marks readiness.
+fn ready_after_first_list<K>(
+    store: &Store<K>,
+    what: &'static str,
+    shared: &Shared,
+) -> (FirstList, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let first_list = FirstList::watch(store.clone(), what);
+    let readiness = shared.readiness.clone();
+    let waiting = first_list.clone();
+    let mark_ready = tokio::spawn(async move {
+        waiting.wait().await;
+        readiness.set_ready(true);
+    });
+    (first_list, mark_ready)
 }
 
 /// Whether a controller's store has completed its first list.
@@ -259,6 +279,38 @@ async fn can_watch(api: &Api<DynamicObject>, what: &str) -> bool {
     }
 }
 
+/// Watch the workloads of type `W` (of `kind`), so a rollout re-traces the traces whose `spec.deployed`
+/// names the workload.
+fn watch_workloads<W>(
+    controller: Controller<ServiceTrace>,
+    client: &kube::Client,
+    namespace: &Option<String>,
+    store: &Store<ServiceTrace>,
+    kind: WorkloadKind,
+) -> Controller<ServiceTrace>
+where
+    W: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let store = store.clone();
+    controller.watches(
+        scoped::<W>(client, namespace),
+        watcher::Config::default(),
+        move |o: W| {
+            trace::traces_deployed_on(
+                &store,
+                DeployedKind::Workload(kind),
+                o.meta().namespace.as_deref(),
+                o.meta().name.as_deref(),
+            )
+        },
+    )
+}
+
 /// Run the ServiceTrace controller until `shutdown` resolves; in-flight reconciles finish first.
 ///
 /// Besides the traces and their Secrets it watches the objects traces read their deployed revision from
@@ -276,13 +328,7 @@ pub async fn run_trace_controller(
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "lockstep".to_string(),
-            instance: Some(shared.identity.clone()),
-        },
-    );
+    let recorder = recorder(&shared);
     let ctx = Arc::new(trace::TraceContext::new(
         client.clone(),
         shared.ado.clone(),
@@ -327,54 +373,14 @@ pub async fn run_trace_controller(
             );
         }
     }
-    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
-    let controller = controller
-        .watches(
-            scoped::<Deployment>(client, ns),
-            watcher::Config::default(),
-            move |o: Deployment| {
-                trace::traces_deployed_on(
-                    &s1,
-                    DeployedKind::Workload(crate::crd::WorkloadKind::Deployment),
-                    o.metadata.namespace.as_deref(),
-                    o.metadata.name.as_deref(),
-                )
-            },
-        )
-        .watches(
-            scoped::<StatefulSet>(client, ns),
-            watcher::Config::default(),
-            move |o: StatefulSet| {
-                trace::traces_deployed_on(
-                    &s2,
-                    DeployedKind::Workload(crate::crd::WorkloadKind::StatefulSet),
-                    o.metadata.namespace.as_deref(),
-                    o.metadata.name.as_deref(),
-                )
-            },
-        )
-        .watches(
-            scoped::<DaemonSet>(client, ns),
-            watcher::Config::default(),
-            move |o: DaemonSet| {
-                trace::traces_deployed_on(
-                    &s3,
-                    DeployedKind::Workload(crate::crd::WorkloadKind::DaemonSet),
-                    o.metadata.namespace.as_deref(),
-                    o.metadata.name.as_deref(),
-                )
-            },
-        );
+    let controller =
+        watch_workloads::<Deployment>(controller, client, ns, &store, WorkloadKind::Deployment);
+    let controller =
+        watch_workloads::<StatefulSet>(controller, client, ns, &store, WorkloadKind::StatefulSet);
+    let controller =
+        watch_workloads::<DaemonSet>(controller, client, ns, &store, WorkloadKind::DaemonSet);
 
-    let first_list = FirstList::watch(store.clone(), "ServiceTraces");
-    let readiness = shared.readiness.clone();
-    let mark_ready = {
-        let first_list = first_list.clone();
-        tokio::spawn(async move {
-            first_list.wait().await;
-            readiness.set_ready(true);
-        })
-    };
+    let (first_list, mark_ready) = ready_after_first_list(&store, "ServiceTraces", &shared);
     let shutdown = shutdown.shared();
     let running = controller
         .with_config(controller::Config::default().concurrency(8))
