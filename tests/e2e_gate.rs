@@ -4,111 +4,42 @@
 //! Every wait polls with a generous deadline; nothing here asserts speed beyond what the contract states
 //! (timeouts, Retry-After), and those with slack for a loaded machine.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lockstep_testkit::ado::{
-    AdoSimulator, BuildCompleteVersion, HookDelivery, HookEvent, RunResult,
-};
-use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+use common::{condition, Harness, ORG, PROJECT};
+use lockstep_testkit::ado::{BuildCompleteVersion, HookDelivery, HookEvent, RunResult};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-const ORG: &str = "contoso";
-const PROJECT: &str = "Shop";
 const PAT: &str = "e2e-pat-7f3a9c1d5b";
 const DEFINITION: i64 = 183;
 const BRANCH: &str = "develop";
 const SHA1: &str = "1111111111111111111111111111111111111111";
 const SHA2: &str = "2222222222222222222222222222222222222222";
 
-/// Emulator, simulator, a kubeconfig, and the lockstep processes of one test.
+/// The shared harness plus what the gate tests read from it.
 struct Env {
-    emu: KubeEmulator,
-    sim: AdoSimulator,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 impl Env {
     async fn start() -> Env {
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
-            .await
-            .expect("emulator starts");
-        let sim = AdoSimulator::start().await.expect("simulator starts");
-        sim.add_token(ORG, PAT);
-        sim.add_project(ORG, PROJECT);
-        sim.add_definition(ORG, PROJECT, DEFINITION, "base-image");
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        emu.write_kubeconfig(&kubeconfig).unwrap();
-        Env {
-            emu,
-            sim,
-            dir,
-            kubeconfig,
-        }
-    }
-
-    /// Runs kubectl; returns (success, stdout, stderr).
-    async fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut cmd = Command::new("kubectl");
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl runs");
-        if let Some(input) = stdin {
-            use tokio::io::AsyncWriteExt;
-            let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(input.as_bytes()).await.unwrap();
-            drop(pipe);
-        }
-        let out = child.wait_with_output().await.unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    async fn kubectl(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.kubectl_raw(args, None).await;
-        assert!(ok, "kubectl {args:?} failed: {err}");
-        out
-    }
-
-    /// `kubectl apply` with kubectl's normal (strict) validation against the emulator's OpenAPI.
-    async fn try_apply(&self, yaml: &str) -> Result<(), String> {
-        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
-        if ok {
-            Ok(())
-        } else {
-            Err(err)
-        }
-    }
-
-    async fn apply(&self, yaml: &str) {
-        if let Err(err) = self.try_apply(yaml).await {
-            panic!("kubectl apply failed: {err}\n{yaml}");
-        }
-    }
-
-    /// A namespace and the Secret `ado-pat` (key `token`) in it. Applied as YAML: kubectl's typed
-    /// `create` subcommands speak protobuf, which the emulator (like many test servers) does not.
-    async fn namespace_with_pat(&self, ns: &str, pat: &str) {
-        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pat);
-        self.apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {ns}}}\ndata: {{token: {token}}}\n"
-        ))
-        .await;
+        let harness = Harness::start(PAT, &[]).await;
+        harness
+            .sim
+            .add_definition(ORG, PROJECT, DEFINITION, "base-image");
+        Env { harness }
     }
 
     async fn gate(&self, ns: &str, name: &str, definition: i64, extra_spec: &str) {
@@ -216,13 +147,6 @@ spec:
     )
 }
 
-fn condition<'a>(gate: &'a Value, type_: &str) -> Option<&'a Value> {
-    gate["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
 fn cond_is(gate: &Value, type_: &str, status: &str, reason: &str) -> bool {
     condition(gate, type_).is_some_and(|c| c["status"] == status && c["reason"] == reason)
 }
@@ -244,30 +168,12 @@ struct Lockstep {
 impl Lockstep {
     async fn start(env: &Env, name: &str, extra: &[&str]) -> Lockstep {
         let log = env.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut args = vec![
-            "run",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ];
+        let mut args = Vec::new();
         if !extra.contains(&"--fast-interval") {
             args.extend_from_slice(&["--fast-interval", "1s"]);
         }
         args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args(&args)
-            .env("KUBECONFIG", &env.kubeconfig)
-            .env("RUST_LOG", "info,lockstep=debug")
-            .env_remove("POD_NAME")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("lockstep starts");
+        let child = env.spawn_lockstep(&log, &args);
         let mut me = Lockstep {
             child,
             log,

@@ -3,17 +3,15 @@
 //!
 //! Waits poll with generous deadlines; nothing asserts speed.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
-use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+use common::{condition, Harness, ORG, PROJECT};
+use lockstep_testkit::ado::{HookDelivery, HookEvent, RunResult};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const ORG: &str = "contoso";
-const PROJECT: &str = "Shop";
 const PAT: &str = "e2e-trace-pat-5c2e8a";
 const NS: &str = "orders";
 const SRC: &str = "1234567bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -60,79 +58,37 @@ spec:
         x-kubernetes-preserve-unknown-fields: true
 ";
 
+/// The shared harness plus the trace tests' repositories, pipelines and Flux/Argo CD stand-ins.
 struct Env {
-    _emu: KubeEmulator,
-    sim: AdoSimulator,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    harness: Harness,
+}
+
+impl std::ops::Deref for Env {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.harness
+    }
 }
 
 impl Env {
     async fn start() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let flux_dir = dir.path().join("flux-crds");
-        std::fs::create_dir(&flux_dir).expect("mkdir");
-        std::fs::write(flux_dir.join("kustomization.yaml"), FLUX_CRD).expect("write CRD");
-        std::fs::write(flux_dir.join("application.yaml"), ARGO_CRD).expect("write CRD");
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds).crds_dir(flux_dir))
-            .await
-            .expect("emulator starts");
-        let sim = AdoSimulator::start().await.expect("simulator starts");
-        sim.add_token(ORG, PAT);
-        sim.add_project(ORG, PROJECT);
+        let harness = Harness::start(
+            PAT,
+            &[
+                ("kustomization.yaml", FLUX_CRD),
+                ("application.yaml", ARGO_CRD),
+            ],
+        )
+        .await;
+        let sim = &harness.sim;
         sim.add_definition(ORG, PROJECT, 12, "orders-ci");
         sim.add_definition(ORG, PROJECT, 14, "orders-manifests");
         sim.add_repository(ORG, PROJECT, "orders-manifests", &[("main", M1)]);
-        let kubeconfig = dir.path().join("kubeconfig");
-        emu.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let env = Env {
-            _emu: emu,
-            sim,
-            dir,
-            kubeconfig,
-        };
-        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, PAT);
-        env.apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: flux-system}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: argocd}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {NS}}}\ndata: {{token: {token}}}\n"
-        ))
-        .await;
-        env
-    }
-
-    async fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut cmd = Command::new("kubectl");
-        cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("kubectl runs");
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            pipe.write_all(input.as_bytes()).await.expect("stdin");
-        }
-        let out = child.wait_with_output().await.expect("kubectl finishes");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    async fn kubectl(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.kubectl_raw(args, None).await;
-        assert!(ok, "kubectl {args:?} failed: {err}");
-        out
-    }
-
-    async fn apply(&self, yaml: &str) {
-        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
-        assert!(ok, "kubectl apply failed: {err}\n{yaml}");
+        harness.namespace_with_pat(NS, PAT).await;
+        harness
+            .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: flux-system}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: argocd}\n")
+            .await;
+        Env { harness }
     }
 
     /// A Kustomization that reports `revision` as applied and Ready.
@@ -234,39 +190,16 @@ spec:
     }
 
     fn lockstep_args(&self, extra: &[&str]) -> Child {
-        let log = std::fs::File::create(self.dir.path().join("lockstep.log")).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args([
-                "run",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,lockstep=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("lockstep starts")
+        self.spawn_lockstep(&self.dir.path().join("lockstep.log"), extra)
     }
 }
 
 fn ready_is(trace: &Value, status: &str, reason: &str) -> bool {
-    trace["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .is_some_and(|c| c["status"] == status && c["reason"] == reason)
+    condition(trace, "Ready").is_some_and(|c| c["status"] == status && c["reason"] == reason)
 }
 
 fn ready_message(trace: &Value) -> String {
-    trace["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+    condition(trace, "Ready")
         .and_then(|c| c["message"].as_str())
         .unwrap_or_default()
         .to_string()

@@ -1,0 +1,150 @@
+//! The harness the end-to-end tests share: the Kubernetes API emulator and the Azure DevOps simulator
+//! in-process, a kubeconfig for them, the real kubectl to drive them, and the real `lockstep` binary as a
+//! subprocess.
+//!
+//! Each test binary that declares `mod common;` compiles its own copy and uses only part of it, so the
+//! unused rest would be dead code there; hence the allow below.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use lockstep_testkit::ado::AdoSimulator;
+use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+use tokio::process::{Child, Command};
+
+/// The organization and project every e2e test's simulator serves.
+pub const ORG: &str = "contoso";
+pub const PROJECT: &str = "Shop";
+
+/// Emulator, simulator (knowing `pat` for [`ORG`] and the project [`PROJECT`]), a scratch directory for
+/// logs and files, and the kubeconfig that points kubectl and lockstep at the emulator.
+pub struct Harness {
+    pub emu: KubeEmulator,
+    pub sim: AdoSimulator,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+impl Harness {
+    /// Serves lockstep's CRDs plus `extra_crds` (file name, YAML), e.g. stand-ins for Flux or Argo CD.
+    pub async fn start(pat: &str, extra_crds: &[(&str, &str)]) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let mut config = EmulatorConfig::default().crds_dir(crds);
+        if !extra_crds.is_empty() {
+            let extra_dir = dir.path().join("extra-crds");
+            std::fs::create_dir(&extra_dir).expect("mkdir");
+            for (file, yaml) in extra_crds {
+                std::fs::write(extra_dir.join(file), yaml).expect("write CRD");
+            }
+            config = config.crds_dir(extra_dir);
+        }
+        let emu = KubeEmulator::start(config).await.expect("emulator starts");
+        let sim = AdoSimulator::start().await.expect("simulator starts");
+        sim.add_token(ORG, pat);
+        sim.add_project(ORG, PROJECT);
+        let kubeconfig = dir.path().join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+        Harness {
+            emu,
+            sim,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// Runs kubectl; returns (success, stdout, stderr).
+    pub async fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(input.as_bytes()).await.expect("stdin");
+            // kubectl reads until end of input.
+            drop(pipe);
+        }
+        let out = child.wait_with_output().await.expect("kubectl finishes");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs kubectl and returns its stdout; fails the test when kubectl fails.
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl_raw(args, None).await;
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    /// `kubectl apply` with kubectl's normal (strict) validation against the emulator's OpenAPI.
+    pub async fn try_apply(&self, yaml: &str) -> Result<(), String> {
+        let (ok, _, err) = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml)).await;
+        if ok {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        if let Err(err) = self.try_apply(yaml).await {
+            panic!("kubectl apply failed: {err}\n{yaml}");
+        }
+    }
+
+    /// A namespace and the Secret `ado-pat` (key `token`) in it. Applied as YAML: kubectl's typed
+    /// `create` subcommands speak protobuf, which the emulator (like many test servers) does not.
+    pub async fn namespace_with_pat(&self, ns: &str, pat: &str) {
+        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pat);
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {ns}}}\ndata: {{token: {token}}}\n"
+        ))
+        .await;
+    }
+
+    /// `lockstep run` against the emulator with `extra` flags, on ephemeral ports, logging JSON to
+    /// `log`. Killed when the returned child is dropped.
+    pub fn spawn_lockstep(&self, log: &Path, extra: &[&str]) -> Child {
+        let file = std::fs::File::create(log).expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,lockstep=debug")
+            // Leader election would take its identity from it; the tests' processes must differ by pid.
+            .env_remove("POD_NAME")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("lockstep starts")
+    }
+}
+
+/// The condition of `type_` in an object's status, if any.
+pub fn condition<'a>(obj: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
