@@ -195,22 +195,8 @@ pub struct Stage {
     pub hold: Option<Hold>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConditionStatus {
-    True,
-    False,
-    Unknown,
-}
-
-impl ConditionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::True => "True",
-            Self::False => "False",
-            Self::Unknown => "Unknown",
-        }
-    }
-}
+/// The same True/False/Unknown the conditions are written with.
+pub use crate::conditions::ConditionStatus;
 
 /// One condition to write; the shell adds observedGeneration and lastTransitionTime.
 #[derive(Clone, Debug, PartialEq, Eq)]
