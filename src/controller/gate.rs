@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use tracing::{debug, info, warn};
@@ -16,16 +16,16 @@ use super::credentials::{objects_using_secret, read_token};
 use super::events::publish_transition_event;
 use super::gate_status::{self, GateEvent, Outcome, Severity, StatusInput};
 use super::memory::ObjectMemory;
+use super::reconcile_io::ReconcileIo;
 use super::status_write::write_status_if_changed;
 use super::Error;
-use crate::ado::{AdoClient, AdoError, Build};
+use crate::ado::{AdoError, Build};
 use crate::conditions::{self, READY};
 use crate::crd::{duration_or, PipelineGate, PipelineGateStatus};
 use crate::gate::{self, DecisionInput, Phase, Policy, Reason, Verdict};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::poll_cache::PollCache;
 use crate::secret::SecretString;
-use crate::telemetry::Metrics;
 use crate::webhook::{HintIndex, WebhookMetrics};
 
 pub use super::status_write::FIELD_MANAGER;
@@ -62,12 +62,7 @@ impl Default for GateConfig {
 
 /// Everything a gate reconcile needs.
 pub struct GateContext {
-    pub client: kube::Client,
-    pub ado: AdoClient,
-    pub cache: Arc<BuildsCache>,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub config: GateConfig,
+    pub io: ReconcileIo,
     /// The controller's view of all gates, for the Ready gauge and to prune per-gate memory.
     pub store: Store<PipelineGate>,
     /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
@@ -91,22 +86,9 @@ struct GateMemory {
 }
 
 impl GateContext {
-    pub fn new(
-        client: kube::Client,
-        ado: AdoClient,
-        cache: Arc<BuildsCache>,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        config: GateConfig,
-        store: Store<PipelineGate>,
-    ) -> Self {
+    pub fn new(io: ReconcileIo, store: Store<PipelineGate>) -> Self {
         Self {
-            client,
-            ado,
-            cache,
-            recorder,
-            metrics,
-            config,
+            io,
             store,
             hints: None,
             memory: ObjectMemory::new(KIND),
@@ -138,7 +120,7 @@ impl GateContext {
 pub async fn reconcile(gate: Arc<PipelineGate>, ctx: Arc<GateContext>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*gate);
     ctx.memory
-        .track_reconcile(&ctx.metrics, &key, reconcile_inner(&gate, &ctx))
+        .track_reconcile(&ctx.io.metrics, &key, reconcile_inner(&gate, &ctx))
         .await
 }
 
@@ -175,15 +157,15 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     let key = ObjectRef::from_obj(gate);
     let spec = &gate.spec;
     let now = gate_status::whole_seconds(Timestamp::now());
-    let stale_after = duration_or(&spec.policy.stale_after, ctx.config.default_stale_after);
-    let interval = duration_or(&spec.interval, ctx.config.default_interval);
+    let stale_after = duration_or(&spec.policy.stale_after, ctx.io.config.default_stale_after);
+    let interval = duration_or(&spec.interval, ctx.io.config.default_interval);
     let current = ctx.memory.current_status(&key, gate, gate.status.as_ref());
 
     let read = if spec.suspend {
         Read::Suspended
     } else {
         let secret_ref = &spec.azure_devops.credentials.secret_ref;
-        match read_token(&ctx.client, &namespace, secret_ref).await? {
+        match read_token(&ctx.io.client, &namespace, secret_ref).await? {
             Err(problem) => Read::Verdict {
                 verdict: Box::new(authentication_failed(problem)),
                 read_ok: false,
@@ -238,7 +220,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     );
     let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
     write_status_if_changed(
-        &ctx.client,
+        &ctx.io.client,
         &ctx.memory,
         gate,
         &namespace,
@@ -248,7 +230,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     .await?;
     publish_events(gate, &desired.events, ctx).await;
     ctx.memory
-        .update_ready_gauge(&ctx.metrics, &ctx.store, &key, ready);
+        .update_ready_gauge(&ctx.io.metrics, &ctx.store, &key, ready);
 
     let action = match &read {
         Read::Suspended => Action::await_change(),
@@ -258,7 +240,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             tick_phase,
         } => {
             let period = match verdict.phase {
-                Phase::Waiting => ctx.config.fast_interval,
+                Phase::Waiting => ctx.io.config.fast_interval,
                 Phase::Open | Phase::Blocked => interval,
             };
             let mut after = until_next_tick(period, *tick_phase, SystemTime::now());
@@ -274,7 +256,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             message,
             retry_after,
         } => {
-            let mut after = ctx.config.fast_interval.min(interval);
+            let mut after = ctx.io.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
                 after = after.max(*retry_after);
             }
@@ -382,9 +364,10 @@ async fn read_and_decide(
         .get(REQUESTED_AT_ANNOTATION)
         .and_then(|v| v.parse::<Timestamp>().ok());
     let fetched = ctx
+        .io
         .cache
         .get_or_fetch(&key, token, not_before, || {
-            ctx.ado.list_builds(
+            ctx.io.ado.list_builds(
                 &ado_spec.organization_url,
                 &ado_spec.project,
                 pipeline.definition_id,
@@ -439,7 +422,7 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
         };
-        publish_transition_event(&ctx.recorder, gate, type_, e.reason, &e.note).await;
+        publish_transition_event(&ctx.io.recorder, gate, type_, e.reason, &e.note).await;
     }
 }
 

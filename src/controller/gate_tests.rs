@@ -17,6 +17,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::gate::{reconcile, GateConfig, GateContext};
+use super::ReconcileIo;
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{PipelineGate, PipelineGateStatus};
 use crate::poll_cache::PollCache;
@@ -64,13 +65,16 @@ fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
             instance: Some("test".into()),
         },
     );
-    Arc::new(GateContext::new(
+    let io = ReconcileIo {
         client,
         ado,
-        Arc::new(PollCache::new(Duration::from_secs(5))),
+        cache: Arc::new(PollCache::new(Duration::from_secs(5))),
         recorder,
         metrics,
-        GateConfig::default(),
+        config: GateConfig::default(),
+    };
+    Arc::new(GateContext::new(
+        io,
         Writer::<PipelineGate>::default().as_reader(),
     ))
 }

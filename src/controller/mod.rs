@@ -11,6 +11,7 @@ pub mod gate_status;
 #[cfg(test)]
 mod gate_tests;
 mod memory;
+mod reconcile_io;
 mod status_write;
 pub mod trace;
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use error::Error;
 pub use gate::{
     BuildsCache, GateConfig, GateContext, WebhookHints, FIELD_MANAGER, REQUESTED_AT_ANNOTATION,
 };
+pub use reconcile_io::ReconcileIo;
 
 use crate::ado::AdoClient;
 use crate::crd::{PipelineGate, ServiceTrace, WorkloadKind};
@@ -91,16 +93,7 @@ pub async fn run_gate_controller(
     let controller = Controller::new(gates, watcher::Config::default().any_semantic());
     let store = controller.store();
     let mapper_store = store.clone();
-    let recorder = recorder(&shared);
-    let mut ctx = GateContext::new(
-        shared.client.clone(),
-        shared.ado.clone(),
-        shared.cache.clone(),
-        recorder,
-        shared.metrics.clone(),
-        shared.gate_config.clone(),
-        store.clone(),
-    );
+    let mut ctx = GateContext::new(reconcile_io(&shared), store.clone());
     if let Some(hints) = shared.webhook_hints.clone() {
         ctx = ctx.with_webhook_hints(hints);
     }
@@ -133,15 +126,23 @@ pub async fn run_gate_controller(
     info!("PipelineGate controller stopped");
 }
 
-/// The Event recorder of one controller; the identity tells replicas apart in `kubectl describe`.
-fn recorder(shared: &Shared) -> Recorder {
-    Recorder::new(
-        shared.client.clone(),
-        Reporter {
-            controller: "lockstep".to_string(),
-            instance: Some(shared.identity.clone()),
-        },
-    )
+/// What one controller's reconciler talks to. Each controller has its own Event recorder (the identity
+/// tells replicas apart in `kubectl describe`); the rest is shared by the whole process.
+fn reconcile_io(shared: &Shared) -> ReconcileIo {
+    ReconcileIo {
+        client: shared.client.clone(),
+        ado: shared.ado.clone(),
+        cache: shared.cache.clone(),
+        recorder: Recorder::new(
+            shared.client.clone(),
+            Reporter {
+                controller: "lockstep".to_string(),
+                instance: Some(shared.identity.clone()),
+            },
+        ),
+        metrics: shared.metrics.clone(),
+        config: shared.gate_config.clone(),
+    }
 }
 
 /// Watch `store` (named `what`) for its first list and mark the process ready then. The returned task is
@@ -328,14 +329,8 @@ pub async fn run_trace_controller(
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
-    let recorder = recorder(&shared);
     let ctx = Arc::new(trace::TraceContext::new(
-        client.clone(),
-        shared.ado.clone(),
-        shared.cache.clone(),
-        recorder,
-        shared.metrics.clone(),
-        shared.gate_config.clone(),
+        reconcile_io(&shared),
         store.clone(),
     ));
 

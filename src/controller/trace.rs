@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
@@ -24,19 +24,19 @@ use tracing::{debug, info, warn};
 use super::commit_dates::{CommitDates, CommitKey};
 use super::credentials::{objects_using_secret, read_token};
 use super::events::publish_transition_event;
-use super::gate::{BuildsCache, GateConfig, REQUESTED_AT_ANNOTATION};
+use super::gate::REQUESTED_AT_ANNOTATION;
 use super::gate_status::whole_seconds;
 use super::memory::ObjectMemory;
+use super::reconcile_io::ReconcileIo;
 use super::status_write;
 use super::Error;
-use crate::ado::{AdoClient, AdoError, Build};
+use crate::ado::{AdoError, Build};
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{
     duration_or, DeployedRef, ServiceTrace, ServiceTraceStatus, WorkloadKind, WorkloadRef,
 };
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::secret::SecretString;
-use crate::telemetry::Metrics;
 use crate::trace::deployed::{
     observe_argo_application, observe_flux_kustomization, observe_workload, DeployedKind,
     DeployedObservation, DeployedTarget,
@@ -75,12 +75,7 @@ pub fn argo_application_resource() -> ApiResource {
 
 /// Everything a trace reconcile needs.
 pub struct TraceContext {
-    pub client: kube::Client,
-    pub ado: AdoClient,
-    pub cache: Arc<BuildsCache>,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub config: GateConfig,
+    pub io: ReconcileIo,
     /// The controller's view of all traces, to prune per-trace memory.
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
@@ -89,22 +84,9 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    pub fn new(
-        client: kube::Client,
-        ado: AdoClient,
-        cache: Arc<BuildsCache>,
-        recorder: Recorder,
-        metrics: Arc<Metrics>,
-        config: GateConfig,
-        store: Store<ServiceTrace>,
-    ) -> Self {
+    pub fn new(io: ReconcileIo, store: Store<ServiceTrace>) -> Self {
         Self {
-            client,
-            ado,
-            cache,
-            recorder,
-            metrics,
-            config,
+            io,
             store,
             commit_dates: CommitDates::default(),
             memory: ObjectMemory::new(KIND),
@@ -116,7 +98,7 @@ impl TraceContext {
 pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*trace);
     ctx.memory
-        .track_reconcile(&ctx.metrics, &key, reconcile_inner(&trace, &ctx))
+        .track_reconcile(&ctx.io.metrics, &key, reconcile_inner(&trace, &ctx))
         .await
 }
 
@@ -146,7 +128,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     })?;
     let key = ObjectRef::from_obj(trace);
     let now = whole_seconds(Timestamp::now());
-    let interval = duration_or(&trace.spec.interval, ctx.config.default_interval);
+    let interval = duration_or(&trace.spec.interval, ctx.io.config.default_interval);
     let current = ctx
         .memory
         .current_status(&key, trace, trace.status.as_ref());
@@ -171,7 +153,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     }
 
     let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
-    let token = match read_token(&ctx.client, &namespace, secret_ref).await? {
+    let token = match read_token(&ctx.io.client, &namespace, secret_ref).await? {
         Ok(token) => token,
         Err(problem) => {
             let desired = with_kstatus(
@@ -194,7 +176,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             let mut desired = previous.clone();
             desired.last_error = Some(message);
             status.write(&desired).await?;
-            let mut after = ctx.config.fast_interval.min(interval);
+            let mut after = ctx.io.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
                 after = after.max(retry_after);
             }
@@ -208,7 +190,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
             status.write(&desired).await?;
             publish_transition(trace, current.as_ref(), &desired, ctx).await;
             let after = if verdict.in_flight {
-                ctx.config.fast_interval.min(interval)
+                ctx.io.config.fast_interval.min(interval)
             } else {
                 interval
             };
@@ -233,9 +215,9 @@ impl StatusWriter<'_> {
         let ctx = self.ctx;
         let ready = conditions::find(&desired.conditions, READY).map(|c| c.status.clone());
         ctx.memory
-            .update_ready_gauge(&ctx.metrics, &ctx.store, self.key, ready);
+            .update_ready_gauge(&ctx.io.metrics, &ctx.store, self.key, ready);
         status_write::write_status_if_changed(
-            &ctx.client,
+            &ctx.io.client,
             &ctx.memory,
             self.trace,
             self.namespace,
@@ -366,7 +348,7 @@ async fn read_all(
             None => None,
         }
     };
-    let deployed = read_deployed(&ctx.client, &spec.deployed, namespace);
+    let deployed = read_deployed(&ctx.io.client, &spec.deployed, namespace);
     let (ci_runs, hld, manifest, generation, deployed) =
         futures::join!(ci_runs, hld, manifest, generation, deployed);
     let deployed = deployed?;
@@ -456,9 +438,11 @@ async fn cached_builds(
         )));
     };
     let fetched = ctx
+        .io
         .cache
         .get_or_fetch(&key, token, not_before, || {
-            ctx.ado
+            ctx.io
+                .ado
                 .list_builds(org, project, definition_id, branch, RUNS_PER_LIST, token)
         })
         .await;
@@ -519,11 +503,13 @@ async fn read_head(
     token: &SecretString,
 ) -> Result<RepoRead, AdoError> {
     let repo = ctx
+        .io
         .ado
         .get_repository(org, project, repository, token)
         .await?;
     let full_ref = full_branch_ref(branch);
     let refs = ctx
+        .io
         .ado
         .list_refs(org, project, &repo.id, ref_filter(&full_ref), token)
         .await?;
@@ -532,6 +518,7 @@ async fn read_head(
         Ok(RefHead::Missing) => Ok(None),
         Ok(RefHead::UnpeeledTag { tag_object_id }) => {
             match ctx
+                .io
                 .ado
                 .get_annotated_tag(org, project, &repo.id, &tag_object_id, token)
                 .await
@@ -581,6 +568,7 @@ async fn committer_date(
         return Ok(date);
     }
     let commits = match ctx
+        .io
         .ado
         .get_commits(org, project, repository_id, commit_id, "commit", 1, token)
         .await
@@ -763,7 +751,7 @@ async fn publish_transition(
         ("False", false) => (EventType::Normal, "TraceProgressing"),
         _ => (EventType::Normal, "TraceUnknown"),
     };
-    publish_transition_event(&ctx.recorder, trace, type_, reason, &after.message).await;
+    publish_transition_event(&ctx.io.recorder, trace, type_, reason, &after.message).await;
 }
 
 /// Traces in the Secret's namespace that reference it.

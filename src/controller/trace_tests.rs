@@ -16,6 +16,7 @@ use tower_test::mock::{self, Handle};
 
 use super::gate::GateConfig;
 use super::trace::{desired_status, kstatus, reconcile, TraceContext};
+use super::ReconcileIo;
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{ServiceTrace, ServiceTraceStatus};
 use crate::poll_cache::PollCache;
@@ -95,17 +96,20 @@ fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
             instance: Some("test".into()),
         },
     );
-    let ctx = Arc::new(TraceContext::new(
+    let io = ReconcileIo {
         client,
-        AdoClient::new(ClientConfig {
+        ado: AdoClient::new(ClientConfig {
             max_retries: 0,
             ..ClientConfig::default()
         })
         .expect("client"),
-        Arc::new(PollCache::new(Duration::from_secs(5))),
+        cache: Arc::new(PollCache::new(Duration::from_secs(5))),
         recorder,
         metrics,
-        GateConfig::default(),
+        config: GateConfig::default(),
+    };
+    let ctx = Arc::new(TraceContext::new(
+        io,
         kube::runtime::reflector::store::Writer::<ServiceTrace>::default().as_reader(),
     ));
     (ctx, registry)
