@@ -64,13 +64,24 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// The recorder the controller's unit tests publish through, as the controllers do but for instance "test".
+#[cfg(test)]
+pub fn test_recorder(client: &kube::Client) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "lockstep".into(),
+            instance: Some("test".into()),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::events::v1::Event as K8sEvent;
     use kube::api::{Api, ListParams};
-    use kube::runtime::events::{Recorder, Reporter};
     use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 
     #[test]
@@ -100,13 +111,7 @@ mod tests {
             .await
             .unwrap();
         let client = emu.client().await;
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "lockstep".into(),
-                instance: Some("test".into()),
-            },
-        );
+        let recorder = test_recorder(&client);
         // The regarded object need not exist: the API server does not check `regarding`.
         let reference = ObjectReference {
             api_version: Some("lockstep.dev/v1alpha1".into()),

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::Client;
 use prometheus_client::registry::Registry;
@@ -58,13 +57,7 @@ fn context(client: Client) -> Arc<GateContext> {
 fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "lockstep".into(),
-            instance: Some("test".into()),
-        },
-    );
+    let recorder = super::events::test_recorder(&client);
     let io = ReconcileIo {
         client,
         ado,

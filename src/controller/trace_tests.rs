@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use lockstep_testkit::ado::{AdoSimulator, RunResult};
 use prometheus_client::registry::Registry;
@@ -89,13 +88,7 @@ fn context(client: Client) -> Arc<TraceContext> {
 fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "lockstep".into(),
-            instance: Some("test".into()),
-        },
-    );
+    let recorder = super::events::test_recorder(&client);
     let io = ReconcileIo {
         client,
         ado: AdoClient::new(ClientConfig {
