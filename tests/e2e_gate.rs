@@ -7,13 +7,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{condition, Harness, ORG, PROJECT};
+use common::{condition, lockstep_command, Harness, ORG, PROJECT};
 use lockstep_testkit::ado::{BuildCompleteVersion, HookDelivery, HookEvent, RunResult};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const PAT: &str = "e2e-pat-7f3a9c1d5b";
 const DEFINITION: i64 = 183;
@@ -1020,19 +1019,9 @@ async fn sigterm_stops_lockstep_even_when_the_api_server_is_unreachable() {
         &["--leader-election", "--lease-namespace", "default"][..],
     ] {
         let log = dir.path().join("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args([
-                "run",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--webhook-addr",
-                "127.0.0.1:0",
-            ])
+        let mut child = lockstep_command(&kubeconfig)
             .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         // Wait until it is up (the ops server logs its address), so the signal handler is installed.

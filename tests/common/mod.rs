@@ -114,31 +114,36 @@ impl Harness {
         .await;
     }
 
-    /// `lockstep run` against the emulator with `extra` flags, on ephemeral ports, logging JSON to
-    /// `log`. Killed when the returned child is dropped.
+    /// `lockstep run` against the emulator with `extra` flags, logging JSON to `log`.
     pub fn spawn_lockstep(&self, log: &Path, extra: &[&str]) -> Child {
         let file = std::fs::File::create(log).expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_lockstep"))
-            .args([
-                "run",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+        lockstep_command(&self.kubeconfig)
+            .args(["--log-format", "json"])
             .args(extra)
-            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,lockstep=debug")
             // Leader election would take its identity from it; the tests' processes must differ by pid.
             .env_remove("POD_NAME")
-            .stdout(Stdio::null())
             .stderr(file)
-            .kill_on_drop(true)
             .spawn()
             .expect("lockstep starts")
     }
+}
+
+/// `lockstep run` against the cluster in `kubeconfig`, on ephemeral ports (tests run concurrently),
+/// killed when the child is dropped. Add flags, and stderr for the logs.
+pub fn lockstep_command(kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    cmd.args([
+        "run",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--webhook-addr",
+        "127.0.0.1:0",
+    ])
+    .env("KUBECONFIG", kubeconfig)
+    .stdout(Stdio::null())
+    .kill_on_drop(true);
+    cmd
 }
 
 /// The condition of `type_` in an object's status, if any.
