@@ -1021,8 +1021,12 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn secrets_never_reach_the_logs() {
+    /// Everything this test binary logs, captured by one process-wide subscriber.
+    ///
+    /// Process-wide on purpose: with a thread-local subscriber (`set_default`) another test thread that
+    /// hits the same callsite with no subscriber can leave tracing's global callsite-interest cache at
+    /// "never", and the line under test silently disappears (seen as a rare flake).
+    fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
         #[derive(Clone, Default)]
         struct Capture(Arc<Mutex<Vec<u8>>>);
         impl std::io::Write for Capture {
@@ -1034,13 +1038,26 @@ mod tests {
                 Ok(())
             }
         }
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+        CAPTURE
+            .get_or_init(|| {
+                let capture = Capture::default();
+                let writer = capture.clone();
+                let subscriber = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::TRACE)
+                    .with_writer(move || writer.clone())
+                    .finish();
+                tracing::subscriber::set_global_default(subscriber)
+                    .expect("no other test installs a global subscriber");
+                capture
+            })
+            .0
+            .clone()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn secrets_never_reach_the_logs() {
+        let capture = captured_logs();
 
         let h = harness();
         h.fake.lock().unwrap().fail_status = Some(503);
@@ -1054,7 +1071,7 @@ mod tests {
             run_event("log-3"),
         )
         .await;
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let logs = String::from_utf8_lossy(&capture.lock().unwrap()).into_owned();
         assert!(
             logs.contains("webhook hint delivered"),
             "logging was captured:\n{logs}"
