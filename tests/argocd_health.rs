@@ -1,9 +1,12 @@
 //! The Argo CD health checks in `examples/argocd/` run inside Argo CD's Lua 5.1 interpreter, where a bug
 //! means a deployment that never waits (or never proceeds). These tests run the shipped scripts with
 //! Debian's `lua5.1` against status objects in the shape the controller writes
-//! (`tests/fixtures/{gate,trace}-status/*.json`) and check the verdict Argo CD would see.
+//! (`tests/fixtures/{gate,trace}-status/*.json`) and check the verdict Argo CD would see; one test runs
+//! the real controller and checks the verdict on every status it writes.
 //!
 //! CI installs `lua5.1`; elsewhere set `LOCKSTEP_SKIP_LUA=1` to skip these tests explicitly.
+
+mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -376,4 +379,116 @@ fn fixtures_have_the_shape_of_the_crd_types() {
         }
         assert!(count > 0, "no fixtures in tests/fixtures/{dir}");
     }
+}
+
+/// The same script against statuses the real controller wrote: `lockstep run` against the test kit
+/// follows a pipeline through queued, running, failed and succeeded, and Argo CD's verdict is computed
+/// from each live object as `kubectl get -o json` returns it. A stopped controller and a spec change
+/// leave a stale `observedGeneration`, which must read as Progressing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_read_statuses_the_controller_wrote() {
+    use common::{condition, Harness, ORG, PROJECT};
+    use lockstep_testkit::ado::RunResult;
+    use std::time::{Duration, Instant};
+
+    let Some(lua) = lua() else { return };
+    let script = script("health-pipelinegate.lua");
+    const PAT: &str = "lua-e2e-pat-41d0";
+    const SHA: &str = "4444444444444444444444444444444444444444";
+    let h = Harness::start(PAT, &[]).await;
+    h.sim.add_definition(ORG, PROJECT, 183, "base-image");
+    h.namespace_with_pat("orders", PAT).await;
+    let first = h.sim.queue_run(ORG, PROJECT, 183, "main", SHA);
+    h.apply(&format!(
+        "apiVersion: lockstep.dev/v1alpha1
+kind: PipelineGate
+metadata: {{name: base, namespace: orders}}
+spec:
+  azureDevOps:
+    organizationUrl: {}
+    project: {PROJECT}
+    credentials: {{secretRef: {{name: ado-pat, key: token}}}}
+  pipeline: {{definitionId: 183, branch: main}}
+  interval: 1s
+",
+        h.sim.org_url(ORG)
+    ))
+    .await;
+    let log = h.dir.path().join("lockstep.log");
+    let mut lockstep = h.spawn_lockstep(&log, &["--fast-interval", "1s"]);
+
+    let live = |reason: &'static str| {
+        let h = &h;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let text = h
+                    .kubectl(&["-n", "orders", "get", "pipelinegate", "base", "-o", "json"])
+                    .await;
+                let obj: Value = serde_json::from_str(&text).expect("kubectl JSON");
+                if condition(&obj, "Ready").is_some_and(|c| c["reason"] == reason) {
+                    return obj;
+                }
+                assert!(Instant::now() < deadline, "no {reason} in time:\n{obj:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let verdict = |obj: &Value| run_health_check(&lua, &script, obj);
+
+    let queued = live("RunQueued").await;
+    assert_eq!(
+        verdict(&queued),
+        ("Progressing".into(), condition_message(&queued, "Ready"))
+    );
+
+    h.sim.start_run(first);
+    let running = live("RunInProgress").await;
+    assert_eq!(
+        verdict(&running),
+        ("Progressing".into(), condition_message(&running, "Ready"))
+    );
+
+    h.sim.complete_run(first, RunResult::Failed);
+    let failed = live("RunFailed").await;
+    assert_eq!(
+        verdict(&failed),
+        ("Degraded".into(), condition_message(&failed, "Stalled"))
+    );
+
+    let second = h.sim.queue_run(ORG, PROJECT, 183, "main", SHA);
+    h.sim.start_run(second);
+    h.sim.complete_run(second, RunResult::Succeeded);
+    let ready = live("Succeeded").await;
+    assert_eq!(
+        verdict(&ready),
+        ("Healthy".into(), condition_message(&ready, "Ready"))
+    );
+
+    // With the controller gone, a spec change is not observed: generation 2, observedGeneration 1.
+    lockstep.kill().await.expect("stop lockstep");
+    h.kubectl(&[
+        "-n",
+        "orders",
+        "patch",
+        "pipelinegate",
+        "base",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"interval":"2s"}}"#,
+    ])
+    .await;
+    let text = h
+        .kubectl(&["-n", "orders", "get", "pipelinegate", "base", "-o", "json"])
+        .await;
+    let stale: Value = serde_json::from_str(&text).expect("kubectl JSON");
+    assert_eq!(stale["metadata"]["generation"], 2);
+    assert_eq!(stale["status"]["observedGeneration"], 1);
+    assert_eq!(
+        verdict(&stale),
+        (
+            "Progressing".into(),
+            "Waiting for lockstep to observe generation 2".into()
+        )
+    );
 }
