@@ -733,16 +733,29 @@ async fn bench_client(kubeconfig: &Path) -> Result<kube::Client, BenchError> {
 }
 
 async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchError> {
-    let pipelines = (gates / GATES_PER_PIPELINE).max(1);
     let dir = tempfile::Builder::new()
         .prefix("lockstep-bench-")
         .tempdir()
         .map_err(|e| start_err("a temporary directory")(e.to_string()))?;
+    let result = measure_in(options, gates, dir.path()).await;
+    if let Some(logs) = &options.logs {
+        let kept = logs.join(format!("lockstep-{gates}.log"));
+        if let Err(e) = std::fs::create_dir_all(logs)
+            .and_then(|()| std::fs::copy(dir.path().join("lockstep.log"), &kept))
+        {
+            eprintln!("could not keep the log as {}: {e}", kept.display());
+        }
+    }
+    result
+}
+
+async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeResult, BenchError> {
+    let pipelines = (gates / GATES_PER_PIPELINE).max(1);
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
         .await
         .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
-    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = dir.join("kubeconfig");
     emu.write_kubeconfig(&kubeconfig)
         .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
     let sim = AdoSimulator::start()
@@ -783,7 +796,7 @@ async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchErr
         .map_err(kube_err("the Secret"))?;
 
     let mut tally = Tally::default();
-    let lockstep = Lockstep::start(options, dir.path(), &kubeconfig).await?;
+    let lockstep = Lockstep::start(options, dir, &kubeconfig).await?;
     let api: Api<PipelineGate> = Api::namespaced(client.clone(), NAMESPACE);
     let state = SharedSeen::default();
     let watch_task = spawn_watcher(api.clone(), state.clone());
@@ -828,6 +841,11 @@ async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchErr
     })
     .await?;
     let settle = started.elapsed();
+    eprintln!(
+        "apply {:.1}s, settled {:.1}s after the first create",
+        apply.as_secs_f64(),
+        settle.as_secs_f64()
+    );
     let (_, _, cpu_settle) = lockstep.usage();
     let settle_ado_requests = builds_lists(&sim).values().sum();
 
@@ -873,6 +891,7 @@ async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchErr
         },
     )
     .await?;
+    eprintln!("all gates waiting on an in-progress run");
     quiesce(&emu).await;
     tally.drain(&emu);
     sim.clear_requests();
@@ -932,15 +951,6 @@ async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchErr
     let log_warnings = lockstep.warnings();
     watch_task.abort();
     lockstep.stop().await;
-    if let Some(logs) = &options.logs {
-        let kept = logs.join(format!("lockstep-{gates}.log"));
-        if let Err(e) = std::fs::create_dir_all(logs)
-            .and_then(|()| std::fs::copy(dir.path().join("lockstep.log"), &kept))
-        {
-            eprintln!("could not keep the log as {}: {e}", kept.display());
-        }
-    }
-
     Ok(SizeResult {
         gates,
         pipelines,
