@@ -78,7 +78,33 @@ pub struct GateContext {
     pub store: Store<PipelineGate>,
     /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
     pub hints: Option<WebhookHints>,
-    memory: Mutex<HashMap<ObjectRef<PipelineGate>, GateMemory>>,
+    memory: Mutex<Memory>,
+}
+
+/// Per-gate memory, and how many remembered gates are in each Ready state (kept in step with the map, so
+/// the gauge costs O(1) per reconcile rather than a pass over every gate).
+#[derive(Default)]
+struct Memory {
+    gates: HashMap<ObjectRef<PipelineGate>, GateMemory>,
+    ready: ReadyTally,
+}
+
+#[derive(Default)]
+struct ReadyTally {
+    r#true: i64,
+    r#false: i64,
+    unknown: i64,
+}
+
+impl ReadyTally {
+    fn add(&mut self, ready: Option<&str>, by: i64) {
+        match ready {
+            Some("True") => self.r#true += by,
+            Some("False") => self.r#false += by,
+            Some("Unknown") => self.unknown += by,
+            _ => {}
+        }
+    }
 }
 
 /// What the reconciler needs from the webhook receiver to measure webhook health.
@@ -117,7 +143,7 @@ impl GateContext {
             config,
             store,
             hints: None,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::default()),
         }
     }
 
@@ -146,22 +172,33 @@ impl GateContext {
         key: &ObjectRef<PipelineGate>,
         f: impl FnOnce(&mut GateMemory) -> T,
     ) -> T {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.clone()).or_default())
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.gates.entry(key.clone()).or_default())
     }
 
     /// Record the gate's Ready state and refresh the gauge; forget gates that left the store.
     fn update_ready_gauge(&self, key: &ObjectRef<PipelineGate>, ready: Option<String>) {
-        let mut map = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone()).or_default().ready = ready;
-        map.retain(|k, _| k == key || self.store.get(k).is_some());
-        let count = |s: &str| {
-            map.values()
-                .filter(|m| m.ready.as_deref() == Some(s))
-                .count() as i64
-        };
+        let mut guard = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let memory = &mut *guard;
+        let entry = memory.gates.entry(key.clone()).or_default();
+        let previous = std::mem::replace(&mut entry.ready, ready);
+        memory.ready.add(previous.as_deref(), -1);
+        memory.ready.add(entry.ready.as_deref(), 1);
+        // Remembering more gates than the store holds means some were deleted: only then is a pass
+        // over all of them worth it.
+        if memory.gates.len() > self.store.len() {
+            let (gates, tally) = (&mut memory.gates, &mut memory.ready);
+            gates.retain(|k, m| {
+                let keep = k == key || self.store.get(k).is_some();
+                if !keep {
+                    tally.add(m.ready.as_deref(), -1);
+                }
+                keep
+            });
+        }
+        let tally = &memory.ready;
         self.metrics
-            .set_ready_counts(KIND, count("True"), count("False"), count("Unknown"));
+            .set_ready_counts(KIND, tally.r#true, tally.r#false, tally.unknown);
     }
 }
 
@@ -635,6 +672,19 @@ mod tests {
         names.sort();
         assert_eq!(names, ["one", "two"]);
         assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+    }
+
+    #[test]
+    fn the_ready_tally_follows_gates_between_states() {
+        let mut tally = ReadyTally::default();
+        tally.add(Some("True"), 1);
+        tally.add(Some("True"), 1);
+        tally.add(None, -1);
+        // One gate moves from True to False.
+        tally.add(Some("True"), -1);
+        tally.add(Some("False"), 1);
+        tally.add(Some("Unknown"), 1);
+        assert_eq!((tally.r#true, tally.r#false, tally.unknown), (1, 1, 1));
     }
 
     #[test]
