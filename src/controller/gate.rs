@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -71,7 +71,7 @@ pub struct GateContext {
     pub client: kube::Client,
     pub ado: AdoClient,
     pub cache: Arc<BuildsCache>,
-    pub recorder: Recorder,
+    pub recorders: EventRecorders,
     pub metrics: Arc<Metrics>,
     pub config: GateConfig,
     /// The controller's view of all gates, for the Ready gauge and to prune per-gate memory.
@@ -79,6 +79,35 @@ pub struct GateContext {
     /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
     pub hints: Option<WebhookHints>,
     memory: Mutex<Memory>,
+}
+
+/// Recorders that Events go through, one chosen per object.
+///
+/// kube's `Recorder` keeps every Event it recorded for six minutes (to count repeats as a series) and
+/// sweeps that whole cache, under one lock, on every publish. With one recorder, N gates changing at once
+/// cost O(N²) and serialize on the lock; spread over shards, each sweep sees N / shards entries. An
+/// object always maps to the same shard, so its repeats still form one series.
+pub struct EventRecorders(Vec<Recorder>);
+
+/// Enough that a sweep stays short at tens of thousands of objects; a recorder is a few pointers.
+const EVENT_RECORDER_SHARDS: usize = 64;
+
+impl EventRecorders {
+    pub fn new(client: &kube::Client, reporter: &Reporter) -> Self {
+        Self(
+            (0..EVENT_RECORDER_SHARDS)
+                .map(|_| Recorder::new(client.clone(), reporter.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn for_object(&self, key: &ObjectRef<PipelineGate>) -> &Recorder {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same object picks the same shard for the process's life.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.0[(h.finish() % self.0.len() as u64) as usize]
+    }
 }
 
 /// Per-gate memory, and how many remembered gates are in each Ready state (kept in step with the map, so
@@ -129,7 +158,7 @@ impl GateContext {
         client: kube::Client,
         ado: AdoClient,
         cache: Arc<BuildsCache>,
-        recorder: Recorder,
+        recorders: EventRecorders,
         metrics: Arc<Metrics>,
         config: GateConfig,
         store: Store<PipelineGate>,
@@ -138,7 +167,7 @@ impl GateContext {
             client,
             ado,
             cache,
-            recorder,
+            recorders,
             metrics,
             config,
             store,
@@ -587,7 +616,12 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
             action: "Reconcile".to_string(),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(err) = ctx
+            .recorders
+            .for_object(&ObjectRef::from_obj(gate))
+            .publish(&event, &reference)
+            .await
+        {
             // An Event is best effort; the status already says the same thing.
             warn!(gate = %ObjectRef::from_obj(gate), reason = e.reason, error = %err, "could not record Event");
         }
@@ -685,6 +719,30 @@ mod tests {
         tally.add(Some("False"), 1);
         tally.add(Some("Unknown"), 1);
         assert_eq!((tally.r#true, tally.r#false, tally.unknown), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_object_always_records_through_the_same_recorder() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = kube::Client::new(service, "default");
+        let recorders = EventRecorders::new(
+            &client,
+            &Reporter {
+                controller: "lockstep".into(),
+                instance: None,
+            },
+        );
+        let shard = |name: &str| {
+            let key = ObjectRef::<PipelineGate>::new(name).within("ns");
+            recorders.for_object(&key) as *const Recorder
+        };
+        assert_eq!(shard("a"), shard("a"));
+        let distinct: std::collections::HashSet<_> =
+            (0..200).map(|i| shard(&format!("gate-{i}"))).collect();
+        assert!(distinct.len() > 1, "objects spread over the shards");
     }
 
     #[test]

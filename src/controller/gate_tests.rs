@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::store::Writer;
 use kube::Client;
 use prometheus_client::registry::Registry;
@@ -16,7 +16,7 @@ use tower_test::mock::{self, Handle};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::gate::{reconcile, GateConfig, GateContext};
+use super::gate::{reconcile, EventRecorders, GateConfig, GateContext};
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{PipelineGate, PipelineGateStatus};
 use crate::poll_cache::PollCache;
@@ -46,9 +46,9 @@ fn gate(org_url: &str, status: Option<PipelineGateStatus>, resource_version: &st
 fn context(client: Client) -> Arc<GateContext> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
+    let recorders = EventRecorders::new(
+        &client,
+        &Reporter {
             controller: "lockstep".into(),
             instance: Some("test".into()),
         },
@@ -61,7 +61,7 @@ fn context(client: Client) -> Arc<GateContext> {
         })
         .unwrap(),
         Arc::new(PollCache::new(Duration::from_secs(5))),
-        recorder,
+        recorders,
         metrics,
         GateConfig::default(),
         Writer::<PipelineGate>::default().as_reader(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::Api;
@@ -23,7 +23,8 @@ use tracing::{debug, info, warn};
 
 pub use error::Error;
 pub use gate::{
-    BuildsCache, GateConfig, GateContext, WebhookHints, FIELD_MANAGER, REQUESTED_AT_ANNOTATION,
+    BuildsCache, EventRecorders, GateConfig, GateContext, WebhookHints, FIELD_MANAGER,
+    REQUESTED_AT_ANNOTATION,
 };
 
 use crate::ado::AdoClient;
@@ -77,9 +78,9 @@ pub async fn run_gate_controller(
     let controller = Controller::new(gates, watcher::Config::default().any_semantic());
     let store = controller.store();
     let mapper_store = store.clone();
-    let recorder = Recorder::new(
-        shared.client.clone(),
-        Reporter {
+    let recorders = EventRecorders::new(
+        &shared.client,
+        &Reporter {
             controller: "lockstep".to_string(),
             instance: Some(shared.identity.clone()),
         },
@@ -88,7 +89,7 @@ pub async fn run_gate_controller(
         shared.client.clone(),
         shared.ado.clone(),
         shared.cache.clone(),
-        recorder,
+        recorders,
         shared.metrics.clone(),
         shared.gate_config.clone(),
         store.clone(),
