@@ -410,7 +410,11 @@ fn current_status(
     let rv = gate.metadata.resource_version.clone();
     ctx.with_memory(key, |m| match &m.written {
         Some(w) if w.base_resource_version == rv => Some(w.status.clone()),
-        _ => gate.status.clone(),
+        // The watch delivered a newer object: the copy is never needed again, so it is not kept.
+        _ => {
+            m.written = None;
+            gate.status.clone()
+        }
     })
 }
 

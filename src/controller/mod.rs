@@ -16,9 +16,9 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
-use kube::Api;
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
 pub use error::Error;
@@ -75,8 +75,18 @@ pub async fn run_gate_controller(
             Api::all(shared.client.clone()),
         ),
     };
-    let controller = Controller::new(gates, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The controller's cache holds every gate for the life of the process; managedFields are most of a
+    // gate's size and nothing here reads them (status is written by server-side apply, which the API
+    // server resolves), so they are dropped on the way in.
+    let (store, writer) = reflector::store();
+    let gate_stream = reflector(
+        writer,
+        watcher::watcher(gates, watcher::Config::default().any_semantic()).modify(|gate| {
+            gate.managed_fields_mut().clear();
+        }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(gate_stream, store.clone());
     let mapper_store = store.clone();
     let recorders = EventRecorders::new(
         &shared.client,
