@@ -265,7 +265,6 @@ enum Read {
     Verdict {
         verdict: Box<Verdict>,
         read_ok: bool,
-        age: Duration,
     },
     Transient {
         message: String,
@@ -294,7 +293,6 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             Err(verdict) => Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: false,
-                age: Duration::ZERO,
             },
             Ok(token) => read_and_decide(gate, &token, now, current.as_ref(), ctx).await,
         }
@@ -362,13 +360,12 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         Read::Verdict {
             verdict,
             read_ok: true,
-            age,
         } => {
             let period = match verdict.phase {
                 Phase::Waiting => ctx.config.fast_interval,
                 Phase::Open | Phase::Blocked => interval,
             };
-            let mut after = aligned(period, *age);
+            let mut after = next_poll(period, pipeline_phase(gate), Timestamp::now());
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
                 after = after.min(until(deadline));
             }
@@ -389,10 +386,34 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     Ok(action)
 }
 
-/// Time left of `period` once an answer `age` old is accounted for. Gates sharing a pipeline thereby requeue
-/// together, when their shared answer expires, instead of drifting apart and each missing the cache.
-fn aligned(period: Duration, age: Duration) -> Duration {
-    period.saturating_sub(age).max(Duration::from_millis(200))
+/// Time until the next poll: the next point of a grid of `period` steps whose offset is fixed per
+/// pipeline (`phase`). Every gate following a pipeline polls at the same instants, however it came by its
+/// last answer (a webhook, its creation, a spec change), so they keep sharing one request per period;
+/// requeueing `period` after each gate's own answer let gates that read at different times drift into
+/// separate cohorts, each with its own request. Different pipelines get different offsets, which spreads
+/// the polls over the period. Never sooner than 200 ms (no busy loop) and never later than `period`
+/// (plus those 200 ms) from now.
+fn next_poll(period: Duration, phase: u64, now: Timestamp) -> Duration {
+    let period_ms = period.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+    let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    let offset = phase % period_ms;
+    let since_grid = (now_ms + period_ms - offset) % period_ms;
+    Duration::from_millis(period_ms - since_grid).max(Duration::from_millis(200))
+}
+
+/// The grid offset of the gate's pipeline: a hash with fixed keys, so every replica picks the same.
+fn pipeline_phase(gate: &PipelineGate) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let ado = &gate.spec.azure_devops;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    PipelineKey::new(
+        &ado.organization_url,
+        &ado.project,
+        gate.spec.pipeline.definition_id,
+        &gate.spec.pipeline.branch,
+    )
+    .hash(&mut h);
+    h.finish()
 }
 
 /// Duration until `deadline` (whole seconds), plus a little so the reconcile runs at or after it.
@@ -502,7 +523,6 @@ async fn read_and_decide(
         return Read::Verdict {
             verdict: Box::new(verdict),
             read_ok: false,
-            age: Duration::ZERO,
         };
     };
     let not_before = gate
@@ -539,14 +559,12 @@ async fn read_and_decide(
             Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: true,
-                age,
             }
         }
         Err(err) => match gate::decide_error(err) {
             Some(verdict) => Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: false,
-                age,
             },
             None => Read::Transient {
                 message: err.to_string(),
@@ -750,16 +768,41 @@ mod tests {
     }
 
     #[test]
-    fn requeues_align_to_the_shared_answer() {
+    fn polls_land_on_the_pipeline_grid() {
+        let period = Duration::from_secs(10);
+        let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
+        // Offset 3 s: the grid is …, 3 s, 13 s, 23 s, …
+        assert_eq!(next_poll(period, 3_000, at(1_000)), Duration::from_secs(2));
         assert_eq!(
-            aligned(Duration::from_secs(60), Duration::from_secs(3)),
-            Duration::from_secs(57)
+            next_poll(period, 3_000, at(5_500)),
+            Duration::from_millis(7_500)
         );
-        // Never a busy loop, even for an answer older than the period.
+        // Exactly on a grid point: the next one, a full period on.
+        assert_eq!(next_poll(period, 3_000, at(13_000)), period);
+        // Two gates of one pipeline that read at different moments meet at the same instant.
+        let first =
+            at(20_000) + jiff::SignedDuration::try_from(next_poll(period, 7, at(20_000))).unwrap();
+        let second =
+            at(24_321) + jiff::SignedDuration::try_from(next_poll(period, 7, at(24_321))).unwrap();
+        assert_eq!(first, second);
+        // Never a busy loop, never longer than the period.
         assert_eq!(
-            aligned(Duration::from_secs(1), Duration::from_secs(5)),
+            next_poll(period, 3_000, at(12_950)),
             Duration::from_millis(200)
         );
+        for now in (0..50_000).step_by(777) {
+            let d = next_poll(period, 12_345, at(now));
+            assert!(d >= Duration::from_millis(200) && d <= period, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn gates_of_one_pipeline_share_a_phase() {
+        let a = gate("a", "one", "pat");
+        let mut b = gate("b", "two", "other");
+        assert_eq!(pipeline_phase(&a), pipeline_phase(&b));
+        b.spec.pipeline.definition_id = 2;
+        assert_ne!(pipeline_phase(&a), pipeline_phase(&b));
     }
 
     #[test]
