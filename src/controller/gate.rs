@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(next_poll(period, 3_000, at(13_000)), period);
         // Two gates of one pipeline that read at different moments meet at the same instant.
         let first =
-            at(20_000) + jiff::SignedDuration::try_from(next_poll(period, 7, at(20_000))).unwrap();
+            at(21_000) + jiff::SignedDuration::try_from(next_poll(period, 7, at(21_000))).unwrap();
         let second =
             at(24_321) + jiff::SignedDuration::try_from(next_poll(period, 7, at(24_321))).unwrap();
         assert_eq!(first, second);
