@@ -256,6 +256,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics,
         gate_config: GateConfig {
             fast_interval,
+            secret_cache_ttl: cache_ttl,
             ..GateConfig::default()
         },
         namespace: args.namespace.clone(),

@@ -16,6 +16,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::gate_status::{self, Desired, GateEvent, Outcome, Severity, StatusInput};
+use super::token_cache::TokenCache;
 use super::Error;
 use crate::ado::{AdoClient, AdoError, Build};
 use crate::conditions::{self, READY};
@@ -48,6 +49,9 @@ pub struct GateConfig {
     pub default_interval: Duration,
     /// `spec.policy.staleAfter` when unset.
     pub default_stale_after: Duration,
+    /// How long a Secret read is shared by the gates that reference it (see [`TokenCache`]); zero reads
+    /// the Secret on every reconcile.
+    pub secret_cache_ttl: Duration,
 }
 
 impl Default for GateConfig {
@@ -56,6 +60,7 @@ impl Default for GateConfig {
             fast_interval: Duration::from_secs(10),
             default_interval: Duration::from_secs(60),
             default_stale_after: Duration::from_secs(600),
+            secret_cache_ttl: Duration::ZERO,
         }
     }
 }
@@ -78,6 +83,8 @@ pub struct GateContext {
     pub store: Store<PipelineGate>,
     /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
     pub hints: Option<WebhookHints>,
+    /// Secrets read for their PAT, shared by the gates that reference them.
+    pub tokens: TokenCache,
     memory: Mutex<Memory>,
 }
 
@@ -169,6 +176,7 @@ impl GateContext {
             cache,
             recorders,
             metrics,
+            tokens: TokenCache::new(config.secret_cache_ttl),
             config,
             store,
             hints: None,
@@ -289,7 +297,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     let read = if spec.suspend {
         Read::Suspended
     } else {
-        match read_token(gate, &namespace, &ctx.client).await? {
+        match read_token(gate, &namespace, &ctx.client, &ctx.tokens).await? {
             Err(verdict) => Read::Verdict {
                 verdict: Box::new(verdict),
                 read_ok: false,
@@ -444,17 +452,27 @@ async fn read_token(
     gate: &PipelineGate,
     namespace: &str,
     client: &kube::Client,
+    tokens: &TokenCache,
 ) -> Result<Result<SecretString, Verdict>, Error> {
     let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_ref.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            namespace: namespace.to_string(),
-            name: secret_ref.name.clone(),
-            source,
-        })?;
+    let secret = match tokens.get(namespace, &secret_ref.name) {
+        Some(cached) => cached,
+        None => {
+            let ticket = tokens.ticket();
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let read = secrets
+                .get_opt(&secret_ref.name)
+                .await
+                .map_err(|source| Error::ReadSecret {
+                    namespace: namespace.to_string(),
+                    name: secret_ref.name.clone(),
+                    source,
+                })?
+                .map(Arc::new);
+            tokens.store(ticket, namespace, &secret_ref.name, read.clone());
+            read
+        }
+    };
     let problem = match secret {
         None => format!(
             "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",

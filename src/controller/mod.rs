@@ -6,6 +6,7 @@ pub mod gate;
 pub mod gate_status;
 #[cfg(test)]
 mod gate_tests;
+pub mod token_cache;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,11 +121,21 @@ pub async fn run_gate_controller(
     };
 
     let shutdown = shutdown.shared();
+    let tokens_ctx = ctx.clone();
     let running = controller
         .watches(
             secrets,
             watcher::Config::default(),
-            move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
+            move |secret: Secret| {
+                // Before the reconciles this change triggers run: they must read the new PAT.
+                if let (Some(ns), Some(name)) = (
+                    secret.metadata.namespace.as_deref(),
+                    secret.metadata.name.as_deref(),
+                ) {
+                    tokens_ctx.tokens.invalidate(ns, name);
+                }
+                gate::gates_using_secret(&mapper_store, &secret)
+            },
         )
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
