@@ -19,7 +19,8 @@
 //!    the creates took (the API server's cost, not lockstep's), `settle` the time from the first create
 //!    until a watcher in this process has seen every gate Ready=True.
 //! 2. **idle**: once lockstep stopped writing, a quiet window of two fast periods with nothing to do:
-//!    Kubernetes writes and Azure DevOps requests (both should be 0).
+//!    Kubernetes writes (should be 0) and Azure DevOps requests (only regular polls: a pipeline whose
+//!    10-minute grid point falls inside the window, about M × window / 10 min).
 //! 3. **polling period**: every pipeline gets a new run in progress, announced by one service hook per
 //!    pipeline, so every gate waits and polls at the fast interval (`--fast-interval`, default 5s). "Per
 //!    polling period" means: requests in a window of `--periods` fast intervals with nothing changing,
