@@ -9,7 +9,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 use tracing::warn;
@@ -28,10 +28,42 @@ pub fn transition_event(type_: EventType, reason: &str, note: &str) -> Event {
     }
 }
 
+/// Recorders that Events go through, one chosen per object.
+///
+/// kube's `Recorder` keeps every Event it recorded for six minutes (to count repeats as a series) and
+/// sweeps that whole cache, under one lock, on every publish. With one recorder, N objects changing at
+/// once cost O(N²) and serialize on the lock; spread over shards, each sweep sees N / shards entries. An
+/// object always maps to the same shard, so its repeats still form one series.
+pub struct EventRecorders(Vec<Recorder>);
+
+/// Enough that a sweep stays short at tens of thousands of objects; a recorder is a few pointers.
+const EVENT_RECORDER_SHARDS: usize = 64;
+
+impl EventRecorders {
+    pub fn new(client: &kube::Client, reporter: &Reporter) -> Self {
+        Self(
+            (0..EVENT_RECORDER_SHARDS)
+                .map(|_| Recorder::new(client.clone(), reporter.clone()))
+                .collect(),
+        )
+    }
+
+    /// The recorder for `key`: always the same one for the same object.
+    pub fn for_object<K>(&self, key: &ObjectRef<K>) -> &Recorder
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        // DefaultHasher::new() has fixed keys: the same object picks the same shard for the process's life.
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.0[(h.finish() % self.0.len() as u64) as usize]
+    }
+}
+
 /// Record a [`transition_event`] about `obj`. Best effort: the status already says the same thing, so
 /// a failure is only logged and never fails the reconcile.
 pub async fn publish_transition_event<K>(
-    recorder: &Recorder,
+    recorders: &EventRecorders,
     obj: &K,
     type_: EventType,
     reason: &str,
@@ -40,8 +72,13 @@ pub async fn publish_transition_event<K>(
     K: Resource<DynamicType = ()>,
 {
     let event = transition_event(type_, reason, note);
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(object = %ObjectRef::from_obj(obj), reason, error = %err, "could not record Event");
+    let key = ObjectRef::from_obj(obj);
+    if let Err(err) = recorders
+        .for_object(&key)
+        .publish(&event, &obj.object_ref(&()))
+        .await
+    {
+        warn!(object = %key, reason, error = %err, "could not record Event");
     }
 }
 
@@ -64,12 +101,12 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// The recorder the controller's unit tests publish through, as the controllers do but for instance "test".
+/// The recorders the controller's unit tests publish through, as the controllers do but for instance "test".
 #[cfg(test)]
-pub fn test_recorder(client: &kube::Client) -> Recorder {
-    Recorder::new(
-        client.clone(),
-        kube::runtime::events::Reporter {
+pub fn test_recorders(client: &kube::Client) -> EventRecorders {
+    EventRecorders::new(
+        client,
+        &Reporter {
             controller: "lockstep".into(),
             instance: Some("test".into()),
         },
@@ -83,6 +120,30 @@ mod tests {
     use k8s_openapi::api::events::v1::Event as K8sEvent;
     use kube::api::{Api, ListParams};
     use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
+
+    #[tokio::test]
+    async fn an_object_always_records_through_the_same_recorder() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = kube::Client::new(service, "default");
+        let recorders = EventRecorders::new(
+            &client,
+            &Reporter {
+                controller: "lockstep".into(),
+                instance: None,
+            },
+        );
+        let shard = |name: &str| {
+            let key = ObjectRef::<crate::crd::PipelineGate>::new(name).within("ns");
+            recorders.for_object(&key) as *const Recorder
+        };
+        assert_eq!(shard("a"), shard("a"));
+        let distinct: std::collections::HashSet<_> =
+            (0..200).map(|i| shard(&format!("gate-{i}"))).collect();
+        assert!(distinct.len() > 1, "objects spread over the shards");
+    }
 
     #[test]
     fn long_notes_are_cut_on_a_char_boundary() {
@@ -111,7 +172,7 @@ mod tests {
             .await
             .unwrap();
         let client = emu.client().await;
-        let recorder = test_recorder(&client);
+        let recorders = test_recorders(&client);
         // The regarded object need not exist: the API server does not check `regarding`.
         let reference = ObjectReference {
             api_version: Some("lockstep.dev/v1alpha1".into()),
@@ -127,7 +188,8 @@ mod tests {
             "Run 20261122.2 is queued",
             "Run 20261122.2 is queued",
         ] {
-            recorder
+            recorders
+                .for_object(&ObjectRef::<crate::crd::PipelineGate>::new("base").within("default"))
                 .publish(
                     &transition_event(EventType::Normal, "GateWaiting", note),
                     &reference,

@@ -48,6 +48,9 @@ pub struct GateConfig {
     pub default_interval: Duration,
     /// `spec.policy.staleAfter` when unset.
     pub default_stale_after: Duration,
+    /// How long a Secret read is shared by the objects that reference it (see [`super::token_cache::TokenCache`]); zero reads
+    /// the Secret on every reconcile.
+    pub secret_cache_ttl: Duration,
 }
 
 impl Default for GateConfig {
@@ -56,6 +59,7 @@ impl Default for GateConfig {
             fast_interval: Duration::from_secs(10),
             default_interval: Duration::from_secs(60),
             default_stale_after: Duration::from_secs(600),
+            secret_cache_ttl: Duration::ZERO,
         }
     }
 }
@@ -165,7 +169,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         Read::Suspended
     } else {
         let secret_ref = &spec.azure_devops.credentials.secret_ref;
-        match read_token(&ctx.io.client, &namespace, secret_ref).await? {
+        match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await? {
             Err(problem) => Read::Verdict {
                 verdict: Box::new(authentication_failed(problem)),
                 read_ok: false,
@@ -422,7 +426,7 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
         };
-        publish_transition_event(&ctx.io.recorder, gate, type_, e.reason, &e.note).await;
+        publish_transition_event(&ctx.io.recorders, gate, type_, e.reason, &e.note).await;
     }
 }
 
@@ -506,6 +510,37 @@ mod tests {
         let d = until_next_tick(period, 0, t0);
         assert_eq!(d, Duration::from_millis(1050));
         assert!(until_next_tick(Duration::ZERO, 7, t0) >= MIN_REQUEUE);
+    }
+
+    #[test]
+    fn requeues_land_on_the_pipeline_grid() {
+        let period = Duration::from_secs(10);
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        // Phase 3 s: the grid is …, 3 s, 13 s, 23 s, …
+        assert_eq!(
+            until_next_tick(period, 3_000, at(1_000)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            until_next_tick(period, 3_000, at(5_500)),
+            Duration::from_millis(7_500)
+        );
+        // Exactly on a grid point: the next one, a full period on.
+        assert_eq!(until_next_tick(period, 3_000, at(13_000)), period);
+        // Never a busy loop, never much longer than the period.
+        for now in (0..50_000).step_by(777) {
+            let d = until_next_tick(period, 12_345, at(now));
+            assert!(d >= MIN_REQUEUE && d <= period + MIN_REQUEUE, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn gates_of_one_pipeline_share_a_phase() {
+        let key = |definition_id| {
+            PipelineKey::new("https://dev.azure.com/o", "P", definition_id, "main").unwrap()
+        };
+        assert_eq!(tick_phase(&key(1)), tick_phase(&key(1)));
+        assert_ne!(tick_phase(&key(1)), tick_phase(&key(2)));
     }
 
     #[test]

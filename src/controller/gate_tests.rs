@@ -57,12 +57,13 @@ fn context(client: Client) -> Arc<GateContext> {
 fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorder = super::events::test_recorder(&client);
+    let recorders = super::events::test_recorders(&client);
     let io = ReconcileIo {
         client,
         ado,
         cache: Arc::new(PollCache::new(Duration::from_secs(5))),
-        recorder,
+        recorders,
+        tokens: super::token_cache::TokenCache::new(GateConfig::default().secret_cache_ttl),
         metrics,
         config: GateConfig::default(),
     };

@@ -47,7 +47,35 @@ where
     K: Resource<DynamicType = ()>,
 {
     kind: &'static str,
-    entries: Mutex<HashMap<ObjectRef<K>, Entry<S, X>>>,
+    state: Mutex<State<K, S, X>>,
+}
+
+/// The entries, and how many of them are in each Ready state (kept in step with the map, so the gauge
+/// costs O(1) per reconcile rather than a pass over every object).
+struct State<K, S, X>
+where
+    K: Resource<DynamicType = ()>,
+{
+    entries: HashMap<ObjectRef<K>, Entry<S, X>>,
+    ready: ReadyTally,
+}
+
+#[derive(Default)]
+struct ReadyTally {
+    r#true: i64,
+    r#false: i64,
+    unknown: i64,
+}
+
+impl ReadyTally {
+    fn add(&mut self, ready: Option<&str>, by: i64) {
+        match ready {
+            Some("True") => self.r#true += by,
+            Some("False") => self.r#false += by,
+            Some("Unknown") => self.unknown += by,
+            _ => {}
+        }
+    }
 }
 
 impl<K, S, X> ObjectMemory<K, S, X>
@@ -60,7 +88,10 @@ where
     pub fn new(kind: &'static str) -> Self {
         Self {
             kind,
-            entries: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                entries: HashMap::new(),
+                ready: ReadyTally::default(),
+            }),
         }
     }
 
@@ -71,8 +102,8 @@ where
 
     fn with_entry<T>(&self, key: &ObjectRef<K>, f: impl FnOnce(&mut Entry<S, X>) -> T) -> T {
         // A panic elsewhere while holding the lock leaves plain data behind, still fine to use.
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(key.clone()).or_default())
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(state.entries.entry(key.clone()).or_default())
     }
 
     /// Read or update what only this reconciler remembers about `key`.
@@ -114,7 +145,11 @@ where
         let rv = obj.meta().resource_version.as_ref();
         self.with_entry(key, |e| match &e.written {
             Some(w) if w.base_resource_version.as_ref() == rv => Some(w.status.clone()),
-            _ => status.cloned(),
+            // The watch delivered a newer object: the copy is never needed again, so it is not kept.
+            _ => {
+                e.written = None;
+                status.cloned()
+            }
         })
     }
 
@@ -137,14 +172,43 @@ where
         key: &ObjectRef<K>,
         ready: Option<String>,
     ) {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone()).or_default().ready = ready;
-        map.retain(|k, _| k == key || store.get(k).is_some());
-        let count = |s: &str| {
-            map.values()
-                .filter(|e| e.ready.as_deref() == Some(s))
-                .count() as i64
-        };
-        metrics.set_ready_counts(self.kind, count("True"), count("False"), count("Unknown"));
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
+        let entry = state.entries.entry(key.clone()).or_default();
+        let previous = std::mem::replace(&mut entry.ready, ready);
+        state.ready.add(previous.as_deref(), -1);
+        state.ready.add(entry.ready.as_deref(), 1);
+        // Remembering more objects than the store holds means some were deleted: only then is a pass
+        // over all of them worth it.
+        if state.entries.len() > store.len() {
+            let (entries, tally) = (&mut state.entries, &mut state.ready);
+            entries.retain(|k, e| {
+                let keep = k == key || store.get(k).is_some();
+                if !keep {
+                    tally.add(e.ready.as_deref(), -1);
+                }
+                keep
+            });
+        }
+        let tally = &state.ready;
+        metrics.set_ready_counts(self.kind, tally.r#true, tally.r#false, tally.unknown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_tally_follows_objects_between_states() {
+        let mut tally = ReadyTally::default();
+        tally.add(Some("True"), 1);
+        tally.add(Some("True"), 1);
+        tally.add(None, -1);
+        // One object moves from True to False.
+        tally.add(Some("True"), -1);
+        tally.add(Some("False"), 1);
+        tally.add(Some("Unknown"), 1);
+        assert_eq!((tally.r#true, tally.r#false, tally.unknown), (1, 1, 1));
     }
 }

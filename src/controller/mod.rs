@@ -13,6 +13,7 @@ mod gate_tests;
 mod memory;
 mod reconcile_io;
 mod status_write;
+mod token_cache;
 pub mod trace;
 #[cfg(test)]
 mod trace_tests;
@@ -28,14 +29,15 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
-use kube::{Api, Resource};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
 pub use error::Error;
+pub use events::EventRecorders;
 pub use gate::{
     BuildsCache, GateConfig, GateContext, WebhookHints, FIELD_MANAGER, REQUESTED_AT_ANNOTATION,
 };
@@ -90,14 +92,25 @@ pub async fn run_gate_controller(
             Api::all(shared.client.clone()),
         ),
     };
-    let controller = Controller::new(gates, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The controller's cache holds every gate for the life of the process; managedFields are most of a
+    // gate's size and nothing here reads them (status is written by server-side apply, which the API
+    // server resolves), so they are dropped on the way in.
+    let (store, writer) = reflector::store();
+    let gate_stream = reflector(
+        writer,
+        watcher::watcher(gates, watcher::Config::default().any_semantic()).modify(|gate| {
+            gate.managed_fields_mut().clear();
+        }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(gate_stream, store.clone());
     let mapper_store = store.clone();
     let mut ctx = GateContext::new(reconcile_io(&shared), store.clone());
     if let Some(hints) = shared.webhook_hints.clone() {
         ctx = ctx.with_webhook_hints(hints);
     }
     let ctx = Arc::new(ctx);
+    let tokens_ctx = ctx.clone();
 
     let (first_list, mark_ready) = ready_after_first_list(&store, "PipelineGates", &shared);
 
@@ -106,7 +119,11 @@ pub async fn run_gate_controller(
         .watches(
             secrets,
             watcher::Config::default(),
-            move |secret: Secret| gate::gates_using_secret(&mapper_store, &secret),
+            move |secret: Secret| {
+                // Before the reconciles this change triggers run: they must read the new PAT.
+                tokens_ctx.io.tokens.invalidate_secret(&secret);
+                gate::gates_using_secret(&mapper_store, &secret)
+            },
         )
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .graceful_shutdown_on(shutdown.clone())
@@ -126,20 +143,22 @@ pub async fn run_gate_controller(
     info!("PipelineGate controller stopped");
 }
 
-/// What one controller's reconciler talks to. Each controller has its own Event recorder (the identity
-/// tells replicas apart in `kubectl describe`); the rest is shared by the whole process.
+/// What one controller's reconciler talks to. Each controller has its own Event recorders (the identity
+/// tells replicas apart in `kubectl describe`) and its own Secret reads (invalidated by its own Secret
+/// watch); the rest is shared by the whole process.
 fn reconcile_io(shared: &Shared) -> ReconcileIo {
     ReconcileIo {
         client: shared.client.clone(),
         ado: shared.ado.clone(),
         cache: shared.cache.clone(),
-        recorder: Recorder::new(
-            shared.client.clone(),
-            Reporter {
+        recorders: EventRecorders::new(
+            &shared.client,
+            &Reporter {
                 controller: "lockstep".to_string(),
                 instance: Some(shared.identity.clone()),
             },
         ),
+        tokens: token_cache::TokenCache::new(shared.gate_config.secret_cache_ttl),
         metrics: shared.metrics.clone(),
         config: shared.gate_config.clone(),
     }
@@ -335,10 +354,15 @@ pub async fn run_trace_controller(
     ));
 
     let secrets_store = store.clone();
+    let tokens_ctx = ctx.clone();
     let mut controller = controller.watches(
         scoped::<Secret>(client, ns),
         watcher::Config::default(),
-        move |secret: Secret| trace::traces_using_secret(&secrets_store, &secret),
+        move |secret: Secret| {
+            // Before the reconciles this change triggers run: they must read the new PAT.
+            tokens_ctx.io.tokens.invalidate_secret(&secret);
+            trace::traces_using_secret(&secrets_store, &secret)
+        },
     );
     for (kind, resource) in [
         (

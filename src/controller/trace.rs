@@ -153,7 +153,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     }
 
     let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
-    let token = match read_token(&ctx.io.client, &namespace, secret_ref).await? {
+    let token = match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await? {
         Ok(token) => token,
         Err(problem) => {
             let desired = with_kstatus(
@@ -751,7 +751,7 @@ async fn publish_transition(
         ("False", false) => (EventType::Normal, "TraceProgressing"),
         _ => (EventType::Normal, "TraceUnknown"),
     };
-    publish_transition_event(&ctx.io.recorder, trace, type_, reason, &after.message).await;
+    publish_transition_event(&ctx.io.recorders, trace, type_, reason, &after.message).await;
 }
 
 /// Traces in the Secret's namespace that reference it.

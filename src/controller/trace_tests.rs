@@ -88,7 +88,7 @@ fn context(client: Client) -> Arc<TraceContext> {
 fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorder = super::events::test_recorder(&client);
+    let recorders = super::events::test_recorders(&client);
     let io = ReconcileIo {
         client,
         ado: AdoClient::new(ClientConfig {
@@ -97,7 +97,8 @@ fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
         })
         .expect("client"),
         cache: Arc::new(PollCache::new(Duration::from_secs(5))),
-        recorder,
+        recorders,
+        tokens: super::token_cache::TokenCache::new(GateConfig::default().secret_cache_ttl),
         metrics,
         config: GateConfig::default(),
     };

@@ -1,0 +1,993 @@
+//! Scale benchmark: what lockstep costs as the number of gates grows.
+//!
+//! ```text
+//! cargo bench --bench scale                              # N = 100, 1 000, 10 000
+//! cargo bench --bench scale -- --sizes 100,1000 --json   # pick sizes; JSON instead of the table
+//! ```
+//!
+//! `cargo bench` builds `target/release/lockstep` (the binary `cargo build --release --bin lockstep`
+//! builds) and this harness, then runs the harness, which starts that binary as a subprocess
+//! (`lockstep run`, exactly as deployed; `--lockstep PATH` runs another build). The Kubernetes API emulator
+//! and the Azure DevOps simulator of the test kit run inside this process. Nothing here runs in CI: CI
+//! only compiles it (`cargo clippy --all-targets`), and without cargo bench's `--bench` argument it exits
+//! at once.
+//!
+//! Per size: N PipelineGates over M = N/100 distinct pipelines (gate i follows pipeline i mod M), all in
+//! one namespace sharing one PAT Secret, with `interval: 10m` so idle gates never poll during a run.
+//!
+//! 1. **apply / settle**: all gates are created concurrently (64 requests in flight); `apply` is how long
+//!    the creates took (the API server's cost, not lockstep's), `settle` the time from the first create
+//!    until a watcher in this process has seen every gate Ready=True.
+//! 2. **idle**: once lockstep stopped writing, a quiet window of two fast periods with nothing to do:
+//!    Kubernetes writes (should be 0) and Azure DevOps requests (only regular polls: a pipeline whose
+//!    10-minute grid point falls inside the window, about M × window / 10 min).
+//! 3. **polling period**: every pipeline gets a new run in progress, announced by one service hook per
+//!    pipeline, so every gate waits and polls at the fast interval (`--fast-interval`, default 5s). "Per
+//!    polling period" means: requests in a window of `--periods` fast intervals with nothing changing,
+//!    divided by the number of periods. Builds List requests should equal M (one per distinct pipeline,
+//!    shared by its N/M gates); Kubernetes writes should be 0 (nothing changed, so no status is written).
+//!    Kubernetes reads (non-watch GETs) are reported too.
+//! 4. **webhook → Ready**: for `--hook-rounds` pipelines in turn (default min(M, 5)), the in-progress run
+//!    completes successfully and a `run-state-changed` hook is delivered; per gate of that pipeline, the
+//!    latency is from the start of the delivery to this process's watcher seeing the gate Ready=True.
+//!    A fast poll may coincide with a delivery (chance ≈ latency / fast interval); that only shortens
+//!    a sample.
+//! 5. **process cost**: peak RSS (`VmHWM` of /proc/<pid>/status) and CPU seconds (utime + stime of
+//!    /proc/<pid>/stat) of the lockstep process, at settle and at the end.
+//!
+//! Kubernetes requests are attributed by User-Agent: this harness sends `lockstep-bench`, so every write
+//! with another agent is lockstep's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use lockstep::crd::PipelineGate;
+use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
+use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator, RequestRecord};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const ORG: &str = "bench";
+const PROJECT: &str = "Scale";
+const PAT: &str = "bench-pat-5e1f0c2a";
+const NAMESPACE: &str = "bench";
+const BRANCH: &str = "main";
+const HOOK_USER: &str = "bench";
+const HOOK_PASSWORD: &str = "bench-hook-password-0b7d";
+const BENCH_AGENT: &str = "lockstep-bench";
+const IDLE_INTERVAL: &str = "10m";
+const GATES_PER_PIPELINE: usize = 100;
+const CREATE_CONCURRENCY: usize = 64;
+/// lockstep counts as done with a phase once it made no Kubernetes write for this long.
+const QUIET_FOR: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error("could not start {what}: {detail}")]
+    Start { what: &'static str, detail: String },
+    #[error("the Kubernetes API emulator refused {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what} did not happen within {}s ({progress}); lockstep's log: {log}", within.as_secs())]
+    Timeout {
+        what: String,
+        within: Duration,
+        progress: String,
+        log: String,
+    },
+    #[error("the webhook receiver answered HTTP {0} instead of 202")]
+    HookRejected(u16),
+    #[error("could not deliver a service hook: {0}")]
+    HookUndelivered(String),
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Kube { what, source }
+}
+
+fn start_err(what: &'static str) -> impl FnOnce(String) -> BenchError {
+    move |detail| BenchError::Start { what, detail }
+}
+
+struct Options {
+    sizes: Vec<usize>,
+    json: bool,
+    lockstep: PathBuf,
+    fast_interval: Duration,
+    periods: u32,
+    hook_rounds: Option<usize>,
+    settle_timeout: Duration,
+    /// Keep each size's lockstep log here.
+    logs: Option<PathBuf>,
+    /// RUST_LOG for lockstep (default: its own default level).
+    rust_log: Option<String>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench scale [-- OPTIONS]
+  --sizes 100,1000,10000   numbers of gates (pipelines = gates / 100)
+  --json                   print JSON instead of a table
+  --lockstep PATH          the lockstep binary (default: target/release/lockstep, built by cargo bench,
+                           the same as `cargo build --release --bin lockstep`)
+  --fast-interval SECS     lockstep's --fast-interval, the polling period measured (default 5)
+  --periods K              polling periods in the measured window (default 3)
+  --hook-rounds R          pipelines changed one after another for webhook latency (default min(M, 5))
+  --settle-timeout SECS    give up waiting for all gates Ready after this long (default 300)
+  --logs DIR               keep lockstep's log of each size as DIR/lockstep-<gates>.log
+  --rust-log FILTER        RUST_LOG for lockstep (default: unset, lockstep's default level)";
+
+impl Options {
+    /// `None` when not started by `cargo bench` (which passes `--bench`): `cargo test --benches` only
+    /// checks that the harness links, it must not run for minutes.
+    fn parse(args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+        let mut options = Options {
+            sizes: vec![100, 1_000, 10_000],
+            json: false,
+            lockstep: PathBuf::from(env!("CARGO_BIN_EXE_lockstep")),
+            fast_interval: Duration::from_secs(5),
+            periods: 3,
+            hook_rounds: None,
+            settle_timeout: Duration::from_secs(300),
+            logs: None,
+            rust_log: None,
+        };
+        let mut benching = false;
+        let mut args = args.peekable();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .ok_or_else(|| format!("{name} needs a value; try --help"))
+            };
+            let number = |name: &str, v: String| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name}: {v:?} is not a whole number"))
+            };
+            match arg.as_str() {
+                "--bench" => benching = true,
+                "--json" => options.json = true,
+                "--sizes" => {
+                    let v = value("--sizes")?;
+                    options.sizes = v
+                        .split(',')
+                        .map(|s| number("--sizes", s.to_string()).map(|n| n as usize))
+                        .collect::<Result<_, _>>()?;
+                    if options.sizes.iter().any(|&n| n < GATES_PER_PIPELINE) {
+                        return Err(format!(
+                            "--sizes: every size must be at least {GATES_PER_PIPELINE} (one pipeline)"
+                        ));
+                    }
+                }
+                "--lockstep" => options.lockstep = PathBuf::from(value("--lockstep")?),
+                "--fast-interval" => {
+                    let v = value("--fast-interval")?;
+                    options.fast_interval =
+                        Duration::from_secs(number("--fast-interval", v)?.max(1));
+                }
+                "--periods" => {
+                    let v = value("--periods")?;
+                    options.periods = number("--periods", v)?.clamp(1, 100) as u32;
+                }
+                "--hook-rounds" => {
+                    let v = value("--hook-rounds")?;
+                    options.hook_rounds = Some(number("--hook-rounds", v)?.max(1) as usize);
+                }
+                "--settle-timeout" => {
+                    let v = value("--settle-timeout")?;
+                    options.settle_timeout = Duration::from_secs(number("--settle-timeout", v)?);
+                }
+                "--logs" => options.logs = Some(PathBuf::from(value("--logs")?)),
+                "--rust-log" => options.rust_log = Some(value("--rust-log")?),
+                "-h" | "--help" => return Err(USAGE.to_string()),
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            }
+        }
+        Ok(benching.then_some(options))
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("scale benchmark: run it with `cargo bench --bench scale` (see --help)");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    if !options.lockstep.is_file() {
+        eprintln!(
+            "no lockstep binary at {}: build it with `cargo build --release --bin lockstep`",
+            options.lockstep.display()
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut results = Vec::new();
+    for &gates in &options.sizes {
+        eprintln!(
+            "--- {gates} gates over {} pipelines",
+            gates / GATES_PER_PIPELINE
+        );
+        match runtime.block_on(measure(&options, gates)) {
+            Ok(result) => {
+                eprintln!("{}", serde_json::to_string(&result).unwrap_or_default());
+                results.push(result);
+            }
+            Err(e) => {
+                eprintln!("{gates} gates: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let machine = Machine::read();
+    if options.json {
+        let out = json!({"machine": machine, "fastIntervalSeconds": options.fast_interval.as_secs(), "results": results});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", table(&results));
+        println!(
+            "\nmachine: {} cores, {} memory, {}; fast interval {}s, idle interval {IDLE_INTERVAL}",
+            machine.cores,
+            machine.memory,
+            machine.cpu,
+            options.fast_interval.as_secs()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// What one size measured.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SizeResult {
+    gates: usize,
+    pipelines: usize,
+    /// Creating all gates (the API server's work).
+    apply_seconds: f64,
+    /// First create → every gate seen Ready=True.
+    settle_seconds: f64,
+    /// Builds List requests while settling (ideal: one per pipeline).
+    settle_ado_requests: usize,
+    /// Kubernetes writes / Azure DevOps requests in a quiet window with nothing to do.
+    idle_k8s_writes: usize,
+    idle_ado_requests: usize,
+    idle_window_seconds: f64,
+    /// Per fast polling period, all gates waiting on an in-progress run, nothing changing.
+    ado_requests_per_period: f64,
+    /// The most Builds List requests one pipeline got in the window divided by the periods (ideal 1).
+    max_ado_requests_per_pipeline_period: f64,
+    k8s_writes_per_period: f64,
+    k8s_reads_per_period: f64,
+    hook_samples: usize,
+    hook_to_ready_p50_ms: f64,
+    hook_to_ready_p99_ms: f64,
+    hook_to_ready_max_ms: f64,
+    peak_rss_mib: f64,
+    rss_mib: f64,
+    cpu_seconds_settle: f64,
+    cpu_seconds_total: f64,
+    /// Watch and list requests lockstep made (relists show up here).
+    k8s_lists: usize,
+    k8s_watches: usize,
+    /// WARN/ERROR lines in lockstep's log.
+    log_warnings: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cores: String,
+    memory: String,
+    cpu: String,
+}
+
+impl Machine {
+    fn read() -> Machine {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or_else(
+                || "?".into(),
+                |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+            );
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into());
+        Machine { cores, memory, cpu }
+    }
+}
+
+fn table(results: &[SizeResult]) -> String {
+    let header = [
+        "gates",
+        "pipelines",
+        "apply s",
+        "settle s",
+        "ADO req/period",
+        "k8s writes/period",
+        "k8s writes idle",
+        "hook→Ready p50 ms",
+        "p99 ms",
+        "peak RSS MiB",
+        "CPU s",
+    ];
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.gates.to_string(),
+                r.pipelines.to_string(),
+                format!("{:.1}", r.apply_seconds),
+                format!("{:.1}", r.settle_seconds),
+                format!("{:.1}", r.ado_requests_per_period),
+                format!("{:.1}", r.k8s_writes_per_period),
+                r.idle_k8s_writes.to_string(),
+                format!("{:.0}", r.hook_to_ready_p50_ms),
+                format!("{:.0}", r.hook_to_ready_p99_ms),
+                format!("{:.1}", r.peak_rss_mib),
+                format!("{:.1}", r.cpu_seconds_total),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    out.push_str(&format!("| {} |\n", header.join(" | ")));
+    out.push_str(&format!(
+        "|{}\n",
+        header.iter().map(|_| "---:|").collect::<String>()
+    ));
+    for row in rows {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    out
+}
+
+/// Ready state of every gate as a watcher in this process sees it.
+#[derive(Default)]
+struct Seen {
+    ready: HashMap<String, bool>,
+    /// When each gate was last seen turning Ready=True.
+    ready_at: HashMap<String, Instant>,
+    ready_count: usize,
+}
+
+impl Seen {
+    fn observe(&mut self, gate: &PipelineGate) {
+        let name = gate.name_any();
+        let ready = gate.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        let was = self.ready.insert(name.clone(), ready).unwrap_or(false);
+        match (was, ready) {
+            (false, true) => {
+                self.ready_count += 1;
+                self.ready_at.insert(name, Instant::now());
+            }
+            (true, false) => self.ready_count -= 1,
+            _ => {}
+        }
+    }
+}
+
+type SharedSeen = Arc<Mutex<Seen>>;
+
+fn seen(s: &SharedSeen) -> std::sync::MutexGuard<'_, Seen> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn spawn_watcher(api: Api<PipelineGate>, state: SharedSeen) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(g)) | Ok(watcher::Event::InitApply(g)) => {
+                    seen(&state).observe(&g)
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("bench watcher: {e}"),
+            }
+        }
+    })
+}
+
+/// The lockstep subprocess; killed on drop.
+struct Lockstep {
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+    webhook_url: String,
+}
+
+impl Lockstep {
+    async fn start(
+        options: &Options,
+        dir: &Path,
+        kubeconfig: &Path,
+    ) -> Result<Lockstep, BenchError> {
+        let log = dir.join("lockstep.log");
+        let password = dir.join("hook-password");
+        std::fs::write(&password, HOOK_PASSWORD)
+            .map_err(|e| start_err("the webhook password file")(e.to_string()))?;
+        let file =
+            std::fs::File::create(&log).map_err(|e| start_err("the log file")(e.to_string()))?;
+        let fast = format!("{}s", options.fast_interval.as_secs());
+        let mut cmd = Command::new(&options.lockstep);
+        cmd.args(["run", "--metrics-addr", "127.0.0.1:0"])
+            .args(["--webhook-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--fast-interval", &fast, "--webhook-username", HOOK_USER])
+            .arg("--webhook-password-file")
+            .arg(&password)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        // The shell's settings must not change what is measured; lockstep logs at its default level.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("LOCKSTEP_") || name == "RUST_LOG" {
+                cmd.env_remove(name);
+            }
+        }
+        if let Some(filter) = &options.rust_log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| start_err("lockstep")(format!("{}: {e}", options.lockstep.display())))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| start_err("lockstep")("it exited at once".into()))?;
+        let mut me = Lockstep {
+            child,
+            pid,
+            log,
+            webhook_url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut metrics, mut webhook) = (None, None);
+        while metrics.is_none() || webhook.is_none() {
+            for line in me.log_lines() {
+                if line["message"] == "metrics server listening" {
+                    metrics = line["addr"].as_str().map(str::to_string);
+                }
+                if line["message"] == "webhook receiver listening" {
+                    webhook = line["local_addr"].as_str().map(str::to_string);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(start_err("lockstep")(format!(
+                    "no listening addresses logged within 30s: {}",
+                    me.log_tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let webhook = webhook.unwrap_or_default();
+        me.webhook_url = format!("http://{webhook}/hooks/azure-devops");
+        let readyz = format!("http://{}/readyz", metrics.unwrap_or_default());
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(resp) = http.get(&readyz).send().await {
+                if resp.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(start_err("lockstep")(format!(
+                    "not ready within 30s: {}",
+                    me.log_tail()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(me)
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    fn warnings(&self) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|l| l["level"] == "WARN" || l["level"] == "ERROR")
+            .count()
+    }
+
+    /// (peak RSS MiB, current RSS MiB, CPU seconds).
+    fn usage(&self) -> (f64, f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th overall.
+        let ticks: f64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        (
+            kib("VmHWM:") / 1024.0,
+            kib("VmRSS:") / 1024.0,
+            ticks / clock_ticks(),
+        )
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn is_bench(r: &RequestRecord) -> bool {
+    r.user_agent.as_deref() == Some(BENCH_AGENT)
+}
+
+fn is_write(r: &RequestRecord) -> bool {
+    matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+}
+
+fn lockstep_writes(emu: &KubeEmulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| !is_bench(r) && is_write(r))
+        .count()
+}
+
+/// lockstep's list and watch requests over the whole run (the emulator's log is cleared between phases).
+#[derive(Default)]
+struct Tally {
+    lists: usize,
+    watches: usize,
+}
+
+impl Tally {
+    fn drain(&mut self, emu: &KubeEmulator) {
+        let records = emu.requests();
+        emu.clear_requests();
+        for r in records.iter().filter(|r| !is_bench(r)) {
+            if r.is_watch() {
+                self.watches += 1;
+            } else if r.method == "GET"
+                && ["pipelinegates", "secrets", "servicetraces"]
+                    .iter()
+                    .any(|plural| r.path.ends_with(plural))
+            {
+                self.lists += 1;
+            }
+        }
+    }
+}
+
+/// Wait until lockstep made no Kubernetes write for [`QUIET_FOR`].
+async fn quiesce(emu: &KubeEmulator) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = lockstep_writes(emu);
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = lockstep_writes(emu);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET_FOR {
+            return;
+        }
+    }
+}
+
+/// Builds List requests in the simulator's log, per definition id.
+fn builds_lists(sim: &AdoSimulator) -> BTreeMap<i64, usize> {
+    let mut per = BTreeMap::new();
+    for r in sim.requests() {
+        if r.endpoint != "builds.list" {
+            continue;
+        }
+        let definition = r
+            .query
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("definitions="))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(-1);
+        *per.entry(definition).or_insert(0) += 1;
+    }
+    per
+}
+
+async fn wait_for(
+    what: &str,
+    within: Duration,
+    lockstep: &Lockstep,
+    mut done: impl FnMut() -> Result<(), String>,
+) -> Result<(), BenchError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let progress = match done() {
+            Ok(()) => return Ok(()),
+            Err(progress) => progress,
+        };
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout {
+                what: what.to_string(),
+                within,
+                progress,
+                log: lockstep.log_tail(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn gate_name(i: usize) -> String {
+    format!("gate-{i:05}")
+}
+
+fn pipeline_of(i: usize, pipelines: usize) -> i64 {
+    (i % pipelines) as i64 + 1
+}
+
+fn commit(n: u64) -> String {
+    format!("{n:040x}")
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn bench_client(kubeconfig: &Path) -> Result<kube::Client, BenchError> {
+    let kc =
+        Kubeconfig::read_from(kubeconfig).map_err(|e| start_err("kubeconfig")(e.to_string()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| start_err("kubeconfig")(e.to_string()))?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(BENCH_AGENT),
+    ));
+    kube::Client::try_from(config).map_err(|e| start_err("the Kubernetes client")(e.to_string()))
+}
+
+async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("lockstep-bench-")
+        .tempdir()
+        .map_err(|e| start_err("a temporary directory")(e.to_string()))?;
+    let result = measure_in(options, gates, dir.path()).await;
+    if let Some(logs) = &options.logs {
+        let kept = logs.join(format!("lockstep-{gates}.log"));
+        if let Err(e) = std::fs::create_dir_all(logs)
+            .and_then(|()| std::fs::copy(dir.path().join("lockstep.log"), &kept))
+        {
+            eprintln!("could not keep the log as {}: {e}", kept.display());
+        }
+    }
+    result
+}
+
+async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeResult, BenchError> {
+    let pipelines = (gates / GATES_PER_PIPELINE).max(1);
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
+        .await
+        .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
+    let kubeconfig = dir.join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig)
+        .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
+    let sim = AdoSimulator::start()
+        .await
+        .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
+    sim.add_token(ORG, PAT);
+    sim.add_project(ORG, PROJECT);
+    let mut sha = 0u64;
+    for p in 1..=pipelines as i64 {
+        sim.add_definition(ORG, PROJECT, p, &format!("pipeline-{p}"));
+        sha += 1;
+        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+        sim.start_run(run);
+        sim.complete_run(run, RunResult::Succeeded);
+    }
+
+    let client = bench_client(&kubeconfig).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
+                .map_err(|e| start_err("the namespace")(e.to_string()))?,
+        )
+        .await
+        .map_err(kube_err("the namespace"))?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "ado-pat"},
+                "stringData": {"token": PAT}
+            }))
+            .map_err(|e| start_err("the Secret")(e.to_string()))?,
+        )
+        .await
+        .map_err(kube_err("the Secret"))?;
+
+    let mut tally = Tally::default();
+    let lockstep = Lockstep::start(options, dir, &kubeconfig).await?;
+    let api: Api<PipelineGate> = Api::namespaced(client.clone(), NAMESPACE);
+    let state = SharedSeen::default();
+    let watch_task = spawn_watcher(api.clone(), state.clone());
+
+    // 1. apply and settle.
+    sim.clear_requests();
+    let org_url = sim.org_url(ORG);
+    let started = Instant::now();
+    let creates = futures::stream::iter(0..gates)
+        .map(|i| {
+            let api = api.clone();
+            let gate = json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+                "metadata": {"name": gate_name(i), "namespace": NAMESPACE},
+                "spec": {
+                    "azureDevOps": {"organizationUrl": org_url, "project": PROJECT,
+                                    "credentials": {"secretRef": {"name": "ado-pat", "key": "token"}}},
+                    "pipeline": {"definitionId": pipeline_of(i, pipelines), "branch": BRANCH},
+                    "interval": IDLE_INTERVAL
+                }
+            });
+            async move {
+                let gate: PipelineGate = serde_json::from_value(gate)
+                    .map_err(|e| start_err("a gate")(e.to_string()))?;
+                api.create(&PostParams::default(), &gate)
+                    .await
+                    .map_err(kube_err(format!("creating {}", gate.name_any())))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for created in creates {
+        created?;
+    }
+    let apply = started.elapsed();
+    wait_for("all gates Ready", options.settle_timeout, &lockstep, || {
+        let count = seen(&state).ready_count;
+        (count == gates)
+            .then_some(())
+            .ok_or_else(|| format!("{count} of {gates} Ready"))
+    })
+    .await?;
+    let settle = started.elapsed();
+    eprintln!(
+        "apply {:.1}s, settled {:.1}s after the first create",
+        apply.as_secs_f64(),
+        settle.as_secs_f64()
+    );
+    let (_, _, cpu_settle) = lockstep.usage();
+    let settle_ado_requests = builds_lists(&sim).values().sum();
+
+    // 2. idle: nothing to do.
+    quiesce(&emu).await;
+    tally.drain(&emu);
+    sim.clear_requests();
+    let idle_window = options.fast_interval * 2;
+    tokio::time::sleep(idle_window).await;
+    let idle_k8s_writes = lockstep_writes(&emu);
+    let idle_ado_requests = sim.requests().len();
+
+    // 3. polling period: every pipeline has a run in progress; nothing changes during the window.
+    let delivery =
+        HookDelivery::to(lockstep.webhook_url.clone()).basic_auth(HOOK_USER, HOOK_PASSWORD);
+    let mut in_flight = Vec::new();
+    for p in 1..=pipelines as i64 {
+        sha += 1;
+        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+        sim.start_run(run);
+        in_flight.push(run);
+    }
+    let deliveries = futures::stream::iter(in_flight.iter().copied())
+        .map(|run| {
+            let (sim, delivery) = (&sim, &delivery);
+            async move { deliver(sim, run, delivery).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for delivered in deliveries {
+        delivered?;
+    }
+    wait_for(
+        "all gates waiting",
+        Duration::from_secs(120),
+        &lockstep,
+        || {
+            let count = seen(&state).ready_count;
+            (count == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{count} of {gates} still Ready"))
+        },
+    )
+    .await?;
+    eprintln!("all gates waiting on an in-progress run");
+    quiesce(&emu).await;
+    tally.drain(&emu);
+    sim.clear_requests();
+    let window = options.fast_interval * options.periods;
+    tokio::time::sleep(window).await;
+    let periods = f64::from(options.periods);
+    let per_pipeline = builds_lists(&sim);
+    let records = emu.requests();
+    let k8s_writes = records
+        .iter()
+        .filter(|r| !is_bench(r) && is_write(r))
+        .count();
+    let k8s_reads = records
+        .iter()
+        .filter(|r| !is_bench(r) && r.method == "GET" && !r.is_watch())
+        .count();
+
+    // 4. webhook → Ready, one pipeline at a time.
+    let rounds = options.hook_rounds.unwrap_or(5).min(pipelines);
+    let mut samples = Vec::new();
+    for (round, &run) in in_flight.iter().enumerate().take(rounds) {
+        let p = round + 1;
+        let names: Vec<String> = (0..gates)
+            .filter(|&i| pipeline_of(i, pipelines) == p as i64)
+            .map(gate_name)
+            .collect();
+        sim.complete_run(run, RunResult::Succeeded);
+        let sent = Instant::now();
+        deliver(&sim, run, &delivery).await?;
+        wait_for(
+            &format!("the gates of pipeline {p} Ready after its hook"),
+            Duration::from_secs(60),
+            &lockstep,
+            || {
+                let s = seen(&state);
+                let missing = names
+                    .iter()
+                    .filter(|n| !s.ready.get(*n).copied().unwrap_or(false))
+                    .count();
+                (missing == 0)
+                    .then_some(())
+                    .ok_or_else(|| format!("{missing} of {} not Ready", names.len()))
+            },
+        )
+        .await?;
+        let s = seen(&state);
+        samples.extend(names.iter().filter_map(|n| {
+            s.ready_at
+                .get(n)
+                .map(|at| at.saturating_duration_since(sent).as_secs_f64() * 1000.0)
+        }));
+    }
+    samples.sort_by(f64::total_cmp);
+
+    let (peak_rss, rss, cpu_total) = lockstep.usage();
+    tally.drain(&emu);
+    let log_warnings = lockstep.warnings();
+    watch_task.abort();
+    lockstep.stop().await;
+    Ok(SizeResult {
+        gates,
+        pipelines,
+        apply_seconds: apply.as_secs_f64(),
+        settle_seconds: settle.as_secs_f64(),
+        settle_ado_requests,
+        idle_k8s_writes,
+        idle_ado_requests,
+        idle_window_seconds: idle_window.as_secs_f64(),
+        ado_requests_per_period: per_pipeline.values().sum::<usize>() as f64 / periods,
+        max_ado_requests_per_pipeline_period: per_pipeline.values().copied().max().unwrap_or(0)
+            as f64
+            / periods,
+        k8s_writes_per_period: k8s_writes as f64 / periods,
+        k8s_reads_per_period: k8s_reads as f64 / periods,
+        hook_samples: samples.len(),
+        hook_to_ready_p50_ms: percentile(&samples, 0.50),
+        hook_to_ready_p99_ms: percentile(&samples, 0.99),
+        hook_to_ready_max_ms: samples.last().copied().unwrap_or(0.0),
+        peak_rss_mib: peak_rss,
+        rss_mib: rss,
+        cpu_seconds_settle: cpu_settle,
+        cpu_seconds_total: cpu_total,
+        k8s_lists: tally.lists,
+        k8s_watches: tally.watches,
+        log_warnings,
+    })
+}
+
+async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Result<(), BenchError> {
+    let outcome = sim
+        .deliver_hook(HookEvent::RunStateChanged { run_id: run }, delivery)
+        .await
+        .map_err(|e| BenchError::HookUndelivered(e.to_string()))?;
+    if outcome.status != 202 {
+        return Err(BenchError::HookRejected(outcome.status));
+    }
+    Ok(())
+}
