@@ -124,6 +124,56 @@ impl Env {
     async fn lockstep(&self, name: &str, extra: &[&str]) -> Lockstep {
         Lockstep::start(self, name, extra).await
     }
+
+    /// `lockstep run` with its service-hook receiver on, authenticating deliveries by header token, and
+    /// how to deliver to it.
+    async fn lockstep_with_hooks(&self, token: &str) -> (Lockstep, HookDelivery) {
+        let token_file = self.dir.path().join("hook-token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        let lockstep = self
+            .lockstep("a", &["--webhook-token-file", token_file.to_str().unwrap()])
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let found = lockstep.log_lines().iter().find_map(|l| {
+                (l["message"] == "webhook receiver listening")
+                    .then(|| l["local_addr"].as_str().map(str::to_string))?
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the webhook receiver never logged its address"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let delivery = HookDelivery::to(format!("http://{addr}/hooks/azure-devops"))
+            .header("X-Lockstep-Token", token);
+        (lockstep, delivery)
+    }
+
+    /// Delivers `event` until the receiver accepts it (202) and returns when it did. Until the receiver's
+    /// index has loaded it answers 503; Azure DevOps retries that, and so does this.
+    async fn deliver_accepted(&self, event: HookEvent, delivery: &HookDelivery) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let outcome = self
+                .sim
+                .deliver_hook(event.clone(), delivery)
+                .await
+                .unwrap();
+            if outcome.status == 202 {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery answered {}",
+                outcome.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn gate_yaml(ns: &str, name: &str, org_url: &str, definition: i64, extra_spec: &str) -> String {
@@ -857,11 +907,7 @@ async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
         .await;
     let hook_token = "hook-token-5e1f0c";
-    let token_file = env.dir.path().join("hook-token");
-    std::fs::write(&token_file, format!("{hook_token}\n")).unwrap();
-    let lockstep = env
-        .lockstep("a", &["--webhook-token-file", token_file.to_str().unwrap()])
-        .await;
+    let (lockstep, delivery) = env.lockstep_with_hooks(hook_token).await;
     env.kubectl(&[
         "-n",
         "orders",
@@ -871,41 +917,17 @@ async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
         "--timeout=30s",
     ])
     .await;
-    let hook_addr = lockstep
-        .log_lines()
-        .iter()
-        .find(|l| l["message"] == "webhook receiver listening")
-        .and_then(|l| l["local_addr"].as_str().map(str::to_string))
-        .expect("the webhook receiver logs its address");
     let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
     env.sim.start_run(second);
     env.sim.complete_run(second, RunResult::Failed);
-    let delivery = HookDelivery::to(format!("http://{hook_addr}/hooks/azure-devops"))
-        .header("X-Lockstep-Token", hook_token);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // 503 while the receiver's index is still loading; Azure DevOps retries, and so do we.
-        let outcome = env
-            .sim
-            .deliver_hook(
-                HookEvent::BuildComplete {
-                    run_id: second,
-                    resource_version: BuildCompleteVersion::V2,
-                },
-                &delivery,
-            )
-            .await
-            .unwrap();
-        if outcome.status == 202 || outcome.status == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery answered {}",
-            outcome.status
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    env.deliver_accepted(
+        HookEvent::BuildComplete {
+            run_id: second,
+            resource_version: BuildCompleteVersion::V2,
+        },
+        &delivery,
+    )
+    .await;
     // With a 10 minute interval only the hint can make this happen in time.
     env.kubectl(&[
         "-n",
@@ -1064,12 +1086,7 @@ async fn a_service_hook_opens_a_settled_gate_within_a_second() {
     env.namespace_with_pat("orders", PAT).await;
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
         .await;
-    let hook_token = "hook-token-a81c";
-    let token_file = env.dir.path().join("hook-token");
-    std::fs::write(&token_file, format!("{hook_token}\n")).unwrap();
-    let lockstep = env
-        .lockstep("a", &["--webhook-token-file", token_file.to_str().unwrap()])
-        .await;
+    let (_lockstep, delivery) = env.lockstep_with_hooks("hook-token-a81c").await;
     env.wait_gate(
         "orders",
         "base",
@@ -1078,14 +1095,6 @@ async fn a_service_hook_opens_a_settled_gate_within_a_second() {
         |g| cond_is(g, "Stalled", "True", "RunFailed"),
     )
     .await;
-    let hook_addr = lockstep
-        .log_lines()
-        .iter()
-        .find(|l| l["message"] == "webhook receiver listening")
-        .and_then(|l| l["local_addr"].as_str().map(str::to_string))
-        .expect("the webhook receiver logs its address");
-    let delivery = HookDelivery::to(format!("http://{hook_addr}/hooks/azure-devops"))
-        .header("X-Lockstep-Token", hook_token);
     let gates: kube::Api<lockstep::crd::PipelineGate> =
         kube::Api::namespaced(env.emu.client().await, "orders");
 
@@ -1113,24 +1122,7 @@ async fn a_service_hook_opens_a_settled_gate_within_a_second() {
                 resource_version: BuildCompleteVersion::V1,
             },
         };
-        // 503 while the receiver's index is still loading; Azure DevOps retries, and so do we.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let accepted = loop {
-            let outcome = env
-                .sim
-                .deliver_hook(event.clone(), &delivery)
-                .await
-                .unwrap();
-            if outcome.status == 202 {
-                break Instant::now();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: answered {}",
-                outcome.status
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let accepted = env.deliver_accepted(event, &delivery).await;
         let build_number = env.sim.run(run).expect("the run exists").build_number;
         let latency = loop {
             let gate = gates.get("base").await.unwrap();
