@@ -125,6 +125,22 @@ impl Env {
         Lockstep::start(self, name, extra).await
     }
 
+    /// A run of `definition` on the test branch that was queued, ran and finished with `result`.
+    fn finished_run(&self, definition: i64, commit: &str, result: RunResult) -> i64 {
+        let id = self.sim.queue_run(ORG, PROJECT, definition, BRANCH, commit);
+        self.sim.start_run(id);
+        self.sim.complete_run(id, result);
+        id
+    }
+
+    /// `kubectl -n NS wait --for=condition=COND TARGET --timeout=Ns`, the way a user waits on a gate.
+    async fn kubectl_wait(&self, ns: &str, condition: &str, target: &str, timeout_s: u32) {
+        let condition = format!("--for=condition={condition}");
+        let timeout = format!("--timeout={timeout_s}s");
+        self.kubectl(&["-n", ns, "wait", &condition, target, &timeout])
+            .await;
+    }
+
     /// `lockstep run` with its service-hook receiver on, authenticating deliveries by header token, and
     /// how to deliver to it.
     async fn lockstep_with_hooks(&self, token: &str) -> (Lockstep, HookDelivery) {
@@ -310,30 +326,14 @@ async fn gate_follows_the_newest_run_and_describe_shows_it() {
     // Completed as succeeded → Ready, picked up by the fast poll (1s here).
     env.sim.complete_run(first, RunResult::Succeeded);
     let started = Instant::now();
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 30)
+        .await;
     eprintln!("Ready {:?} after the run completed", started.elapsed());
 
     // A newer failed run → Stalled True RunFailed, Ready False.
-    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
-    env.sim.start_run(second);
-    env.sim.complete_run(second, RunResult::Failed);
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Stalled",
-        "pipelinegate/base",
-        "--timeout=90s",
-    ])
-    .await;
+    let second = env.finished_run(DEFINITION, SHA2, RunResult::Failed);
+    env.kubectl_wait("orders", "Stalled", "pipelinegate/base", 90)
+        .await;
     let gate = env.gate_json("orders", "base").await;
     assert!(cond_is(&gate, "Stalled", "True", "RunFailed"), "{gate:#}");
     assert!(cond_is(&gate, "Ready", "False", "RunFailed"), "{gate:#}");
@@ -460,9 +460,7 @@ async fn fifty_gates_on_two_pipelines_share_requests_and_stay_quiet() {
     let env = Env::start().await;
     env.sim.add_definition(ORG, PROJECT, 184, "other");
     for def in [DEFINITION, 184] {
-        let id = env.sim.queue_run(ORG, PROJECT, def, BRANCH, SHA1);
-        env.sim.start_run(id);
-        env.sim.complete_run(id, RunResult::Succeeded);
+        env.finished_run(def, SHA1, RunResult::Succeeded);
     }
     env.namespace_with_pat("fleet", PAT).await;
     let interval = Duration::from_secs(3);
@@ -628,9 +626,7 @@ async fn a_wrong_pat_is_authentication_failed_and_never_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ado_outage_keeps_the_verdict_then_makes_ready_unknown() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", PAT).await;
     env.gate(
         "orders",
@@ -640,15 +636,8 @@ async fn an_ado_outage_keeps_the_verdict_then_makes_ready_unknown() {
     )
     .await;
     let _lockstep = env.lockstep("a", &[]).await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 30)
+        .await;
     env.sim.fail_next(100_000, 503);
     let outage = jiff::Timestamp::now();
     // A Warning Event and lastError, while Ready stays True.
@@ -699,22 +688,13 @@ async fn an_ado_outage_keeps_the_verdict_then_makes_ready_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiting_is_honoured() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", PAT).await;
     env.gate("orders", "base", DEFINITION, "  interval: 1s\n")
         .await;
     let _lockstep = env.lockstep("a", &[]).await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 30)
+        .await;
     let retry_after = 6;
     env.sim.rate_limit_next(1, retry_after);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -747,9 +727,7 @@ async fn rate_limiting_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_one_reconciles_and_a_standby_takes_over() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", PAT).await;
     env.gate("orders", "base", DEFINITION, "  interval: 2s\n")
         .await;
@@ -762,15 +740,8 @@ async fn leader_election_one_reconciles_and_a_standby_takes_over() {
     ];
     let mut a = env.lockstep("a", &lease_args).await;
     let mut b = env.lockstep("b", &lease_args).await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=60s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 60)
+        .await;
 
     let holder = || async {
         let (ok, out, _) = env
@@ -836,44 +807,24 @@ async fn leader_election_one_reconciles_and_a_standby_takes_over() {
     );
 
     // The new leader reconciles: a failed run now blocks the gate.
-    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
-    env.sim.start_run(second);
-    env.sim.complete_run(second, RunResult::Failed);
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Stalled",
-        "pipelinegate/base",
-        "--timeout=60s",
-    ])
-    .await;
+    env.finished_run(DEFINITION, SHA2, RunResult::Failed);
+    env.kubectl_wait("orders", "Stalled", "pipelinegate/base", 60)
+        .await;
     assert!(reconciled(standby));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_requested_at_annotation_triggers_a_fresh_read() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", PAT).await;
     // A long interval: only the annotation can make the gate notice the next run in time.
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
         .await;
     let _lockstep = env.lockstep("a", &[]).await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
-    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
-    env.sim.start_run(second);
-    env.sim.complete_run(second, RunResult::Failed);
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 30)
+        .await;
+    env.finished_run(DEFINITION, SHA2, RunResult::Failed);
     let lists_before = env.builds_list_times().len();
     let now = jiff::Timestamp::now().to_string();
     env.kubectl(&[
@@ -885,41 +836,23 @@ async fn the_requested_at_annotation_triggers_a_fresh_read() {
         &format!("lockstep.dev/requested-at={now}"),
     ])
     .await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Stalled",
-        "pipelinegate/base",
-        "--timeout=60s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Stalled", "pipelinegate/base", 60)
+        .await;
     assert!(env.builds_list_times().len() > lists_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", PAT).await;
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
         .await;
     let hook_token = "hook-token-5e1f0c";
     let (lockstep, delivery) = env.lockstep_with_hooks(hook_token).await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
-    let second = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA2);
-    env.sim.start_run(second);
-    env.sim.complete_run(second, RunResult::Failed);
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 30)
+        .await;
+    let second = env.finished_run(DEFINITION, SHA2, RunResult::Failed);
     env.deliver_accepted(
         HookEvent::BuildComplete {
             run_id: second,
@@ -929,15 +862,8 @@ async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
     )
     .await;
     // With a 10 minute interval only the hint can make this happen in time.
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Stalled",
-        "pipelinegate/base",
-        "--timeout=60s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Stalled", "pipelinegate/base", 60)
+        .await;
     let metrics = reqwest::get(format!("{}/metrics", lockstep.metrics_url))
         .await
         .unwrap()
@@ -957,9 +883,7 @@ async fn a_service_hook_makes_the_gate_react_long_before_the_next_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_pat_re_reconciles_the_gates_that_use_it() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("orders", "expired-pat-000").await;
     // A long interval: only the Secret watch can bring the gate back in time.
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
@@ -978,37 +902,21 @@ async fn a_rotated_pat_re_reconciles_the_gates_that_use_it() {
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: orders}}\ndata: {{token: {token}}}\n"
     ))
     .await;
-    env.kubectl(&[
-        "-n",
-        "orders",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=60s",
-    ])
-    .await;
+    env.kubectl_wait("orders", "Ready", "pipelinegate/base", 60)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_flag_limits_what_is_reconciled() {
     let env = Env::start().await;
-    let id = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(id);
-    env.sim.complete_run(id, RunResult::Succeeded);
+    env.finished_run(DEFINITION, SHA1, RunResult::Succeeded);
     env.namespace_with_pat("mine", PAT).await;
     env.namespace_with_pat("theirs", PAT).await;
     env.gate("mine", "base", DEFINITION, "").await;
     env.gate("theirs", "base", DEFINITION, "").await;
     let _lockstep = env.lockstep("a", &["--namespace", "mine"]).await;
-    env.kubectl(&[
-        "-n",
-        "mine",
-        "wait",
-        "--for=condition=Ready",
-        "pipelinegate/base",
-        "--timeout=30s",
-    ])
-    .await;
+    env.kubectl_wait("mine", "Ready", "pipelinegate/base", 30)
+        .await;
     // Give a wrongly scoped controller every chance to touch the other namespace.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let other = env.gate_json("theirs", "base").await;
@@ -1080,9 +988,7 @@ async fn sigterm_stops_lockstep_even_when_the_api_server_is_unreachable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_hook_opens_a_settled_gate_within_a_second() {
     let env = Env::start().await;
-    let first = env.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA1);
-    env.sim.start_run(first);
-    env.sim.complete_run(first, RunResult::Failed);
+    env.finished_run(DEFINITION, SHA1, RunResult::Failed);
     env.namespace_with_pat("orders", PAT).await;
     env.gate("orders", "base", DEFINITION, "  interval: 10m\n")
         .await;
