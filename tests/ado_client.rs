@@ -18,7 +18,7 @@ fn token() -> SecretString {
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/azure-devops")
+        .join("tests/fixtures/azure-devops")
         .join(name);
     std::fs::read_to_string(p).unwrap()
 }

@@ -1,4 +1,4 @@
-//! Every recorded Azure DevOps response in `shared/fixtures/azure-devops` deserializes with lockstep's
+//! Every recorded Azure DevOps response in `tests/fixtures/azure-devops` deserializes with lockstep's
 //! models: absent keys are `None`, unknown enum values land in `Unknown`, timestamps parse.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/azure-devops")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure-devops")
 }
 
 fn load<T: DeserializeOwned>(name: &str) -> T {
@@ -122,7 +122,7 @@ fn check_build(name: &str, b: &Build) {
 #[test]
 fn every_fixture_deserializes_with_its_model() {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("the fixtures live in ../shared beside the repository")
+        .expect("the fixtures live in tests/fixtures/azure-devops")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".json"))
         .collect();

@@ -1,5 +1,5 @@
 //! Drives the real `lockstep check` binary against a local server answering in the shape of the recorded
-//! Azure DevOps responses in `shared/fixtures/azure-devops`.
+//! Azure DevOps responses in `tests/fixtures/azure-devops`.
 
 use std::path::Path;
 use std::process::Output;
@@ -16,7 +16,7 @@ const BUILDS_PATH: &str = "/contoso/Shop/_apis/build/builds";
 /// 1206 failed, 1205 canceled, 1204 partiallySucceeded, 1203 succeeded.
 fn fixture_runs() -> Vec<Value> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/azure-devops/builds-list-mixed-results.json");
+        .join("tests/fixtures/azure-devops/builds-list-mixed-results.json");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     v["value"].as_array().unwrap().clone()
 }

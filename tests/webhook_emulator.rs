@@ -26,7 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../shared/fixtures/azure-devops/{name}",
+        "{}/tests/fixtures/azure-devops/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture json")

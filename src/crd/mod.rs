@@ -1,5 +1,5 @@
 //! The custom resources lockstep serves: their specs are the user's contract, their statuses are what
-//! Flux, Argo CD and `kubectl wait` read. Field names follow `shared/DESIGN.md` exactly.
+//! Flux, Argo CD and `kubectl wait` read. Field names follow `docs/DESIGN.md` exactly.
 
 mod common;
 // kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.

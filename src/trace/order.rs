@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn commit_date_from_the_fixture() {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/azure-devops/git-commit.json");
+            .join("tests/fixtures/azure-devops/git-commit.json");
         let text = std::fs::read_to_string(&path).expect("fixture present");
         let commit: crate::ado::models::GitCommitRef =
             serde_json::from_str(&text).expect("valid commit");

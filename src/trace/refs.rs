@@ -105,7 +105,7 @@ mod tests {
 
     fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/azure-devops")
+            .join("tests/fixtures/azure-devops")
             .join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

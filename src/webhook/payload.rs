@@ -6,7 +6,7 @@
 //! payload names a pipeline in two different ways, both are returned: notifying one object too many costs
 //! one extra read, missing one costs a polling interval.
 //!
-//! Shapes handled (see `../shared/fixtures/azure-devops/hook-*.json` and shared/ado-api.md §8):
+//! Shapes handled (see `tests/fixtures/azure-devops/hook-*.json` and docs/ado-api.md §8):
 //! - `build.complete` resourceVersion 2.0 (a Build) and 1.0 (legacy: `sourceGetVersion: "LG:<ref>:<sha>"`);
 //! - `ms.vss-pipelines.{run,stage,job}-state-changed-event`, 2019 shape (no `runId`, stage events carry
 //!   only `run{id,name}`) and 2025 shape;
@@ -560,7 +560,7 @@ mod tests {
         ];
 
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/azure-devops");
+            .join("tests/fixtures/azure-devops");
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn legacy_visualstudio_base_url_routes_like_dev_azure() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/azure-devops");
+            .join("tests/fixtures/azure-devops");
         let body = std::fs::read_to_string(dir.join("hook-build-complete-v2.json")).unwrap();
         let legacy = body.replace(
             "https://dev.azure.com/FabrikamFiber/",
@@ -780,7 +780,7 @@ mod fuzz {
         static FIXTURES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
         FIXTURES.get_or_init(|| {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/azure-devops");
+                .join("tests/fixtures/azure-devops");
             let mut files: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())

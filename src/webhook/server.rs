@@ -459,7 +459,7 @@ mod tests {
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/azure-devops/"
+        "/tests/fixtures/azure-devops/"
     );
 
     #[derive(Default)]

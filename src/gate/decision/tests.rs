@@ -53,7 +53,7 @@ fn run_on(
 
 fn fixture_runs(name: &str) -> Vec<Build> {
     let path = format!(
-        "{}/../shared/fixtures/azure-devops/{name}",
+        "{}/tests/fixtures/azure-devops/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap();

@@ -529,7 +529,7 @@ fn runs_of_other_definitions_and_branches_are_ignored() {
 fn runs_are_ordered_by_queue_time_not_list_order() {
     // builds-list.json is a real answer without queryOrder: ids 637 (inProgress), 638 (notStarted, newest), 636, 635.
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/azure-devops/builds-list.json");
+        .join("tests/fixtures/azure-devops/builds-list.json");
     let list: ListResponse<Build> =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("valid list");
     let mut input = plain();
@@ -1232,7 +1232,7 @@ fn updated_time_moves_only_when_a_stage_changes() {
 #[test]
 fn run_summary_from_a_real_build() {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/azure-devops/builds-list-mixed-results.json");
+        .join("tests/fixtures/azure-devops/builds-list-mixed-results.json");
     let list: ListResponse<Build> =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("valid list");
     let failed = list

@@ -794,8 +794,8 @@ async fn responses_deserialize_with_locksteps_models() {
 // ----- key sets against the recorded fixtures -------------------------------------------------
 
 fn fixtures_dir() -> PathBuf {
-    // CI runs from a clean clone with ../shared beside the repository.
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/azure-devops")
+    // The recorded fixtures live in the repository: tests/fixtures/azure-devops.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/azure-devops")
 }
 
 fn load_fixture(name: &str) -> Value {

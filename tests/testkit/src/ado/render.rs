@@ -1,4 +1,4 @@
-//! Response bodies in the shapes of the recorded fixtures (shared/fixtures/azure-devops): same keys and
+//! Response bodies in the shapes of the recorded fixtures (tests/fixtures/azure-devops): same keys and
 //! nesting; keys that an unfinished build does not have are left out, never null.
 
 use serde_json::{json, Map, Value};
