@@ -1539,3 +1539,74 @@ async fn the_control_api_drives_everything_over_http() {
     .await;
     assert_eq!(status, 404);
 }
+
+// ----- Definitions - Get ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn definitions_get_tells_a_missing_definition_from_one_without_runs() {
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+
+    // Definition 7 exists but has never run: Builds - List is empty, Definitions - Get is 200.
+    let builds = get(&sim, &builds_path("&definitions=7")).await.json();
+    assert_eq!(builds["count"], 0);
+    let def = get(
+        &sim,
+        &format!("{PROJECT}/_apis/build/definitions/7?api-version=7.1"),
+    )
+    .await;
+    assert_eq!(def.status, 200);
+    let body = def.json();
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["name"], "other-ci");
+    assert_eq!(body["project"]["id"], project_id.as_str());
+    assert_eq!(body["repository"]["name"], PROJECT);
+    assert_eq!(body["repository"]["defaultBranch"], "refs/heads/main");
+    assert!(is_ado_time(body["createdDate"].as_str().unwrap()));
+    assert_eq!(
+        key_paths(&body),
+        key_paths(&load_fixture("build-definition.json")),
+        "Definitions - Get has the keys of the recorded response"
+    );
+
+    // A definition id the project does not have: 404 DefinitionNotFoundException, standard error body.
+    let missing = get(
+        &sim,
+        &format!("{PROJECT}/_apis/build/Definitions/4242?api-version=7.1"),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let err = missing.json();
+    assert_eq!(err["typeKey"], "DefinitionNotFoundException");
+    assert!(err["message"].as_str().unwrap().contains("4242"));
+    assert_eq!(
+        top_keys(&err),
+        top_keys(&load_fixture("error-404-project-not-found.json"))
+    );
+    // A name is not an id.
+    assert_eq!(
+        get(
+            &sim,
+            &format!("{PROJECT}/_apis/build/definitions/base-ci?api-version=7.1")
+        )
+        .await
+        .status,
+        404
+    );
+
+    // A missing project is TF200016, as for every project-scoped endpoint.
+    let no_project = get(&sim, "Nope/_apis/build/definitions/42?api-version=7.1").await;
+    assert_eq!(no_project.status, 404);
+    let err = no_project.json();
+    assert_eq!(err["typeKey"], "ProjectDoesNotExistWithNameException");
+    assert!(err["message"].as_str().unwrap().starts_with("TF200016"));
+
+    // api-version is still required, and the request log names the endpoint.
+    assert_eq!(
+        get(&sim, &format!("{PROJECT}/_apis/build/definitions/42"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(sim.count_endpoint("build.definitions.get"), 5);
+}

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
+use super::definitions;
 use super::query::{BuildQuery, Params};
 use super::render::{self, Ctx};
 use super::requests::AdoRequestRecord;
@@ -29,6 +30,7 @@ pub(crate) enum Endpoint {
     AnnotatedTag(String, String),
     RunsList(String),
     RunsGet(String, String),
+    DefinitionsGet(String),
 }
 
 impl Endpoint {
@@ -43,6 +45,7 @@ impl Endpoint {
             Self::AnnotatedTag(..) => "git.annotatedTag",
             Self::RunsList(_) => "pipelines.runs.list",
             Self::RunsGet(..) => "pipelines.runs.get",
+            Self::DefinitionsGet(_) => "build.definitions.get",
         }
     }
 }
@@ -74,6 +77,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
         ["build", "builds", _, "timeline"] | ["build", "builds", _, "timeline", _] => {
             Endpoint::Timeline(s(5))
         }
+        ["build", "definitions", _] => Endpoint::DefinitionsGet(s(5)),
         ["git", "repositories", _] => Endpoint::Repository(s(5)),
         ["git", "repositories", _, "refs"] => Endpoint::Refs(s(5)),
         ["git", "repositories", _, "commits"] => Endpoint::Commits(s(5)),
@@ -456,6 +460,14 @@ fn endpoint(ctx: &Ctx, endpoint: &Endpoint, params: &Params) -> Reply {
                 ),
             }
         }
+        Endpoint::DefinitionsGet(id) => match definitions::find(ctx, id) {
+            Some((id, def)) => Reply::ok(&definitions::definition(ctx, id, def)),
+            None => Reply::not_found(
+                &definitions::not_found_message(id),
+                definitions::NOT_FOUND_TYPE_NAME,
+                definitions::NOT_FOUND_TYPE_KEY,
+            ),
+        },
         Endpoint::Repository(name) => match project.repository(name) {
             Some(repo) => Reply::ok(&render::repository(ctx, repo)),
             None => repo_not_found(name),
@@ -593,5 +605,11 @@ mod tests {
         );
         assert!(parse_route("/o/_apis/projects").is_none());
         assert!(parse_route("/o/p/_apis/build/definitions").is_none());
+        assert_eq!(
+            parse_route("/o/p/_apis/build/Definitions/42")
+                .unwrap()
+                .endpoint,
+            Endpoint::DefinitionsGet("42".into())
+        );
     }
 }

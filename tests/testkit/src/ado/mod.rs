@@ -7,6 +7,7 @@
 
 mod api;
 mod control;
+mod definitions;
 mod faults;
 mod hooks;
 mod ids;
