@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lockstep_testkit::ado::{
-    AdoSimulator, BuildCompleteVersion, HookDelivery, HookEvent, RunResult, RunStatus,
+    AdoSimulator, BuildCompleteVersion, ChaosConfig, ChaosFault, HookDelivery, HookEvent,
+    RetryAfter, RunResult, RunStatus,
 };
 use serde_json::{json, Value};
 
@@ -1609,4 +1610,293 @@ async fn definitions_get_tells_a_missing_definition_from_one_without_runs() {
         400
     );
     assert_eq!(sim.count_endpoint("build.definitions.get"), 5);
+}
+
+// ----- rate-limit forms, sign-in pages, oversized answers, chaos -------------------------------
+
+#[tokio::test]
+async fn rate_limits_say_when_to_retry_as_seconds_http_date_or_reset_only() {
+    let sim = sim().await;
+    let path = builds_path("");
+
+    sim.rate_limit_next_with(1, RetryAfter::http_date(120));
+    let before = jiff::Timestamp::now().as_second();
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    let date = r.header("retry-after").unwrap().to_string();
+    // IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`, 29 characters.
+    assert_eq!(date.len(), 29, "{date}");
+    assert!(date.ends_with(" GMT"));
+    let parsed = jiff::fmt::rfc2822::parse(&date)
+        .unwrap()
+        .timestamp()
+        .as_second();
+    assert!(
+        (before + 119..=before + 121).contains(&parsed),
+        "{date} is about 120 s from now"
+    );
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("TF400733"));
+
+    sim.rate_limit_next_with(1, RetryAfter::reset_only(45));
+    let before = jiff::Timestamp::now().as_second();
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_none(), "only X-RateLimit-Reset");
+    assert!(r.header("x-ratelimit-delay").is_none());
+    let reset: i64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!(
+        (before + 44..=before + 46).contains(&reset),
+        "epoch seconds, now + 45"
+    );
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+
+    sim.rate_limit_next_with(1, RetryAfter::seconds(9));
+    assert_eq!(get(&sim, &path).await.header("retry-after"), Some("9"));
+    assert_eq!(get(&sim, &path).await.status, 200);
+}
+
+#[tokio::test]
+async fn sign_in_pages_and_oversized_answers_on_demand() {
+    let sim = sim().await;
+    let path = builds_path("");
+
+    // A 203 HTML page although the PAT is valid and the redirect is suppressed.
+    sim.sign_in_page_next(1);
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 203);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text.contains("Sign In"));
+    assert_eq!(get(&sim, &path).await.status, 200);
+
+    // A chunked 3 MiB answer that is still valid JSON with the real content.
+    sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.oversize_next(1, 3, false);
+    let r = http()
+        .get(format!("{}/{}", sim.org_url(ORG), path))
+        .basic_auth("", Some(PAT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.content_length().is_none(), "no Content-Length: chunked");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 3 * 1024 * 1024);
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["count"], 1);
+    assert!(body["simulatorPadding"].as_str().unwrap().len() > 3_000_000);
+
+    // With Content-Length declared up front.
+    sim.oversize_next(1, 2, true);
+    let r = http()
+        .get(format!("{}/{}", sim.org_url(ORG), path))
+        .basic_auth("", Some(PAT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.content_length(), Some(2 * 1024 * 1024));
+    assert_eq!(r.bytes().await.unwrap().len(), 2 * 1024 * 1024);
+    assert!(
+        get(&sim, &path).await.text.len() < 10_000,
+        "one answer only"
+    );
+
+    // Error answers are never padded by the counted fault.
+    sim.oversize_next(1, 2, false);
+    assert!(
+        get(&sim, "Nope/_apis/build/builds?api-version=7.1")
+            .await
+            .text
+            .len()
+            < 10_000
+    );
+}
+
+#[tokio::test]
+async fn chaos_draws_seeded_faults_and_stops_when_cleared() {
+    let sim = sim().await;
+    let path = builds_path("");
+    let all = vec![
+        ChaosFault::Status { status: 503 },
+        ChaosFault::RateLimit(RetryAfter::seconds(1)),
+        ChaosFault::RateLimit(RetryAfter::http_date(1)),
+        ChaosFault::RateLimit(RetryAfter::reset_only(1)),
+        ChaosFault::SignInPage,
+        ChaosFault::Truncate,
+        ChaosFault::Oversize { mib: 1 },
+    ];
+    let run = |seed: u64| {
+        let sim = sim.clone();
+        let all = all.clone();
+        let path = path.clone();
+        async move {
+            sim.chaos(ChaosConfig {
+                seed,
+                rate: 0.5,
+                faults: all,
+                max_faults: None,
+            })
+            .unwrap();
+            let mut seen = Vec::new();
+            // One client for all 200 requests: building one per request costs ~100 ms in debug.
+            let client = http();
+            let url = format!("{}/{path}", sim.org_url(ORG));
+            for _ in 0..200 {
+                let r = client
+                    .get(&url)
+                    .basic_auth("", Some(PAT))
+                    .header("X-TFS-FedAuthRedirect", "Suppress")
+                    .send()
+                    .await
+                    .unwrap();
+                let r = Resp {
+                    status: r.status().as_u16(),
+                    headers: r.headers().clone(),
+                    text: String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+                };
+                let ok_json = r.status == 200
+                    && serde_json::from_str::<Value>(&r.text)
+                        .is_ok_and(|v| v.get("simulatorPadding").is_none());
+                seen.push((r.status, ok_json));
+            }
+            sim.clear_faults();
+            (seen, sim.chaos_counts())
+        }
+    };
+    let (first, counts) = run(11).await;
+    let (again, counts_again) = run(11).await;
+    assert_eq!(first, again, "the same seed gives the same faults");
+    assert_eq!(counts, counts_again);
+    let injected: u64 = counts.values().sum();
+    assert!(
+        (60..=140).contains(&injected),
+        "about half of 200: {counts:?}"
+    );
+    for kind in [
+        "status.503",
+        "rateLimit.seconds",
+        "rateLimit.httpDate",
+        "rateLimit.resetOnly",
+        "signInPage",
+        "truncate",
+        "oversize",
+    ] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) > 0,
+            "{kind} drawn: {counts:?}"
+        );
+    }
+    let clean = first.iter().filter(|(_, ok)| *ok).count() as u64;
+    assert_eq!(
+        clean,
+        200 - injected,
+        "every request without a fault is a clean answer"
+    );
+
+    // Cleared: no faults at all any more, counts kept.
+    for _ in 0..20 {
+        assert_eq!(get(&sim, &path).await.status, 200);
+    }
+    assert_eq!(sim.chaos_counts(), counts_again);
+
+    // Bounded by max_faults.
+    sim.chaos(ChaosConfig {
+        seed: 5,
+        rate: 1.0,
+        faults: vec![ChaosFault::Status { status: 500 }],
+        max_faults: Some(3),
+    })
+    .unwrap();
+    let statuses: Vec<u16> = futures_statuses(&sim, &path, 5).await;
+    assert_eq!(statuses, vec![500, 500, 500, 200, 200]);
+    assert!(sim
+        .chaos(ChaosConfig {
+            seed: 1,
+            rate: 2.0,
+            faults: vec![ChaosFault::Truncate],
+            max_faults: None
+        })
+        .is_err());
+}
+
+async fn futures_statuses(sim: &AdoSimulator, path: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(get(sim, path).await.status);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_control_api_sets_the_new_faults() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let path = builds_path("");
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"rateLimitNext": {"count": 1, "retryAfter": 30, "form": "httpDate"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").unwrap().ends_with(" GMT"));
+
+    control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"rateLimitNext": {"count": 1, "retryAfter": 30, "form": "resetOnly"}}),
+    )
+    .await;
+    let r = get(&sim, &path).await;
+    assert!(r.header("retry-after").is_none());
+    assert!(r.header("x-ratelimit-reset").is_some());
+
+    control(&sim, Method::POST, "/faults", json!({"signInPageNext": 1})).await;
+    assert_eq!(get(&sim, &path).await.status, 203);
+
+    control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"oversizeNext": {"count": 1, "mib": 2, "contentLength": true}}),
+    )
+    .await;
+    assert_eq!(get(&sim, &path).await.text.len(), 2 * 1024 * 1024);
+
+    // A bad chaos set is refused and changes nothing.
+    let (status, body) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"chaos": {"seed": 1, "rate": 0.5, "faults": []}, "signInPageNext": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(get(&sim, &path).await.status, 200);
+
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"chaos": {"seed": 2, "rate": 1.0, "maxFaults": 2,
+                         "faults": [{"kind": "status", "status": 502}]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&sim, &path).await.status, 502);
+    let (_, counts) = control(&sim, Method::GET, "/faults/chaos", json!({})).await;
+    assert_eq!(counts["counts"]["status.502"], 1);
+    let (_, counts) = control(&sim, Method::DELETE, "/faults/chaos", json!({})).await;
+    assert_eq!(counts["counts"]["status.502"], 1);
+    assert_eq!(
+        get(&sim, &path).await.status,
+        200,
+        "stopped before max_faults"
+    );
 }

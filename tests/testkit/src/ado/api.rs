@@ -11,7 +11,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
+use super::chaos::{ChaosFault, RetryAfter, RetryAfterForm};
 use super::definitions;
+use super::faults::Oversize;
 use super::query::{BuildQuery, Params};
 use super::render::{self, Ctx};
 use super::requests::AdoRequestRecord;
@@ -157,12 +159,24 @@ pub(crate) async fn handle(
         tokio::time::sleep(delay).await;
     }
     let route = parse_route(uri.path());
-    let mut reply = respond(&shared, &method, &uri, &headers, route.as_ref());
-    let (bom, truncate) = {
+    let chaos = shared.faults().roll_chaos();
+    let mut reply = match injected(&shared, chaos) {
+        Some(reply) => reply,
+        None => respond(&shared, &method, &uri, &headers, route.as_ref()),
+    };
+    let (bom, truncate, oversize) = {
         let mut faults = shared.faults();
+        let json = reply.content_type == JSON;
+        let success = reply.status.is_success() && json;
+        // Counted body faults hit successful answers only; a chaos draw hits whatever JSON came.
         let truncate =
-            reply.status.is_success() && reply.content_type == JSON && faults.take_truncate();
-        (faults.error_bom, truncate)
+            (success && faults.take_truncate()) || (json && chaos == Some(ChaosFault::Truncate));
+        let oversize = match chaos {
+            Some(ChaosFault::Oversize { mib }) if json => Some(Oversize::mib(mib, false)),
+            _ if success => faults.take_oversize(),
+            _ => None,
+        };
+        (faults.error_bom, truncate, oversize)
     };
     if bom && !reply.status.is_success() && reply.content_type == JSON {
         let mut with_bom = "\u{feff}".as_bytes().to_vec();
@@ -186,7 +200,73 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     });
-    into_response(reply)
+    match oversize {
+        Some(o) => oversized_response(reply, o),
+        None => into_response(reply),
+    }
+}
+
+/// Chunks of padding are cut from one static buffer: an oversized answer costs the simulator no
+/// memory however large it is.
+static PADDING: [u8; 64 * 1024] = [b'a'; 64 * 1024];
+
+/// The answer grown to `o.bytes` and still valid JSON: the object gets one more string member,
+/// `"simulatorPadding"`, streamed in 64 KiB chunks. A client that reads bodies without a cap
+/// buffers all of it.
+fn oversized_response(reply: Reply, o: Oversize) -> Response {
+    let body = reply.body;
+    let Some(open) = body.strip_suffix(b"}").filter(|b| b.len() > 1) else {
+        return into_response(Reply { body, ..reply });
+    };
+    let mut prefix = open.to_vec();
+    prefix.extend_from_slice(b",\"simulatorPadding\":\"");
+    let suffix: &'static [u8] = b"\"}";
+    let padding = o.bytes.saturating_sub((prefix.len() + suffix.len()) as u64);
+    let total = prefix.len() as u64 + padding + suffix.len() as u64;
+    let chunk = PADDING.len() as u64;
+    let chunks = (0..padding.div_ceil(chunk)).map(move |i| {
+        let len = (padding - i * chunk).min(chunk) as usize;
+        Bytes::from_static(&PADDING[..len])
+    });
+    let parts = std::iter::once(Bytes::from(prefix))
+        .chain(chunks)
+        .chain(std::iter::once(Bytes::from_static(suffix)))
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(header::CONTENT_TYPE, reply.content_type);
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            builder = builder.header(name, v);
+        }
+    }
+    if o.declare_length {
+        builder = builder.header(header::CONTENT_LENGTH, total);
+    }
+    builder
+        .body(Body::from_stream(futures::stream::iter(parts)))
+        .unwrap_or_else(|_| Response::new(Body::from("simulator could not build the response")))
+}
+
+/// Faults that replace the answer: a chaos draw first, then the counted ones.
+fn injected(shared: &Shared, chaos: Option<ChaosFault>) -> Option<Reply> {
+    match chaos {
+        Some(ChaosFault::Status { status }) => return Some(injected_failure(status)),
+        Some(ChaosFault::RateLimit(retry_after)) => return Some(rate_limited(retry_after)),
+        Some(ChaosFault::SignInPage) => return Some(sign_in_page()),
+        _ => {}
+    }
+    let mut faults = shared.faults();
+    if let Some(status) = faults.take_failure() {
+        return Some(injected_failure(status));
+    }
+    if let Some(throttle) = faults.take_rate_limit() {
+        return Some(rate_limited(throttle.retry_after));
+    }
+    if faults.take_sign_in_page() {
+        return Some(sign_in_page());
+    }
+    None
 }
 
 fn into_response(reply: Reply) -> Response {
@@ -210,15 +290,6 @@ fn respond(
     headers: &HeaderMap,
     route: Option<&Route>,
 ) -> Reply {
-    {
-        let mut faults = shared.faults();
-        if let Some(status) = faults.take_failure() {
-            return injected_failure(status);
-        }
-        if let Some(throttle) = faults.take_rate_limit() {
-            return rate_limited(throttle.retry_after_secs);
-        }
-    }
     let Some(route) = route else {
         return Reply::not_found(
             &format!("The simulator does not implement '{}'.", uri.path()),
@@ -268,7 +339,7 @@ fn respond(
         if let Some(throttle) = shared.faults().take_warning() {
             reply
                 .headers
-                .extend(rate_limit_headers(throttle.retry_after_secs, false));
+                .extend(rate_limit_headers(throttle.retry_after, false));
         }
     }
     reply
@@ -317,12 +388,16 @@ fn unauthenticated(headers: &HeaderMap, base_url: &str) -> Reply {
         ));
         reply
     } else {
-        Reply {
-            status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
-            content_type: "text/html; charset=utf-8",
-            headers: Vec::new(),
-            body: SIGN_IN_PAGE.as_bytes().to_vec(),
-        }
+        sign_in_page()
+    }
+}
+
+fn sign_in_page() -> Reply {
+    Reply {
+        status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
+        content_type: "text/html; charset=utf-8",
+        headers: Vec::new(),
+        body: SIGN_IN_PAGE.as_bytes().to_vec(),
     }
 }
 
@@ -340,7 +415,7 @@ fn has_api_version(params: &Params, headers: &HeaderMap) -> bool {
 fn injected_failure(status: u16) -> Reply {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return rate_limited(1);
+        return rate_limited(RetryAfter::seconds(1));
     }
     Reply::error(
         status,
@@ -350,10 +425,31 @@ fn injected_failure(status: u16) -> Reply {
     )
 }
 
-fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, String)> {
-    let reset = jiff::Timestamp::now().as_second() + 300;
-    let mut h = vec![
-        (header::RETRY_AFTER, retry_after_secs.to_string()),
+/// `Retry-After` as an HTTP date: IMF-fixdate, RFC 9110 §5.6.7 (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub(crate) fn imf_fixdate(t: jiff::Timestamp) -> String {
+    t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn rate_limit_headers(retry_after: RetryAfter, blocked: bool) -> Vec<(HeaderName, String)> {
+    let now = jiff::Timestamp::now();
+    let secs = i64::try_from(retry_after.secs).unwrap_or(i64::MAX / 2);
+    let later = now
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(jiff::Timestamp::MAX);
+    let mut h = Vec::new();
+    let reset = match retry_after.form {
+        RetryAfterForm::Seconds => {
+            h.push((header::RETRY_AFTER, retry_after.secs.to_string()));
+            now.as_second() + 300
+        }
+        RetryAfterForm::HttpDate => {
+            h.push((header::RETRY_AFTER, imf_fixdate(later)));
+            now.as_second() + 300
+        }
+        // The only hint is when usage returns to zero.
+        RetryAfterForm::ResetOnly => later.as_second(),
+    };
+    h.extend([
         (
             HeaderName::from_static("x-ratelimit-resource"),
             "Core".to_string(),
@@ -370,8 +466,8 @@ fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, 
             HeaderName::from_static("x-ratelimit-reset"),
             reset.to_string(),
         ),
-    ];
-    if blocked {
+    ]);
+    if blocked && retry_after.form != RetryAfterForm::ResetOnly {
         h.push((
             HeaderName::from_static("x-ratelimit-delay"),
             "0.000".to_string(),
@@ -380,14 +476,14 @@ fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, 
     h
 }
 
-fn rate_limited(retry_after_secs: u64) -> Reply {
+fn rate_limited(retry_after: RetryAfter) -> Reply {
     let mut reply = Reply::error(
         StatusCode::TOO_MANY_REQUESTS,
         "TF400733: The request has been canceled: Request was blocked due to exceeding usage of resource 'Core' in namespace 'User'.",
         "Microsoft.TeamFoundation.Framework.Server.RequestBlockedException, Microsoft.TeamFoundation.Framework.Server",
         "RequestBlockedException",
     );
-    reply.headers = rate_limit_headers(retry_after_secs, true);
+    reply.headers = rate_limit_headers(retry_after, true);
     reply
 }
 

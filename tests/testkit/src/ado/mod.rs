@@ -6,6 +6,7 @@
 //! Organization URL = `format!("{}/{}", sim.url(), org)` (dev.azure.com path style).
 
 mod api;
+mod chaos;
 mod control;
 mod definitions;
 mod faults;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use chaos::{ChaosConfig, ChaosFault, RetryAfter, RetryAfterForm};
 pub use hooks::{BuildCompleteVersion, HookDelivery, HookEvent, HookOutcome};
 pub use requests::AdoRequestRecord;
 pub use state::{RunResult, RunStatus};
@@ -484,7 +486,54 @@ impl AdoSimulator {
     /// The next `n` REST requests get 429 with `Retry-After: retry_after_secs`, the `X-RateLimit-*`
     /// headers and the TF400733 message.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
-        self.shared.faults().rate_limit_next(n, retry_after_secs);
+        self.shared
+            .faults()
+            .rate_limit_next(n, RetryAfter::seconds(retry_after_secs));
+    }
+
+    /// The next `n` REST requests get 429 with the chosen timing hint: `Retry-After` in seconds or
+    /// as an HTTP date (`RetryAfter::http_date`), or no `Retry-After` and only `X-RateLimit-Reset`
+    /// (`RetryAfter::reset_only`).
+    pub fn rate_limit_next_with(&self, n: u32, retry_after: RetryAfter) {
+        self.shared.faults().rate_limit_next(n, retry_after);
+    }
+
+    /// The next `n` REST requests get 203 + the HTML sign-in page whatever their credentials (a
+    /// token that expired mid-flight).
+    pub fn sign_in_page_next(&self, n: u32) {
+        self.shared.faults().sign_in_page_next(n);
+    }
+
+    /// The next `n` successful JSON answers are padded to `mib` MiB (at most 1024) and streamed;
+    /// still valid JSON (one extra member, `simulatorPadding`). With `declare_length` the
+    /// `Content-Length` is sent up front, otherwise the body is chunked.
+    pub fn oversize_next(&self, n: u32, mib: u32, declare_length: bool) {
+        self.shared
+            .faults()
+            .oversize_next(n, faults::Oversize::mib(mib, declare_length));
+    }
+
+    /// Starts the chaos mode: each REST request draws a fault from `config.faults` with
+    /// probability `config.rate`, from a generator seeded with `config.seed`. It stops after
+    /// `config.max_faults`, on [`stop_chaos`](Self::stop_chaos) and on
+    /// [`clear_faults`](Self::clear_faults). Fails on an empty fault set, a rate outside [0, 1] or
+    /// an oversize over 1024 MiB.
+    pub fn chaos(&self, config: ChaosConfig) -> Result<(), TestkitError> {
+        self.shared
+            .faults()
+            .start_chaos(&config)
+            .map_err(TestkitError::InvalidSetup)
+    }
+
+    pub fn stop_chaos(&self) {
+        self.shared.faults().stop_chaos();
+    }
+
+    /// How many faults of each kind chaos injected since it was last started (`status.503`,
+    /// `rateLimit.seconds`, `rateLimit.httpDate`, `rateLimit.resetOnly`, `signInPage`, `truncate`,
+    /// `oversize`); kept after it stops.
+    pub fn chaos_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.faults().chaos_counts()
     }
 
     /// The next `n` successful responses carry `Retry-After` and `X-RateLimit-*` (the service warns
