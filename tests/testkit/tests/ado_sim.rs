@@ -1900,3 +1900,711 @@ async fn the_control_api_sets_the_new_faults() {
         "stopped before max_faults"
     );
 }
+
+// ----- service-hook subscriptions ---------------------------------------------------------------
+
+use lockstep_testkit::ado::{HookThresholds, SubscriptionStatus};
+
+async fn rest(
+    sim: &AdoSimulator,
+    method: reqwest::Method,
+    path_and_query: &str,
+    pat: &str,
+    body: Option<&Value>,
+) -> Resp {
+    let mut req = http()
+        .request(method, format!("{}/{}", sim.org_url(ORG), path_and_query))
+        .basic_auth("", Some(pat))
+        .header("X-TFS-FedAuthRedirect", "Suppress");
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        text: String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap(),
+    }
+}
+
+const SUBS: &str = "_apis/hooks/subscriptions";
+
+/// The fixture's Create body, pointed at this simulator's project and `url`.
+fn create_body(sim: &AdoSimulator, url: &str) -> Value {
+    let mut body = load_fixture("hooks-subscription-create-request.json");
+    body["publisherInputs"]["projectId"] = json!(sim.project_id(ORG, PROJECT).unwrap());
+    body["publisherInputs"]["definitionName"] = json!("base-ci");
+    body["consumerInputs"]["url"] = json!(url);
+    body
+}
+
+fn list_fixture_element(id: &str) -> Value {
+    load_fixture("hooks-subscriptions-list.json")["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn subscriptions_create_list_get_replace_delete_in_the_documented_shapes() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+    let mut body = create_body(&sim, "https://hooks.example.com/azure-devops");
+    body["consumerInputs"]["basicAuthUsername"] = json!("ado");
+    body["consumerInputs"]["basicAuthPassword"] = json!("hook-secret");
+
+    let created = rest(
+        &sim,
+        Method::POST,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let sub = created.json();
+    let id = sub["id"].as_str().unwrap().to_string();
+    let fixture = load_fixture("hooks-subscription-create-response.json");
+    assert_eq!(
+        top_keys(&sub),
+        top_keys(&fixture),
+        "Create answers the documented keys"
+    );
+    assert_eq!(
+        top_keys(&sub["publisherInputs"]),
+        top_keys(&fixture["publisherInputs"]),
+        "hostId and tfsSubscriptionId are added"
+    );
+    assert_eq!(sub["publisherInputs"]["projectId"], project_id.as_str());
+    assert_eq!(sub["eventType"], "build.complete");
+    assert_eq!(sub["resourceVersion"], "1.0-preview.1");
+    assert_eq!(sub["eventDescription"], "Build base-ci, status Failed");
+    assert_eq!(sub["actionDescription"], "To host hooks.example.com");
+    assert_eq!(
+        sub["url"],
+        format!("{}/{SUBS}/{id}", sim.org_url(ORG)).as_str()
+    );
+    assert_eq!(sub["consumerInputs"]["basicAuthPassword"], "********");
+    assert_eq!(sub["consumerInputs"]["basicAuthUsername"], "ado");
+    assert!(
+        sub.get("status").is_none(),
+        "enabled subscriptions carry no status"
+    );
+    assert_eq!(
+        sim.subscription(ORG, &id).unwrap().consumer_inputs["basicAuthPassword"],
+        "hook-secret"
+    );
+
+    // A git.push subscription too, then List with and without filters.
+    let push = json!({
+        "publisherId": "tfs", "eventType": "git.push", "resourceVersion": "1.0",
+        "consumerId": "webHooks", "consumerActionId": "httpRequest",
+        "publisherInputs": {"projectId": project_id, "repository": "r", "branch": "main"},
+        "consumerInputs": {"url": "https://hooks.example.com/azure-devops"}
+    });
+    let push_id = sim.add_subscription(ORG, &push).unwrap();
+    let all = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(all["count"], 2);
+    let only_push = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}?eventType=git.push&api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(only_push["count"], 1);
+    assert_eq!(only_push["value"][0]["id"], push_id.as_str());
+    assert_eq!(
+        top_keys(&only_push["value"][0]),
+        top_keys(&list_fixture_element(
+            "ef9a3751-f8eb-4105-98cc-e29008281695"
+        )),
+        "same keys as the documented enabled git.push element"
+    );
+
+    // States show as in the documented List: onProbation with probationRetries, disabledBySystem.
+    sim.set_subscription_status(ORG, &id, SubscriptionStatus::OnProbation, 6)
+        .unwrap();
+    let got = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "onProbation");
+    assert_eq!(got["probationRetries"], 6);
+    let documented = list_fixture_element("be80ffe3-7463-4961-b5fd-f3b075a720c4");
+    assert_eq!(top_keys(&got), top_keys(&documented));
+    sim.set_subscription_status(ORG, &push_id, SubscriptionStatus::DisabledBySystem, 0)
+        .unwrap();
+    let got = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{push_id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "disabledBySystem");
+    assert_eq!(
+        top_keys(&got),
+        top_keys(&list_fixture_element(
+            "a3c0ef7e-610c-4321-9a05-6d74e4930c7d"
+        ))
+    );
+
+    // Replace: read-modify-write keeps the masked secret; `status: enabled` re-enables.
+    let mut replaced = got.clone();
+    replaced["consumerInputs"]["url"] = json!("https://hooks.example.com/new");
+    replaced["status"] = json!("enabled");
+    let r = rest(
+        &sim,
+        Method::PUT,
+        &format!("{SUBS}/{push_id}?api-version=7.1"),
+        PAT,
+        Some(&replaced),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = r.json();
+    assert!(r.get("status").is_none());
+    assert_eq!(r["consumerInputs"]["url"], "https://hooks.example.com/new");
+    assert_eq!(r["createdDate"], got["createdDate"]);
+    let mut keep_secret = sub.clone();
+    keep_secret["consumerInputs"]["url"] = json!("https://hooks.example.com/other");
+    rest(
+        &sim,
+        Method::PUT,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        Some(&keep_secret),
+    )
+    .await;
+    let info = sim.subscription(ORG, &id).unwrap();
+    assert_eq!(info.consumer_inputs["basicAuthPassword"], "hook-secret");
+    assert_eq!(
+        info.status,
+        SubscriptionStatus::OnProbation,
+        "no status: state kept"
+    );
+
+    // Bad input is a 400 with the ADO error shape and creates nothing.
+    let mut bad = create_body(&sim, "not a url");
+    let r = rest(
+        &sim,
+        Method::POST,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        Some(&bad),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        top_keys(&r.json()),
+        top_keys(&load_fixture("error-404-project-not-found.json"))
+    );
+    bad["consumerInputs"]["url"] = json!("https://x.example.com");
+    bad["publisherInputs"]["projectId"] = json!("00000000-0000-0000-0000-000000000000");
+    assert_eq!(
+        rest(
+            &sim,
+            Method::POST,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            Some(&bad)
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(sim.subscriptions(ORG).len(), 2);
+
+    // Delete: 204, then 404 SubscriptionNotFoundException.
+    let r = rest(
+        &sim,
+        Method::DELETE,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["typeKey"], "SubscriptionNotFoundException");
+
+    // Authentication and api-version as everywhere; the request log names each operation.
+    let r = get_with(
+        &sim,
+        &format!("{SUBS}?api-version=7.1"),
+        Some("wrong"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 203);
+    assert_eq!(rest(&sim, Method::GET, SUBS, PAT, None).await.status, 400);
+    for (kind, n) in [
+        ("hooks.subscriptions.create", 3),
+        ("hooks.subscriptions.list", 4),
+        ("hooks.subscriptions.get", 3),
+        ("hooks.subscriptions.replace", 2),
+        ("hooks.subscriptions.delete", 1),
+    ] {
+        assert_eq!(sim.count_endpoint(kind), n, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn pat_scopes_decide_what_the_subscriptions_api_shows_and_allows() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+    let build = sim
+        .add_subscription(ORG, &create_body(&sim, "https://hooks.example.com/a"))
+        .unwrap();
+    let push = sim
+        .add_subscription(
+            ORG,
+            &json!({
+                "publisherId": "tfs", "eventType": "git.push", "resourceVersion": "1.0",
+                "consumerId": "webHooks", "consumerActionId": "httpRequest",
+                "publisherInputs": {"projectId": project_id},
+                "consumerInputs": {"url": "https://hooks.example.com/a"}
+            }),
+        )
+        .unwrap();
+    let list = format!("{SUBS}?api-version=7.1");
+
+    // No scope of the Subscriptions API at all: 401 TF400813 in the standard error shape.
+    sim.add_token(ORG, "packaging-only");
+    sim.set_token_scopes(ORG, "packaging-only", Some(&["vso.packaging"]));
+    let r = rest(&sim, Method::GET, &list, "packaging-only", None).await;
+    assert_eq!(r.status, 401);
+    let err = r.json();
+    assert!(err["message"].as_str().unwrap().starts_with("TF400813"));
+    assert_eq!(
+        top_keys(&err),
+        top_keys(&load_fixture("error-401-tf400813.json"))
+    );
+    // ... while the Builds API still works for it.
+    assert_eq!(
+        get_with(&sim, &builds_path(""), Some("packaging-only"), true)
+            .await
+            .status,
+        200
+    );
+
+    // Code (read): sees git.push only; build.complete is hidden, 404 on Get, 403 on writes.
+    sim.add_token(ORG, "code-read");
+    sim.set_token_scopes(ORG, "code-read", Some(&["vso.code"]));
+    let seen = rest(&sim, Method::GET, &list, "code-read", None)
+        .await
+        .json();
+    assert_eq!(seen["count"], 1);
+    assert_eq!(seen["value"][0]["id"], push.as_str());
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}/{build}?api-version=7.1"),
+            "code-read",
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    let r = rest(
+        &sim,
+        Method::POST,
+        &list,
+        "code-read",
+        Some(&create_body(&sim, "https://hooks.example.com/b")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["message"], "No scope found");
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{build}?api-version=7.1"),
+            "code-read",
+            None
+        )
+        .await
+        .status,
+        403
+    );
+
+    // Service Hooks (read): sees everything, may change nothing.
+    sim.add_token(ORG, "hooks-read");
+    sim.set_token_scopes(ORG, "hooks-read", Some(&["vso.hooks"]));
+    assert_eq!(
+        rest(&sim, Method::GET, &list, "hooks-read", None)
+            .await
+            .json()["count"],
+        2
+    );
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{push}?api-version=7.1"),
+            "hooks-read",
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    // Service Hooks (read & write) may; full access again after clearing the scopes.
+    sim.set_token_scopes(ORG, "hooks-read", Some(&["vso.hooks_write"]));
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{push}?api-version=7.1"),
+            "hooks-read",
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    sim.set_token_scopes(ORG, "code-read", None);
+    assert_eq!(
+        rest(&sim, Method::GET, &list, "code-read", None)
+            .await
+            .json()["count"],
+        1
+    );
+    assert_eq!(sim.subscriptions(ORG).len(), 1);
+}
+
+/// A receiver whose answer a test can change between deliveries.
+async fn switchable_receiver(status: u16) -> (String, Arc<std::sync::atomic::AtomicU16>, Received) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let answer = Arc::new(AtomicU16::new(status));
+    let received = Received::default();
+    let (a, store) = (answer.clone(), received.clone());
+    let app = axum::Router::new().route(
+        "/hooks/azure-devops",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (a, store) = (a.clone(), store.clone());
+            async move {
+                store
+                    .0
+                    .lock()
+                    .unwrap()
+                    .push((headers, serde_json::from_str(&body).unwrap()));
+                axum::http::StatusCode::from_u16(a.load(Ordering::SeqCst)).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hooks/azure-devops",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, answer, received)
+}
+
+#[tokio::test]
+async fn failed_deliveries_put_a_subscription_on_probation_then_disable_it() {
+    use std::sync::atomic::Ordering;
+    let sim = sim().await;
+    let (url, answer, received) = switchable_receiver(500).await;
+    let run = sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.complete_run(run, RunResult::Failed);
+    let event = || HookEvent::BuildComplete {
+        run_id: run,
+        resource_version: BuildCompleteVersion::V2,
+    };
+    let mut body = create_body(&sim, &url);
+    body["consumerInputs"]["basicAuthUsername"] = json!("ado");
+    body["consumerInputs"]["basicAuthPassword"] = json!("hook-secret");
+    body["consumerInputs"]["httpHeaders"] = json!("X-Lockstep-Token: t-1\nX-Other: two");
+    let id = sim.add_subscription(ORG, &body).unwrap();
+
+    // The consumer inputs shape the request: Basic credentials, headers, subscriptionId.
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!((o.status, o.delivered), (500, true));
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::OnProbation));
+    {
+        let got = received.0.lock().unwrap();
+        let (headers, payload) = &got[0];
+        assert_eq!(payload["subscriptionId"], id.as_str());
+        assert_eq!(headers["x-lockstep-token"], "t-1");
+        assert_eq!(headers["x-other"], "two");
+        assert_eq!(
+            headers["authorization"],
+            format!("Basic {}", base64_encode("ado:hook-secret")).as_str()
+        );
+    }
+
+    // A success ends probation.
+    answer.store(200, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::Enabled));
+
+    // One failure: probation; 7 more failed probation retries: disabled by the system.
+    answer.store(503, Ordering::SeqCst);
+    sim.deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    for retry in 1..=6 {
+        let o = sim
+            .deliver_to_subscription(ORG, &id, event())
+            .await
+            .unwrap();
+        assert_eq!(o.subscription_status, Some(SubscriptionStatus::OnProbation));
+        assert_eq!(sim.subscription(ORG, &id).unwrap().probation_retries, retry);
+    }
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.subscription_status,
+        Some(SubscriptionStatus::DisabledBySystem)
+    );
+    let shown = rest(
+        &sim,
+        reqwest::Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(shown["status"], "disabledBySystem");
+
+    // Disabled: nothing is sent, whichever way the delivery is asked for.
+    let before = received.0.lock().unwrap().len();
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!((o.delivered, o.status), (false, 0));
+    let o = sim
+        .deliver_hook(event(), &HookDelivery::to(&url).subscription_id(id.clone()))
+        .await
+        .unwrap();
+    assert!(!o.delivered);
+    assert_eq!(received.0.lock().unwrap().len(), before);
+    let info = sim.subscription(ORG, &id).unwrap();
+    assert_eq!((info.deliveries, info.failures), (10, 9));
+
+    // Re-enabled (as `hooks sync` would with a Replace), deliveries flow again.
+    let mut enable = shown.clone();
+    enable["status"] = json!("enabled");
+    assert_eq!(
+        rest(
+            &sim,
+            reqwest::Method::PUT,
+            &format!("{SUBS}/{id}?api-version=7.1"),
+            PAT,
+            Some(&enable)
+        )
+        .await
+        .status,
+        200
+    );
+    answer.store(200, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert!(o.delivered);
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::Enabled));
+
+    // 410 Gone disables at once; other thresholds can be chosen; an unreachable target counts.
+    answer.store(410, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.subscription_status,
+        Some(SubscriptionStatus::DisabledBySystem)
+    );
+    sim.set_subscription_status(ORG, &id, SubscriptionStatus::Enabled, 0)
+        .unwrap();
+    sim.set_hook_thresholds(HookThresholds {
+        probation_after_failures: 2,
+        disable_after_probation_retries: 1,
+    });
+    let mut dead = create_body(&sim, "http://127.0.0.1:9/hooks");
+    dead["consumerInputs"]["url"] = json!("http://127.0.0.1:9/hooks");
+    let dead_id = sim.add_subscription(ORG, &dead).unwrap();
+    assert!(sim
+        .deliver_to_subscription(ORG, &dead_id, event())
+        .await
+        .is_err());
+    assert_eq!(
+        sim.subscription(ORG, &dead_id).unwrap().status,
+        SubscriptionStatus::Enabled,
+        "one failure is below the threshold of 2"
+    );
+    assert!(sim
+        .deliver_to_subscription(ORG, &dead_id, event())
+        .await
+        .is_err());
+    assert_eq!(
+        sim.subscription(ORG, &dead_id).unwrap().status,
+        SubscriptionStatus::OnProbation
+    );
+    // An event of another type is not this subscription's to deliver.
+    assert!(sim
+        .deliver_to_subscription(ORG, &id, HookEvent::RunStateChanged { run_id: run })
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_control_api_drives_subscriptions_and_scopes() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let (url, _answer, received) = switchable_receiver(500).await;
+    let run = sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.complete_run(run, RunResult::Succeeded);
+
+    let (status, sub) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}"),
+        create_body(&sim, &url),
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_string();
+    assert_eq!(sub["status"], "enabled");
+
+    let (status, out) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/deliver"),
+        json!({"event": "buildComplete", "runId": run, "resourceVersion": "2.0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], 500);
+    assert_eq!(out["subscriptionStatus"], "onProbation");
+    assert_eq!(received.0.lock().unwrap().len(), 1);
+
+    let (_, out) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/status"),
+        json!({"status": "onProbation", "probationRetries": 3}),
+    )
+    .await;
+    assert_eq!(out["probationRetries"], 3);
+    let (_, shown) = control(
+        &sim,
+        Method::GET,
+        &format!("/hooks/subscriptions/{ORG}/{id}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(shown["status"], "onProbation");
+    assert_eq!(shown["deliveries"], 1);
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/status"),
+        json!({"status": "sleeping"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, all) = control(
+        &sim,
+        Method::GET,
+        &format!("/hooks/subscriptions/{ORG}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(all["count"], 1);
+
+    let (_, t) = control(
+        &sim,
+        Method::POST,
+        "/hooks/thresholds",
+        json!({"probationAfterFailures": 3, "disableAfterProbationRetries": 2}),
+    )
+    .await;
+    assert_eq!(t["probationAfterFailures"], 3);
+
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/tokens/scopes",
+        json!({"org": ORG, "token": PAT, "scopes": ["vso.packaging"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            None
+        )
+        .await
+        .status,
+        401
+    );
+    control(
+        &sim,
+        Method::POST,
+        "/tokens/scopes",
+        json!({"org": ORG, "token": PAT}),
+    )
+    .await;
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            None
+        )
+        .await
+        .status,
+        200
+    );
+}

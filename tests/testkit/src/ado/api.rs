@@ -18,6 +18,7 @@ use super::query::{BuildQuery, Params};
 use super::render::{self, Ctx};
 use super::requests::AdoRequestRecord;
 use super::state::{full_ref, Org, Project};
+use super::subscriptions;
 use super::Shared;
 
 /// Which REST operation a path names.
@@ -152,17 +153,19 @@ pub(crate) async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    _body: Bytes,
+    body: Bytes,
 ) -> Response {
     let delay = shared.faults().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let route = parse_route(uri.path());
+    let hooks_route = subscriptions::parse_route(uri.path(), &method);
     let chaos = shared.faults().roll_chaos();
-    let mut reply = match injected(&shared, chaos) {
-        Some(reply) => reply,
-        None => respond(&shared, &method, &uri, &headers, route.as_ref()),
+    let mut reply = match (injected(&shared, chaos), &hooks_route) {
+        (Some(reply), _) => reply,
+        (None, Some(hooks)) => hooks_reply(&shared, hooks, &uri, &headers, &body),
+        (None, None) => respond(&shared, &method, &uri, &headers, route.as_ref()),
     };
     let (bom, truncate, oversize) = {
         let mut faults = shared.faults();
@@ -192,7 +195,11 @@ pub(crate) async fn handle(
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
-        endpoint: route.as_ref().map_or("unknown", |r| r.endpoint.kind()),
+        endpoint: match (&hooks_route, &route) {
+            (Some(h), _) => h.kind,
+            (None, Some(r)) => r.endpoint.kind(),
+            (None, None) => "unknown",
+        },
         status: reply.status.as_u16(),
         time: jiff::Timestamp::now(),
         user_agent: headers
@@ -246,6 +253,63 @@ fn oversized_response(reply: Reply, o: Oversize) -> Response {
     builder
         .body(Body::from_stream(futures::stream::iter(parts)))
         .unwrap_or_else(|_| Response::new(Body::from("simulator could not build the response")))
+}
+
+/// Service-hook subscriptions (organization-level, `subscriptions.rs`), behind the same
+/// organization, authentication and api-version checks as every other endpoint.
+fn hooks_reply(
+    shared: &Shared,
+    route: &subscriptions::HooksRoute,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let state = shared.state();
+    let Some(org) = state.org(&route.org) else {
+        return Reply::not_found(
+            &format!(
+                "The organization '{}' does not exist in the simulator; create it with add_project or add_token.",
+                route.org
+            ),
+            "Microsoft.VisualStudio.Services.Account.AccountNotFoundException, Microsoft.VisualStudio.Services.WebApi",
+            "AccountNotFoundException",
+        );
+    };
+    if !authenticated(org, headers) {
+        return unauthenticated(headers, &shared.base_url);
+    }
+    let params = Params::parse(uri.query());
+    if !has_api_version(&params, headers) {
+        return Reply::bad_request(&format!(
+            "No api-version was supplied for the \"{}\" request. The version must be supplied either as part of the Accept header (e.g. \"application/json; api-version=1.0\") or as a query parameter (e.g. '?api-version=1.0').",
+            route.kind
+        ));
+    }
+    let token = subscriptions::presented_token(headers);
+    let mut store = shared.hooks();
+    match subscriptions::answer(
+        &mut store,
+        &state,
+        &shared.base_url,
+        route,
+        token.as_deref(),
+        &params,
+        body,
+    ) {
+        subscriptions::Answer::Json(status, value) => Reply::json(status, &value),
+        subscriptions::Answer::NoContent => Reply {
+            status: StatusCode::NO_CONTENT,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        subscriptions::Answer::Error {
+            status,
+            message,
+            type_name,
+            type_key,
+        } => Reply::error(status, &message, type_name, type_key),
+    }
 }
 
 /// Faults that replace the answer: a chaos draw first, then the counted ones.
