@@ -1,7 +1,8 @@
-//! An Azure DevOps simulator: the REST endpoints lockstep reads (Builds, Timeline, Git refs, commits,
-//! repositories, annotated tags, Pipelines runs) with the real service's shapes and failure modes,
-//! run lifecycles scripted from Rust or over HTTP (`/_sim/...`, see tests/testkit/README.md), fault
-//! injection, a request log, and service-hook delivery.
+//! An Azure DevOps simulator: the REST endpoints lockstep reads (Builds, Timeline, Definitions - Get,
+//! Git refs, commits, repositories, annotated tags, Pipelines runs, service-hook subscriptions) with
+//! the real service's shapes and failure modes, run lifecycles scripted from Rust or over HTTP
+//! (`/_sim/...`, see tests/testkit/README.md), fault injection (counted faults and a seeded chaos
+//! mode), a request log, and service-hook delivery with per-subscription health.
 //!
 //! Organization URL = `format!("{}/{}", sim.url(), org)` (dev.azure.com path style).
 

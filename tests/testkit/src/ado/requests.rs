@@ -11,7 +11,7 @@ pub struct AdoRequestRecord {
     pub query: Option<String>,
     /// Endpoint kind: `builds.list`, `builds.get`, `builds.timeline`, `git.repository`, `git.refs`,
     /// `git.annotatedTag`, `git.commits`, `pipelines.runs.list`, `pipelines.runs.get`,
-    /// `build.definitions.get`, or `unknown`.
+    /// `build.definitions.get`, `hooks.subscriptions.{list,create,get,replace,delete}`, or `unknown`.
     pub endpoint: &'static str,
     pub status: u16,
     pub time: jiff::Timestamp,
