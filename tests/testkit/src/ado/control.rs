@@ -414,7 +414,10 @@ async fn deliver_hook(State(sim): Sim, Json(b): Json<DeliverBody>) -> Reply {
         base_url: b.base_url,
     };
     let outcome = sim.deliver_hook(&b.event, &delivery).await?;
-    Ok(Json(
-        json!({"status": outcome.status, "eventId": outcome.event_id}),
-    ))
+    Ok(Json(json!({
+        "status": outcome.status,
+        "eventId": outcome.event_id,
+        "delivered": outcome.delivered,
+        "subscriptionStatus": outcome.subscription_status,
+    })))
 }
