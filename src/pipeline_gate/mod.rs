@@ -15,7 +15,6 @@ mod tests;
 pub use decision::{
     decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting, DEFAULT_TIMEOUT,
 };
-pub use reconcile::GateContext;
 
 /// The kind name, for metrics, logs and errors.
 pub const KIND: &str = "PipelineGate";

@@ -27,7 +27,6 @@ pub mod status;
 #[cfg(test)]
 mod tests;
 
-pub use reconcile::TraceContext;
 pub use stages::{trace, TraceInput, TraceVerdict};
 
 /// The kind name, for metrics, logs and errors.

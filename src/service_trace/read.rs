@@ -14,13 +14,12 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use tracing::warn;
 
-use super::commit_dates::CommitKey;
+use super::commit_dates::{CommitDates, CommitKey};
 use super::deployed::{
     observe_argo_application, observe_flux_kustomization, observe_workload, DeployedKind,
     DeployedObservation, DeployedTarget,
 };
 use super::order::parse_commit_date;
-use super::reconcile::TraceContext;
 use super::refs::{peel_annotated_tag, pick_ref, ref_filter, RefHead};
 use super::stages::{
     BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
@@ -29,8 +28,14 @@ use super::stages::{
 use crate::ado::{AdoError, Build};
 use crate::crd::{requested_at, DeployedRef, ServiceTrace, WorkloadKind, WorkloadRef};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
-use crate::reconciler::{Error, RUNS_PER_LIST};
+use crate::reconciler::{Error, ReconcileIo, RUNS_PER_LIST};
 use crate::secret::SecretString;
+
+/// What the reads go through: the reconciler's I/O and the committer dates already read.
+pub struct Reader<'a> {
+    pub io: &'a ReconcileIo,
+    pub commit_dates: &'a CommitDates,
+}
 
 /// The Flux Kustomization API lockstep reads.
 pub fn flux_kustomization_resource() -> ApiResource {
@@ -67,7 +72,7 @@ pub async fn read_all(
     namespace: &str,
     token: &SecretString,
     now: Timestamp,
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
 ) -> Result<Reads, Error> {
     let spec = &trace.spec;
     let org = spec.azure_devops.organization_url.as_str();
@@ -200,7 +205,7 @@ fn observed<T: Clone>(
 
 /// Builds List through the cache the gates use: traces and gates following one pipeline share a request.
 async fn cached_builds(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     definition_id: i64,
@@ -270,7 +275,7 @@ struct RepoRead {
 /// pick, then the annotated-tag look-up when the server did not peel a tag, then, when
 /// `with_committer_date`, the head's committer date (see [`committer_date`]).
 async fn read_head(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     repository: &str,
@@ -332,7 +337,7 @@ async fn read_head(
 /// meanwhile. A transient error is returned (the last verdict stands); any other failure, or a commit
 /// without a readable date, leaves the date unknown, which the trace reports as `OrderUnknown`.
 async fn committer_date(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     repository_id: &str,

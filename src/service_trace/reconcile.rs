@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::commit_dates::CommitDates;
 use super::deployed::DeployedKind;
-use super::read::{deployed_target, read_all, Reads};
+use super::read::{deployed_target, read_all, Reader, Reads};
 use super::stages;
 use super::status::{desired_status, with_kstatus};
 use super::KIND;
@@ -30,11 +30,18 @@ pub struct TraceContext {
     /// The controller's view of all traces, to prune per-trace memory.
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
-    pub(super) commit_dates: CommitDates,
+    commit_dates: CommitDates,
     memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
 }
 
 impl TraceContext {
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            io: &self.io,
+            commit_dates: &self.commit_dates,
+        }
+    }
+
     pub fn new(io: ReconcileIo, store: Store<ServiceTrace>) -> Self {
         Self {
             io,
@@ -99,7 +106,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 );
                 (desired, Action::requeue(interval), true)
             }
-            Ok(token) => match read_all(trace, &namespace, &token, now, ctx).await? {
+            Ok(token) => match read_all(trace, &namespace, &token, now, &ctx.reader()).await? {
                 Reads::Transient {
                     message,
                     retry_after,
