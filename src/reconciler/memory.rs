@@ -139,6 +139,13 @@ where
         result
     }
 
+    /// A kind's `error_policy`: count the failure, log it, and requeue after the backoff.
+    pub fn requeue_after_failure(&self, key: &ObjectRef<K>, error: &Error) -> Action {
+        let delay = self.retry_delay_after_failure(key);
+        tracing::warn!(kind = self.kind, object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+        Action::requeue(delay)
+    }
+
     /// Count a failed reconcile of `key` and say how long to wait before the next try.
     pub fn retry_delay_after_failure(&self, key: &ObjectRef<K>) -> Duration {
         let failures = self.with_entry(key, |e| {
