@@ -60,7 +60,7 @@ pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Resu
         .await
 }
 
-/// Back off exponentially per trace on Kubernetes API errors (see [`super::backoff`]).
+/// Back off exponentially per trace on Kubernetes API errors (see [`crate::reconciler::backoff`]).
 pub fn error_policy(trace: Arc<ServiceTrace>, error: &Error, ctx: Arc<TraceContext>) -> Action {
     ctx.memory
         .requeue_after_failure(&ObjectRef::from_obj(&*trace), error)
