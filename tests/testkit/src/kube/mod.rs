@@ -2,7 +2,7 @@
 //! a real apiserver: discovery (legacy and aggregated v2, OpenAPI v3 for kubectl), CRUD with optimistic
 //! concurrency, server-side apply with managedFields and conflicts, status subresources, finalizers,
 //! namespace termination, watches with bookmarks and `410 Expired`, CRD schema validation, pruning,
-//! defaulting and CEL rules, server-side printing (Tables), and fault injection. Works unchanged with
+//! defaulting (on writes and, as the CRD storage codec does, on every read) and CEL rules, server-side printing (Tables), and fault injection. Works unchanged with
 //! `kube::Client` and `kubectl` through the kubeconfig it writes.
 //!
 //! ```no_run
