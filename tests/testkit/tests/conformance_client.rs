@@ -1137,10 +1137,12 @@ async fn widget_crd_with_status_default(client: &Client) -> Api<DynamicObject> {
         "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
                  "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                     "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 1}}},
+                     "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 1},
+                         "opts": {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}, "z": {"type": "integer"}}}}},
                      "status": {"type": "object", "default": {"phase": "Pending"}, "properties": {
                          "phase": {"type": "string"},
                          "observedGeneration": {"type": "integer"},
+                         "lastRun": {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}, "result": {"type": "string"}}},
                          "conditions": {"type": "array", "default": [], "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}}}}]}
     }))
     .expect("crd");
@@ -1268,4 +1270,123 @@ async fn defaults_apply_on_read_so_a_defaulted_status_shows_until_a_status_write
         after.metadata.resource_version,
         before.metadata.resource_version
     );
+}
+
+/// Server-side apply removes what the same manager applied before and no longer applies, struct fields
+/// included (structured-merge-diff `Updater.prune` with `EnsureNamedFieldsAreMembers`): a nested object
+/// the manager stopped applying goes as a whole instead of staying as `{}` (which a later status write
+/// would then fail to validate: `status.lastRun.id: Required value`). Fields another manager owns stay.
+#[tokio::test]
+async fn server_side_apply_removes_nested_fields_the_manager_no_longer_applies() {
+    let (_emu, client) = emulator().await;
+    let widgets = widget_crd_with_status_default(&client).await;
+    let apply =
+        |v: Value| serde_json::from_value::<DynamicObject>(v).expect("applied configuration");
+    let ssa = PatchParams::apply("ctl");
+    widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"opts": {"x": 1, "y": 2}}}))),
+        )
+        .await
+        .expect("first apply");
+    widgets
+        .patch_status(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "status": {"phase": "Running", "lastRun": {"id": 5, "result": "ok"}}}))),
+        )
+        .await
+        .expect("status apply with lastRun");
+    let after = widgets
+        .patch_status(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "status": {"phase": "Idle"}}))),
+        )
+        .await
+        .expect("status apply without lastRun");
+    assert_eq!(
+        after.data["status"],
+        json!({"phase": "Idle", "conditions": []})
+    );
+    let managed = serde_json::to_value(&after.metadata.managed_fields).expect("json");
+    assert!(!managed.to_string().contains("lastRun"), "{managed}");
+    // A later status write validates (with `lastRun: {}` left behind it would get 422 Required value).
+    let patched = widgets
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .expect("later status write");
+    assert_eq!(patched.data["status"]["observedGeneration"], 1);
+
+    // Another manager's field under a struct the applier drops keeps that struct (with only that field).
+    widgets
+        .patch(
+            "w",
+            &PatchParams {
+                field_manager: Some("other".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"opts": {"z": 3}}})),
+        )
+        .await
+        .expect("other manager's update");
+    let dropped = widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2}}))),
+        )
+        .await
+        .expect("apply without opts");
+    assert_eq!(dropped.data["spec"], json!({"size": 2, "opts": {"z": 3}}));
+    // And when nobody owns anything under it, the struct goes entirely.
+    widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2, "opts": {"x": 7}}}))),
+        )
+        .await
+        .expect("apply opts.x again");
+    widgets
+        .patch(
+            "w",
+            &PatchParams {
+                field_manager: Some("other".into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/spec/opts/z"}]))
+                    .expect("json patch"),
+            ),
+        )
+        .await
+        .expect("other manager removes z");
+    let gone = widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2}}))),
+        )
+        .await
+        .expect("apply without opts again");
+    assert_eq!(gone.data["spec"], json!({"size": 2}));
 }
