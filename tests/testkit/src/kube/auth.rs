@@ -165,9 +165,34 @@ impl AuthState {
         self.grants.clear();
     }
 
+    #[cfg(test)]
     pub(crate) fn allowed(&self, a: &Attributes) -> bool {
-        // The emulator's stand-in for system:masters, which RBAC never has to be asked about.
-        a.groups.iter().any(|g| g == "system:masters") || self.grants.iter().any(|g| g.allows(a))
+        self.decide(a).is_some()
+    }
+
+    /// Some(reason) when allowed, in the words of RBAC's authorizer
+    /// (`plugin/pkg/auth/authorizer/rbac/rbac.go`: `RBAC: allowed by RoleBinding "b/ns" of Role "r" to
+    /// User "u"`); the emulator names grant N's binding and role `emulator-grant-N`. `system:masters` is
+    /// allowed by the privileged-group authorizer, which gives no reason.
+    pub(crate) fn decide(&self, a: &Attributes) -> Option<String> {
+        if a.groups.iter().any(|g| g == "system:masters") {
+            return Some(String::new());
+        }
+        let (i, g) = self.grants.iter().enumerate().find(|(_, g)| g.allows(a))?;
+        let name = format!("emulator-grant-{}", i + 1);
+        let subject = match (&g.user, &g.group) {
+            (Some(u), _) => format!("User \"{u}\""),
+            (None, Some(gr)) => format!("Group \"{gr}\""),
+            (None, None) => String::new(),
+        };
+        Some(match &g.namespace {
+            Some(ns) => {
+                format!("RBAC: allowed by RoleBinding \"{name}/{ns}\" of Role \"{name}\" to {subject}")
+            }
+            None => format!(
+                "RBAC: allowed by ClusterRoleBinding \"{name}\" of ClusterRole \"{name}\" to {subject}"
+            ),
+        })
     }
 }
 

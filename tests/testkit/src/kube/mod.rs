@@ -19,7 +19,8 @@
 //!
 //! The server runs on its own thread and runtime, so tests may block (e.g. run `kubectl` with
 //! `std::process::Command`) without starving it. Deliberate differences from a cluster: no controllers
-//! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC,
+//! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC
+//! enforcement (TokenReview and SubjectAccessReview answer from the tokens and grants a test registers),
 //! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
 //! newer than the server's fails at once (504) instead of after the watch cache's 3-second wait.
 
@@ -34,6 +35,7 @@ mod managed;
 mod patch;
 mod protobuf;
 mod resources;
+mod reviews;
 mod schema;
 mod selectors;
 mod server;

@@ -415,6 +415,17 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    if rt.create_only {
+        if parts.method != Method::POST || rp.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                parts.method, rt.plural
+            )));
+        }
+        let body = parse_body(&content_type, &bytes)?;
+        let out = super::reviews::review(shared, &rt, body)?;
+        return Ok(json_response(StatusCode::CREATED, &out, &[]));
+    }
     let is_watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     let presentation = Presentation::from_request(&parts.headers, &params);
     match (&parts.method, rp.name.as_deref()) {
