@@ -657,7 +657,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
 
 struct Oauth {
     status: StatusCode,
-    error: &'static str,
+    error: std::borrow::Cow<'static, str>,
     code: u32,
     message: String,
 }
@@ -666,7 +666,7 @@ impl Oauth {
     fn new(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> Oauth {
         Oauth {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            error,
+            error: error.into(),
             code,
             message: message.into(),
         }
@@ -699,8 +699,7 @@ impl Oauth {
                 message,
             } => Oauth {
                 status: StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                // Leaked once per configured error: a test sets a handful at most.
-                error: Box::leak(error.clone().into_boxed_str()),
+                error: error.clone().into(),
                 code: *code,
                 message: message.clone(),
             },
@@ -1379,7 +1378,7 @@ fn imds_answer(
             return (
                 Some(client_id),
                 Some(tenant),
-                imds_error(o.status.as_u16(), o.error, &description),
+                imds_error(o.status.as_u16(), &o.error, &description),
             );
         }
         (client_id, tenant, state.lifetime)
