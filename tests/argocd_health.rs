@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use argocd_lua::{lua_literal, run_health_check};
+use argocd_lua::run_health_check;
 
 use lockstep::crd::{PipelineGate, ServiceTrace};
 use serde_json::Value;
