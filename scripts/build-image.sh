@@ -42,7 +42,7 @@ cp "$bin" "dist/linux-$arch/lockstep"
 rootfs="$(mktemp -d)"
 trap 'rm -rf "$rootfs"' EXIT
 # Every shared object the binary loads, including the dynamic loader, at the path it is loaded from.
-ldd "$bin" | awk '/=> \//{print $3} /^\s*\//{print $1}' | while read -r lib; do
+ldd "$bin" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | while read -r lib; do
   cp -L --parents "$lib" "$rootfs/"
 done
 mkdir -p "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
@@ -74,6 +74,9 @@ podman build --pull=never --target runtime \
   --build-arg TARGETARCH="$arch" \
   --build-arg VERSION="$version" \
   --tag "$image" . >&2
+
+# A base missing the loader or a library shows here, not in the first test that runs the image.
+podman run --rm --read-only --cap-drop=ALL --security-opt=no-new-privileges "$image" --version >&2
 
 mkdir -p "$(dirname "$out")"
 rm -f "$out"

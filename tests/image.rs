@@ -25,12 +25,25 @@ const SHA: &str = "3333333333333333333333333333333333333333";
 /// Where the chart mounts the webhook credentials.
 const AUTH_DIR: &str = "/etc/lockstep/webhook-auth";
 
+/// `podman` with the repository's containers.conf unless the caller chose one (CONTAINERS_CONF): the
+/// settings measured on the CI machines (runc, cgroupfs, ulimits), as scripts/build-image.sh uses them.
+fn podman() -> std::process::Command {
+    let mut cmd = std::process::Command::new("podman");
+    if std::env::var_os("CONTAINERS_CONF").is_none() {
+        cmd.env(
+            "CONTAINERS_CONF",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/containers.conf"),
+        );
+    }
+    cmd
+}
+
 /// The image to test, or `None` after printing why the test is skipped.
 fn image_under_test() -> Option<String> {
     let image = std::env::var("LOCKSTEP_IMAGE")
         .ok()
         .filter(|s| !s.is_empty());
-    let podman = std::process::Command::new("podman")
+    let podman = podman()
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -55,7 +68,7 @@ struct Container {
 
 impl Container {
     fn logs(&self) -> String {
-        std::process::Command::new("podman")
+        podman()
             .args(["logs", &self.name])
             .output()
             .map(|o| {
@@ -68,7 +81,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("podman")
+        let _ = podman()
             .args(["rm", "--force", "--time", "0", &self.name])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,7 +126,7 @@ async fn the_image_runs_as_the_chart_runs_it_and_opens_a_gate() {
     let mount = format!("{}:/config:ro", shared.display());
     let password_flag = format!("--webhook-password-file={AUTH_DIR}/password");
     let password_mount = format!("{}/password:{AUTH_DIR}/password:ro", shared.display());
-    let status = tokio::process::Command::new("podman")
+    let run = tokio::process::Command::from(podman())
         .args([
             "run",
             "--detach",
@@ -139,11 +152,15 @@ async fn the_image_runs_as_the_chart_runs_it_and_opens_a_gate() {
             "--log-format=json",
             &password_flag,
         ])
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .await
         .expect("podman runs");
-    assert!(status.success(), "podman run failed: {status}");
+    assert!(
+        run.status.success(),
+        "podman run failed ({}): {}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // Created before or after lockstep starts, the gate reads as in progress until lockstep evaluated it
     // (the CRD's status default), then Ready.
@@ -187,7 +204,7 @@ spec:
     assert_eq!(ready["reason"], "Succeeded", "{gate:#}");
 
     // The container really runs as the chart's user, on a read-only root filesystem.
-    let inspect = std::process::Command::new("podman")
+    let inspect = podman()
         .args([
             "inspect",
             "--format",
