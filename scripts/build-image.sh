@@ -33,7 +33,7 @@ done
 if [ -z "${SKIP_CARGO:-}" ]; then
   cargo build --release --locked --bin lockstep >&2
 fi
-bin=target/release/lockstep
+bin="${CARGO_TARGET_DIR:-target}/release/lockstep"
 [ -x "$bin" ] || { echo "build-image: $bin is missing; run without SKIP_CARGO" >&2; exit 2; }
 mkdir -p "dist/linux-$arch"
 cp "$bin" "dist/linux-$arch/lockstep"
