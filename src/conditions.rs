@@ -123,7 +123,9 @@ impl Kstatus {
     }
 
     /// `Ready`, `Reconciling`, `Stalled`, in that order. `lastTransitionTime` is taken from `previous` for
-    /// every condition whose status did not change, and is `now` otherwise.
+    /// every condition whose status did not change, and is `now` otherwise. The CRD's default status
+    /// (reason [`crate::crd::NOT_EVALUATED`], dated 1970) is a placeholder, not a transition lockstep
+    /// saw, so the first real verdict dates every condition `now`.
     pub fn to_conditions(
         &self,
         previous: &[Condition],
@@ -138,7 +140,12 @@ impl Kstatus {
         .into_iter()
         .map(|(type_, status)| {
             let last_transition_time = match find(previous, type_) {
-                Some(prev) if prev.status == status.as_str() => prev.last_transition_time.clone(),
+                Some(prev)
+                    if prev.status == status.as_str()
+                        && prev.reason != crate::crd::NOT_EVALUATED =>
+                {
+                    prev.last_transition_time.clone()
+                }
                 _ => now.clone(),
             };
             Condition {
@@ -292,5 +299,26 @@ mod tests {
         assert_eq!(status_of(&c, STALLED), ConditionStatus::False);
         assert_eq!(status_of(&[], READY), ConditionStatus::Unknown);
         assert_eq!(ConditionStatus::parse("weird"), ConditionStatus::Unknown);
+    }
+
+    #[test]
+    fn the_crds_default_status_is_no_transition_to_keep() {
+        let placeholder = |type_: &str, status: &str| Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: crate::crd::NOT_EVALUATED.to_string(),
+            message: "not evaluated".to_string(),
+            observed_generation: None,
+            last_transition_time: t(0),
+        };
+        let defaulted = [
+            placeholder(READY, "Unknown"),
+            placeholder(RECONCILING, "True"),
+        ];
+        let waiting = Kstatus::in_progress("RunQueued", "queued");
+        let c = waiting.to_conditions(&defaulted, Some(1), t(500));
+        for cond in &c {
+            assert_eq!(cond.last_transition_time, t(500), "{}", cond.type_);
+        }
     }
 }
