@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
+use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
@@ -78,6 +79,18 @@ pub struct RunArgs {
     /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
     #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", default_value = "5s")]
     pub poll_cache_ttl: kube::core::Duration,
+    /// Nudge when a gate opens unless its spec.nudge.enabled says otherwise (issue 18).
+    #[arg(long, env = "LOCKSTEP_NUDGE_DEFAULT")]
+    pub nudge_default: bool,
+    /// Nudge Flux Kustomizations (needs RBAC patch on kustomizations.kustomize.toolkit.fluxcd.io).
+    #[arg(long, env = "LOCKSTEP_NUDGE_FLUX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nudge_flux: bool,
+    /// Nudge Argo CD Applications (needs RBAC patch on applications.argoproj.io).
+    #[arg(long, env = "LOCKSTEP_NUDGE_ARGOCD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nudge_argocd: bool,
+    /// Namespace of Argo CD's Applications when a gate's tracking id names none.
+    #[arg(long, env = "LOCKSTEP_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
 }
 
 /// Why `lockstep run` could not start.
@@ -324,6 +337,13 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         config: ReconcilerConfig {
             fast_interval,
             secret_cache_ttl: cache_ttl,
+            nudge: NudgeConfig {
+                default_enabled: args.nudge_default,
+                flux: args.nudge_flux,
+                argocd: args.nudge_argocd,
+                argocd_namespace: args.argocd_namespace.clone(),
+                watch_namespace: args.namespace.clone(),
+            },
             ..ReconcilerConfig::default()
         },
         namespace: args.namespace.clone(),

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTERN};
 
 /// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -60,6 +60,10 @@ pub struct PipelineGateSpec {
     /// Stop polling and leave the verdict as it is.
     #[serde(default)]
     pub suspend: bool,
+    /// Request an immediate reconcile of the Flux Kustomizations and Argo CD Applications waiting on this
+    /// gate when it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nudge: Option<NudgeSpec>,
 }
 
 /// What counts as open, what is skipped, and how long to wait.
