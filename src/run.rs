@@ -19,8 +19,8 @@ use crate::poll_cache::PollCache;
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
 use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
 use crate::webhook::{
-    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookServer,
-    WebhookState,
+    feed_from_watchers, AllowlistError, AuthConfigError, HintIndex, ServeError,
+    SubscriptionAllowlist, WebhookAuth, WebhookConfig, WebhookServer, WebhookState,
 };
 use crate::{pipeline_gate, service_trace};
 
@@ -69,6 +69,14 @@ pub struct RunArgs {
         default_value = "X-Lockstep-Token"
     )]
     pub webhook_token_header: String,
+    /// Accept deliveries only from these service-hook subscription ids (comma-separated or repeated),
+    /// as a second factor beside the credentials; others are answered 401. Empty: any subscription.
+    #[arg(
+        long,
+        env = "LOCKSTEP_WEBHOOK_ALLOWED_SUBSCRIPTIONS",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_subscriptions: Vec<String>,
     /// Accept service hooks without credentials; only behind something that authenticates for you.
     #[arg(long, env = "LOCKSTEP_WEBHOOK_ALLOW_UNAUTHENTICATED")]
     pub webhook_allow_unauthenticated: bool,
@@ -110,6 +118,8 @@ pub enum RunError {
     },
     #[error("invalid webhook credentials: {0}")]
     WebhookAuth(#[source] AuthConfigError),
+    #[error("invalid --webhook-allowed-subscriptions: {0}")]
+    WebhookAllowlist(#[source] AllowlistError),
     #[error(transparent)]
     WebhookServe(#[from] ServeError),
     #[error("could not install signal handlers: {0}")]
@@ -227,6 +237,14 @@ async fn start_webhook(
         }
         Err(e) => return Err(RunError::WebhookAuth(e)),
     };
+    let allowed_subscriptions = SubscriptionAllowlist::parse(&args.webhook_allowed_subscriptions)
+        .map_err(RunError::WebhookAllowlist)?;
+    if allowed_subscriptions.is_enforced() {
+        info!(
+            subscriptions = allowed_subscriptions.len(),
+            "webhook receiver accepts listed subscriptions only"
+        );
+    }
     let index = Arc::new(HintIndex::new());
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
@@ -235,7 +253,16 @@ async fn start_webhook(
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
-    let state = WebhookState::new(client.clone(), index.clone(), auth, metrics.clone());
+    let state = WebhookState::with_config(
+        client.clone(),
+        index.clone(),
+        auth,
+        metrics.clone(),
+        WebhookConfig {
+            allowed_subscriptions,
+            ..WebhookConfig::default()
+        },
+    );
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {
