@@ -12,12 +12,16 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::hooks::health::HookHealthConfig;
+use crate::hooks::{HooksClient, HooksError};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
-use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
+use crate::telemetry::{
+    init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
+};
 use crate::webhook::{
     feed_from_watchers, AllowlistError, AuthConfigError, HintIndex, ServeError,
     SubscriptionAllowlist, WebhookAuth, WebhookConfig, WebhookServer, WebhookState,
@@ -96,6 +100,14 @@ pub struct RunArgs {
     /// Nudge Argo CD Applications (needs RBAC patch on applications.argoproj.io).
     #[arg(long, env = "LOCKSTEP_NUDGE_ARGOCD", default_value_t = true, action = clap::ArgAction::Set)]
     pub nudge_argocd: bool,
+    /// How often to read the service-hook subscriptions of the organizations gates use (metric,
+    /// status.hooks, Events); 0s turns the check off. Needs the PAT's Service Hooks (read) scope.
+    #[arg(long, env = "LOCKSTEP_HOOK_HEALTH_INTERVAL", default_value = "5m")]
+    pub hook_health_interval: kube::core::Duration,
+    /// The receiver's public URL as subscriptions name it; only those count for status.hooks (default:
+    /// any Web Hooks subscription).
+    #[arg(long, env = "LOCKSTEP_HOOKS_URL")]
+    pub hooks_url: Option<String>,
     /// Namespace of Argo CD's Applications when a gate's tracking id names none.
     #[arg(long, env = "LOCKSTEP_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
@@ -118,6 +130,8 @@ pub enum RunError {
     },
     #[error("invalid webhook credentials: {0}")]
     WebhookAuth(#[source] AuthConfigError),
+    #[error("could not set up the service-hooks client: {0}")]
+    HooksClient(#[source] HooksError),
     #[error("invalid --webhook-allowed-subscriptions: {0}")]
     WebhookAllowlist(#[source] AllowlistError),
     #[error(transparent)]
@@ -165,13 +179,24 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
+/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`; with
+/// `hook_health`, the hook-health check beside them (it writes status, so only where they run).
 async fn run_controllers(
     shared: Shared,
+    hook_health: Option<(HooksClient, HookMetrics, HookHealthConfig)>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::FutureExt as _;
     let stop = stop.shared();
+    let health = hook_health.map(|(hooks, metrics, config)| {
+        tokio::spawn(crate::hooks::health::run(
+            shared.client.clone(),
+            hooks,
+            metrics,
+            config,
+            stop.clone(),
+        ))
+    });
     // Each controller reports its own first list; the process is ready only when both have listed, so
     // a replica never answers /readyz while one kind is still unknown to it.
     let (gates_listed, traces_listed) = (Readiness::default(), Readiness::default());
@@ -201,6 +226,9 @@ async fn run_controllers(
         service_trace::controller::run(trace_shared, stop),
     );
     both_listed.abort();
+    if let Some(health) = health {
+        let _ = health.await;
+    }
 }
 
 /// The receiver, the watches feeding its index, and what the reconcilers read from it.
@@ -287,6 +315,29 @@ impl HintLog for HintIndex {
     }
 }
 
+/// The hook-health check's client and settings, unless `--hook-health-interval 0s` turned it off.
+fn start_hook_health(
+    args: &RunArgs,
+    registry: &mut Registry,
+    identity: &str,
+) -> Result<Option<(HooksClient, HookMetrics, HookHealthConfig)>, RunError> {
+    let interval = std_duration(args.hook_health_interval);
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let hooks = HooksClient::new().map_err(RunError::HooksClient)?;
+    Ok(Some((
+        hooks,
+        HookMetrics::register(registry),
+        HookHealthConfig {
+            interval,
+            receiver_url: args.hooks_url.clone(),
+            namespace: args.namespace.clone(),
+            identity: identity.to_string(),
+        },
+    )))
+}
+
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundAddrs {
@@ -349,6 +400,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         metrics: metrics_addr,
         webhook: webhook.as_ref().map(|w| w.server.local_addr()),
     });
+    let hook_health = start_hook_health(&args, &mut registry, &identity())?;
     let ops = tokio::spawn(serve_ops(
         listener,
         Arc::new(registry),
@@ -415,12 +467,17 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        run_controllers(shared.clone(), stop)
+                        run_controllers(shared.clone(), hook_health.clone(), stop)
                     },
                 )
                 .await;
             } else {
-                run_controllers(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
+                run_controllers(
+                    shared,
+                    hook_health,
+                    leader::sync_signal(shutdown_requested(shutdown)),
+                )
+                .await;
             }
         }
     };

@@ -61,3 +61,40 @@ impl NudgeKind {
         }
     }
 }
+
+/// Whether Azure DevOps service hooks reach lockstep for this object's pipeline (`status.hooks`), written
+/// by the hook-health check (`--hook-health-interval`), not by the reconciler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookCoverage {
+    /// `Covered` (an enabled subscription covers the pipeline), `Degraded` (only subscriptions on
+    /// probation or disabled do), `NotCovered`, or `Unknown` (the subscriptions could not be read).
+    pub state: HookCoverageState,
+    /// The ids of the subscriptions that cover the pipeline (at most 16).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub subscriptions: Vec<String>,
+    /// Why, in a sentence.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// See [`HookCoverage::state`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HookCoverageState {
+    Covered,
+    Degraded,
+    NotCovered,
+    Unknown,
+}
+
+impl HookCoverageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Covered => "Covered",
+            Self::Degraded => "Degraded",
+            Self::NotCovered => "NotCovered",
+            Self::Unknown => "Unknown",
+        }
+    }
+}

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, HookCoverage, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTERN};
 
 /// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -39,6 +39,13 @@ use super::{AzureDevOpsSpec, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTER
         name = "Commit",
         type_ = "string",
         json_path = ".status.latestRun.commit"
+    ),
+    printcolumn(
+        name = "Hooks",
+        type_ = "string",
+        json_path = ".status.hooks.state",
+        description = "Whether an enabled Azure DevOps service hook covers the pipeline",
+        priority = "1"
     ),
     printcolumn(
         name = "Age",
@@ -147,4 +154,8 @@ pub struct PipelineGateStatus {
     /// The last transient error, cleared by the next successful read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Whether Azure DevOps service hooks cover this gate's pipeline, from the hook-health check
+    /// (`--hook-health-interval`); the reconciler's status writes leave it alone.
+    #[serde(default, skip_serializing)]
+    pub hooks: Option<HookCoverage>,
 }

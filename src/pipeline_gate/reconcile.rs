@@ -128,7 +128,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         }
     }
     let last_success = ctx.memory.with_extra(&key, |m| m.last_success);
-    let desired = status::desired(
+    let mut desired = status::desired(
         &StatusInput {
             current: current.as_ref(),
             generation: gate.metadata.generation,
@@ -138,6 +138,8 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         },
         &outcome,
     );
+    // status.hooks belongs to the hook-health check: carried over so it never counts as a change here.
+    desired.status.hooks = current.as_ref().and_then(|c| c.hooks.clone());
     let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
     write_status_if_changed(
         &ctx.io.client,

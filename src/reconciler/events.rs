@@ -43,6 +43,9 @@ pub mod reasons {
     pub const NUDGED: &str = "Nudged";
     /// A nudge was refused or failed (RBAC, a missing object); the gate is open regardless.
     pub const NUDGE_FAILED: &str = "NudgeFailed";
+    /// A service-hook subscription covering the object's pipeline went on probation or was disabled:
+    /// Azure DevOps drops its events until it is enabled again (`lockstep hooks sync`).
+    pub const HOOK_UNHEALTHY: &str = "HookSubscriptionUnhealthy";
 }
 
 /// The API server rejects notes above 1 kB.
