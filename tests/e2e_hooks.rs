@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{condition, Harness, ORG, PROJECT};
-use lockstep_testkit::ado::{BuildCompleteVersion, HookDelivery, HookEvent, RunResult};
+use lockstep_testkit::ado::{
+    BuildCompleteVersion, HookDelivery, HookEvent, RunResult, SubscriptionStatus,
+};
 use serde_json::Value;
 use tokio::process::Child;
 
@@ -258,4 +260,237 @@ async fn a_delivery_from_a_subscription_not_on_the_allowlist_gets_401_and_change
     assert_eq!(status, 202);
     env.wait_gate(&lockstep, "base", "the gate opened", ready)
         .await;
+}
+
+const RECEIVER: &str = "https://lockstep.example.test/hooks/azure-devops";
+const RUN_STATE: &str = "ms.vss-pipelines.run-state-changed-event";
+
+impl Env {
+    /// `lockstep hooks sync` for [`PROJECT`], run-state-changed only, with the receiver's header token.
+    async fn hooks_sync(&self, extra: &[&str]) -> String {
+        let pat_file = self.dir.path().join("pat");
+        let token_file = self.dir.path().join("sync-hook-token");
+        std::fs::write(&pat_file, PAT).unwrap();
+        std::fs::write(&token_file, HOOK_TOKEN).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "hooks",
+                "sync",
+                "--organization-url",
+                &self.sim.org_url(ORG),
+                "--project",
+                PROJECT,
+                "--url",
+                RECEIVER,
+                "--events",
+                "run-state-changed",
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--pat-file",
+                pat_file.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hooks sync failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !stdout.contains(PAT) && !stdout.contains(HOOK_TOKEN),
+            "{stdout}"
+        );
+        stdout
+    }
+
+    fn subscription_writes(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.endpoint,
+                    "hooks.subscriptions.create"
+                        | "hooks.subscriptions.replace"
+                        | "hooks.subscriptions.delete"
+                )
+            })
+            .count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_probation_shows_everywhere_and_hooks_sync_re_enables_it() {
+    let env = Env::start().await;
+    env.closed_gate("base").await;
+    // The subscription `hooks sync` would make, made by hand earlier; plus an unrelated one elsewhere.
+    let id = env
+        .sim
+        .add_subscription(
+            ORG,
+            &serde_json::json!({
+                "publisherId": "pipelines", "eventType": RUN_STATE, "resourceVersion": "5.1-preview.1",
+                "consumerId": "webHooks", "consumerActionId": "httpRequest",
+                "publisherInputs": {"projectId": PROJECT},
+                "consumerInputs": {"url": RECEIVER, "httpHeaders": format!("X-Lockstep-Token:{HOOK_TOKEN}"),
+                                   "messagesToSend": "none", "detailedMessagesToSend": "none"}
+            }),
+        )
+        .unwrap();
+    let unrelated = env
+        .sim
+        .add_subscription(
+            ORG,
+            &serde_json::json!({
+                "publisherId": "tfs", "eventType": "build.complete", "resourceVersion": "2.0",
+                "consumerId": "webHooks", "consumerActionId": "httpRequest",
+                "publisherInputs": {"projectId": PROJECT},
+                "consumerInputs": {"url": "https://someone-else.example.test/hook"}
+            }),
+        )
+        .unwrap();
+    env.sim
+        .set_subscription_status(ORG, &unrelated, SubscriptionStatus::DisabledByUser, 0)
+        .unwrap();
+    let lockstep = env
+        .lockstep(&["--hook-health-interval", "1s", "--hooks-url", RECEIVER])
+        .await;
+    env.wait_gate(&lockstep, "base", "status.hooks Covered", |g| {
+        g["status"]["hooks"]["state"] == "Covered"
+    })
+    .await;
+
+    env.sim
+        .set_subscription_status(ORG, &id, SubscriptionStatus::OnProbation, 1)
+        .unwrap();
+    let went_on_probation = Instant::now();
+    let metric =
+        format!(r#"lockstep_hook_subscriptions{{state="onProbation",event_type="{RUN_STATE}"}} 1"#);
+    let mut seen: [Option<Duration>; 3] = [None; 3];
+    while seen.iter().any(Option::is_none) {
+        assert!(
+            went_on_probation.elapsed() < Duration::from_secs(20),
+            "not everything showed the probation: {seen:?}\n{}",
+            lockstep.log_text()
+        );
+        if seen[0].is_none() && lockstep.metrics().await.contains(&metric) {
+            seen[0] = Some(went_on_probation.elapsed());
+        }
+        if seen[1].is_none() && env.gate("base").await["status"]["hooks"]["state"] == "Degraded" {
+            seen[1] = Some(went_on_probation.elapsed());
+        }
+        if seen[2].is_none() {
+            let events = env
+                .kubectl(&["-n", NS, "get", "events.events.k8s.io", "-o", "json"])
+                .await;
+            let events: Value = serde_json::from_str(&events).unwrap();
+            let hit = events["items"].as_array().unwrap().iter().any(|e| {
+                e["reason"] == "HookSubscriptionUnhealthy"
+                    && e["type"] == "Warning"
+                    && e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains(&id) && n.contains("onProbation"))
+            });
+            if hit {
+                seen[2] = Some(went_on_probation.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "probation seen after: metric {:?}, status {:?}, Event {:?}",
+        seen[0], seen[1], seen[2]
+    );
+    // One hook-health period is 1 s here; allow the test's own polling (kubectl) on top.
+    for (what, after) in ["metric", "status.hooks", "Event"].iter().zip(seen) {
+        let after = after.unwrap();
+        assert!(
+            after < Duration::from_secs(3),
+            "{what} showed the probation only after {after:?}"
+        );
+    }
+    let wide = env
+        .kubectl(&["-n", NS, "get", "pipelinegates", "-o", "wide"])
+        .await;
+    assert!(
+        wide.contains("HOOKS") && wide.contains("Degraded"),
+        "{wide}"
+    );
+
+    // hooks sync re-enables it, and only it.
+    let dry = env.hooks_sync(&["--dry-run"]).await;
+    assert!(dry.contains("1 write(s) planned"), "{dry}");
+    assert_eq!(env.subscription_writes(), 0, "a dry run writes nothing");
+    let first = env.hooks_sync(&[]).await;
+    assert!(
+        first.contains(&format!("update  {RUN_STATE} project={PROJECT} id={id}")),
+        "{first}"
+    );
+    assert!(first.contains("1 write(s)"), "{first}");
+    assert_eq!(
+        env.sim.subscription(ORG, &id).unwrap().status,
+        SubscriptionStatus::Enabled
+    );
+    assert_eq!(
+        env.sim.subscription(ORG, &unrelated).unwrap().status,
+        SubscriptionStatus::DisabledByUser,
+        "someone else's subscription is left alone"
+    );
+    let writes = env.subscription_writes();
+    let second = env.hooks_sync(&[]).await;
+    assert!(
+        second.contains("0 write(s)") && second.contains(&format!("keep    {RUN_STATE}")),
+        "{second}"
+    );
+    assert_eq!(
+        env.subscription_writes(),
+        writes,
+        "the second run makes zero writes"
+    );
+    env.wait_gate(&lockstep, "base", "status.hooks Covered again", |g| {
+        g["status"]["hooks"]["state"] == "Covered"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_sync_creates_what_is_missing_and_a_token_without_the_hooks_scope_is_reported_once() {
+    let env = Env::start().await;
+    env.closed_gate("base").await;
+    let out = env.hooks_sync(&[]).await;
+    assert!(
+        out.contains(&format!("create  {RUN_STATE} project={PROJECT} id=")),
+        "{out}"
+    );
+    let subs = env.sim.subscriptions(ORG);
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].event_type, RUN_STATE);
+
+    // A PAT that may read builds but not subscriptions: hook health is Unknown, said once in the log.
+    env.sim.set_token_scopes(ORG, PAT, Some(&["vso.packaging"]));
+    let lockstep = env
+        .lockstep(&["--hook-health-interval", "1s", "--hooks-url", RECEIVER])
+        .await;
+    env.wait_gate(&lockstep, "base", "status.hooks Unknown", |g| {
+        g["status"]["hooks"]["state"] == "Unknown"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = lockstep.log_text();
+    let reports = log
+        .matches("cannot read service-hook subscriptions")
+        .count();
+    assert_eq!(reports, 1, "reported once, not every period:\n{log}");
+    let gate = env.gate("base").await;
+    assert!(
+        gate["status"]["hooks"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service Hooks (read)"),
+        "{gate:#}"
+    );
+    assert!(!log.contains(PAT));
 }

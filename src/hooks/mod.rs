@@ -6,11 +6,13 @@
 //!   (pure).
 //! - [`health`]: the periodic check in `lockstep run`: a metric per state and event type,
 //!   `status.hooks` on every gate, an Event when a covering subscription goes on probation or is disabled.
+//! - [`sync`]: `lockstep hooks sync`.
 
 pub mod client;
 pub mod coverage;
 pub mod health;
 pub mod model;
+pub mod sync;
 
 pub use client::{HooksClient, HooksError};
 pub use model::Subscription;
