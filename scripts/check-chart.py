@@ -192,9 +192,9 @@ def assert_hardened(objects: list[dict[str, Any]]) -> None:
     check(all(m.get("readOnly") for m in mounts), "every volume mount must be read-only")
 
 
-def assert_least_privilege(objects: list[dict[str, Any]]) -> None:
+def assert_least_privilege(objects: list[dict[str, Any]], nudged: tuple[tuple[str, str], ...] = ()) -> None:
     writable = {"create", "update", "patch", "delete", "deletecollection"}
-    allowed_writes = {
+    allowed_writes: dict[tuple[str, str], set[str]] = {
         ("lockstep.dev", "pipelinegates"): {"patch"},
         ("lockstep.dev", "servicetraces"): {"patch"},
         ("lockstep.dev", "pipelinegates/status"): {"patch"},
@@ -204,6 +204,9 @@ def assert_least_privilege(objects: list[dict[str, Any]]) -> None:
         # Only the chart's webhook Secret (resourceNames), to store the generated password.
         ("", "secrets"): {"patch"},
     }
+    # Nudging (issue 18): patch on the Flux / Argo CD kinds, only when the values enable it.
+    for kind in nudged:
+        allowed_writes[kind] = {"patch"}
     for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
         for rule in role["rules"]:
             check("*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"],
@@ -324,7 +327,7 @@ def check_non_default_render() -> list[str]:
     for ns in ("flux-system", "argocd"):
         role = roles.get((ns, "lockstep-deployed-refs"))
         check(role is not None, f"read-only Role in {ns} expected, found {sorted(roles)}")
-        check(all(set(r["verbs"]) == {"get", "list", "watch"} for r in role["rules"]), f"Role in {ns} must be read-only")
+        check(all(set(r["verbs"]) == {"get", "list", "watch"} for r in role["rules"]), f"Role in {ns} must be read-only without nudging")
     lease_role = roles.get((RELEASE_NAMESPACE, "lockstep-leader-election"))
     check(lease_role is not None and rules_grant(lease_role, "coordination.k8s.io", "leases", "update"),
           "leader election needs a Lease Role in the release namespace")
@@ -518,6 +521,41 @@ def check_chart_metadata() -> None:
           f"artifacthub.io/images must name the appVersion image: {images}")
 
 
+FLUX = ("kustomize.toolkit.fluxcd.io", "kustomizations")
+ARGO = ("argoproj.io", "applications")
+
+
+def check_nudge_rbac() -> None:
+    """patch on Kustomizations / Applications exactly when nudge.flux / nudge.argocd; flags follow."""
+    objects, _ = render(None)
+    for group, resource in (FLUX, ARGO):
+        check(not rules_grant(one(objects, "ClusterRole"), group, resource, "patch"),
+              f"default values must not grant patch on {resource}")
+    args = container(objects)["args"]
+    check("--nudge-flux=false" in args and "--nudge-argocd=false" in args and "--nudge-default" not in args,
+          f"default nudge flags: {args}")
+    objects, _ = render({"nudge": {"default": True, "flux": True}})
+    assert_least_privilege(objects, nudged=(FLUX,))
+    role = one(objects, "ClusterRole")
+    check(rules_grant(role, *FLUX, "patch") and not rules_grant(role, *ARGO, "patch"),
+          "nudge.flux alone grants patch on kustomizations only")
+    args = container(objects)["args"]
+    check("--nudge-default" in args and "--nudge-flux=true" in args and "--nudge-argocd=false" in args,
+          f"nudge flags: {args}")
+    # One watched namespace: Argo CD's Applications live elsewhere, so the patch goes with the read Role there.
+    objects, _ = render({"watchNamespace": "orders", "rbac": {"deployedRefNamespaces": ["argocd"]},
+                         "nudge": {"argocd": True, "argocdNamespace": "argocd"},
+                         "webhook": {"allowedSubscriptions": ["4f6e6328-0251-4814-a009-c01dfa368e3f"]}})
+    assert_least_privilege(objects, nudged=(ARGO,))
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in by_kind(objects, "Role")}
+    check(rules_grant(roles[("argocd", "lockstep-deployed-refs")], *ARGO, "patch"),
+          "nudge.argocd grants patch on applications in the deployed-ref namespaces")
+    check(not rules_grant(roles[("argocd", "lockstep-deployed-refs")], *FLUX, "patch"), "no Flux patch without nudge.flux")
+    args = container(objects)["args"]
+    check("--webhook-allowed-subscriptions=4f6e6328-0251-4814-a009-c01dfa368e3f" in args, f"allowlist flag: {args}")
+    expect_render_error({"webhook": {"allowedSubscriptions": ["not-a-guid"]}}, "allowedSubscriptions")
+
+
 CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("helm lint, default values", check_lint_default),
     ("helm lint, non-default values", check_lint_non_default),
@@ -530,6 +568,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("optional NetworkPolicy, PrometheusRule, dashboard, commonLabels", check_optional_objects),
     ("Chart.yaml icon and Artifact Hub annotations", check_chart_metadata),
     ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
+    ("nudge RBAC and flags follow the values", check_nudge_rbac),
 ]
 
 

@@ -7,6 +7,9 @@
 //!   and its controller. `lockstep check` ([`check`]) reuses the decision.
 //! - [`service_trace`]: everything about one ServiceTrace: the pure stage logic, its status, what it
 //!   reads, the reconciler and its controller.
+//! - [`hooks`]: service-hook subscriptions: the hook-health check and `lockstep hooks sync`.
+//! - [`nudge`]: when a gate opens, ask the Flux Kustomizations and Argo CD Applications waiting on it to
+//!   reconcile now.
 //! - [`reconciler`]: the machinery both kinds' reconcilers share; it imports no kind.
 //! - [`webhook`]: the Azure DevOps service-hook receiver (turns deliveries into reconcile hints).
 //! - [`ado`]: Azure DevOps REST models and the HTTP client; [`poll_cache`]: one Builds List request per
@@ -31,7 +34,9 @@ pub mod ado;
 pub mod check;
 pub mod conditions;
 pub mod crd;
+pub mod hooks;
 pub mod leader;
+pub mod nudge;
 pub mod ops_server;
 pub mod pipeline_gate;
 pub mod pipeline_key;

@@ -20,6 +20,16 @@ enum Command {
     /// Gate a pipeline step on the newest run of another pipeline (exit 0 open, 1 blocked, 2 timed
     /// out, 3 usage or authentication error).
     Check(CheckArgs),
+    /// Azure DevOps service-hook subscriptions.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+#[derive(Subcommand)]
+enum HooksCommand {
+    /// Create the subscriptions lockstep needs (pointing at the receiver with its credentials), re-enable
+    /// disabled ones, leave the rest alone. A second run changes nothing. Exit 0 done, 1 failed, 3 usage.
+    Sync(Box<lockstep::hooks::sync::SyncArgs>),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +56,13 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: could not render the CRDs: {e}");
+                ExitCode::from(3)
+            }
+        },
+        Command::Hooks(HooksCommand::Sync(args)) => match runtime() {
+            Ok(rt) => rt.block_on(lockstep::hooks::sync::run(*args)),
+            Err(e) => {
+                eprintln!("error: could not start the async runtime: {e}");
                 ExitCode::from(3)
             }
         },

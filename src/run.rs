@@ -12,14 +12,19 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::hooks::health::HookHealthConfig;
+use crate::hooks::{HooksClient, HooksError};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
+use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
-use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
+use crate::telemetry::{
+    init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
+};
 use crate::webhook::{
-    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookServer,
-    WebhookState,
+    feed_from_watchers, AllowlistError, AuthConfigError, HintIndex, ServeError,
+    SubscriptionAllowlist, WebhookAuth, WebhookConfig, WebhookServer, WebhookState,
 };
 use crate::{pipeline_gate, service_trace};
 
@@ -68,6 +73,14 @@ pub struct RunArgs {
         default_value = "X-Lockstep-Token"
     )]
     pub webhook_token_header: String,
+    /// Accept deliveries only from these service-hook subscription ids (comma-separated or repeated),
+    /// as a second factor beside the credentials; others are answered 401. Empty: any subscription.
+    #[arg(
+        long,
+        env = "LOCKSTEP_WEBHOOK_ALLOWED_SUBSCRIPTIONS",
+        value_delimiter = ','
+    )]
+    pub webhook_allowed_subscriptions: Vec<String>,
     /// Accept service hooks without credentials; only behind something that authenticates for you.
     #[arg(long, env = "LOCKSTEP_WEBHOOK_ALLOW_UNAUTHENTICATED")]
     pub webhook_allow_unauthenticated: bool,
@@ -78,6 +91,26 @@ pub struct RunArgs {
     /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
     #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", default_value = "5s")]
     pub poll_cache_ttl: kube::core::Duration,
+    /// Nudge when a gate opens unless its spec.nudge.enabled says otherwise (issue 18).
+    #[arg(long, env = "LOCKSTEP_NUDGE_DEFAULT")]
+    pub nudge_default: bool,
+    /// Nudge Flux Kustomizations (needs RBAC patch on kustomizations.kustomize.toolkit.fluxcd.io).
+    #[arg(long, env = "LOCKSTEP_NUDGE_FLUX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nudge_flux: bool,
+    /// Nudge Argo CD Applications (needs RBAC patch on applications.argoproj.io).
+    #[arg(long, env = "LOCKSTEP_NUDGE_ARGOCD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nudge_argocd: bool,
+    /// How often to read the service-hook subscriptions of the organizations gates use (metric,
+    /// status.hooks, Events); 0s turns the check off. Needs the PAT's Service Hooks (read) scope.
+    #[arg(long, env = "LOCKSTEP_HOOK_HEALTH_INTERVAL", default_value = "5m")]
+    pub hook_health_interval: kube::core::Duration,
+    /// The receiver's public URL as subscriptions name it; only those count for status.hooks (default:
+    /// any Web Hooks subscription).
+    #[arg(long, env = "LOCKSTEP_HOOKS_URL")]
+    pub hooks_url: Option<String>,
+    /// Namespace of Argo CD's Applications when a gate's tracking id names none.
+    #[arg(long, env = "LOCKSTEP_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
 }
 
 /// Why `lockstep run` could not start.
@@ -97,6 +130,10 @@ pub enum RunError {
     },
     #[error("invalid webhook credentials: {0}")]
     WebhookAuth(#[source] AuthConfigError),
+    #[error("could not set up the service-hooks client: {0}")]
+    HooksClient(#[source] HooksError),
+    #[error("invalid --webhook-allowed-subscriptions: {0}")]
+    WebhookAllowlist(#[source] AllowlistError),
     #[error(transparent)]
     WebhookServe(#[from] ServeError),
     #[error("could not install signal handlers: {0}")]
@@ -142,13 +179,24 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
+/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`; with
+/// `hook_health`, the hook-health check beside them (it writes status, so only where they run).
 async fn run_controllers(
     shared: Shared,
+    hook_health: Option<(HooksClient, HookMetrics, HookHealthConfig)>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::FutureExt as _;
     let stop = stop.shared();
+    let health = hook_health.map(|(hooks, metrics, config)| {
+        tokio::spawn(crate::hooks::health::run(
+            shared.client.clone(),
+            hooks,
+            metrics,
+            config,
+            stop.clone(),
+        ))
+    });
     // Each controller reports its own first list; the process is ready only when both have listed, so
     // a replica never answers /readyz while one kind is still unknown to it.
     let (gates_listed, traces_listed) = (Readiness::default(), Readiness::default());
@@ -178,6 +226,9 @@ async fn run_controllers(
         service_trace::controller::run(trace_shared, stop),
     );
     both_listed.abort();
+    if let Some(health) = health {
+        let _ = health.await;
+    }
 }
 
 /// The receiver, the watches feeding its index, and what the reconcilers read from it.
@@ -214,6 +265,14 @@ async fn start_webhook(
         }
         Err(e) => return Err(RunError::WebhookAuth(e)),
     };
+    let allowed_subscriptions = SubscriptionAllowlist::parse(&args.webhook_allowed_subscriptions)
+        .map_err(RunError::WebhookAllowlist)?;
+    if allowed_subscriptions.is_enforced() {
+        info!(
+            subscriptions = allowed_subscriptions.len(),
+            "webhook receiver accepts listed subscriptions only"
+        );
+    }
     let index = Arc::new(HintIndex::new());
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
@@ -222,7 +281,16 @@ async fn start_webhook(
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
-    let state = WebhookState::new(client.clone(), index.clone(), auth, metrics.clone());
+    let state = WebhookState::with_config(
+        client.clone(),
+        index.clone(),
+        auth,
+        metrics.clone(),
+        WebhookConfig {
+            allowed_subscriptions,
+            ..WebhookConfig::default()
+        },
+    );
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {
@@ -245,6 +313,29 @@ impl HintLog for HintIndex {
     ) -> Option<std::time::Instant> {
         self.last_hint_by_name(kind, namespace, name)
     }
+}
+
+/// The hook-health check's client and settings, unless `--hook-health-interval 0s` turned it off.
+fn start_hook_health(
+    args: &RunArgs,
+    registry: &mut Registry,
+    identity: &str,
+) -> Result<Option<(HooksClient, HookMetrics, HookHealthConfig)>, RunError> {
+    let interval = std_duration(args.hook_health_interval);
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let hooks = HooksClient::new().map_err(RunError::HooksClient)?;
+    Ok(Some((
+        hooks,
+        HookMetrics::register(registry),
+        HookHealthConfig {
+            interval,
+            receiver_url: args.hooks_url.clone(),
+            namespace: args.namespace.clone(),
+            identity: identity.to_string(),
+        },
+    )))
 }
 
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
@@ -309,6 +400,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         metrics: metrics_addr,
         webhook: webhook.as_ref().map(|w| w.server.local_addr()),
     });
+    let hook_health = start_hook_health(&args, &mut registry, &identity())?;
     let ops = tokio::spawn(serve_ops(
         listener,
         Arc::new(registry),
@@ -324,6 +416,13 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         config: ReconcilerConfig {
             fast_interval,
             secret_cache_ttl: cache_ttl,
+            nudge: NudgeConfig {
+                default_enabled: args.nudge_default,
+                flux: args.nudge_flux,
+                argocd: args.nudge_argocd,
+                argocd_namespace: args.argocd_namespace.clone(),
+                watch_namespace: args.namespace.clone(),
+            },
             ..ReconcilerConfig::default()
         },
         namespace: args.namespace.clone(),
@@ -368,12 +467,17 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        run_controllers(shared.clone(), stop)
+                        run_controllers(shared.clone(), hook_health.clone(), stop)
                     },
                 )
                 .await;
             } else {
-                run_controllers(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
+                run_controllers(
+                    shared,
+                    hook_health,
+                    leader::sync_signal(shutdown_requested(shutdown)),
+                )
+                .await;
             }
         }
     };

@@ -3,6 +3,7 @@
 
 mod common;
 mod metadata;
+mod nudge;
 // kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.
 #[allow(clippy::duplicated_attributes)]
 mod pipeline_gate;
@@ -12,6 +13,7 @@ mod service_trace;
 
 pub use common::*;
 pub use metadata::*;
+pub use nudge::*;
 pub use pipeline_gate::*;
 pub use run_summary::{run_summary, status_time, whole_seconds};
 pub use service_trace::*;

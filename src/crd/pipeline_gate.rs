@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, HookCoverage, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTERN};
 
 /// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -41,6 +41,13 @@ use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
         json_path = ".status.latestRun.commit"
     ),
     printcolumn(
+        name = "Hooks",
+        type_ = "string",
+        json_path = ".status.hooks.state",
+        description = "Whether an enabled Azure DevOps service hook covers the pipeline",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -60,6 +67,10 @@ pub struct PipelineGateSpec {
     /// Stop polling and leave the verdict as it is.
     #[serde(default)]
     pub suspend: bool,
+    /// Request an immediate reconcile of the Flux Kustomizations and Argo CD Applications waiting on this
+    /// gate when it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nudge: Option<NudgeSpec>,
 }
 
 /// What counts as open, what is skipped, and how long to wait.
@@ -143,4 +154,8 @@ pub struct PipelineGateStatus {
     /// The last transient error, cleared by the next successful read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Whether Azure DevOps service hooks cover this gate's pipeline, from the hook-health check
+    /// (`--hook-health-interval`); the reconciler's status writes leave it alone.
+    #[serde(default, skip_serializing)]
+    pub hooks: Option<HookCoverage>,
 }

@@ -4,9 +4,11 @@
 //! - [`status`]: the pure status and Events for a reconcile's [`status::Outcome`].
 //! - [`reconcile`]: the I/O around them: the PAT, the shared Builds List, the status write, the requeue.
 //! - [`controller`]: the watches that trigger a reconcile.
+//! - [`nudge`]: what the reconcile does after the gate opened (ask Flux and Argo CD to reconcile now).
 
 pub mod controller;
 pub mod decision;
+pub mod nudge;
 pub mod reconcile;
 pub mod status;
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::conditions::{self, READY};
 use crate::crd::{duration_or, requested_at, whole_seconds, PipelineGate, PipelineGateStatus};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
-use crate::reconciler::events::publish_transition_event;
+use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints, RUNS_PER_LIST};
@@ -128,7 +128,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         }
     }
     let last_success = ctx.memory.with_extra(&key, |m| m.last_success);
-    let desired = status::desired(
+    let mut desired = status::desired(
         &StatusInput {
             current: current.as_ref(),
             generation: gate.metadata.generation,
@@ -138,6 +138,8 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         },
         &outcome,
     );
+    // status.hooks belongs to the hook-health check: carried over so it never counts as a change here.
+    desired.status.hooks = current.as_ref().and_then(|c| c.hooks.clone());
     let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
     write_status_if_changed(
         &ctx.io.client,
@@ -149,6 +151,13 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     )
     .await?;
     publish_events(gate, &desired.events, ctx).await;
+    if desired
+        .events
+        .iter()
+        .any(|e| e.reason == reasons::GATE_OPENED)
+    {
+        super::nudge::after_open(gate, &ctx.io).await;
+    }
     ctx.memory
         .update_ready_gauge(&ctx.io.metrics, &ctx.store, &key, ready);
 

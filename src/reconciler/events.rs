@@ -38,6 +38,14 @@ pub mod reasons {
     pub const TRACE_PROGRESSING: &str = "TraceProgressing";
     /// A trace cannot tell where the change is.
     pub const TRACE_UNKNOWN: &str = "TraceUnknown";
+    /// A gate opened and lockstep asked the Flux Kustomizations / Argo CD Applications waiting on it to
+    /// reconcile now; the note names them.
+    pub const NUDGED: &str = "Nudged";
+    /// A nudge was refused or failed (RBAC, a missing object); the gate is open regardless.
+    pub const NUDGE_FAILED: &str = "NudgeFailed";
+    /// A service-hook subscription covering the object's pipeline went on probation or was disabled:
+    /// Azure DevOps drops its events until it is enabled again (`lockstep hooks sync`).
+    pub const HOOK_UNHEALTHY: &str = "HookSubscriptionUnhealthy";
 }
 
 /// The API server rejects notes above 1 kB.

@@ -9,6 +9,7 @@ use super::events::EventRecorders;
 use super::token_cache::TokenCache;
 use crate::ado::AdoClient;
 use crate::ado::{AdoError, Build};
+use crate::nudge::NudgeConfig;
 use crate::pipeline_key::PipelineKey;
 use crate::poll_cache::PollCache;
 use crate::telemetry::Metrics;
@@ -44,6 +45,8 @@ pub struct ReconcilerConfig {
     /// How long a Secret read is shared by the objects that reference it (see [`TokenCache`]); zero
     /// reads the Secret on every reconcile.
     pub secret_cache_ttl: Duration,
+    /// What a gate nudges when it opens (issue 18; see [`crate::nudge`]).
+    pub nudge: NudgeConfig,
 }
 
 impl Default for ReconcilerConfig {
@@ -53,6 +56,7 @@ impl Default for ReconcilerConfig {
             default_interval: Duration::from_secs(60),
             default_stale_after: Duration::from_secs(600),
             secret_cache_ttl: Duration::ZERO,
+            nudge: NudgeConfig::default(),
         }
     }
 }

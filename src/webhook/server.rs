@@ -29,6 +29,7 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::allowlist::SubscriptionAllowlist;
 use super::auth::WebhookAuth;
 use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
@@ -51,6 +52,8 @@ pub struct WebhookConfig {
     /// How long a sender may take to deliver the body; a stalled upload is answered 408, which Azure
     /// DevOps retries.
     pub body_read_timeout: Duration,
+    /// Subscriptions whose deliveries are accepted (empty: any); others are answered 401.
+    pub allowed_subscriptions: SubscriptionAllowlist,
 }
 
 impl Default for WebhookConfig {
@@ -61,6 +64,7 @@ impl Default for WebhookConfig {
             patch_concurrency: 16,
             dedup_capacity: super::dedup::DEFAULT_CAPACITY,
             body_read_timeout: Duration::from_secs(10),
+            allowed_subscriptions: SubscriptionAllowlist::default(),
         }
     }
 }
@@ -336,7 +340,7 @@ async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookE
             ));
         }
     };
-    parse_event(&bytes).map_err(|e| {
+    let event = parse_event(&bytes).map_err(|e| {
         s.metrics.record_rejection("malformed_payload");
         tracing::debug!(error = %e, "webhook delivery refused: payload");
         let reason = match &e {
@@ -344,7 +348,26 @@ async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookE
             PayloadError::NotAnEvent(_) => "not an Azure DevOps service-hook event",
         };
         reply(StatusCode::BAD_REQUEST, "rejected", reason)
-    })
+    })?;
+    // The second factor (issue 18): checked before anything is routed or claimed, so a refused delivery
+    // changes nothing. 401 like a wrong password: the sender learns no more than that.
+    if !s
+        .config
+        .allowed_subscriptions
+        .allows(event.subscription_id.as_deref())
+    {
+        s.metrics.record_rejection("subscription_not_allowed");
+        tracing::info!(
+            subscription_id = event.subscription_id.as_deref().unwrap_or(""),
+            "webhook delivery refused: subscription not on --webhook-allowed-subscriptions"
+        );
+        return Err(reply(
+            StatusCode::UNAUTHORIZED,
+            "rejected",
+            "subscription not allowed",
+        ));
+    }
+    Ok(event)
 }
 
 async fn annotate_all<K>(

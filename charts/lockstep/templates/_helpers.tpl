@@ -115,7 +115,7 @@ app.kubernetes.io/part-of: lockstep
 {{ include "lockstep.deployedRefRules" . }}
 {{- end }}
 
-{{/* Read-only access to what ServiceTrace's spec.deployed can point at. */}}
+{{/* Read access to what ServiceTrace's spec.deployed can point at, and patch on the kinds nudged. */}}
 {{- define "lockstep.deployedRefRules" -}}
 - apiGroups: ["kustomize.toolkit.fluxcd.io"]
   resources: ["kustomizations"]
@@ -126,4 +126,16 @@ app.kubernetes.io/part-of: lockstep
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "list", "watch"]
+{{- if .Values.nudge.flux }}
+# Nudging (nudge.flux): set reconcile.fluxcd.io/requestedAt when a gate opens.
+- apiGroups: ["kustomize.toolkit.fluxcd.io"]
+  resources: ["kustomizations"]
+  verbs: ["patch"]
+{{- end }}
+{{- if .Values.nudge.argocd }}
+# Nudging (nudge.argocd): set argocd.argoproj.io/refresh (and retry a failed sync where a gate asks).
+- apiGroups: ["argoproj.io"]
+  resources: ["applications"]
+  verbs: ["patch"]
+{{- end }}
 {{- end }}

@@ -2608,3 +2608,22 @@ async fn the_control_api_drives_subscriptions_and_scopes() {
         200
     );
 }
+
+#[tokio::test]
+async fn projects_get_answers_the_id_by_name_or_id_and_404_for_others() {
+    let sim = sim().await;
+    let by_name = get(&sim, "_apis/projects/shop?api-version=7.1").await;
+    assert_eq!(by_name.status, 200, "{}", by_name.text);
+    let id = by_name.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(by_name.json()["name"], PROJECT);
+    let by_id = get(&sim, &format!("_apis/projects/{id}?api-version=7.1")).await;
+    assert_eq!(by_id.json()["id"], id.as_str());
+    let missing = get(&sim, "_apis/projects/Nope?api-version=7.1").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text.contains("TF200016"), "{}", missing.text);
+    let no_version = get(&sim, "_apis/projects/Shop").await;
+    assert_eq!(no_version.status, 400);
+    let anonymous = get_with(&sim, "_apis/projects/Shop?api-version=7.1", None, true).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(sim.count_endpoint("projects.get"), 5);
+}

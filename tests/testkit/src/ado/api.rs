@@ -160,10 +160,12 @@ pub(crate) async fn handle(
         tokio::time::sleep(delay).await;
     }
     let route = parse_route(uri.path());
-    let hooks_route = subscriptions::parse_route(uri.path(), &method);
+    let hooks_route = subscriptions::parse_route(uri.path(), &method)
+        .or_else(|| project_route(uri.path(), &method));
     let chaos = shared.faults().roll_chaos();
     let mut reply = match (injected(&shared, chaos), &hooks_route) {
         (Some(reply), _) => reply,
+        (None, Some(p)) if p.kind == "projects.get" => project_reply(&shared, p, &uri, &headers),
         (None, Some(hooks)) => hooks_reply(&shared, hooks, &uri, &headers, &body),
         (None, None) => respond(&shared, &method, &uri, &headers, route.as_ref()),
     };
@@ -253,6 +255,71 @@ fn oversized_response(reply: Reply, o: Oversize) -> Response {
     builder
         .body(Body::from_stream(futures::stream::iter(parts)))
         .unwrap_or_else(|_| Response::new(Body::from("simulator could not build the response")))
+}
+
+/// `GET /{org}/_apis/projects/{projectNameOrId}`: Projects - Get
+/// (https://learn.microsoft.com/en-us/rest/api/azure/devops/core/projects/get?view=azure-devops-rest-7.1),
+/// organization level like the subscriptions; `id` is what subscriptions store as `publisherInputs.projectId`.
+fn project_route(path: &str, method: &Method) -> Option<subscriptions::HooksRoute> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let is = |i: usize, s: &str| segs.get(i).is_some_and(|v| v.eq_ignore_ascii_case(s));
+    if segs.len() != 4 || !(is(1, "_apis") && is(2, "projects")) || method != Method::GET {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some(subscriptions::HooksRoute {
+        org: decode(segs[0]),
+        id: Some(decode(segs[3])),
+        kind: "projects.get",
+    })
+}
+
+/// Projects - Get behind the organization, authentication and api-version checks; a missing project is
+/// 404 `TF200016` like every project-scoped endpoint.
+fn project_reply(
+    shared: &Shared,
+    route: &subscriptions::HooksRoute,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Reply {
+    let state = shared.state();
+    let Some(org) = state.org(&route.org) else {
+        return Reply::not_found(
+            &format!("The organization '{}' does not exist in the simulator.", route.org),
+            "Microsoft.VisualStudio.Services.Account.AccountNotFoundException, Microsoft.VisualStudio.Services.WebApi",
+            "AccountNotFoundException",
+        );
+    };
+    if !authenticated(org, headers) {
+        return unauthenticated(headers, &shared.base_url);
+    }
+    if !has_api_version(&Params::parse(uri.query()), headers) {
+        return Reply::bad_request("No api-version was supplied for the \"projects.get\" request.");
+    }
+    let wanted = route.id.as_deref().unwrap_or_default();
+    match org.project(wanted) {
+        Some(p) => Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": p.id,
+                "name": p.name,
+                "url": format!("{}/{}/_apis/projects/{}", shared.base_url.trim_end_matches('/'), route.org, p.id),
+                "state": "wellFormed",
+                "revision": 1,
+                "visibility": "private",
+                "lastUpdateTime": "2026-01-01T00:00:00Z",
+            }),
+        ),
+        None => Reply::not_found(
+            &format!("TF200016: The following project does not exist: {wanted}. Verify that the name of the project is correct and that the project exists on the specified Azure DevOps Server."),
+            "Microsoft.TeamFoundation.Core.WebApi.ProjectDoesNotExistWithNameException, Microsoft.TeamFoundation.Core.WebApi",
+            "ProjectDoesNotExistWithNameException",
+        ),
+    }
 }
 
 /// Service-hook subscriptions (organization-level, `subscriptions.rs`), behind the same

@@ -1,0 +1,18 @@
+//! Azure DevOps service-hook subscriptions, seen from lockstep (issue 18).
+//!
+//! - [`client`]: Subscriptions - List / Create / Replace and Projects - Get, over HTTPS with the PAT.
+//! - [`model`]: a subscription as the API returns it, and its state.
+//! - [`coverage`]: which subscriptions cover a pipeline, and the plan `lockstep hooks sync` carries out
+//!   (pure).
+//! - [`health`]: the periodic check in `lockstep run`: a metric per state and event type,
+//!   `status.hooks` on every gate, an Event when a covering subscription goes on probation or is disabled.
+//! - [`sync`]: `lockstep hooks sync`.
+
+pub mod client;
+pub mod coverage;
+pub mod health;
+pub mod model;
+pub mod sync;
+
+pub use client::{HooksClient, HooksError};
+pub use model::Subscription;
