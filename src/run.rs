@@ -2,7 +2,6 @@
 //! optional leader election, the controllers, and shutdown on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,8 @@ use crate::poll_cache::PollCache;
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
 use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
 use crate::webhook::{
-    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookServer,
-    WebhookState,
+    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookAuthFlags,
+    WebhookServer, WebhookState, RELOAD_INTERVAL,
 };
 use crate::{pipeline_gate, service_trace};
 
@@ -53,24 +52,8 @@ pub struct RunArgs {
     pub lease_duration: kube::core::Duration,
     #[arg(long, env = "LOCKSTEP_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
-    /// Username expected in the HTTP Basic credentials of service hooks.
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_USERNAME")]
-    pub webhook_username: Option<String>,
-    /// File holding the HTTP Basic password of service hooks (mounted from a Secret).
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_PASSWORD_FILE")]
-    pub webhook_password_file: Option<PathBuf>,
-    /// File holding the shared header token of service hooks (mounted from a Secret).
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_TOKEN_FILE")]
-    pub webhook_token_file: Option<PathBuf>,
-    #[arg(
-        long,
-        env = "LOCKSTEP_WEBHOOK_TOKEN_HEADER",
-        default_value = "X-Lockstep-Token"
-    )]
-    pub webhook_token_header: String,
-    /// Accept service hooks without credentials; only behind something that authenticates for you.
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_ALLOW_UNAUTHENTICATED")]
-    pub webhook_allow_unauthenticated: bool,
+    #[command(flatten)]
+    pub webhook_auth: WebhookAuthFlags,
     /// Polling period while a run is queued or in progress.
     #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
     pub fast_interval: kube::core::Duration,
@@ -124,6 +107,15 @@ fn identity() -> String {
         })
         .unwrap_or_else(|| "lockstep".to_string());
     format!("{host}-{}", std::process::id())
+}
+
+/// lockstep's own namespace (where the webhook Secret lives): `$POD_NAMESPACE` (the chart sets it), else
+/// the client's default (the in-cluster service account's namespace, or the kubeconfig context's).
+fn own_namespace(client: &kube::Client) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string())
 }
 
 /// Flip `shutdown` to true on the first SIGTERM or SIGINT.
@@ -184,6 +176,8 @@ async fn run_controllers(
 struct RunningWebhook {
     server: WebhookServer,
     feed: tokio::task::JoinHandle<()>,
+    /// Re-reads the credential files; `None` when no credential comes from a file.
+    reloader: Option<tokio::task::JoinHandle<()>>,
     hints: WebhookHints,
 }
 
@@ -197,23 +191,22 @@ async fn start_webhook(
     registry: &mut Registry,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<RunningWebhook>, RunError> {
-    let auth = match WebhookAuth::from_files(
-        args.webhook_username.as_deref(),
-        args.webhook_password_file.as_deref(),
-        args.webhook_token_file.as_deref(),
-        Some(&args.webhook_token_header),
-    ) {
-        Ok(auth) => auth,
-        Err(AuthConfigError::NothingConfigured) if args.webhook_allow_unauthenticated => {
-            warn!("webhook receiver accepts unauthenticated deliveries (--webhook-allow-unauthenticated)");
-            WebhookAuth::allow_unauthenticated()
-        }
-        Err(AuthConfigError::NothingConfigured) => {
+    // The one path from flags to the receiver's policy, the one its tests exercise.
+    let namespace = own_namespace(client);
+    let auth = match WebhookAuth::from_run_flags(&args.webhook_auth, client, &namespace).await {
+        Ok(Some(auth)) => auth,
+        Ok(None) => {
             warn!("no webhook credentials configured (--webhook-username/--webhook-password-file or --webhook-token-file): webhook receiver disabled, relying on polling");
             return Ok(None);
         }
         Err(e) => return Err(RunError::WebhookAuth(e)),
     };
+    if !auth.is_enforced() {
+        warn!(
+            "webhook receiver accepts unauthenticated deliveries (--webhook-allow-unauthenticated)"
+        );
+    }
+    let reloader = auth.spawn_reloader(RELOAD_INTERVAL, shutdown_requested(shutdown.clone()));
     let index = Arc::new(HintIndex::new());
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
@@ -228,6 +221,7 @@ async fn start_webhook(
     Ok(Some(RunningWebhook {
         server,
         feed,
+        reloader,
         hints: WebhookHints {
             log: index,
             metrics,
@@ -387,6 +381,9 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         let _ = ops.await;
         if let Some(webhook) = webhook {
             webhook.feed.abort();
+            if let Some(reloader) = webhook.reloader {
+                reloader.abort();
+            }
             if let Err(e) = webhook.server.wait().await {
                 warn!(error = %e, "webhook receiver");
             }
