@@ -26,6 +26,16 @@ struct Replica {
 
 impl Replica {
     async fn start(h: &Harness, name: &str, password_file: &Path) -> Replica {
+        Self::start_with(
+            h,
+            name,
+            password_file,
+            &["--webhook-password-secret", SECRET],
+        )
+        .await
+    }
+
+    async fn start_with(h: &Harness, name: &str, password_file: &Path, extra: &[&str]) -> Replica {
         let log = h.dir.path().join(format!("{name}.log"));
         let child = lockstep_command(&h.kubeconfig)
             .args([
@@ -33,9 +43,8 @@ impl Replica {
                 "json",
                 "--webhook-password-file",
                 password_file.to_str().unwrap(),
-                "--webhook-password-secret",
-                SECRET,
             ])
+            .args(extra)
             // What the chart passes: the username from the Secret as an environment variable, the
             // namespace from the downward API.
             .env("LOCKSTEP_WEBHOOK_USERNAME", USERNAME)
@@ -203,4 +212,56 @@ async fn generated_password_rotation_and_no_leak_at_trace() {
             assert!(!log.contains(needle), "the {what} is in the log");
         }
     }
+}
+
+/// A password file laid out as the kubelet mounts a Secret (`password -> ..data/password`, `..data ->
+/// ..<version>`) and rotated the way it updates one: a new version directory, then an atomic rename of a
+/// new `..data` symlink. The running process accepts the new password without a restart, and at every
+/// moment the old or the new one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_mounted_secret_is_picked_up_without_a_restart() {
+    let h = Harness::start(PAT, &[]).await;
+    let mount = h.dir.path().join("mounted");
+    std::fs::create_dir(&mount).unwrap();
+    let version = |n: u32, password: &str| {
+        let dir = mount.join(format!("..2026_11_30_{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("password"), password).unwrap();
+        let tmp = mount.join("..data_tmp");
+        std::os::unix::fs::symlink(dir.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, mount.join("..data")).unwrap();
+    };
+    version(1, "first-password-abcdef\n");
+    std::os::unix::fs::symlink("..data/password", mount.join("password")).unwrap();
+    let mut replica = Replica::start_with(
+        &h,
+        "r",
+        &mount.join("password"),
+        &["--webhook-username", USERNAME],
+    )
+    .await;
+    assert_eq!(replica.deliver("first-password-abcdef").await, 200);
+    version(2, "second-password-123456\n");
+    let changed = Instant::now();
+    loop {
+        let old = replica.deliver("first-password-abcdef").await;
+        let new = replica.deliver("second-password-123456").await;
+        assert!(
+            old == 200 || new == 200,
+            "neither password works: old {old}, new {new}"
+        );
+        if new == 200 {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(30),
+            "the rotated password was not accepted within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "rotated password accepted {:?} after the swap",
+        changed.elapsed()
+    );
+    replica.child.kill().await.unwrap();
 }
