@@ -1198,6 +1198,17 @@ mod tests {
         // A normal delivery is unaffected.
         let (status, _) = deliver_over_tcp(server.local_addr(), run_event("after-slow")).await;
         assert_eq!(status, 202);
+        // A keep-alive connection left idle after its request is closed by the same timeout.
+        use tokio::io::AsyncWriteExt;
+        let mut kept = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        kept.write_all(format!("GET {HOOK_PATH} HTTP/1.1\r\nHost: l\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (answer, closed) = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
+        assert!(closed, "an idle keep-alive connection was kept");
     }
 
     async fn deliver_over_tcp(addr: SocketAddr, body: Vec<u8>) -> (u16, String) {
