@@ -290,11 +290,12 @@ impl WebhookAuth {
         token_file: Option<&Path>,
         token_header: Option<&str>,
     ) -> Result<Self, AuthConfigError> {
+        // With a password already known (read from the Secret just now) the file is not read here: it is
+        // absent or stale until the kubelet syncs the Secret, and the first reload compares it with the
+        // password in force, so a rotation that reached the file first is still picked up.
         let file_password = match (&known_password, password_file) {
             (None, Some(path)) => Some(read_secret(path, "password")?),
-            // Absent or stale until the kubelet syncs the Secret: a baseline for change, not the truth.
-            (Some(_), Some(path)) => read_secret(path, "password").ok(),
-            (_, None) => None,
+            _ => None,
         };
         let password = known_password.clone().or_else(|| file_password.clone());
         let basic = match (username, password) {
@@ -920,9 +921,26 @@ mod tests {
         assert!(matches!(auth.reload(), Reload::Kept(_)), "no file yet");
         std::fs::write(&file, "gen-1\n").unwrap();
         assert_eq!(auth.reload(), Reload::Unchanged);
+        assert_eq!(auth.reload(), Reload::Unchanged);
         std::fs::write(&file, "rotated-2").unwrap();
         assert_eq!(auth.reload(), Reload::Rotated);
         assert_eq!(auth.check(&basic_header("ado", "rotated-2")), Ok(()));
+    }
+
+    /// A rotation that reached the mounted file before lockstep read the Secret's password is still
+    /// picked up at the first reload.
+    #[test]
+    fn a_file_newer_than_the_generated_password_wins_at_the_first_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "newer").unwrap();
+        let flags = flags(Some("ado"), Some(&file), None, false);
+        let auth = WebhookAuth::from_flags(&flags, Some(SecretString::new("older")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(auth.check(&basic_header("ado", "older")), Ok(()));
+        assert_eq!(auth.reload(), Reload::Rotated);
+        assert_eq!(auth.check(&basic_header("ado", "newer")), Ok(()));
     }
 
     #[tokio::test]
