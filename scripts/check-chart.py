@@ -411,6 +411,10 @@ def check_webhook_auth_guards() -> None:
                         "configure a password or a token")
     expect_render_error({"webhook": {"auth": {"existingSecret": "x", "passwordKey": "", "tokenKey": "t"}}},
                         "a username needs a password")
+    # lockstep refuses a password without a username (--webhook-password-file needs --webhook-username).
+    expect_render_error({"webhook": {"auth": {"username": ""}}}, "a password needs a username")
+    expect_render_error({"webhook": {"auth": {"existingSecret": "x", "usernameKey": "", "tokenKey": "t"}}},
+                        "a password needs a username")
     objects, _ = render({"webhook": {"auth": {"password": "s3cret-from-values", "token": "tok"}}})
     secret = one(objects, "Secret")
     check(set(secret["data"]) == {"username", "password", "token"}, f"created Secret keys: {sorted(secret['data'])}")

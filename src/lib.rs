@@ -16,6 +16,7 @@
 //!   pipeline per period; [`pipeline_key`]: what an object follows, normalised.
 //! - [`conditions`]: kstatus Ready/Reconciling/Stalled; [`secret`]: a string that cannot be logged.
 //! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
+//!   [`http_server`]: bounded connections (header timeout, cap, prompt shutdown) for both listeners;
 //!   [`telemetry`]: metrics and logs; [`leader`]: leader election.
 //!
 //! # A webhook delivery
@@ -35,6 +36,7 @@ pub mod check;
 pub mod conditions;
 pub mod crd;
 pub mod hooks;
+pub mod http_server;
 pub mod leader;
 pub mod nudge;
 pub mod ops_server;

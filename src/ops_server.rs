@@ -15,6 +15,8 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::http_server::{serve_bounded, ConnectionLimits};
+
 /// Readiness shared between the controller (writer) and the probe (reader).
 #[derive(Clone, Default)]
 pub struct Readiness(Arc<AtomicBool>);
@@ -46,16 +48,29 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
         })
 }
 
-/// Serve until `shutdown` resolves.
+/// Scrapers and probes open few connections; anything beyond this is not a kubelet or a Prometheus.
+const OPS_MAX_CONNECTIONS: usize = 64;
+
+/// Serve until `shutdown` resolves, with the same connection bounds as the webhook receiver
+/// ([`crate::http_server`]): a probe port that a stuck client could hold open would delay shutdown too.
 pub async fn serve_ops(
     listener: TcpListener,
     registry: Arc<Registry>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, ops_router(registry, readiness))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = ConnectionLimits {
+        max_connections: OPS_MAX_CONNECTIONS,
+        ..ConnectionLimits::default()
+    };
+    serve_bounded(
+        listener,
+        ops_router(registry, readiness),
+        limits,
+        None,
+        shutdown,
+    )
+    .await
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {

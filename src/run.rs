@@ -2,7 +2,6 @@
 //! optional leader election, the controllers, and shutdown on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,8 @@ use crate::telemetry::{
 };
 use crate::webhook::{
     feed_from_watchers, AllowlistError, AuthConfigError, HintIndex, ServeError,
-    SubscriptionAllowlist, WebhookAuth, WebhookConfig, WebhookServer, WebhookState,
+    SubscriptionAllowlist, WebhookAuth, WebhookAuthFlags, WebhookConfig, WebhookServer,
+    WebhookState, RELOAD_INTERVAL,
 };
 use crate::{pipeline_gate, service_trace};
 
@@ -58,21 +58,8 @@ pub struct RunArgs {
     pub lease_duration: kube::core::Duration,
     #[arg(long, env = "LOCKSTEP_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
-    /// Username expected in the HTTP Basic credentials of service hooks.
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_USERNAME")]
-    pub webhook_username: Option<String>,
-    /// File holding the HTTP Basic password of service hooks (mounted from a Secret).
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_PASSWORD_FILE")]
-    pub webhook_password_file: Option<PathBuf>,
-    /// File holding the shared header token of service hooks (mounted from a Secret).
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_TOKEN_FILE")]
-    pub webhook_token_file: Option<PathBuf>,
-    #[arg(
-        long,
-        env = "LOCKSTEP_WEBHOOK_TOKEN_HEADER",
-        default_value = "X-Lockstep-Token"
-    )]
-    pub webhook_token_header: String,
+    #[command(flatten)]
+    pub webhook_auth: WebhookAuthFlags,
     /// Accept deliveries only from these service-hook subscription ids (comma-separated or repeated),
     /// as a second factor beside the credentials; others are answered 401. Empty: any subscription.
     #[arg(
@@ -81,9 +68,6 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub webhook_allowed_subscriptions: Vec<String>,
-    /// Accept service hooks without credentials; only behind something that authenticates for you.
-    #[arg(long, env = "LOCKSTEP_WEBHOOK_ALLOW_UNAUTHENTICATED")]
-    pub webhook_allow_unauthenticated: bool,
     /// Polling period while a run is queued or in progress.
     #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
     pub fast_interval: kube::core::Duration,
@@ -163,6 +147,15 @@ fn identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// lockstep's own namespace (where the webhook Secret lives): `$POD_NAMESPACE` (the chart sets it), else
+/// the client's default (the in-cluster service account's namespace, or the kubeconfig context's).
+fn own_namespace(client: &kube::Client) -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// Flip `shutdown` to true on the first SIGTERM or SIGINT.
 fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -235,6 +228,8 @@ async fn run_controllers(
 struct RunningWebhook {
     server: WebhookServer,
     feed: tokio::task::JoinHandle<()>,
+    /// Re-reads the credential files; `None` when no credential comes from a file.
+    reloader: Option<tokio::task::JoinHandle<()>>,
     hints: WebhookHints,
 }
 
@@ -248,18 +243,11 @@ async fn start_webhook(
     registry: &mut Registry,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<RunningWebhook>, RunError> {
-    let auth = match WebhookAuth::from_files(
-        args.webhook_username.as_deref(),
-        args.webhook_password_file.as_deref(),
-        args.webhook_token_file.as_deref(),
-        Some(&args.webhook_token_header),
-    ) {
-        Ok(auth) => auth,
-        Err(AuthConfigError::NothingConfigured) if args.webhook_allow_unauthenticated => {
-            warn!("webhook receiver accepts unauthenticated deliveries (--webhook-allow-unauthenticated)");
-            WebhookAuth::allow_unauthenticated()
-        }
-        Err(AuthConfigError::NothingConfigured) => {
+    // The one path from flags to the receiver's policy, the one its tests exercise.
+    let namespace = own_namespace(client);
+    let auth = match WebhookAuth::from_run_flags(&args.webhook_auth, client, &namespace).await {
+        Ok(Some(auth)) => auth,
+        Ok(None) => {
             warn!("no webhook credentials configured (--webhook-username/--webhook-password-file or --webhook-token-file): webhook receiver disabled, relying on polling");
             return Ok(None);
         }
@@ -273,6 +261,12 @@ async fn start_webhook(
             "webhook receiver accepts listed subscriptions only"
         );
     }
+    if !auth.is_enforced() {
+        warn!(
+            "webhook receiver accepts unauthenticated deliveries (--webhook-allow-unauthenticated)"
+        );
+    }
+    let reloader = auth.spawn_reloader(RELOAD_INTERVAL, shutdown_requested(shutdown.clone()));
     let index = Arc::new(HintIndex::new());
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
@@ -296,6 +290,7 @@ async fn start_webhook(
     Ok(Some(RunningWebhook {
         server,
         feed,
+        reloader,
         hints: WebhookHints {
             log: index,
             metrics,
@@ -491,6 +486,9 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         let _ = ops.await;
         if let Some(webhook) = webhook {
             webhook.feed.abort();
+            if let Some(reloader) = webhook.reloader {
+                reloader.abort();
+            }
             if let Err(e) = webhook.server.wait().await {
                 warn!(error = %e, "webhook receiver");
             }

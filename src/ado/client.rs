@@ -6,7 +6,14 @@
 //! - Bodies may start with a UTF-8 BOM, which serde_json rejects.
 //! - Rate limits are per identity and organization: a `429`, or a `Retry-After` on any response, puts the
 //!   organization on hold, and calls for it fail fast with [`AdoError::RateLimited`] until the hold ends,
-//!   without touching the network.
+//!   without touching the network. `Retry-After` is read in both forms RFC 9110 §10.2.3 allows (seconds,
+//!   or an HTTP date); a 429 without it waits for `X-RateLimit-Reset` (Unix epoch seconds). Every hold is
+//!   capped at [`RATE_LIMIT_MAX_HOLD`] (5 minutes, ADO's throughput window), so a date far in the future
+//!   (a clock skew, a broken proxy) cannot silence an organization for longer.
+//! - Bodies are read in chunks and capped at [`ClientConfig::max_response_bytes`] (16 MiB by default,
+//!   hundreds of times the largest answer lockstep asks for); a longer answer is dropped as soon as it
+//!   crosses the cap (or at once when its `Content-Length` says so) and is a transient
+//!   [`AdoError::InvalidResponse`], so the last verdict stands and memory stays bounded.
 //! - 5xx, timeouts and connection failures are retried a few times with exponential backoff.
 //! - The token never appears in an error: it only travels in a sensitive `Authorization` header, and any
 //!   text taken from a response is scrubbed of it before it is put in an error.
@@ -32,11 +39,15 @@ const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Hold after a 429 that names no `Retry-After`; doubled on each consecutive 429.
 const RATE_LIMIT_BASE_HOLD: Duration = Duration::from_secs(10);
-/// Longest hold: ADO's throughput window is 5 minutes, so usage has recovered by then.
-const RATE_LIMIT_MAX_HOLD: Duration = Duration::from_secs(300);
+/// Longest hold: ADO's throughput window is 5 minutes, so usage has recovered by then. Also the cap for a
+/// `Retry-After` date or `X-RateLimit-Reset` far in the future.
+pub const RATE_LIMIT_MAX_HOLD: Duration = Duration::from_secs(300);
 /// Hold when `X-RateLimit-Remaining` reaches 0 on a successful response without `Retry-After`:
 /// the next request would only be delayed by ADO, so pause briefly instead.
 const RATE_LIMIT_EXHAUSTED_HOLD: Duration = Duration::from_secs(10);
+/// Default cap on one response body. The largest answer lockstep asks for (a Builds List page, a filtered
+/// Refs List) is tens of KiB; 16 MiB leaves room for huge repositories and still bounds memory per request.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Server-provided text put into errors is cut to this many characters to keep messages one line.
 const MAX_DETAIL_CHARS: usize = 300;
 
@@ -50,6 +61,8 @@ pub struct ClientConfig {
     /// The `api-version` query parameter (Azure DevOps Server may need an older one).
     pub api_version: String,
     pub user_agent: String,
+    /// Longest response body read; a longer one is an [`AdoError::InvalidResponse`] (transient).
+    pub max_response_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +72,7 @@ impl Default for ClientConfig {
             max_retries: 3,
             api_version: "7.1".to_string(),
             user_agent: format!("lockstep/{}", env!("CARGO_PKG_VERSION")),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -362,11 +376,24 @@ impl AdoClient {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.bytes().await;
+        let body = read_capped(response, self.inner.config.max_response_bytes).await;
         self.observe(call.endpoint, Some(status), started.elapsed());
         let body = match body {
             Ok(b) => b,
-            Err(e) => return Attempt::Retry(transport_error(&e, token)),
+            Err(BodyRead::Transport(e)) => return Attempt::Retry(transport_error(&e, token)),
+            // Asking again would bring the same answer: the caller keeps its last verdict instead.
+            Err(BodyRead::TooLarge) if (200..=299).contains(&status) => {
+                self.record_rate_limit(org, &headers, false);
+                return Attempt::Done(Err(AdoError::InvalidResponse {
+                    endpoint: call.endpoint.to_string(),
+                    detail: format!(
+                        "the answer is larger than {} MiB, more than any answer lockstep expects; lockstep keeps the last verdict and asks again later",
+                        self.inner.config.max_response_bytes / (1024 * 1024)
+                    ),
+                }));
+            }
+            // An error page too long to read still has its status, which is what decides.
+            Err(BodyRead::TooLarge) => Vec::new(),
         };
 
         let rate_limited = status == 429;
@@ -425,13 +452,18 @@ impl AdoClient {
     ) -> Option<Duration> {
         let mut holds = self.inner.holds.lock().unwrap_or_else(|p| p.into_inner());
         let entry = holds.entry(org.clone()).or_default();
-        let retry_after = header_seconds(headers, RETRY_AFTER.as_str());
+        let now = jiff::Timestamp::now();
+        let retry_after = retry_after(headers, now);
         let hold = if is_429 {
             let backoff = RATE_LIMIT_BASE_HOLD
                 .saturating_mul(1u32 << entry.consecutive_429.min(5))
                 .min(RATE_LIMIT_MAX_HOLD);
             entry.consecutive_429 = entry.consecutive_429.saturating_add(1);
-            Some(retry_after.unwrap_or(backoff))
+            Some(
+                retry_after
+                    .or_else(|| until_reset(headers, now))
+                    .unwrap_or(backoff),
+            )
         } else {
             entry.consecutive_429 = 0;
             retry_after.or_else(|| exhausted_hold(headers))
@@ -452,27 +484,70 @@ fn exhausted_hold(headers: &HeaderMap) -> Option<Duration> {
     if remaining > 0.0 {
         return None;
     }
-    let until_reset = header_str(headers, "x-ratelimit-reset")
-        .and_then(|v| v.parse::<i64>().ok())
-        .and_then(|reset| {
-            let secs = reset.checked_sub(jiff::Timestamp::now().as_second())?;
-            u64::try_from(secs).ok().map(Duration::from_secs)
-        });
     Some(
-        until_reset
+        until_reset(headers, jiff::Timestamp::now())
             .unwrap_or(RATE_LIMIT_EXHAUSTED_HOLD)
             .min(RATE_LIMIT_EXHAUSTED_HOLD),
     )
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name)?.to_str().ok().map(str::trim)
+/// `X-RateLimit-Reset`: the Unix epoch second when usage is back to 0 (docs/ado-api.md §3), as a wait
+/// from `now`. A reset already past is no wait; the caller caps a long one.
+fn until_reset(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+    let reset = header_str(headers, "x-ratelimit-reset")?
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite())?;
+    let secs = (reset - now.as_second() as f64).clamp(0.0, RATE_LIMIT_MAX_HOLD.as_secs_f64());
+    Some(Duration::from_secs_f64(secs))
 }
 
-/// A header holding seconds (`Retry-After: 30`, also fractional).
-fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
-    let secs = header_str(headers, name)?.parse::<f64>().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+/// `Retry-After` in either form of RFC 9110 §10.2.3: delta-seconds (`30`, fractions tolerated) or an
+/// HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, which RFC 2822's grammar covers), as a wait
+/// from `now`. A date in the past is no wait; anything beyond [`RATE_LIMIT_MAX_HOLD`] is cut to it.
+fn retry_after(headers: &HeaderMap, now: jiff::Timestamp) -> Option<Duration> {
+    let value = header_str(headers, RETRY_AFTER.as_str())?;
+    let secs = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => secs,
+        Ok(_) => return None,
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::DateTimeParser::new()
+                .parse_timestamp(value)
+                .ok()?;
+            at.duration_since(now).as_secs_f64().max(0.0)
+        }
+    };
+    Some(Duration::from_secs_f64(
+        secs.min(RATE_LIMIT_MAX_HOLD.as_secs_f64()),
+    ))
+}
+
+/// Why a body was not read whole.
+enum BodyRead {
+    Transport(reqwest::Error),
+    TooLarge,
+}
+
+/// The body, chunk by chunk, never holding more than `cap` bytes: a declared length over the cap is
+/// refused before reading, and an undeclared one is dropped (closing the connection) once it crosses it.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyRead> {
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > cap as u64) {
+        return Err(BodyRead::TooLarge);
+    }
+    let initial = declared.map_or(8 * 1024, |len| len as usize);
+    let mut body = Vec::with_capacity(initial.min(cap));
+    while let Some(chunk) = response.chunk().await.map_err(BodyRead::Transport)? {
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(BodyRead::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name)?.to_str().ok().map(str::trim)
 }
 
 fn retry_delay(attempt: u32) -> Duration {

@@ -665,6 +665,42 @@ mod tests {
             .collect()
     }
 
+    /// Issue 13, defect 3: two Azure DevOps Server collections that differ only by port are two
+    /// organizations; a delivery from one never reaches the other's gates, whichever URL names it.
+    #[test]
+    fn server_collections_on_two_ports_are_routed_apart() {
+        let idx = HintIndex::new();
+        idx.apply_gate(&gate(
+            "a",
+            "on-8080",
+            "http://ado.corp:8080/coll",
+            42,
+            "main",
+        ));
+        idx.apply_gate(&gate(
+            "b",
+            "on-9090",
+            "http://ado.corp:9090/coll",
+            42,
+            "main",
+        ));
+        idx.mark_synced();
+        let with_container = br#"{"eventType":"build.complete","resource":{"definition":{"id":42},
+            "sourceBranch":"refs/heads/main"},
+            "resourceContainers":{"collection":{"baseUrl":"http://ado.corp:8080/coll/"}}}"#;
+        let from_urls_only = br#"{"eventType":"build.complete","resource":{"definition":{"id":42},
+            "sourceBranch":"refs/heads/main",
+            "url":"http://ado.corp:9090/coll/Shop/_apis/build/Builds/7"}}"#;
+        for (body, expected) in [
+            (&with_container[..], "a/on-8080"),
+            (&from_urls_only[..], "b/on-9090"),
+        ] {
+            let event = super::super::payload::parse_event(body).unwrap();
+            let affected = idx.affected_by(&event.targets);
+            assert_eq!(names(&affected.gates), vec![expected.to_string()]);
+        }
+    }
+
     #[test]
     fn gates_route_by_org_and_definition_narrowed_by_branch() {
         let idx = HintIndex::new();

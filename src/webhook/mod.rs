@@ -14,12 +14,16 @@
 pub mod allowlist;
 pub mod auth;
 pub mod dedup;
+pub mod generated_password;
 pub mod index;
 pub mod payload;
 pub mod server;
 
 pub use allowlist::{AllowlistError, SubscriptionAllowlist};
-pub use auth::{AuthConfigError, WebhookAuth, DEFAULT_TOKEN_HEADER};
+pub use auth::{
+    AuthConfigError, Reload, WebhookAuth, WebhookAuthFlags, DEFAULT_TOKEN_HEADER, RELOAD_INTERVAL,
+    ROTATION_GRACE,
+};
 pub use index::{feed_from_watchers, Affected, GateRef, HintIndex, TraceRef};
 pub use payload::{parse_event, EventKind, HintTarget, PayloadError, WebhookEvent};
 pub use server::{

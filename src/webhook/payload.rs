@@ -146,7 +146,7 @@ fn is_all_zero_guid(s: &str) -> bool {
 
 fn build_complete_targets(event: &Value) -> Vec<HintTarget> {
     let resource = &event["resource"];
-    let Some(organization) = organization_of(
+    let organizations = organization_of(
         event,
         &[
             &["url"],
@@ -155,9 +155,10 @@ fn build_complete_targets(event: &Value) -> Vec<HintTarget> {
             &["definition", "url"],
             &["project", "url"],
         ],
-    ) else {
+    );
+    if organizations.is_empty() {
         return Vec::new();
-    };
+    }
     let mut ids = Vec::new();
     push_some(&mut ids, i64_at(resource, &["definition", "id"]));
     push_some(
@@ -173,12 +174,12 @@ fn build_complete_targets(event: &Value) -> Vec<HintTarget> {
         .or_else(|| str_at(resource, &["project", "id"]))
         .or_else(|| str_at(event, &["resourceContainers", "project", "id"]))
         .map(str::to_string);
-    pipeline_targets(organization, project, ids, branch)
+    pipeline_targets(&organizations, project, ids, branch)
 }
 
 fn pipeline_event_targets(event: &Value) -> Vec<HintTarget> {
     let resource = &event["resource"];
-    let Some(organization) = organization_of(
+    let organizations = organization_of(
         event,
         &[
             &["run", "url"],
@@ -191,9 +192,10 @@ fn pipeline_event_targets(event: &Value) -> Vec<HintTarget> {
             &["job", "_links", "web", "href"],
             &["job", "_links", "pipeline.web", "href"],
         ],
-    ) else {
+    );
+    if organizations.is_empty() {
         return Vec::new();
-    };
+    }
     let mut ids = Vec::new();
     push_some(&mut ids, i64_at(resource, &["pipeline", "id"]));
     push_some(&mut ids, i64_at(resource, &["run", "pipeline", "id"]));
@@ -232,29 +234,33 @@ fn pipeline_event_targets(event: &Value) -> Vec<HintTarget> {
     let project = str_at(resource, &["projectId"])
         .or_else(|| str_at(event, &["resourceContainers", "project", "id"]))
         .map(str::to_string);
-    pipeline_targets(organization, project, ids, branch)
+    pipeline_targets(&organizations, project, ids, branch)
 }
 
 fn pipeline_targets(
-    organization: OrgKey,
+    organizations: &[OrgKey],
     project: Option<String>,
     ids: Vec<i64>,
     branch: Option<String>,
 ) -> Vec<HintTarget> {
-    ids.into_iter()
-        .filter(|id| *id > 0)
-        .map(|definition_id| HintTarget::Pipeline {
-            organization: organization.clone(),
-            project: project.clone(),
-            definition_id,
-            branch: branch.clone(),
+    organizations
+        .iter()
+        .flat_map(|organization| {
+            ids.iter()
+                .filter(|id| **id > 0)
+                .map(|definition_id| HintTarget::Pipeline {
+                    organization: organization.clone(),
+                    project: project.clone(),
+                    definition_id: *definition_id,
+                    branch: branch.clone(),
+                })
         })
         .collect()
 }
 
 fn git_push_targets(event: &Value) -> Vec<HintTarget> {
     let resource = &event["resource"];
-    let Some(organization) = organization_of(
+    let organizations = organization_of(
         event,
         &[
             &["repository", "remoteUrl"],
@@ -262,9 +268,10 @@ fn git_push_targets(event: &Value) -> Vec<HintTarget> {
             &["url"],
             &["_links", "self", "href"],
         ],
-    ) else {
+    );
+    if organizations.is_empty() {
         return Vec::new();
-    };
+    }
     let repository_id = str_at(resource, &["repository", "id"]).map(str::to_string);
     let repository_name = str_at(resource, &["repository", "name"]).map(str::to_string);
     if repository_id.is_none() && repository_name.is_none() {
@@ -277,32 +284,52 @@ fn git_push_targets(event: &Value) -> Vec<HintTarget> {
     let Some(updates) = resource.get("refUpdates").and_then(Value::as_array) else {
         return Vec::new();
     };
-    updates
+    let branches = updates
         .iter()
         .filter_map(|u| str_at(u, &["name"]))
         // Tags and other refs never move a followed branch.
-        .filter(|name| name.starts_with("refs/heads/") && name.len() > "refs/heads/".len())
-        .map(|name| HintTarget::Repository {
-            organization: organization.clone(),
-            project: project.clone(),
-            repository_id: repository_id.clone(),
-            repository_name: repository_name.clone(),
-            branch: name.to_string(),
-        })
-        .collect()
+        .filter(|name| name.starts_with("refs/heads/") && name.len() > "refs/heads/".len());
+    let mut targets = Vec::new();
+    for name in branches {
+        for organization in &organizations {
+            targets.push(HintTarget::Repository {
+                organization: organization.clone(),
+                project: project.clone(),
+                repository_id: repository_id.clone(),
+                repository_name: repository_name.clone(),
+                branch: name.to_string(),
+            });
+        }
+    }
+    targets
 }
 
-/// The organization: from `resourceContainers` (built from the org's primary URL, so possibly the
-/// `{org}.visualstudio.com` form), else from URLs inside the resource (2019 and Storage-Queue deliveries
-/// carry no `resourceContainers`). Collection first: on Azure DevOps Server the account URL is the bare host.
-fn organization_of(event: &Value, resource_urls: &[&[&str]]) -> Option<OrgKey> {
-    let containers = ["collection", "project", "account"]
+/// The organizations the event may concern: the collection's `baseUrl` from `resourceContainers` when
+/// present (exactly the collection, possibly in the `{org}.visualstudio.com` form), else every candidate
+/// the other containers and the URLs inside the resource give (2019 and Storage-Queue deliveries carry no
+/// `resourceContainers`; an Azure DevOps Server resource URL does not say where the collection path ends,
+/// see [`OrgKey::candidates_from_resource_url`]). Empty when nothing names one.
+fn organization_of(event: &Value, resource_urls: &[&[&str]]) -> Vec<OrgKey> {
+    if let Some(collection) =
+        str_at(event, &["resourceContainers", "collection", "baseUrl"]).and_then(OrgKey::from_url)
+    {
+        return vec![collection];
+    }
+    let containers = ["project", "account"]
         .into_iter()
-        .filter_map(|c| str_at(event, &["resourceContainers", c, "baseUrl"]));
+        .filter_map(|c| str_at(event, &["resourceContainers", c, "baseUrl"]))
+        .filter_map(OrgKey::from_url);
     let in_resource = resource_urls
         .iter()
-        .filter_map(|path| str_at(&event["resource"], path));
-    containers.chain(in_resource).find_map(OrgKey::from_url)
+        .filter_map(|path| str_at(&event["resource"], path))
+        .flat_map(OrgKey::candidates_from_resource_url);
+    let mut orgs: Vec<OrgKey> = Vec::new();
+    for org in containers.chain(in_resource) {
+        if !orgs.contains(&org) {
+            orgs.push(org);
+        }
+    }
+    orgs
 }
 
 /// `LG:refs/heads/master:0ffb2b…` → `refs/heads/master`. Git refs cannot contain `:`, so the last one

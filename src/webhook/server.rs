@@ -35,6 +35,7 @@ use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
 use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
 use crate::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION, WEBHOOK_FIELD_MANAGER};
+use crate::http_server::{serve_bounded, ConnectionLimits, OnRefused};
 use crate::telemetry::WebhookMetrics;
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
@@ -54,6 +55,8 @@ pub struct WebhookConfig {
     pub body_read_timeout: Duration,
     /// Subscriptions whose deliveries are accepted (empty: any); others are answered 401.
     pub allowed_subscriptions: SubscriptionAllowlist,
+    /// Header-read timeout, connection cap and shutdown drain of the listening socket.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for WebhookConfig {
@@ -65,6 +68,7 @@ impl Default for WebhookConfig {
             dedup_capacity: super::dedup::DEFAULT_CAPACITY,
             body_read_timeout: Duration::from_secs(10),
             allowed_subscriptions: SubscriptionAllowlist::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -166,8 +170,10 @@ impl WebhookServer {
     }
 }
 
-/// Bind `addr` and serve the receiver on a spawned task until `shutdown` resolves; in-flight deliveries
-/// are completed (graceful shutdown).
+/// Bind `addr` and serve the receiver on a spawned task until `shutdown` resolves. Connections are bounded
+/// ([`crate::http_server`]): headers must arrive within the header-read timeout, at most
+/// `max_connections` are open, and on shutdown idle and half-open connections close at once while
+/// deliveries being handled finish (bounded by the drain timeout).
 pub async fn serve(
     addr: SocketAddr,
     state: WebhookState,
@@ -179,12 +185,17 @@ pub async fn serve(
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
+    let limits = state.receiver.config.connections.clone();
+    let metrics = state.receiver.metrics.clone();
+    let refused: OnRefused = Arc::new(move || metrics.record_rejection("too_many_connections"));
     let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let task = tokio::spawn(serve_bounded(
+        listener,
+        app,
+        limits,
+        Some(refused),
+        shutdown,
+    ));
     tracing::info!(%local_addr, path = HOOK_PATH, "webhook receiver listening");
     Ok(WebhookServer { local_addr, task })
 }
@@ -316,7 +327,17 @@ async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookE
             "Content-Type must be application/json",
         ));
     }
-    let bytes = match read_limited(body, s.config.body_limit, s.config.body_read_timeout).await {
+    // A body declared too large is refused before any of it is read: waiting for bytes that would be
+    // thrown away only ties up the connection until the body timeout (and then answers 408, which Azure
+    // DevOps would retry with the same body).
+    let declared_too_large =
+        declared_length(headers).is_some_and(|len| len > s.config.body_limit as u64);
+    let read = if declared_too_large {
+        Err(BodyError::TooLarge)
+    } else {
+        read_limited(body, s.config.body_limit, s.config.body_read_timeout).await
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             s.metrics.record_rejection("payload_too_large");
@@ -432,6 +453,17 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The `Content-Length` the sender declared, if any (hyper has already refused an unparsable one).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 enum BodyError {
@@ -1074,6 +1106,216 @@ mod tests {
         );
         assert!(!logs.contains("hunter2"), "{logs}");
         assert!(!logs.contains(&basic("ado", PASSWORD)[6..]), "{logs}");
+    }
+
+    /// Serves `h` on a loopback port until the returned sender fires (or is dropped).
+    async fn served(h: &Harness) -> (WebhookServer, tokio::sync::oneshot::Sender<()>) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = serve("127.0.0.1:0".parse().unwrap(), h.state.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        (server, stop)
+    }
+
+    /// Reads until the peer closes or `limit` passes; returns what was read and whether it closed.
+    async fn read_until_closed(
+        stream: &mut tokio::net::TcpStream,
+        limit: Duration,
+    ) -> (String, bool) {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return (String::from_utf8_lossy(&got).into_owned(), true)
+                }
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+            }
+        }
+    }
+
+    /// A connection that starts its headers and never finishes them.
+    async fn half_open(addr: SocketAddr) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /hooks/azure-devops HTTP/1.1\r\nHost: lockstep\r\nX-Slow: ")
+            .await
+            .unwrap();
+        stream
+    }
+
+    /// Issue 13, defect 6: a body declared larger than the limit is refused at once with 413, not after
+    /// the body timeout with 408.
+    #[tokio::test]
+    async fn a_declared_oversized_body_is_413_at_once() {
+        use tokio::io::AsyncWriteExt;
+        let h = harness().await;
+        let (server, _stop) = served(&h).await;
+        let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {HOOK_PATH} HTTP/1.1\r\nHost: lockstep\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n",
+            basic("ado", PASSWORD)
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b' '; 100]).await.unwrap();
+        let started = Instant::now();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+        let elapsed = started.elapsed();
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{answer:?} after {elapsed:?}"
+        );
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "answered after {elapsed:?}"
+        );
+        // An unauthenticated sender learns nothing about the limit: authentication comes first.
+        let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                format!("POST {HOOK_PATH} HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\nContent-Length: 10737418240\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(8)).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+        assert_eq!(patches(&h), 0);
+    }
+
+    /// Issue 13, defect 5: headers that never finish are cut off by the header-read timeout.
+    #[tokio::test]
+    async fn unfinished_headers_are_closed_after_the_header_timeout() {
+        let h = harness_with(WebhookConfig {
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_millis(300),
+                ..ConnectionLimits::default()
+            },
+            ..WebhookConfig::default()
+        })
+        .await;
+        let (server, _stop) = served(&h).await;
+        let mut slow = half_open(server.local_addr()).await;
+        let mut silent = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        for stream in [&mut slow, &mut silent] {
+            let started = Instant::now();
+            let (_, closed) = read_until_closed(stream, Duration::from_secs(5)).await;
+            assert!(
+                closed,
+                "the connection was kept open for {:?}",
+                started.elapsed()
+            );
+        }
+        // A normal delivery is unaffected.
+        let (status, _) = deliver_over_tcp(server.local_addr(), run_event("after-slow")).await;
+        assert_eq!(status, 202);
+        // A keep-alive connection left idle after its request is closed by the same timeout.
+        use tokio::io::AsyncWriteExt;
+        let mut kept = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        kept.write_all(format!("GET {HOOK_PATH} HTTP/1.1\r\nHost: l\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (answer, closed) = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
+        assert!(closed, "an idle keep-alive connection was kept");
+    }
+
+    async fn deliver_over_tcp(addr: SocketAddr, body: Vec<u8>) -> (u16, String) {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}{HOOK_PATH}"))
+            .basic_auth("ado", Some(PASSWORD))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Issue 13, defect 5: past the connection cap new connections are closed at once (and counted);
+    /// once one closes, deliveries are served again.
+    #[tokio::test]
+    async fn connections_over_the_cap_are_closed_at_once() {
+        let h = harness_with(WebhookConfig {
+            connections: ConnectionLimits {
+                max_connections: 2,
+                ..ConnectionLimits::default()
+            },
+            ..WebhookConfig::default()
+        })
+        .await;
+        let (server, _stop) = served(&h).await;
+        let first = half_open(server.local_addr()).await;
+        let _second = half_open(server.local_addr()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = half_open(server.local_addr()).await;
+        let (_, closed) = read_until_closed(&mut third, Duration::from_secs(2)).await;
+        assert!(closed, "a connection over the cap was kept");
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, _) = deliver_over_tcp(server.local_addr(), run_event("under-cap")).await;
+        assert_eq!(status, 202);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
+        assert!(
+            text.contains(r#"webhook_rejections_total{reason="too_many_connections"} 1"#),
+            "{text}"
+        );
+    }
+
+    /// Issue 13, defect 5: shutdown closes idle and half-open connections at once instead of waiting for
+    /// them, and a delivery being handled still gets its answer.
+    #[tokio::test]
+    async fn shutdown_closes_idle_and_half_open_connections_at_once() {
+        let h = harness().await;
+        let (server, stop) = served(&h).await;
+        let addr = server.local_addr();
+        let mut open = Vec::new();
+        for _ in 0..5 {
+            open.push(half_open(addr).await);
+            open.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // An idle keep-alive connection after a delivery.
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("http://{addr}{HOOK_PATH}"))
+            .basic_auth("ado", Some(PASSWORD))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(run_event("before-stop"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .expect("the server stops")
+            .unwrap();
+        let took = started.elapsed();
+        eprintln!(
+            "webhook server stopped {took:?} after shutdown with 10 idle/half-open connections"
+        );
+        assert!(took < Duration::from_secs(2), "shutdown waited {took:?}");
+        for stream in &mut open {
+            let (_, closed) = read_until_closed(stream, Duration::from_secs(1)).await;
+            assert!(closed);
+        }
     }
 
     #[tokio::test]
