@@ -10,6 +10,8 @@
 //! - [`poll_cache`]: one Azure DevOps request per pipeline per period, however many objects follow it.
 //! - [`telemetry`], [`http`], [`leader`]: metrics and logs, probes, leader election.
 //! - [`pipeline_key`]: what an object follows, normalised for shared polling and webhook routing.
+//! - [`entra`]: Microsoft Entra ID tokens for Azure DevOps (workload identity, service principal, managed
+//!   identity), one per identity. [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` decided per URL for every client.
 //! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
 //! - [`trace`]: ServiceTrace's pure core (revisions, refs, stage tracing).
 //! - [`webhook`]: the Azure DevOps service-hook receiver that turns deliveries into reconcile hints.
@@ -19,11 +21,13 @@ pub mod check;
 pub mod conditions;
 pub mod controller;
 pub mod crd;
+pub mod entra;
 pub mod gate;
 pub mod http;
 pub mod leader;
 pub mod pipeline_key;
 pub mod poll_cache;
+pub mod proxy;
 pub mod run;
 pub mod secret;
 pub mod telemetry;

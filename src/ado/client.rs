@@ -50,6 +50,8 @@ pub struct ClientConfig {
     /// The `api-version` query parameter (Azure DevOps Server may need an older one).
     pub api_version: String,
     pub user_agent: String,
+    /// Proxy and extra CA certificates (see [`crate::proxy::Outbound`]).
+    pub outbound: crate::proxy::Outbound,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +61,7 @@ impl Default for ClientConfig {
             max_retries: 3,
             api_version: "7.1".to_string(),
             user_agent: format!("lockstep/{}", env!("CARGO_PKG_VERSION")),
+            outbound: crate::proxy::Outbound::default(),
         }
     }
 }
@@ -117,11 +120,15 @@ enum Attempt<T> {
 
 impl AdoClient {
     pub fn new(config: ClientConfig) -> Result<Self, AdoError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
-            .user_agent(config.user_agent.clone())
+            .user_agent(config.user_agent.clone());
+        let http = config
+            .outbound
+            .configure(builder)
+            .map_err(AdoError::InvalidRequest)?
             .build()
             .map_err(|e| {
                 AdoError::InvalidRequest(format!("could not set up the HTTP client: {e}"))
@@ -149,7 +156,7 @@ impl AdoClient {
         definition_id: i64,
         branch: &str,
         top: u32,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<Build>, AdoError> {
         let call = Call {
             endpoint: "build.builds.list",
@@ -173,7 +180,7 @@ impl AdoClient {
         org_url: &str,
         project: &str,
         build_id: i64,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Build, AdoError> {
         let id = build_id.to_string();
         let call = Call {
@@ -194,7 +201,7 @@ impl AdoClient {
         project: &str,
         repository: &str,
         filter: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitRef>, AdoError> {
         let call = Call {
             endpoint: "git.refs.list",
@@ -217,7 +224,7 @@ impl AdoClient {
         project: &str,
         repository: &str,
         object_id: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<GitAnnotatedTag, AdoError> {
         let call = Call {
             endpoint: "git.annotatedtags.get",
@@ -249,7 +256,7 @@ impl AdoClient {
         version: &str,
         version_type: &str,
         top: u32,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitCommitRef>, AdoError> {
         let call = Call {
             endpoint: "git.commits.list",
@@ -284,7 +291,7 @@ impl AdoClient {
         org_url: &str,
         project: &str,
         repository: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<GitRepository, AdoError> {
         let call = Call {
             endpoint: "git.repositories.get",
@@ -299,8 +306,9 @@ impl AdoClient {
     async fn get_json<T: DeserializeOwned>(
         &self,
         call: Call<'_>,
-        token: &SecretString,
+        credential: &(impl Credential + ?Sized),
     ) -> Result<T, AdoError> {
+        let token = credential.secret();
         let org = OrgKey::from_url(call.org_url).ok_or_else(|| {
             AdoError::InvalidRequest(format!(
                 "organization URL \"{}\" is not an http(s) URL such as https://dev.azure.com/contoso",
@@ -308,7 +316,7 @@ impl AdoClient {
             ))
         })?;
         let url = build_url(&call, &self.inner.config.api_version)?;
-        let auth = basic_auth(token)?;
+        let auth = credential.authorization()?;
         let org_display = call.org_url.trim().trim_end_matches('/').to_string();
 
         let mut attempt = 0;
@@ -560,9 +568,66 @@ fn redact(text: &str, token: &SecretString) -> String {
     }
 }
 
+/// How a request authenticates: a PAT (a bare [`SecretString`], sent as HTTP Basic) or an [`AdoAuth`].
+pub trait Credential: Send + Sync {
+    /// The `Authorization` header, marked sensitive so no `Debug` of the request prints it.
+    fn authorization(&self) -> Result<HeaderValue, AdoError>;
+    /// The secret to scrub from any text put into an error.
+    fn secret(&self) -> &SecretString;
+    /// The Entra identity a Bearer token belongs to, for a rejection message that names it.
+    fn entra_identity(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Credential for SecretString {
+    fn authorization(&self) -> Result<HeaderValue, AdoError> {
+        basic_auth(self)
+    }
+    fn secret(&self) -> &SecretString {
+        self
+    }
+}
+
+/// The credential of one request: a personal access token or a Microsoft Entra access token.
+#[derive(Clone, Debug)]
+pub enum AdoAuth {
+    /// Personal access token or `SYSTEM_ACCESSTOKEN`, sent as HTTP Basic with an empty user name.
+    Pat(SecretString),
+    /// Microsoft Entra access token for Azure DevOps, sent as `Bearer`. `identity` names it in messages.
+    Bearer {
+        token: SecretString,
+        identity: String,
+    },
+}
+
+impl Credential for AdoAuth {
+    fn authorization(&self) -> Result<HeaderValue, AdoError> {
+        match self {
+            Self::Pat(token) => basic_auth(token),
+            Self::Bearer { token, .. } => sensitive_header(&format!("Bearer {}", token.expose())),
+        }
+    }
+    fn secret(&self) -> &SecretString {
+        match self {
+            Self::Pat(token) | Self::Bearer { token, .. } => token,
+        }
+    }
+    fn entra_identity(&self) -> Option<&str> {
+        match self {
+            Self::Pat(_) => None,
+            Self::Bearer { identity, .. } => Some(identity),
+        }
+    }
+}
+
 fn basic_auth(token: &SecretString) -> Result<HeaderValue, AdoError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!(":{}", token.expose()));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+    sensitive_header(&format!("Basic {encoded}"))
+}
+
+fn sensitive_header(text: &str) -> Result<HeaderValue, AdoError> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
         AdoError::InvalidRequest("the token cannot be sent as an HTTP header".to_string())
     })?;
     value.set_sensitive(true);

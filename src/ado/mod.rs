@@ -4,6 +4,6 @@ pub mod client;
 pub mod error;
 pub mod models;
 
-pub use client::{AdoClient, ClientConfig, RequestObserver};
+pub use client::{AdoAuth, AdoClient, ClientConfig, Credential, RequestObserver};
 pub use error::AdoError;
 pub use models::*;
