@@ -2,6 +2,7 @@
 //! Flux, Argo CD and `kubectl wait` read. Field names follow `docs/DESIGN.md` exactly.
 
 mod common;
+mod credentials;
 // kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.
 #[allow(clippy::duplicated_attributes)]
 mod pipeline_gate;
@@ -9,6 +10,7 @@ mod pipeline_gate;
 mod service_trace;
 
 pub use common::*;
+pub use credentials::*;
 pub use pipeline_gate::*;
 pub use service_trace::*;
 

@@ -121,6 +121,19 @@ impl EntraClient {
                 self.client_credentials(identity, authority, tenant_id, client_id, &form)
                     .await
             }
+            EntraIdentity::ClientAssertion {
+                tenant_id,
+                client_id,
+                assertion,
+                authority,
+            } => {
+                let form = [
+                    ("client_assertion", assertion.expose()),
+                    ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ];
+                self.client_credentials(identity, authority, tenant_id, client_id, &form)
+                    .await
+            }
             EntraIdentity::ClientSecret {
                 tenant_id,
                 client_id,

@@ -19,6 +19,7 @@ mod assertion;
 mod cache;
 mod client;
 mod error;
+pub mod sources;
 
 pub use assertion::{CertificateCredential, CertificateError};
 pub use cache::{EntraTokens, TokenCacheStats};
@@ -64,6 +65,14 @@ pub enum EntraIdentity {
         certificate: Arc<CertificateCredential>,
         authority: Url,
     },
+    /// A federated token handed over directly (the `idToken` an Azure Pipelines `AzureCLI` task exports
+    /// for a workload identity federation service connection), exchanged as a client assertion.
+    ClientAssertion {
+        tenant_id: String,
+        client_id: String,
+        assertion: SecretString,
+        authority: Url,
+    },
     /// The managed identity of the node (system-assigned) or a user-assigned one by client id.
     ManagedIdentity { client_id: Option<String> },
 }
@@ -103,6 +112,15 @@ impl EntraIdentity {
                 "cert|{authority}|{tenant_id}|{client_id}|{}",
                 certificate.fingerprint()
             ),
+            Self::ClientAssertion {
+                tenant_id,
+                client_id,
+                assertion,
+                authority,
+            } => format!(
+                "assertion|{authority}|{tenant_id}|{client_id}|{}",
+                sha256_hex(assertion.expose().as_bytes())
+            ),
             Self::ManagedIdentity { client_id } => {
                 format!("mi|{}", client_id.as_deref().unwrap_or(""))
             }
@@ -131,6 +149,13 @@ impl EntraIdentity {
             } => format!(
                 "service principal (client id {client_id}, tenant {tenant_id}, certificate)"
             ),
+            Self::ClientAssertion {
+                tenant_id,
+                client_id,
+                ..
+            } => format!(
+                "service principal (client id {client_id}, tenant {tenant_id}, federated token)"
+            ),
             Self::ManagedIdentity {
                 client_id: Some(id),
             } => format!("managed identity (client id {id})"),
@@ -144,6 +169,7 @@ impl EntraIdentity {
     pub(crate) fn secret(&self) -> Option<&str> {
         match self {
             Self::ClientSecret { secret, .. } => Some(secret.expose()),
+            Self::ClientAssertion { assertion, .. } => Some(assertion.expose()),
             _ => None,
         }
     }
