@@ -102,6 +102,27 @@ impl ProxyEnv {
         self.proxy_for(&url)?.as_str().parse().ok()
     }
 
+    /// Decide the Kubernetes client's proxy for its cluster URL. kube-rs has already put `HTTPS_PROXY`
+    /// into `proxy_url` (or left it out when `NO_PROXY` matched the *proxy's* address); a `proxy-url` from
+    /// the kubeconfig differs from that variable and is kept, as kubectl keeps it.
+    pub fn apply_to_kube(
+        &self,
+        config: &mut kube::Config,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) {
+        let kube_env_proxy = ["HTTPS_PROXY", "https_proxy"]
+            .into_iter()
+            .find_map(|k| lookup(k).filter(|v| !v.trim().is_empty()))
+            .and_then(|v| v.trim().parse::<http::Uri>().ok());
+        let from_kubeconfig = config
+            .proxy_url
+            .as_ref()
+            .is_some_and(|p| Some(p) != kube_env_proxy.as_ref());
+        if !from_kubeconfig {
+            config.proxy_url = self.kube_proxy_for(&config.cluster_url);
+        }
+    }
+
     /// Where the proxy is, for a start-up log line: scheme, host and port only, never credentials.
     pub fn describe(&self) -> String {
         let show = |u: &Option<Url>| match u {
@@ -427,6 +448,43 @@ mod tests {
         assert_eq!(
             e.kube_proxy_for(&"https://127.0.0.1:6443".parse().unwrap()),
             None
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_client_gets_the_per_url_decision_unless_the_kubeconfig_names_a_proxy() {
+        let vars = [
+            ("HTTPS_PROXY", "http://proxy.corp:3128"),
+            ("NO_PROXY", "10.0.0.0/8,.cluster.local"),
+        ];
+        let e = env(&vars);
+        let lookup = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let config_for = |cluster: &str, proxy: Option<&str>| {
+            let mut c = kube::Config::new(cluster.parse().unwrap());
+            c.proxy_url = proxy.map(|p| p.parse().unwrap());
+            c
+        };
+        // kube-rs put HTTPS_PROXY in although NO_PROXY covers the API server: dropped.
+        let mut inside = config_for("https://10.0.0.1:443", Some("http://proxy.corp:3128"));
+        e.apply_to_kube(&mut inside, lookup);
+        assert_eq!(inside.proxy_url, None);
+        // In-cluster config never reads the proxy variables: added for an API server outside NO_PROXY.
+        let mut outside = config_for("https://aks-dns.hcp.westeurope.azmk8s.io:443", None);
+        e.apply_to_kube(&mut outside, lookup);
+        assert_eq!(
+            outside.proxy_url.map(|u| u.to_string()).as_deref(),
+            Some("http://proxy.corp:3128/")
+        );
+        // A kubeconfig proxy-url is the user's explicit choice.
+        let mut explicit = config_for("https://10.0.0.1:443", Some("http://other:8080"));
+        e.apply_to_kube(&mut explicit, lookup);
+        assert_eq!(
+            explicit.proxy_url.map(|u| u.to_string()).as_deref(),
+            Some("http://other:8080/")
         );
     }
 
