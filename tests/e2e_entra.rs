@@ -74,9 +74,7 @@ impl Env {
         harness
             .sim
             .add_definition(ORG, PROJECT, DEFINITION, "base-image");
-        let id = harness
-            .sim
-            .queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA);
+        let id = harness.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA);
         harness.sim.start_run(id);
         harness.sim.complete_run(id, RunResult::Succeeded);
         Env {
@@ -322,9 +320,13 @@ async fn an_expired_token_is_refreshed_before_use() {
     env.entra.expire_tokens();
     // The expired token is refused once at most (it was handed out before it expired); after that
     // lockstep holds short-lived tokens and refreshes each before it expires.
-    env.wait_gate("refresh", "g", Duration::from_secs(30), "Ready again", |g| {
-        is_ready(g)
-    })
+    env.wait_gate(
+        "refresh",
+        "g",
+        Duration::from_secs(30),
+        "Ready again",
+        |g| is_ready(g),
+    )
     .await;
     let before = env.entra.tokens_issued(WI_CLIENT);
     let rejected_before = unauthorized(&env.sim);
@@ -361,7 +363,8 @@ async fn aadsts700016_stalls_the_gates_naming_the_client_id_and_nothing_secret_l
         b64(SP_SECRET)
     ))
     .await;
-    env.entra.fail_client(SP_CLIENT, EntraError::ApplicationNotFound);
+    env.entra
+        .fail_client(SP_CLIENT, EntraError::ApplicationNotFound);
     let org = env.sim.org_url(ORG);
     for name in ["a", "b"] {
         env.apply(&gate_yaml(
@@ -397,7 +400,9 @@ async fn aadsts700016_stalls_the_gates_naming_the_client_id_and_nothing_secret_l
     // Both gates share one failed request per hold, not one each per reconcile.
     assert!(env.entra.token_requests(SP_CLIENT) <= 3);
 
-    let events = env.kubectl(&["-n", "denied", "get", "events", "-o", "json"]).await;
+    let events = env
+        .kubectl(&["-n", "denied", "get", "events", "-o", "json"])
+        .await;
     let statuses = env
         .kubectl(&["-n", "denied", "get", "pipelinegates", "-o", "json"])
         .await;
@@ -452,7 +457,12 @@ async fn lockstep_run_reaches_azure_devops_through_the_proxy_and_kubernetes_dire
     let log = harness.dir.path().join("lockstep.log");
     let file = std::fs::File::create(&log).unwrap();
     let _lockstep = lockstep_command(&harness.kubeconfig)
-        .args(["--log-format", "json", "--ca-file", ca_file.to_str().unwrap()])
+        .args([
+            "--log-format",
+            "json",
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ])
         .env("RUST_LOG", "info,lockstep=debug")
         .env("HTTPS_PROXY", proxy.url())
         .env("HTTP_PROXY", proxy.url())

@@ -352,3 +352,132 @@ async fn token_requests_go_through_the_proxy_unless_no_proxy_covers_the_authorit
     assert_eq!(direct.token.expose(), "direct");
     assert_eq!(proxy.received_requests().await.unwrap().len(), 1);
 }
+
+/// The token client against the test kit's fake Entra ID, which verifies what a real one would: the
+/// certificate assertion's RS256 signature and x5t#S256, the federated token's issuer and subject, the
+/// scope, IMDS's Metadata header.
+mod against_the_fake {
+    use super::*;
+    use lockstep_testkit::entra::{
+        service_account_token, EntraConfig, EntraError as FakeError, EntraFake, GrantKind,
+    };
+    use lockstep_testkit::tls::TestCa;
+
+    const TENANT: &str = "tenant-fake";
+
+    async fn fake() -> (EntraFake, EntraClient) {
+        let fake = EntraFake::start(EntraConfig::default()).await.unwrap();
+        let client = EntraClient::new(EntraClientConfig {
+            imds_endpoint: fake.imds_endpoint().parse().unwrap(),
+            ..EntraClientConfig::default()
+        })
+        .unwrap();
+        (fake, client)
+    }
+
+    #[tokio::test]
+    async fn every_source_gets_a_token_the_fake_accepts() {
+        let (fake, client) = fake().await;
+        let authority = parse_authority(&fake.url()).unwrap();
+        let ca = TestCa::new().unwrap();
+        let cert = ca.client_certificate("lockstep").unwrap();
+        fake.add_client_certificate(TENANT, "cert-app", cert.der().as_ref());
+        fake.add_client_secret(TENANT, "secret-app", SECRET);
+        fake.add_federated_credential(
+            TENANT,
+            "wi-app",
+            "https://issuer.test",
+            "system:serviceaccount:ns:sa",
+        );
+        fake.add_managed_identity(TENANT, "mi-app");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(
+            &file,
+            service_account_token("https://issuer.test", "ns", "sa", Duration::from_secs(600)),
+        )
+        .unwrap();
+
+        let identities = [
+            EntraIdentity::ClientCertificate {
+                tenant_id: TENANT.into(),
+                client_id: "cert-app".into(),
+                certificate: Arc::new(
+                    CertificateCredential::from_pem(cert.bundle_pem().as_bytes()).unwrap(),
+                ),
+                authority: authority.clone(),
+            },
+            EntraIdentity::ClientSecret {
+                tenant_id: TENANT.into(),
+                client_id: "secret-app".into(),
+                secret: SecretString::new(SECRET),
+                authority: authority.clone(),
+            },
+            EntraIdentity::WorkloadIdentity {
+                tenant_id: TENANT.into(),
+                client_id: "wi-app".into(),
+                token_file: file.clone(),
+                authority: authority.clone(),
+            },
+            EntraIdentity::ManagedIdentity {
+                client_id: Some("mi-app".into()),
+            },
+        ];
+        for identity in &identities {
+            let issued = client
+                .request_token(identity)
+                .await
+                .unwrap_or_else(|e| panic!("{identity:?}: {e}"));
+            assert!(
+                fake.registry().validate(issued.token.expose()).is_some(),
+                "{identity:?}"
+            );
+        }
+        assert_eq!(fake.count("cert-app", GrantKind::ClientCertificate), 1);
+        assert_eq!(fake.count("wi-app", GrantKind::FederatedToken), 1);
+        assert_eq!(fake.count("mi-app", GrantKind::ManagedIdentity), 1);
+
+        // A federated token for another service account is not accepted: AADSTS70021, not transient.
+        std::fs::write(
+            &file,
+            service_account_token(
+                "https://issuer.test",
+                "ns",
+                "other",
+                Duration::from_secs(600),
+            ),
+        )
+        .unwrap();
+        let err = client.request_token(&identities[2]).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert_eq!(err.aadsts_code(), Some("AADSTS70021"), "{err}");
+        assert!(err.to_string().contains("federated credential"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_fakes_failures_are_classified() {
+        let (fake, client) = fake().await;
+        let identity = EntraIdentity::ClientSecret {
+            tenant_id: TENANT.into(),
+            client_id: "app".into(),
+            secret: SecretString::new(SECRET),
+            authority: parse_authority(&fake.url()).unwrap(),
+        };
+        fake.add_client_secret(TENANT, "app", SECRET);
+        fake.fail_client("app", FakeError::ApplicationNotFound);
+        let err = client.request_token(&identity).await.unwrap_err();
+        assert_eq!(err.aadsts_code(), Some("AADSTS700016"), "{err}");
+        assert!(err.to_string().contains("client id app"), "{err}");
+        fake.heal_client("app");
+        fake.fail_next(1, 503);
+        assert!(client
+            .request_token(&identity)
+            .await
+            .unwrap_err()
+            .is_transient());
+        fake.garbage_next(1);
+        let garbage = client.request_token(&identity).await.unwrap_err();
+        assert!(!garbage.is_transient(), "{garbage}");
+        assert!(client.request_token(&identity).await.is_ok());
+    }
+}
