@@ -9,7 +9,9 @@ use jiff::Timestamp;
 
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{AcceptableResult, GatePolicy, IgnorableResult};
-use crate::gate::{decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting};
+use crate::pipeline_gate::{
+    decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting,
+};
 use crate::pipeline_key::{full_branch_ref, OrgKey};
 use crate::secret::SecretString;
 

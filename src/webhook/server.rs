@@ -32,17 +32,13 @@ use serde_json::json;
 use super::auth::WebhookAuth;
 use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
-use super::metrics::WebhookMetrics;
 use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
-use crate::crd::{PipelineGate, ServiceTrace};
+use crate::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION, WEBHOOK_FIELD_MANAGER};
+use crate::telemetry::WebhookMetrics;
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
-/// Annotation whose change makes the controller reconcile an object (Flux's `requestedAt` pattern).
-pub const REQUESTED_AT_ANNOTATION: &str = "lockstep.dev/requested-at";
 /// Azure DevOps caps payloads at 2 MB; anything larger is not a service hook.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
-/// Field manager of the annotation patches (the status manager is `lockstep`).
-pub const FIELD_MANAGER: &str = "lockstep-webhook";
 
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
@@ -72,10 +68,10 @@ impl Default for WebhookConfig {
 /// Everything a delivery needs; cheap to clone.
 #[derive(Clone)]
 pub struct WebhookState {
-    shared: Arc<Shared>,
+    receiver: Arc<Receiver>,
 }
 
-struct Shared {
+struct Receiver {
     client: kube::Client,
     index: Arc<HintIndex>,
     auth: WebhookAuth,
@@ -103,7 +99,7 @@ impl WebhookState {
     ) -> Self {
         let dedup = EventDedup::new(config.dedup_capacity);
         Self {
-            shared: Arc::new(Shared {
+            receiver: Arc::new(Receiver {
                 client,
                 index,
                 auth,
@@ -115,11 +111,11 @@ impl WebhookState {
     }
 
     pub fn index(&self) -> &Arc<HintIndex> {
-        &self.shared.index
+        &self.receiver.index
     }
 
     pub fn metrics(&self) -> &WebhookMetrics {
-        &self.shared.metrics
+        &self.receiver.metrics
     }
 }
 
@@ -190,7 +186,7 @@ pub async fn serve(
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
-    let s = &state.shared;
+    let s = &state.receiver;
     let event = match admit(s, &headers, body).await {
         Ok(event) => event,
         Err(refusal) => return refusal,
@@ -290,7 +286,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
 
 /// Authentication, content type, body and JSON, in that order: everything that refuses a delivery
 /// with a 4xx before anything else happens.
-async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
+async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
     if let Err(failure) = s.auth.check(headers) {
         s.metrics.record_rejection(failure.as_label());
         tracing::debug!(
@@ -352,7 +348,7 @@ async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEve
 }
 
 async fn annotate_all<K>(
-    s: &Shared,
+    s: &Receiver,
     objects: &[ObjectRef<K>],
     requested_at: &str,
 ) -> Result<(), kube::Error>
@@ -364,7 +360,7 @@ where
 {
     let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: requested_at}}});
     let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
+        field_manager: Some(WEBHOOK_FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
     // Futures are built up front (not in a stream combinator's closure) so no higher-ranked lifetime
@@ -381,7 +377,7 @@ where
 }
 
 async fn annotate_one<K>(
-    s: &Shared,
+    s: &Receiver,
     object: &ObjectRef<K>,
     patch: &serde_json::Value,
     params: &PatchParams,
@@ -601,6 +597,7 @@ mod tests {
     struct Harness {
         fake: Arc<Mutex<FakeKube>>,
         state: WebhookState,
+        registry: prometheus_client::registry::Registry,
     }
 
     const PASSWORD: &str = "hunter2-webhook-password";
@@ -626,14 +623,19 @@ mod tests {
         index.mark_synced();
         let auth =
             WebhookAuth::new(Some(("ado".into(), SecretString::new(PASSWORD))), None).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
         let state = WebhookState::with_config(
             fake_client(fake.clone()),
             index,
             auth,
-            WebhookMetrics::new(),
+            WebhookMetrics::register(&mut registry),
             config,
         );
-        Harness { fake, state }
+        Harness {
+            fake,
+            state,
+            registry,
+        }
     }
 
     fn harness() -> Harness {
@@ -1000,13 +1002,11 @@ mod tests {
     #[tokio::test]
     async fn metrics_count_outcomes_and_rejections() {
         let h = harness();
-        let mut registry = prometheus_client::registry::Registry::default();
-        h.state.metrics().register(&mut registry);
         send(&h, run_event("m-1")).await;
         send(&h, run_event("m-1")).await;
         send_with(&h, None, Some("application/json"), run_event("m-2")).await;
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
         for expected in [
             r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="accepted"} 1"#,
             r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="duplicate"} 1"#,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
+use tracing::Instrument;
 
 use super::backoff::retry_delay;
 use super::Error;
@@ -111,15 +112,23 @@ where
         self.with_entry(key, |e| f(&mut e.extra))
     }
 
-    /// Run one reconcile of `key`: timed for the metrics, and a success ends the object's failure streak.
+    /// Run one reconcile of `key`: timed for the metrics, inside a `reconcile` span naming the object (so
+    /// every log line of the reconcile carries kind, namespace and name), and a success ends the
+    /// object's failure streak.
     pub async fn track_reconcile(
         &self,
         metrics: &std::sync::Arc<Metrics>,
         key: &ObjectRef<K>,
         reconcile: impl Future<Output = Result<Action, Error>>,
     ) -> Result<Action, Error> {
+        let span = tracing::info_span!(
+            "reconcile",
+            kind = self.kind,
+            namespace = key.namespace.as_deref().unwrap_or_default(),
+            name = %key.name,
+        );
         let timer = metrics.reconcile_started(self.kind);
-        let result = reconcile.await;
+        let result = reconcile.instrument(span).await;
         match &result {
             Ok(_) => {
                 self.with_entry(key, |e| e.failures = 0);
