@@ -300,8 +300,41 @@ async fn a_rejected_bearer_token_is_unauthorized_without_the_token() {
         .list_builds(&org, "Shop", 1, "main", 5, &auth)
         .await
         .unwrap_err();
-    assert!(matches!(err, AdoError::Unauthorized { .. }), "{err}");
-    assert!(!format!("{err} {err:?}").contains("entra-token-1"));
+    assert!(matches!(err, AdoError::EntraTokenRejected { .. }), "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("entra-token-1"), "{text}");
+    assert!(
+        text.contains("client id c") && text.contains("Build (read)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_entra_token_refused_with_a_windows_auth_challenge_points_at_azure_devops_server() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .append_header("WWW-Authenticate", "Negotiate")
+                .append_header("WWW-Authenticate", "NTLM"),
+        )
+        .mount(&server)
+        .await;
+    let ado = AdoClient::new(ClientConfig::default()).unwrap();
+    let auth = AdoAuth::Bearer {
+        token: SecretString::new("entra-token-1"),
+        identity: "workload identity (client id c, tenant t)".into(),
+    };
+    let org = format!("{}/DefaultCollection", server.uri());
+    let err = ado
+        .list_builds(&org, "Shop", 1, "main", 5, &auth)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Azure DevOps Server") && text.contains("secretRef"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -317,6 +317,7 @@ impl AdoClient {
         })?;
         let url = build_url(&call, &self.inner.config.api_version)?;
         let auth = credential.authorization()?;
+        let entra_identity = credential.entra_identity();
         let org_display = call.org_url.trim().trim_end_matches('/').to_string();
 
         let mut attempt = 0;
@@ -328,7 +329,14 @@ impl AdoClient {
                 });
             }
             let outcome = self
-                .attempt::<T>(&call, &url, &auth, &org, &org_display, token)
+                .attempt::<T>(
+                    &call,
+                    &url,
+                    &auth,
+                    (&org, &org_display),
+                    token,
+                    entra_identity,
+                )
                 .await;
             match outcome {
                 Attempt::Done(result) => return result,
@@ -346,9 +354,9 @@ impl AdoClient {
         call: &Call<'_>,
         url: &url::Url,
         auth: &HeaderValue,
-        org: &OrgKey,
-        org_display: &str,
+        (org, org_display): (&OrgKey, &str),
         token: &SecretString,
+        entra_identity: Option<&str>,
     ) -> Attempt<T> {
         let started = Instant::now();
         let sent = self
@@ -379,9 +387,21 @@ impl AdoClient {
 
         let rate_limited = status == 429;
         let hold = self.record_rate_limit(org, &headers, rate_limited);
-        let unauthorized = || AdoError::Unauthorized {
-            organization: org_display.to_string(),
-            status,
+        let unauthorized = || match entra_identity {
+            Some(identity) => AdoError::EntraTokenRejected {
+                organization: org_display.to_string(),
+                status,
+                identity: identity.to_string(),
+                advice: if asks_for_windows_auth(&headers) {
+                    ENTRA_ON_SERVER_ADVICE
+                } else {
+                    ENTRA_REJECTED_ADVICE
+                },
+            },
+            None => AdoError::Unauthorized {
+                organization: org_display.to_string(),
+                status,
+            },
         };
         match status {
             429 => Attempt::Done(Err(AdoError::RateLimited {
@@ -481,6 +501,27 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
     let secs = header_str(headers, name)?.parse::<f64>().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// What to do when Azure DevOps Services refuses an Entra identity.
+const ENTRA_REJECTED_ADVICE: &str = "add the identity to the organization (Organization settings > Users, access level Basic) and grant it Build (read) and Code (read) on the project";
+/// What to do when the server turns out to be Azure DevOps Server.
+const ENTRA_ON_SERVER_ADVICE: &str = "the server asks for Windows authentication, as Azure DevOps Server (on-premises) does, and Azure DevOps Server does not accept Microsoft Entra tokens: use secretRef with a personal access token";
+
+/// A challenge for Windows authentication and none for Bearer: IIS in front of Azure DevOps Server.
+/// Azure DevOps Services challenges with `Bearer authorization_uri=...` (and `Basic`).
+fn asks_for_windows_auth(headers: &HeaderMap) -> bool {
+    let challenges: Vec<String> = headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    let windows = challenges
+        .iter()
+        .any(|c| c.starts_with("negotiate") || c.starts_with("ntlm"));
+    let bearer = challenges.iter().any(|c| c.starts_with("bearer"));
+    windows && !bearer
 }
 
 fn retry_delay(attempt: u32) -> Duration {
@@ -601,6 +642,15 @@ pub enum AdoAuth {
     },
 }
 
+impl AdoAuth {
+    /// The token itself (for cache fingerprints and scrubbing).
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            Self::Pat(token) | Self::Bearer { token, .. } => token,
+        }
+    }
+}
+
 impl Credential for AdoAuth {
     fn authorization(&self) -> Result<HeaderValue, AdoError> {
         match self {
@@ -609,9 +659,7 @@ impl Credential for AdoAuth {
         }
     }
     fn secret(&self) -> &SecretString {
-        match self {
-            Self::Pat(token) | Self::Bearer { token, .. } => token,
-        }
+        AdoAuth::secret(self)
     }
     fn entra_identity(&self) -> Option<&str> {
         match self {
@@ -733,6 +781,28 @@ mod tests {
             .as_str()
             .starts_with("https://tfs.corp/DefaultCollection/Shop/a%2Fb?"));
         assert!(url.as_str().ends_with("api-version=6.0"));
+    }
+
+    #[test]
+    fn windows_auth_challenges_mean_azure_devops_server() {
+        let mut h = HeaderMap::new();
+        assert!(!asks_for_windows_auth(&h));
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Negotiate"),
+        );
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("NTLM"),
+        );
+        assert!(asks_for_windows_auth(&h));
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "Bearer authorization_uri=https://login.microsoftonline.com/x",
+            ),
+        );
+        assert!(!asks_for_windows_auth(&h));
     }
 
     #[test]

@@ -77,6 +77,22 @@ pub enum EntraIdentity {
     ManagedIdentity { client_id: Option<String> },
 }
 
+/// What the reconcilers need for the Entra sources: the process-wide token cache and the pod's
+/// workload identity environment.
+pub struct EntraContext {
+    pub tokens: EntraTokens,
+    pub env: AzureEnv,
+}
+
+impl EntraContext {
+    pub fn new(client: EntraClient, env: AzureEnv) -> Self {
+        Self {
+            tokens: EntraTokens::new(client),
+            env,
+        }
+    }
+}
+
 /// Identifies an identity in the token cache. It holds no secret: secret material enters only as a
 /// SHA-256 digest, so a rotated client secret or certificate is a new key (and a new token).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
