@@ -54,6 +54,7 @@ impl TokenSource for EntraClient {
 
 struct Held {
     token: SecretString,
+    issued_at: Instant,
     refresh_at: Instant,
     expires_at: Instant,
 }
@@ -149,6 +150,7 @@ impl EntraTokens {
                 let token = issued.token;
                 slot.held = Some(Held {
                     token: token.clone(),
+                    issued_at: sent_at,
                     refresh_at: sent_at + (lifetime - margin),
                     expires_at: sent_at + lifetime,
                 });
@@ -168,6 +170,32 @@ impl EntraTokens {
                 answer
             }
         }
+    }
+}
+
+impl EntraTokens {
+    /// Azure DevOps refused `token` although it has not expired (revoked, or the identity's access
+    /// changed). If it is held and was issued more than `min_age` ago, drop it so the next caller gets
+    /// a fresh one, and return true: the refusal is worth one retry. A token refused right after it was
+    /// issued is not retried: a fresh one would be refused too.
+    pub async fn forget_refused(&self, token: &SecretString, min_age: Duration) -> bool {
+        let slots: Vec<_> = self.lock().values().cloned().collect();
+        for slot in slots {
+            let mut slot = slot.lock().await;
+            let refused = slot.held.as_ref().is_some_and(|h| h.token == *token);
+            if refused {
+                let old = slot
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.issued_at.elapsed() >= min_age);
+                if old {
+                    slot.held = None;
+                    warn!("Azure DevOps refused a cached Microsoft Entra token before its expiry; requesting a new one");
+                }
+                return old;
+            }
+        }
+        false
     }
 }
 
@@ -332,6 +360,24 @@ mod tests {
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
         tokio::time::advance(FAILURE_HOLD + Duration::from_millis(100)).await;
         *source.fail.lock().unwrap() = None;
+        assert_eq!(cache.token(&wi("c")).await.unwrap().expose(), "tok-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_is_replaced_once_it_has_been_in_use() {
+        let source = fake(Duration::from_secs(3600));
+        let cache = EntraTokens::with_source(source.clone());
+        let first = cache.token(&wi("c")).await.unwrap();
+        // Refused right after issue: the identity itself is refused, a new token would not help.
+        assert!(!cache.forget_refused(&first, Duration::from_secs(30)).await);
+        assert_eq!(cache.token(&wi("c")).await.unwrap().expose(), "tok-1");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(
+            !cache
+                .forget_refused(&SecretString::new("unknown"), Duration::from_secs(30))
+                .await
+        );
+        assert!(cache.forget_refused(&first, Duration::from_secs(30)).await);
         assert_eq!(cache.token(&wi("c")).await.unwrap().expose(), "tok-2");
     }
 

@@ -192,6 +192,10 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     Ok(action)
 }
 
+/// A cached Entra token refused after at least this long in use is replaced and retried once (revoked
+/// early, or the identity's access changed); refused sooner, the identity itself is refused.
+const REFUSED_TOKEN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
 async fn read_and_decide(
     gate: &PipelineGate,
@@ -252,6 +256,19 @@ async fn read_and_decide(
                 },
                 tick_phase(&key),
             );
+        }
+        Err(AdoError::EntraTokenRejected { .. })
+            if ctx
+                .io
+                .entra
+                .tokens
+                .forget_refused(auth.secret(), REFUSED_TOKEN_MIN_AGE)
+                .await =>
+        {
+            Outcome::Transient {
+                error: "Azure DevOps refused the cached Microsoft Entra token before its expiry; lockstep requests a new one".to_string(),
+                retry_after: None,
+            }
         }
         Err(err) => match decision::decide_error(err) {
             Some(verdict) => Outcome::unread(verdict),
