@@ -527,3 +527,149 @@ async fn lockstep_run_reaches_azure_devops_through_the_proxy_and_kubernetes_dire
         "something else went through the proxy (the Kubernetes API must not): {counts:?}"
     );
 }
+
+/// `lockstep check` with `vars` (and nothing else credential-like from the test's environment).
+async fn check_with(env: &Env, vars: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    cmd.arg("check")
+        .args(["--organization-url", &env.sim.org_url(ORG)])
+        .args(["--project", PROJECT, "--branch", BRANCH])
+        .args(["--definition-id", &DEFINITION.to_string()])
+        .kill_on_drop(true);
+    for v in [
+        "AZURE_DEVOPS_EXT_PAT",
+        "SYSTEM_ACCESSTOKEN",
+        "AZURE_DEVOPS_ACCESS_TOKEN",
+        "AZURE_CLIENT_ID",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_AUTHORITY_HOST",
+        "idToken",
+        "servicePrincipalId",
+        "tenantId",
+        "TF_BUILD",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("lockstep check finished")
+        .expect("lockstep check ran")
+}
+
+#[tokio::test]
+async fn lockstep_check_takes_entra_credentials_from_the_environment() {
+    let env = Env::start(Duration::from_secs(3599)).await;
+    let ca = TestCa::new().unwrap();
+    let cert = ca.client_certificate("check").unwrap();
+    env.entra
+        .add_client_certificate(TENANT, CERT_CLIENT, cert.der().as_ref());
+    let cert_file = env.dir.path().join("sp.pem");
+    std::fs::write(&cert_file, cert.bundle_pem()).unwrap();
+    // What an AzureCLI task with addSpnToEnvironment exports for a workload identity federation
+    // service connection: the OIDC token Azure DevOps issued, here federated with SP_CLIENT.
+    env.entra.add_federated_credential(
+        TENANT,
+        SP_CLIENT,
+        "https://vstoken.dev.azure.test/org",
+        "sc://contoso/Shop/lockstep",
+    );
+    let id_token = {
+        let now = jiff::Timestamp::now().as_second();
+        lockstep_testkit::entra::jwt(
+            &serde_json::json!({"alg": "RS256"}),
+            &serde_json::json!({"iss": "https://vstoken.dev.azure.test/org", "sub": "sc://contoso/Shop/lockstep",
+                                "aud": "api://AzureADTokenExchange", "iat": now, "nbf": now, "exp": now + 600}),
+            b"sig",
+        )
+    };
+    let authority = ("AZURE_AUTHORITY_HOST", env.entra.url());
+    let ids = |client: &str| {
+        vec![
+            ("AZURE_TENANT_ID", TENANT.to_string()),
+            ("AZURE_CLIENT_ID", client.to_string()),
+            authority.clone(),
+        ]
+    };
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("client secret", {
+            let mut v = ids(SP_CLIENT);
+            v.push(("AZURE_CLIENT_SECRET", SP_SECRET.to_string()));
+            v
+        }),
+        ("certificate", {
+            let mut v = ids(CERT_CLIENT);
+            v.push((
+                "AZURE_CLIENT_CERTIFICATE_PATH",
+                cert_file.display().to_string(),
+            ));
+            v
+        }),
+        ("federated token file", {
+            let mut v = ids(WI_CLIENT);
+            v.push((
+                "AZURE_FEDERATED_TOKEN_FILE",
+                env.token_file.display().to_string(),
+            ));
+            v
+        }),
+        (
+            "AzureCLI addSpnToEnvironment",
+            vec![
+                ("servicePrincipalId", SP_CLIENT.to_string()),
+                ("tenantId", TENANT.to_string()),
+                ("idToken", id_token),
+                authority.clone(),
+            ],
+        ),
+        (
+            "access token",
+            vec![(
+                "AZURE_DEVOPS_ACCESS_TOKEN",
+                env.entra.issue_token(
+                    TENANT,
+                    WI_CLIENT,
+                    lockstep_testkit::entra::GrantKind::FederatedToken,
+                ),
+            )],
+        ),
+    ];
+    for (what, vars) in &cases {
+        let out = check_with(&env, vars).await;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{what}: {stdout}\n{stderr}");
+        assert!(
+            !format!("{stdout}{stderr}").contains("eyJ"),
+            "{what}: a token was printed"
+        );
+        assert!(
+            !stderr.contains(SP_SECRET),
+            "{what}: the secret was printed"
+        );
+    }
+
+    env.entra
+        .fail_client(SP_CLIENT, EntraError::ApplicationNotFound);
+    let mut vars = ids(SP_CLIENT);
+    vars.push(("AZURE_CLIENT_SECRET", SP_SECRET.to_string()));
+    let out = check_with(&env, &vars).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("AADSTS700016") && stderr.contains(SP_CLIENT),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SP_SECRET));
+}
