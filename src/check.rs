@@ -488,7 +488,7 @@ mod tests {
 
     #[test]
     fn the_token_comes_from_either_variable() {
-        let token = |vars: &[(&str, &str)]| match validate(&args(&[]), env_with(vars))
+        let token = |vars: &'static [(&'static str, &'static str)]| match validate(&args(&[]), env_with(vars))
             .unwrap()
             .credential
         {
