@@ -488,9 +488,12 @@ mod tests {
 
     #[test]
     fn the_token_comes_from_either_variable() {
-        let token = |vars: &'static [(&'static str, &'static str)]| match validate(&args(&[]), env_with(vars))
-            .unwrap()
-            .credential
+        let token = |vars: &'static [(&'static str, &'static str)]| match validate(
+            &args(&[]),
+            env_with(vars),
+        )
+        .unwrap()
+        .credential
         {
             CheckCredential::Token(AdoAuth::Pat(t)) => t.expose().to_string(),
             other => panic!("{other:?}"),
