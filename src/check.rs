@@ -29,7 +29,7 @@ const RUNS_PER_POLL: u32 = 25;
 /// 1 blocked, 2 timed out, 3 usage or authentication error).
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// Organization URL, e.g. https://dev.azure.com/contoso (in Azure Pipelines: the pipeline's own).
+    /// Organization URL, e.g. <https://dev.azure.com/contoso> (in Azure Pipelines: the pipeline's own).
     #[arg(long, value_name = "URL", env = "SYSTEM_COLLECTIONURI")]
     pub organization_url: String,
     /// Project name or id (in Azure Pipelines: the pipeline's own).

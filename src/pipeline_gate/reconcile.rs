@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::decision::{self, DecisionInput, Phase, Policy, Reason, Verdict};
 use super::status::{self, GateEvent, Outcome, Severity, StatusInput};
@@ -70,10 +70,8 @@ pub async fn reconcile(gate: Arc<PipelineGate>, ctx: Arc<GateContext>) -> Result
 
 /// Back off exponentially per gate on Kubernetes API errors (see [`crate::reconciler::backoff`]).
 pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext>) -> Action {
-    let key = ObjectRef::from_obj(&*gate);
-    let delay = ctx.memory.retry_delay_after_failure(&key);
-    warn!(gate = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    ctx.memory
+        .requeue_after_failure(&ObjectRef::from_obj(&*gate), error)
 }
 
 async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Action, Error> {

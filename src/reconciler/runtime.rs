@@ -29,7 +29,7 @@ use crate::telemetry::Metrics;
 pub const RECONCILE_CONCURRENCY: u16 = 32;
 
 /// How long in-flight reconciles may run on after shutdown began.
-const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 /// What the controllers share, built once per process (survives losing and regaining leadership).
 #[derive(Clone)]

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::commit_dates::CommitDates;
 use super::deployed::DeployedKind;
@@ -60,12 +60,10 @@ pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Resu
         .await
 }
 
-/// Back off exponentially per trace on Kubernetes API errors (see [`super::backoff`]).
+/// Back off exponentially per trace on Kubernetes API errors (see [`crate::reconciler::backoff`]).
 pub fn error_policy(trace: Arc<ServiceTrace>, error: &Error, ctx: Arc<TraceContext>) -> Action {
-    let key = ObjectRef::from_obj(&*trace);
-    let delay = ctx.memory.retry_delay_after_failure(&key);
-    warn!(trace = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+    ctx.memory
+        .requeue_after_failure(&ObjectRef::from_obj(&*trace), error)
 }
 
 async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Action, Error> {

@@ -198,6 +198,7 @@ pub enum EntraError {
 pub struct EntraConfig {
     tls: Option<TlsServerConfig>,
     public_url: Option<String>,
+    aliases: Vec<String>,
     token_lifetime: Duration,
 }
 
@@ -206,6 +207,7 @@ impl Default for EntraConfig {
         EntraConfig {
             tls: None,
             public_url: None,
+            aliases: Vec::new(),
             token_lifetime: Duration::from_secs(3599),
         }
     }
@@ -223,6 +225,14 @@ impl EntraConfig {
     /// must name this URL in `aud`.
     pub fn public_url(mut self, url: &str) -> Self {
         self.public_url = Some(url.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Another authority URL clients may use for this fake (e.g. `https://login.microsoftonline.test`
+    /// through the test proxy while [`EntraFake::url`] stays `https://127.0.0.1:{port}`): client
+    /// assertions may name its token endpoint in `aud` too.
+    pub fn also_known_as(mut self, url: &str) -> Self {
+        self.aliases.push(url.trim_end_matches('/').to_string());
         self
     }
 
@@ -288,6 +298,8 @@ struct Shared {
     state: Mutex<State_>,
     registry: TokenRegistry,
     base_url: String,
+    /// Authority URLs accepted in assertion audiences: `base_url` and the aliases.
+    authorities: Vec<String>,
     imds_url: String,
 }
 
@@ -354,6 +366,9 @@ impl EntraFake {
                 counts: HashMap::new(),
             }),
             registry: TokenRegistry::default(),
+            authorities: std::iter::once(base_url.clone())
+                .chain(config.aliases.iter().cloned())
+                .collect(),
             base_url,
             imds_url: format!("http://{imds_addr}/metadata/identity/oauth2/token"),
         });
@@ -642,7 +657,7 @@ fn router(shared: Arc<Shared>) -> axum::Router {
 
 struct Oauth {
     status: StatusCode,
-    error: &'static str,
+    error: std::borrow::Cow<'static, str>,
     code: u32,
     message: String,
 }
@@ -651,7 +666,7 @@ impl Oauth {
     fn new(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> Oauth {
         Oauth {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            error,
+            error: error.into(),
             code,
             message: message.into(),
         }
@@ -684,8 +699,7 @@ impl Oauth {
                 message,
             } => Oauth {
                 status: StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                // Leaked once per configured error: a test sets a handful at most.
-                error: Box::leak(error.clone().into_boxed_str()),
+                error: error.clone().into(),
                 code: *code,
                 message: message.clone(),
             },
@@ -958,7 +972,7 @@ fn token_answer(
                             format!("The request body must contain the following parameter: 'client_assertion_type' with the value '{JWT_BEARER}'."),
                         ));
                     }
-                    check_assertion(app, a, client_id, tenant, &shared.base_url)?;
+                    check_assertion(app, a, client_id, tenant, &shared.authorities)?;
                 }
             }
             state.lifetime
@@ -1072,7 +1086,7 @@ fn check_assertion(
     assertion: &str,
     client_id: &str,
     tenant: &str,
-    base_url: &str,
+    authorities: &[String],
 ) -> Result<(), Oauth> {
     let jwt = parse_jwt(assertion).ok_or_else(|| {
         invalid_jwt("The client assertion is not a JWS in compact serialization.")
@@ -1140,10 +1154,15 @@ fn check_assertion(
         ));
     }
     // Entra accepts the v2.0 or v1 token endpoint of the tenant as the audience.
-    let accepted = [
-        format!("{base_url}/{tenant}/oauth2/v2.0/token"),
-        format!("{base_url}/{tenant}/oauth2/token"),
-    ];
+    let accepted: Vec<String> = authorities
+        .iter()
+        .flat_map(|base| {
+            [
+                format!("{base}/{tenant}/oauth2/v2.0/token"),
+                format!("{base}/{tenant}/oauth2/token"),
+            ]
+        })
+        .collect();
     let aud = audiences(&jwt.claims);
     if !aud
         .iter()
@@ -1153,7 +1172,7 @@ fn check_assertion(
             401,
             "invalid_client",
             700212,
-            format!("The audience {aud:?} of the client assertion is not the token endpoint: expected '{}'.", accepted[0]),
+            format!("The audience {aud:?} of the client assertion is not the token endpoint: expected '{}'.", accepted.first().map(String::as_str).unwrap_or_default()),
         ));
     }
     check_times(&jwt.claims)
@@ -1359,7 +1378,7 @@ fn imds_answer(
             return (
                 Some(client_id),
                 Some(tenant),
-                imds_error(o.status.as_u16(), o.error, &description),
+                imds_error(o.status.as_u16(), &o.error, &description),
             );
         }
         (client_id, tenant, state.lifetime)

@@ -727,3 +727,26 @@ async fn control_api_drives_the_fake_with_json() {
     assert_eq!(log["counts"][APP]["clientSecret"], 2);
     assert_eq!(log["value"][1]["errorCode"], 700016);
 }
+
+#[tokio::test]
+async fn assertions_may_name_an_alias_of_the_authority() {
+    let ca = TestCa::new().expect("CA");
+    let cert = ca.client_certificate("lockstep-sp").expect("cert");
+    let fake = EntraFake::start(
+        EntraConfig::default().also_known_as("https://login.microsoftonline.test/"),
+    )
+    .await
+    .expect("fake");
+    fake.add_client_certificate(TENANT, APP, cert.der());
+    let alias = format!("https://login.microsoftonline.test/{TENANT}/oauth2/v2.0/token");
+    let assertion = entra::certificate_assertion(&cert, &alias, APP).expect("assertion");
+    let (status, body) = post_form(&fake, TENANT, &assertion_form(APP, &assertion)).await;
+    assert_eq!(status, 200, "{body:#}");
+    // The v1 endpoint of the real authority is accepted as an audience too.
+    let v1 =
+        entra::certificate_assertion(&cert, &format!("{}/{TENANT}/oauth2/token", fake.url()), APP)
+            .expect("assertion");
+    let (status, _) = post_form(&fake, TENANT, &assertion_form(APP, &v1)).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.count(APP, GrantKind::ClientCertificate), 2);
+}

@@ -111,12 +111,18 @@ impl AdoSimulator {
             faults: std::sync::Mutex::new(FaultState::default()),
             log: std::sync::Mutex::new(Vec::new()),
             notification_ids: std::sync::Mutex::new(Default::default()),
+            hooks: std::sync::Mutex::new(super::subscriptions::HookStore::default()),
             entra: std::sync::Mutex::new(EntraTrust::default()),
             base_url,
             http,
         });
         let app = Router::new()
-            .nest("/_sim", super::control::router().merge(router()))
+            .nest(
+                "/_sim",
+                super::control::router()
+                    .merge(super::control_hooks::router())
+                    .merge(router()),
+            )
             .fallback(super::api::handle)
             .with_state(shared.clone());
         let server = crate::tls::serve(listener, app, options.tls.as_ref(), "ADO simulator");
