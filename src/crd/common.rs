@@ -25,18 +25,6 @@ pub struct AzureDevOpsSpec {
     pub credentials: super::Credentials,
 }
 
-/// A key of a Secret in the same namespace as the referencing object.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1))]
-    pub name: String,
-    /// Key within the Secret's data.
-    #[schemars(length(min = 1))]
-    pub key: String,
-}
-
 /// One pipeline definition on one branch.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -65,7 +65,7 @@ impl CertificateCredential {
         Ok(Self {
             key: pair,
             thumbprint_s256: b64url(digest.as_ref()),
-            fingerprint: super::sha256_hex(&material),
+            fingerprint: sha256_hex(&material),
         })
     }
 
@@ -118,6 +118,12 @@ impl CertificateCredential {
             .map_err(|_| CertificateError::UnsupportedKey)?;
         Ok(format!("{signing_input}.{}", b64url(&signature)))
     }
+}
+
+/// Lower-case hex SHA-256, for cache keys that must not hold secret material itself.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn b64url(bytes: &[u8]) -> String {
