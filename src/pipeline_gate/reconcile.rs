@@ -19,7 +19,9 @@ use crate::ado::{AdoAuth, AdoError};
 use crate::conditions::{self, READY};
 use crate::crd::{duration_or, requested_at, whole_seconds, PipelineGate, PipelineGateStatus};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
-use crate::reconciler::credentials::{objects_using_secret, resolve, CredentialError};
+use crate::reconciler::credentials::{
+    objects_using_secret, replace_refused_token, resolve, CredentialError,
+};
 use crate::reconciler::events::publish_transition_event;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
@@ -190,10 +192,6 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     Ok(action)
 }
 
-/// A cached Entra token refused after at least this long in use is replaced and retried once (revoked
-/// early, or the identity's access changed); refused sooner, the identity itself is refused.
-const REFUSED_TOKEN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
 async fn read_and_decide(
     gate: &PipelineGate,
@@ -234,6 +232,15 @@ async fn read_and_decide(
         })
         .await;
     let age = Instant::now().saturating_duration_since(fetched.finished_at);
+    if let Err(err) = &fetched.result {
+        if let Some(replaced) = replace_refused_token(&ctx.io, auth, err).await {
+            let outcome = Outcome::Transient {
+                error: replaced.to_string(),
+                retry_after: None,
+            };
+            return (outcome, 0);
+        }
+    }
     let outcome = match &fetched.result {
         Ok(runs) => {
             let branch = full_branch_ref(&pipeline.branch);
@@ -254,19 +261,6 @@ async fn read_and_decide(
                 },
                 tick_phase(&key),
             );
-        }
-        Err(AdoError::EntraTokenRejected { .. })
-            if ctx
-                .io
-                .entra
-                .tokens
-                .forget_refused(auth.secret(), REFUSED_TOKEN_MIN_AGE)
-                .await =>
-        {
-            Outcome::Transient {
-                error: "Azure DevOps refused the cached Microsoft Entra token before its expiry; lockstep requests a new one".to_string(),
-                retry_after: None,
-            }
         }
         Err(err) => match decision::decide_error(err) {
             Some(verdict) => Outcome::unread(verdict),

@@ -12,7 +12,7 @@ use kube::{Api, Resource};
 use super::io::ReconcileIo;
 use super::token_cache::TokenCache;
 use super::Error;
-use crate::ado::AdoAuth;
+use crate::ado::{AdoAuth, AdoError};
 use crate::crd::{CredentialSource, Credentials, SecretKeyRef};
 use crate::entra::sources::{self, ServicePrincipalMaterial};
 use crate::entra::{EntraError, EntraIdentity};
@@ -110,6 +110,31 @@ pub async fn resolve(
         }
     };
     entra_token(io, identity).await
+}
+
+/// A cached Entra token refused after at least this long in use is replaced and the refusal treated as
+/// transient (revoked early, or the identity's access changed meanwhile); refused sooner, the identity
+/// itself is refused and the refusal stands.
+pub const REFUSED_TOKEN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For an Azure DevOps refusal of a cached Entra token that had been working: drop the token and return
+/// the transient error to report instead (the next read uses a fresh token). `None`: the error stands.
+pub async fn replace_refused_token(
+    io: &ReconcileIo,
+    auth: &AdoAuth,
+    err: &AdoError,
+) -> Option<AdoError> {
+    if !matches!(err, AdoError::EntraTokenRejected { .. }) {
+        return None;
+    }
+    io.entra
+        .tokens
+        .forget_refused(auth.secret(), REFUSED_TOKEN_MIN_AGE)
+        .await
+        .then(|| AdoError::Unavailable {
+            status: None,
+            detail: "Azure DevOps refused the cached Microsoft Entra token before its expiry; a new one is requested".to_string(),
+        })
 }
 
 async fn entra_token(

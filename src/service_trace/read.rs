@@ -28,6 +28,7 @@ use super::stages::{
 use crate::ado::{AdoAuth, AdoError, Build};
 use crate::crd::{requested_at, DeployedRef, ServiceTrace, WorkloadKind, WorkloadRef};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::reconciler::credentials::replace_refused_token;
 use crate::reconciler::{Error, ReconcileIo, RUNS_PER_LIST};
 
 /// What the reads go through: the reconciler's I/O and the committer dates already read.
@@ -228,7 +229,9 @@ async fn cached_builds(
         .await;
     match &fetched.result {
         Ok(runs) => Ok(runs.clone()),
-        Err(err) => Err(err.clone()),
+        Err(err) => Err(replace_refused_token(ctx.io, token, err)
+            .await
+            .unwrap_or_else(|| err.clone())),
     }
 }
 
