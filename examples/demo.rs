@@ -374,7 +374,15 @@ impl Example {
         let namespace = gate
             .namespace()
             .ok_or_else(|| DemoError::Example("its PipelineGate has no namespace".into()))?;
-        let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
+        let secret_ref = gate
+            .spec
+            .azure_devops
+            .credentials
+            .secret_ref
+            .as_ref()
+            .ok_or_else(|| {
+                DemoError::Example("its PipelineGate does not use secretRef (a PAT)".into())
+            })?;
         if secret.name_any() != secret_ref.name || secret.namespace().as_ref() != Some(&namespace) {
             return Err(DemoError::Example(format!(
                 "its Secret is not {namespace}/{}, the one the gate reads",

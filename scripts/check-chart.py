@@ -425,6 +425,21 @@ def check_webhook_auth_guards() -> None:
     validate_objects(objects)
 
 
+def check_workload_identity() -> None:
+    """workloadIdentity.enabled: the pod label the webhook selects on and the service-account annotations."""
+    objects, _ = render(None)
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    check("azure.workload.identity/use" not in pod_labels, f"label without workloadIdentity: {pod_labels}")
+    objects, _ = render({"workloadIdentity": {"enabled": True, "clientId": "0a1b-client", "tenantId": "7d3c-tenant"}})
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    check(pod_labels.get("azure.workload.identity/use") == "true", f"pod labels: {pod_labels}")
+    annotations = one(objects, "ServiceAccount")["metadata"].get("annotations", {})
+    check(annotations.get("azure.workload.identity/client-id") == "0a1b-client", f"annotations: {annotations}")
+    check(annotations.get("azure.workload.identity/tenant-id") == "7d3c-tenant", f"annotations: {annotations}")
+    validate_objects(objects)
+    expect_render_error({"workloadIdentity": {"enabled": True}}, "needs workloadIdentity.clientId")
+
+
 def check_examples_validate() -> list[str]:
     """examples/ are what users copy: validate them against our CRDs and the Kubernetes schemas."""
     crd_schemas = {}
@@ -568,6 +583,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("leader election and PDB iff replicas > 1", check_leader_election_threshold),
     ("values.schema.json rejects wrong types", check_schema_rejects_wrong_types),
     ("webhook credential guards", check_webhook_auth_guards),
+    ("workload identity label and annotations", check_workload_identity),
     ("two default renders are byte-identical (GitOps)", check_renders_are_identical),
     ("optional NetworkPolicy, PrometheusRule, dashboard, commonLabels", check_optional_objects),
     ("Chart.yaml icon and Artifact Hub annotations", check_chart_metadata),

@@ -7,15 +7,19 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::ado::{AdoClient, ClientConfig};
+use crate::ado::{AdoAuth, AdoClient, ClientConfig};
 use crate::crd::{AcceptableResult, GatePolicy, IgnorableResult};
+use crate::entra::sources::{check_credential, EnvCredential};
+use crate::entra::{EntraClient, EntraClientConfig, EntraIdentity, EntraTokens};
 use crate::pipeline_gate::{
     decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting,
 };
 use crate::pipeline_key::{full_branch_ref, OrgKey};
-use crate::secret::SecretString;
+use crate::proxy::Outbound;
 
-/// Environment variables the token is read from, in order. Never a flag: flags show up in process lists.
+/// Environment variables a PAT is read from, in order. Never a flag: flags show up in process lists.
+/// `AZURE_DEVOPS_ACCESS_TOKEN` (an Entra token) and the Azure SDK variables are read too (see
+/// [`crate::entra::sources::check_credential`]).
 pub const TOKEN_VARIABLES: [&str; 2] = ["AZURE_DEVOPS_EXT_PAT", "SYSTEM_ACCESSTOKEN"];
 
 /// Runs read per poll: enough to see past runs in flight and ignored results to the newest decisive one.
@@ -53,6 +57,17 @@ pub struct CheckArgs {
     /// partiallySucceeded.
     #[arg(long, value_delimiter = ',', value_parser = parse_camel::<IgnorableResult>)]
     pub ignored_results: Vec<IgnorableResult>,
+    /// PEM file of CA certificates trusted besides the system's (Azure DevOps Server or a proxy with a
+    /// private CA).
+    #[arg(long, env = "LOCKSTEP_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// How `check` authenticates: a token as given, or an Entra identity to ask a token for.
+#[derive(Debug)]
+enum CheckCredential {
+    Token(AdoAuth),
+    Identity(EntraIdentity),
 }
 
 /// Parses the camelCase spelling the CRD uses, so CLI and YAML take the same words.
@@ -106,19 +121,29 @@ struct Settings {
     wait: bool,
     interval: Duration,
     policy: Policy,
-    token: SecretString,
+    credential: CheckCredential,
 }
 
 fn validate(
     args: &CheckArgs,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Settings, UsageError> {
-    let token = token_from(env).ok_or_else(|| {
-        UsageError(format!(
-            "no Azure DevOps token: set {} to a personal access token with the Build (read) scope, or in Azure Pipelines add `env: {{ {}: $(System.AccessToken) }}` to the step",
-            TOKEN_VARIABLES[0], TOKEN_VARIABLES[1]
-        ))
-    })?;
+    let credential = match check_credential(env).map_err(UsageError)? {
+        Some(EnvCredential::Pat { token, .. }) => CheckCredential::Token(AdoAuth::Pat(token)),
+        Some(EnvCredential::AccessToken { variable, token }) => {
+            CheckCredential::Token(AdoAuth::Bearer {
+                token,
+                identity: format!("Microsoft Entra access token in {variable}"),
+            })
+        }
+        Some(EnvCredential::Identity(identity)) => CheckCredential::Identity(identity),
+        None => {
+            return Err(UsageError(format!(
+                "no Azure DevOps token: set {} to a personal access token with the Build (read) scope, or in Azure Pipelines add `env: {{ {}: $(System.AccessToken) }}` to the step; or use a Microsoft Entra identity (AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH, or an AzureCLI task with addSpnToEnvironment), or AZURE_DEVOPS_ACCESS_TOKEN",
+                TOKEN_VARIABLES[0], TOKEN_VARIABLES[1]
+            )))
+        }
+    };
     let organization_url = args.organization_url.trim().to_string();
     if OrgKey::from_url(&organization_url).is_none() {
         return Err(UsageError(format!(
@@ -162,17 +187,8 @@ fn validate(
         wait: args.wait,
         interval,
         policy,
-        token,
+        credential,
     })
-}
-
-/// The first token variable that is set and not blank.
-fn token_from(env: impl Fn(&str) -> Option<String>) -> Option<SecretString> {
-    TOKEN_VARIABLES
-        .iter()
-        .filter_map(|name| env(name))
-        .map(SecretString::new)
-        .find(|t| !t.is_empty())
 }
 
 /// What one poll's verdict means for the process: exit now, or poll again.
@@ -218,33 +234,80 @@ pub async fn run(args: CheckArgs) -> CheckExit {
             return CheckExit::Usage;
         }
     };
-    let client = match AdoClient::new(ClientConfig::default()) {
+    let outbound = match Outbound::from_env(args.ca_file.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            report_error(&format!("error: {e}"));
+            return CheckExit::Usage;
+        }
+    };
+    let client = match AdoClient::new(ClientConfig {
+        outbound: outbound.clone(),
+        ..ClientConfig::default()
+    }) {
         Ok(c) => c,
         Err(e) => {
             report_error(&format!("error: {e}"));
             return CheckExit::Usage;
         }
     };
-    poll(&client, &settings).await
+    let tokens = match EntraClient::new(EntraClientConfig {
+        outbound,
+        ..EntraClientConfig::default()
+    }) {
+        Ok(c) => EntraTokens::new(c),
+        Err(e) => {
+            report_error(&format!("error: {e}"));
+            return CheckExit::Usage;
+        }
+    };
+    poll(&client, &tokens, &settings).await
 }
 
-async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
+/// The credential for one poll: as given, or a (cached, refreshed) Entra token.
+async fn auth_for(
+    tokens: &EntraTokens,
+    credential: &CheckCredential,
+) -> Result<AdoAuth, crate::entra::EntraError> {
+    match credential {
+        CheckCredential::Token(auth) => Ok(auth.clone()),
+        CheckCredential::Identity(identity) => Ok(AdoAuth::Bearer {
+            token: tokens.token(identity).await?,
+            identity: identity.describe(),
+        }),
+    }
+}
+
+async fn poll(client: &AdoClient, tokens: &EntraTokens, s: &Settings) -> CheckExit {
     // Counted from the first answer, like decide()'s wait on a run, so a run that stays in flight is
     // reported by decide() as TimedOut (naming the run) rather than by the generic deadline below.
     let mut give_up_at: Option<Timestamp> = None;
     let mut previous_wait: Option<Waiting> = None;
     let mut last_line: String;
     loop {
-        let read = client
-            .list_builds(
-                &s.organization_url,
-                &s.project,
-                s.definition_id,
-                &s.branch,
-                RUNS_PER_POLL,
-                &s.token,
-            )
-            .await;
+        let read = match auth_for(tokens, &s.credential).await {
+            Ok(auth) => {
+                client
+                    .list_builds(
+                        &s.organization_url,
+                        &s.project,
+                        s.definition_id,
+                        &s.branch,
+                        RUNS_PER_POLL,
+                        &auth,
+                    )
+                    .await
+            }
+            Err(e) if !e.is_transient() => {
+                report_error(&format!("AuthenticationFailed: {e}"));
+                finish(CheckExit::Usage, Some(Reason::AuthenticationFailed), s.wait);
+                return CheckExit::Usage;
+            }
+            Err(e) => Err(crate::ado::AdoError::Unavailable {
+                status: None,
+                detail: e.to_string(),
+            }),
+        };
         let now = Timestamp::now();
         let give_up_at = *give_up_at
             .get_or_insert_with(|| now.checked_add(s.policy.timeout).unwrap_or(Timestamp::MAX));
@@ -425,16 +488,43 @@ mod tests {
 
     #[test]
     fn the_token_comes_from_either_variable() {
-        let pat = token_from(env_with(&[
-            ("AZURE_DEVOPS_EXT_PAT", "pat"),
-            ("SYSTEM_ACCESSTOKEN", "job"),
-        ]));
-        assert_eq!(pat.unwrap().expose(), "pat");
-        let job = token_from(env_with(&[
-            ("AZURE_DEVOPS_EXT_PAT", "  "),
-            ("SYSTEM_ACCESSTOKEN", "job"),
-        ]));
-        assert_eq!(job.unwrap().expose(), "job");
+        let token = |vars: &'static [(&'static str, &'static str)]| match validate(
+            &args(&[]),
+            env_with(vars),
+        )
+        .unwrap()
+        .credential
+        {
+            CheckCredential::Token(AdoAuth::Pat(t)) => t.expose().to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            token(&[
+                ("AZURE_DEVOPS_EXT_PAT", "pat"),
+                ("SYSTEM_ACCESSTOKEN", "job")
+            ]),
+            "pat"
+        );
+        assert_eq!(
+            token(&[
+                ("AZURE_DEVOPS_EXT_PAT", "  "),
+                ("SYSTEM_ACCESSTOKEN", "job")
+            ]),
+            "job"
+        );
+        let entra = validate(
+            &args(&[]),
+            env_with(&[
+                ("AZURE_CLIENT_SECRET", "s"),
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_ID", "c"),
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(
+            entra.credential,
+            CheckCredential::Identity(EntraIdentity::ClientSecret { .. })
+        ));
         let err = validate(&args(&[]), env_with(&[])).unwrap_err();
         assert!(err.0.contains("AZURE_DEVOPS_EXT_PAT") && err.0.contains("SYSTEM_ACCESSTOKEN"));
     }

@@ -15,6 +15,8 @@
 //! - [`ado`]: Azure DevOps REST models and the HTTP client; [`poll_cache`]: one Builds List request per
 //!   pipeline per period; [`pipeline_key`]: what an object follows, normalised.
 //! - [`conditions`]: kstatus Ready/Reconciling/Stalled; [`secret`]: a string that cannot be logged.
+//! - [`entra`]: Microsoft Entra ID tokens for Azure DevOps (workload identity, service principal, managed
+//!   identity), one per identity; [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` decided per URL for every client.
 //! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
 //!   [`http_server`]: bounded connections (header timeout, cap, prompt shutdown) for both listeners;
 //!   [`telemetry`]: metrics and logs; [`leader`]: leader election.
@@ -35,6 +37,7 @@ pub mod ado;
 pub mod check;
 pub mod conditions;
 pub mod crd;
+pub mod entra;
 pub mod hooks;
 pub mod http_server;
 pub mod leader;
@@ -43,6 +46,7 @@ pub mod ops_server;
 pub mod pipeline_gate;
 pub mod pipeline_key;
 pub mod poll_cache;
+pub mod proxy;
 pub mod reconciler;
 pub mod run;
 pub mod secret;

@@ -2,6 +2,7 @@
 //! optional leader election, the controllers, and shutdown on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +12,14 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::entra::{AzureEnv, EntraClient, EntraClientConfig, EntraContext};
 use crate::hooks::health::HookHealthConfig;
 use crate::hooks::{HooksClient, HooksError};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
+use crate::proxy::{Outbound, ProxyEnv};
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
 use crate::telemetry::{
     init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
@@ -95,6 +98,17 @@ pub struct RunArgs {
     /// Namespace of Argo CD's Applications when a gate's tracking id names none.
     #[arg(long, env = "LOCKSTEP_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// PEM file of CA certificates trusted besides the system's, for Azure DevOps and the Entra token
+    /// endpoint (an Azure DevOps Server or a TLS-inspecting proxy with a private CA).
+    #[arg(long, env = "LOCKSTEP_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// The managed identity token endpoint (IMDS); only tests and unusual networks change it.
+    #[arg(
+        long,
+        env = "LOCKSTEP_IMDS_ENDPOINT",
+        default_value = crate::entra::DEFAULT_IMDS_ENDPOINT
+    )]
+    pub imds_endpoint: url::Url,
 }
 
 /// Why `lockstep run` could not start.
@@ -106,6 +120,10 @@ pub enum RunError {
     KubeConfig(#[source] kube::Error),
     #[error("could not set up the Azure DevOps client: {0}")]
     AdoClient(#[source] AdoError),
+    #[error("invalid proxy or CA settings: {0}")]
+    Outbound(String),
+    #[error("invalid Microsoft Entra ID settings: {0}")]
+    Entra(String),
     #[error("could not listen on {addr} for metrics and probes: {source}; pick a free address with --metrics-addr")]
     MetricsListen {
         addr: SocketAddr,
@@ -344,10 +362,17 @@ pub struct BoundAddrs {
 
 /// The Kubernetes client, from KUBECONFIG or the in-cluster config. kube-rs sends no User-Agent of its
 /// own; naming ourselves makes lockstep's requests attributable in API server audit logs and metrics.
-async fn kube_client() -> Result<kube::Client, RunError> {
+///
+/// The proxy is decided by lockstep for the API server's URL (see [`crate::proxy`]): kube-rs would
+/// apply `HTTPS_PROXY` even when `NO_PROXY` covers the API server.
+async fn kube_client(proxy: &ProxyEnv) -> Result<kube::Client, RunError> {
     let mut config = kube::Config::infer()
         .await
         .map_err(|e| RunError::KubeConfig(kube::Error::InferConfig(e)))?;
+    proxy.apply_to_kube(&mut config, |k| std::env::var(k).ok());
+    if let Some(p) = &config.proxy_url {
+        info!(api_server = %config.cluster_url, proxy = %format!("{}:{}", p.host().unwrap_or("?"), p.port_u16().unwrap_or(0)), "Kubernetes API through a proxy");
+    }
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(KUBE_USER_AGENT),
@@ -367,12 +392,28 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     let (shutdown_tx, shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
 
-    let client = kube_client().await?;
+    let outbound = Outbound::from_env(args.ca_file.as_deref()).map_err(RunError::Outbound)?;
+    if !outbound.proxy.is_empty() {
+        info!(proxy = %outbound.proxy.describe(), "proxy settings from the environment");
+    }
+    let client = kube_client(&outbound.proxy).await?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let ado = AdoClient::new(ClientConfig::default())
-        .map_err(RunError::AdoClient)?
-        .with_observer(Arc::new(AdoRequestMetrics(metrics.clone())));
+    let entra_client = EntraClient::new(EntraClientConfig {
+        imds_endpoint: args.imds_endpoint.clone(),
+        outbound: outbound.clone(),
+        ..EntraClientConfig::default()
+    })
+    .map_err(RunError::Entra)?;
+    let azure_env = AzureEnv::from_env();
+    azure_env.authority().map_err(RunError::Entra)?;
+    let entra = Arc::new(EntraContext::new(entra_client, azure_env));
+    let ado = AdoClient::new(ClientConfig {
+        outbound,
+        ..ClientConfig::default()
+    })
+    .map_err(RunError::AdoClient)?
+    .with_observer(Arc::new(AdoRequestMetrics(metrics.clone())));
     let fast_interval = std_duration(args.fast_interval);
     let cache_ttl = std_duration(args.poll_cache_ttl).min(fast_interval / 2);
     let readiness = Readiness::default();
@@ -407,6 +448,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         client: client.clone(),
         ado,
         cache: Arc::new(PollCache::new(cache_ttl)),
+        entra,
         metrics,
         config: ReconcilerConfig {
             fast_interval,

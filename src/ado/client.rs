@@ -63,6 +63,8 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Longest response body read; a longer one is an [`AdoError::InvalidResponse`] (transient).
     pub max_response_bytes: usize,
+    /// Proxy and extra CA certificates (see [`crate::proxy::Outbound`]).
+    pub outbound: crate::proxy::Outbound,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +75,7 @@ impl Default for ClientConfig {
             api_version: "7.1".to_string(),
             user_agent: format!("lockstep/{}", env!("CARGO_PKG_VERSION")),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            outbound: crate::proxy::Outbound::default(),
         }
     }
 }
@@ -131,11 +134,15 @@ enum Attempt<T> {
 
 impl AdoClient {
     pub fn new(config: ClientConfig) -> Result<Self, AdoError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout)
-            .user_agent(config.user_agent.clone())
+            .user_agent(config.user_agent.clone());
+        let http = config
+            .outbound
+            .configure(builder)
+            .map_err(AdoError::InvalidRequest)?
             .build()
             .map_err(|e| {
                 AdoError::InvalidRequest(format!("could not set up the HTTP client: {e}"))
@@ -163,7 +170,7 @@ impl AdoClient {
         definition_id: i64,
         branch: &str,
         top: u32,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<Build>, AdoError> {
         let call = Call {
             endpoint: "build.builds.list",
@@ -187,7 +194,7 @@ impl AdoClient {
         org_url: &str,
         project: &str,
         build_id: i64,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Build, AdoError> {
         let id = build_id.to_string();
         let call = Call {
@@ -208,7 +215,7 @@ impl AdoClient {
         project: &str,
         repository: &str,
         filter: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitRef>, AdoError> {
         let call = Call {
             endpoint: "git.refs.list",
@@ -231,7 +238,7 @@ impl AdoClient {
         project: &str,
         repository: &str,
         object_id: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<GitAnnotatedTag, AdoError> {
         let call = Call {
             endpoint: "git.annotatedtags.get",
@@ -263,7 +270,7 @@ impl AdoClient {
         version: &str,
         version_type: &str,
         top: u32,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitCommitRef>, AdoError> {
         let call = Call {
             endpoint: "git.commits.list",
@@ -298,7 +305,7 @@ impl AdoClient {
         org_url: &str,
         project: &str,
         repository: &str,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<GitRepository, AdoError> {
         let call = Call {
             endpoint: "git.repositories.get",
@@ -313,8 +320,9 @@ impl AdoClient {
     async fn get_json<T: DeserializeOwned>(
         &self,
         call: Call<'_>,
-        token: &SecretString,
+        credential: &(impl Credential + ?Sized),
     ) -> Result<T, AdoError> {
+        let token = credential.secret();
         let org = OrgKey::from_url(call.org_url).ok_or_else(|| {
             AdoError::InvalidRequest(format!(
                 "organization URL \"{}\" is not an http(s) URL such as https://dev.azure.com/contoso",
@@ -322,7 +330,8 @@ impl AdoClient {
             ))
         })?;
         let url = build_url(&call, &self.inner.config.api_version)?;
-        let auth = basic_auth(token)?;
+        let auth = credential.authorization()?;
+        let entra_identity = credential.entra_identity();
         let org_display = call.org_url.trim().trim_end_matches('/').to_string();
 
         let mut attempt = 0;
@@ -334,7 +343,14 @@ impl AdoClient {
                 });
             }
             let outcome = self
-                .attempt::<T>(&call, &url, &auth, &org, &org_display, token)
+                .attempt::<T>(
+                    &call,
+                    &url,
+                    &auth,
+                    (&org, &org_display),
+                    token,
+                    entra_identity,
+                )
                 .await;
             match outcome {
                 Attempt::Done(result) => return result,
@@ -352,9 +368,9 @@ impl AdoClient {
         call: &Call<'_>,
         url: &url::Url,
         auth: &HeaderValue,
-        org: &OrgKey,
-        org_display: &str,
+        (org, org_display): (&OrgKey, &str),
         token: &SecretString,
+        entra_identity: Option<&str>,
     ) -> Attempt<T> {
         let started = Instant::now();
         let sent = self
@@ -398,9 +414,21 @@ impl AdoClient {
 
         let rate_limited = status == 429;
         let hold = self.record_rate_limit(org, &headers, rate_limited);
-        let unauthorized = || AdoError::Unauthorized {
-            organization: org_display.to_string(),
-            status,
+        let unauthorized = || match entra_identity {
+            Some(identity) => AdoError::EntraTokenRejected {
+                organization: org_display.to_string(),
+                status,
+                identity: identity.to_string(),
+                advice: if asks_for_windows_auth(&headers) {
+                    ENTRA_ON_SERVER_ADVICE
+                } else {
+                    ENTRA_REJECTED_ADVICE
+                },
+            },
+            None => AdoError::Unauthorized {
+                organization: org_display.to_string(),
+                status,
+            },
         };
         match status {
             429 => Attempt::Done(Err(AdoError::RateLimited {
@@ -550,6 +578,27 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name)?.to_str().ok().map(str::trim)
 }
 
+/// What to do when Azure DevOps Services refuses an Entra identity.
+const ENTRA_REJECTED_ADVICE: &str = "add the identity to the organization (Organization settings > Users, access level Basic) and grant it Build (read) and Code (read) on the project";
+/// What to do when the server turns out to be Azure DevOps Server.
+const ENTRA_ON_SERVER_ADVICE: &str = "the server asks for Windows authentication, as Azure DevOps Server (on-premises) does, and Azure DevOps Server does not accept Microsoft Entra tokens: use secretRef with a personal access token";
+
+/// A challenge for Windows authentication and none for Bearer: IIS in front of Azure DevOps Server.
+/// Azure DevOps Services challenges with `Bearer authorization_uri=...` (and `Basic`).
+fn asks_for_windows_auth(headers: &HeaderMap) -> bool {
+    let challenges: Vec<String> = headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    let windows = challenges
+        .iter()
+        .any(|c| c.starts_with("negotiate") || c.starts_with("ntlm"));
+    let bearer = challenges.iter().any(|c| c.starts_with("bearer"));
+    windows && !bearer
+}
+
 fn retry_delay(attempt: u32) -> Duration {
     RETRY_BASE_DELAY
         .saturating_mul(1u32 << attempt.min(16))
@@ -635,9 +684,73 @@ fn redact(text: &str, token: &SecretString) -> String {
     }
 }
 
+/// How a request authenticates: a PAT (a bare [`SecretString`], sent as HTTP Basic) or an [`AdoAuth`].
+pub trait Credential: Send + Sync {
+    /// The `Authorization` header, marked sensitive so no `Debug` of the request prints it.
+    fn authorization(&self) -> Result<HeaderValue, AdoError>;
+    /// The secret to scrub from any text put into an error.
+    fn secret(&self) -> &SecretString;
+    /// The Entra identity a Bearer token belongs to, for a rejection message that names it.
+    fn entra_identity(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Credential for SecretString {
+    fn authorization(&self) -> Result<HeaderValue, AdoError> {
+        basic_auth(self)
+    }
+    fn secret(&self) -> &SecretString {
+        self
+    }
+}
+
+/// The credential of one request: a personal access token or a Microsoft Entra access token.
+#[derive(Clone, Debug)]
+pub enum AdoAuth {
+    /// Personal access token or `SYSTEM_ACCESSTOKEN`, sent as HTTP Basic with an empty user name.
+    Pat(SecretString),
+    /// Microsoft Entra access token for Azure DevOps, sent as `Bearer`. `identity` names it in messages.
+    Bearer {
+        token: SecretString,
+        identity: String,
+    },
+}
+
+impl AdoAuth {
+    /// The token itself (for cache fingerprints and scrubbing).
+    pub fn secret(&self) -> &SecretString {
+        match self {
+            Self::Pat(token) | Self::Bearer { token, .. } => token,
+        }
+    }
+}
+
+impl Credential for AdoAuth {
+    fn authorization(&self) -> Result<HeaderValue, AdoError> {
+        match self {
+            Self::Pat(token) => basic_auth(token),
+            Self::Bearer { token, .. } => sensitive_header(&format!("Bearer {}", token.expose())),
+        }
+    }
+    fn secret(&self) -> &SecretString {
+        AdoAuth::secret(self)
+    }
+    fn entra_identity(&self) -> Option<&str> {
+        match self {
+            Self::Pat(_) => None,
+            Self::Bearer { identity, .. } => Some(identity),
+        }
+    }
+}
+
 fn basic_auth(token: &SecretString) -> Result<HeaderValue, AdoError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!(":{}", token.expose()));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+    sensitive_header(&format!("Basic {encoded}"))
+}
+
+fn sensitive_header(text: &str) -> Result<HeaderValue, AdoError> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| {
         AdoError::InvalidRequest("the token cannot be sent as an HTTP header".to_string())
     })?;
     value.set_sensitive(true);
@@ -743,6 +856,28 @@ mod tests {
             .as_str()
             .starts_with("https://tfs.corp/DefaultCollection/Shop/a%2Fb?"));
         assert!(url.as_str().ends_with("api-version=6.0"));
+    }
+
+    #[test]
+    fn windows_auth_challenges_mean_azure_devops_server() {
+        let mut h = HeaderMap::new();
+        assert!(!asks_for_windows_auth(&h));
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Negotiate"),
+        );
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("NTLM"),
+        );
+        assert!(asks_for_windows_auth(&h));
+        h.append(
+            reqwest::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "Bearer authorization_uri=https://login.microsoftonline.com/x",
+            ),
+        );
+        assert!(!asks_for_windows_auth(&h));
     }
 
     #[test]

@@ -2,11 +2,21 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AdoError {
     /// 401, or the 203 + HTML sign-in page ADO sends for bad credentials, or any non-JSON 2xx.
     #[error("Azure DevOps at {organization} rejected the credentials (HTTP {status}): check that the personal access token is valid, not expired, and has the Build (read) and Code (read) scopes")]
     Unauthorized { organization: String, status: u16 },
+    /// As [`Self::Unauthorized`], for a Microsoft Entra token: Entra issued it, Azure DevOps does not
+    /// accept the identity. `advice` says what to do (add the identity to the organization, or, when the
+    /// server asks for Windows authentication, use a PAT: Azure DevOps Server has no Entra).
+    #[error("Azure DevOps at {organization} rejected the Microsoft Entra token of the {identity} (HTTP {status}): {advice}")]
+    EntraTokenRejected {
+        organization: String,
+        status: u16,
+        identity: String,
+        advice: &'static str,
+    },
     /// 404: the project, definition or repository does not exist (or the token may not see it).
     #[error("{what} was not found in Azure DevOps ({message}): check organizationUrl, project and the id or name")]
     NotFound { what: String, message: String },
@@ -41,7 +51,7 @@ impl AdoError {
     /// A stable, low-cardinality label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Unauthorized { .. } => "unauthorized",
+            Self::Unauthorized { .. } | Self::EntraTokenRejected { .. } => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",

@@ -5,7 +5,8 @@ pub mod error;
 pub mod models;
 
 pub use client::{
-    AdoClient, ClientConfig, RequestObserver, DEFAULT_MAX_RESPONSE_BYTES, RATE_LIMIT_MAX_HOLD,
+    AdoAuth, AdoClient, ClientConfig, Credential, RequestObserver, DEFAULT_MAX_RESPONSE_BYTES,
+    RATE_LIMIT_MAX_HOLD,
 };
 pub use error::AdoError;
 pub use models::*;

@@ -19,29 +19,10 @@ pub struct AzureDevOpsSpec {
     /// Project name or id.
     #[schemars(length(min = 1))]
     pub project: String,
-    /// How lockstep authenticates; exactly one source.
-    pub credentials: Credentials,
-}
-
-/// Credential sources. Exactly one must be set; `secretRef` is the only source today.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Credentials {
-    /// A personal access token (scopes: Build read, Code read) in a Secret in the object's namespace,
-    /// sent as HTTP Basic.
-    pub secret_ref: SecretKeyRef,
-}
-
-/// A key of a Secret in the same namespace as the referencing object.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    /// Secret name.
-    #[schemars(length(min = 1))]
-    pub name: String,
-    /// Key within the Secret's data.
-    #[schemars(length(min = 1))]
-    pub key: String,
+    /// How lockstep authenticates: exactly one of `secretRef` (a PAT, also for Azure DevOps Server),
+    /// `workloadIdentity`, `servicePrincipal`, `managedIdentity` (Microsoft Entra ID, Azure DevOps
+    /// Services only).
+    pub credentials: super::Credentials,
 }
 
 /// One pipeline definition on one branch.

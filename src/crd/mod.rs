@@ -2,6 +2,7 @@
 //! Flux, Argo CD and `kubectl wait` read. Field names follow `docs/DESIGN.md` exactly.
 
 mod common;
+mod credentials;
 mod metadata;
 mod nudge;
 // kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.
@@ -12,6 +13,7 @@ mod run_summary;
 mod service_trace;
 
 pub use common::*;
+pub use credentials::*;
 pub use metadata::*;
 pub use nudge::*;
 pub use pipeline_gate::*;

@@ -21,7 +21,7 @@ use super::client::HooksClient;
 use super::coverage::pipeline_coverage;
 use super::model::Subscription;
 use crate::crd::{HookCoverage, HookCoverageState, PipelineGate};
-use crate::reconciler::credentials::read_token;
+use crate::reconciler::credentials::read_key;
 use crate::reconciler::events::{publish_transition_event, reasons, EventRecorders};
 use crate::reconciler::scoped;
 use crate::reconciler::token_cache::TokenCache;
@@ -232,7 +232,8 @@ fn became_unhealthy(memory: &Memory, sub: &Subscription) -> bool {
 }
 
 /// The PAT of the first gate whose Secret reads: every gate of one organization may read its
-/// subscriptions, if any may.
+/// subscriptions, if any may. Gates on Microsoft Entra identities are not used for this yet (the hooks
+/// client authenticates with a PAT); an organization whose gates all use Entra reads as `Unknown`.
 async fn first_token(
     client: &kube::Client,
     tokens: &TokenCache,
@@ -241,11 +242,15 @@ async fn first_token(
     let mut tried = HashSet::new();
     for gate in gates {
         let ns = gate.namespace().unwrap_or_default();
-        let secret_ref = &gate.spec.azure_devops.credentials.secret_ref;
+        let Some(secret_ref) = gate.spec.azure_devops.credentials.secret_ref.as_ref() else {
+            continue;
+        };
         if !tried.insert((ns.clone(), secret_ref.name.clone(), secret_ref.key.clone())) {
             continue;
         }
-        if let Ok(token) = read_token(client, tokens, &ns, secret_ref).await {
+        if let Ok(token) =
+            read_key(client, tokens, &ns, secret_ref, "the personal access token").await
+        {
             return Some(token);
         }
     }

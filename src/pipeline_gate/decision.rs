@@ -350,7 +350,9 @@ pub fn decide(input: &DecisionInput) -> Verdict {
 /// verdict standing.
 pub fn decide_error(err: &AdoError) -> Option<Verdict> {
     let reason = match err {
-        AdoError::Unauthorized { .. } => Reason::AuthenticationFailed,
+        AdoError::Unauthorized { .. } | AdoError::EntraTokenRejected { .. } => {
+            Reason::AuthenticationFailed
+        }
         AdoError::NotFound { .. } | AdoError::InvalidRequest(_) => Reason::NotFound,
         AdoError::RateLimited { .. }
         | AdoError::Unavailable { .. }

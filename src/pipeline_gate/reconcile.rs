@@ -15,16 +15,17 @@ use tracing::{debug, info};
 use super::decision::{self, DecisionInput, Phase, Policy, Reason, Verdict};
 use super::status::{self, GateEvent, Outcome, Severity, StatusInput};
 use super::KIND;
-use crate::ado::AdoError;
+use crate::ado::{AdoAuth, AdoError};
 use crate::conditions::{self, READY};
 use crate::crd::{duration_or, requested_at, whole_seconds, PipelineGate, PipelineGateStatus};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
-use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
+use crate::reconciler::credentials::{
+    objects_using_secret, replace_refused_token, resolve, CredentialError,
+};
 use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints, RUNS_PER_LIST};
-use crate::secret::SecretString;
 
 /// Everything a gate reconcile needs.
 pub struct GateContext {
@@ -92,9 +93,15 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     let (outcome, tick_phase) = if spec.suspend {
         (Outcome::Suspended, 0)
     } else {
-        let secret_ref = &spec.azure_devops.credentials.secret_ref;
-        match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await {
+        match resolve(&ctx.io, &namespace, &spec.azure_devops.credentials).await {
             Err(CredentialError::Api(e)) => return Err(e),
+            Err(e) if e.is_transient() => (
+                Outcome::Transient {
+                    error: e.to_string(),
+                    retry_after: None,
+                },
+                0,
+            ),
             Err(problem) => (
                 Outcome::unread(Verdict::blocked(
                     Reason::AuthenticationFailed,
@@ -102,7 +109,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
                 )),
                 0,
             ),
-            Ok(token) => read_and_decide(gate, &token, now, current.as_ref(), ctx).await,
+            Ok(auth) => read_and_decide(gate, &auth, now, current.as_ref(), ctx).await,
         }
     };
 
@@ -197,7 +204,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
 async fn read_and_decide(
     gate: &PipelineGate,
-    token: &SecretString,
+    auth: &AdoAuth,
     now: Timestamp,
     current: Option<&PipelineGateStatus>,
     ctx: &GateContext,
@@ -222,18 +229,27 @@ async fn read_and_decide(
     let fetched = ctx
         .io
         .cache
-        .get_or_fetch(&key, token, requested_at(gate), || {
+        .get_or_fetch(&key, auth.secret(), requested_at(gate), || {
             ctx.io.ado.list_builds(
                 &ado_spec.organization_url,
                 &ado_spec.project,
                 pipeline.definition_id,
                 &pipeline.branch,
                 RUNS_PER_LIST,
-                token,
+                auth,
             )
         })
         .await;
     let age = Instant::now().saturating_duration_since(fetched.finished_at);
+    if let Err(err) = &fetched.result {
+        if let Some(replaced) = replace_refused_token(&ctx.io, auth, err).await {
+            let outcome = Outcome::Transient {
+                error: replaced.to_string(),
+                retry_after: None,
+            };
+            return (outcome, 0);
+        }
+    }
     let outcome = match &fetched.result {
         Ok(runs) => {
             let branch = full_branch_ref(&pipeline.branch);
@@ -281,14 +297,13 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
     }
 }
 
-/// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
+/// Gates in the Secret's namespace that reference it: a rotated PAT or client secret re-reconciles
+/// exactly those.
 pub fn gates_using_secret(
     store: &Store<PipelineGate>,
     secret: &Secret,
 ) -> Vec<ObjectRef<PipelineGate>> {
-    objects_using_secret(store, secret, |g| {
-        &g.spec.azure_devops.credentials.secret_ref
-    })
+    objects_using_secret(store, secret, |g| &g.spec.azure_devops.credentials)
 }
 
 #[cfg(test)]

@@ -67,6 +67,10 @@ fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
         tokens: crate::reconciler::token_cache::TokenCache::new(
             ReconcilerConfig::default().secret_cache_ttl,
         ),
+        entra: Arc::new(crate::entra::EntraContext::new(
+            crate::entra::EntraClient::new(crate::entra::EntraClientConfig::default()).unwrap(),
+            crate::entra::AzureEnv::default(),
+        )),
         metrics,
         config: ReconcilerConfig::default(),
     };

@@ -1,5 +1,7 @@
-//! The personal access token both reconcilers read from the Secret their object names, and the reverse
-//! look-up a Secret watch needs: which objects reference a Secret that changed.
+//! The credential both reconcilers resolve from an object's `spec.azureDevOps.credentials`: a personal
+//! access token read from a Secret, or a Microsoft Entra token from the process-wide cache (one per
+//! identity, see [`crate::entra::EntraTokens`]); and the reverse look-up a Secret watch needs: which
+//! objects reference a Secret that changed.
 
 use std::sync::Arc;
 
@@ -7,48 +9,160 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 
+use super::io::ReconcileIo;
 use super::token_cache::TokenCache;
 use super::Error;
-use crate::crd::SecretKeyRef;
+use crate::ado::{AdoAuth, AdoError};
+use crate::crd::{CredentialSource, Credentials, SecretKeyRef};
+use crate::entra::sources::{self, ServicePrincipalMaterial};
+use crate::entra::{EntraError, EntraIdentity};
 use crate::secret::SecretString;
 
-/// Why no PAT came out of a Secret. Every variant but [`CredentialError::Api`] is the user's to fix and
-/// becomes the object's `AuthenticationFailed` status; `Api` fails the reconcile (retried with backoff).
+/// Why no credential could be had. [`CredentialError::Api`] fails the reconcile (retried with backoff);
+/// a transient Entra error ([`CredentialError::is_transient`]) leaves the last verdict standing; the rest
+/// is the user's to fix and becomes the object's `AuthenticationFailed` status.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("Secret {namespace}/{name} was not found: create it with the personal access token under key \"{key}\"")]
+    /// `what`: the personal access token, the client secret, the PEM certificate and key.
+    #[error("Secret {namespace}/{name} was not found: create it with {what} under key \"{key}\"")]
     SecretNotFound {
         namespace: String,
         name: String,
         key: String,
+        what: &'static str,
     },
-    #[error("Secret {namespace}/{name} has no key \"{key}\": put the personal access token under that key")]
+    #[error("Secret {namespace}/{name} has no key \"{key}\": put {what} under that key")]
     MissingKey {
         namespace: String,
         name: String,
         key: String,
+        what: &'static str,
     },
-    #[error(
-        "key \"{key}\" of Secret {namespace}/{name} is empty: put the personal access token there"
-    )]
+    #[error("key \"{key}\" of Secret {namespace}/{name} is empty: put {what} there")]
     EmptyKey {
         namespace: String,
         name: String,
         key: String,
+        what: &'static str,
     },
+    /// The source is incomplete (no client id, no federated token, an unusable certificate).
+    #[error("{0}")]
+    Source(String),
+    #[error(transparent)]
+    Entra(EntraError),
     #[error(transparent)]
     Api(#[from] Error),
 }
 
-/// The PAT under `secret_ref` in `namespace`.
+impl CredentialError {
+    /// A token endpoint that is unavailable: retrying will help, the last verdict stands.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Entra(e) if e.is_transient())
+    }
+}
+
+const PAT: &str = "the personal access token";
+const CLIENT_SECRET: &str = "the client secret";
+const CLIENT_CERTIFICATE: &str = "the PEM certificate and private key";
+
+/// The credential `credentials` name, for an object in `namespace`: the PAT from its Secret, or a Bearer
+/// token for its Entra identity (shared with every other object on that identity).
+pub async fn resolve(
+    io: &ReconcileIo,
+    namespace: &str,
+    credentials: &Credentials,
+) -> Result<AdoAuth, CredentialError> {
+    let source = credentials.source().map_err(CredentialError::Source)?;
+    let identity = match source {
+        CredentialSource::PersonalAccessToken(secret_ref) => {
+            let token = read_key(&io.client, &io.tokens, namespace, secret_ref, PAT).await?;
+            return Ok(AdoAuth::Pat(token));
+        }
+        CredentialSource::WorkloadIdentity(spec) => {
+            sources::workload_identity(spec, &io.entra.env).map_err(CredentialError::Source)?
+        }
+        CredentialSource::ManagedIdentity(spec) => sources::managed_identity(spec),
+        CredentialSource::ServicePrincipal(spec) => {
+            let (secret_ref, what, certificate) = match (
+                &spec.client_secret_ref,
+                &spec.client_certificate_ref,
+            ) {
+                (Some(r), None) => (r, CLIENT_SECRET, false),
+                (None, Some(r)) => (r, CLIENT_CERTIFICATE, true),
+                _ => return Err(CredentialError::Source(
+                    "servicePrincipal needs exactly one of clientSecretRef or clientCertificateRef"
+                        .to_string(),
+                )),
+            };
+            let value = read_key(&io.client, &io.tokens, namespace, secret_ref, what).await?;
+            let material = if certificate {
+                ServicePrincipalMaterial::CertificatePem(value)
+            } else {
+                ServicePrincipalMaterial::ClientSecret(value)
+            };
+            sources::service_principal(
+                spec,
+                material,
+                &io.entra.env,
+                &format!("{namespace}/{}", secret_ref.name),
+            )
+            .map_err(CredentialError::Source)?
+        }
+    };
+    entra_token(io, identity).await
+}
+
+/// A cached Entra token refused after at least this long in use is replaced and the refusal treated as
+/// transient (revoked early, or the identity's access changed meanwhile); refused sooner, the identity
+/// itself is refused and the refusal stands.
+pub const REFUSED_TOKEN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For an Azure DevOps refusal of a cached Entra token that had been working: drop the token and return
+/// the transient error to report instead (the next read uses a fresh token). `None`: the error stands.
+pub async fn replace_refused_token(
+    io: &ReconcileIo,
+    auth: &AdoAuth,
+    err: &AdoError,
+) -> Option<AdoError> {
+    if !matches!(err, AdoError::EntraTokenRejected { .. }) {
+        return None;
+    }
+    io.entra
+        .tokens
+        .forget_refused(auth.secret(), REFUSED_TOKEN_MIN_AGE)
+        .await
+        .then(|| AdoError::Unavailable {
+            status: None,
+            detail: "Azure DevOps refused the cached Microsoft Entra token before its expiry; a new one is requested".to_string(),
+        })
+}
+
+async fn entra_token(
+    io: &ReconcileIo,
+    identity: EntraIdentity,
+) -> Result<AdoAuth, CredentialError> {
+    let token = io
+        .entra
+        .tokens
+        .token(&identity)
+        .await
+        .map_err(CredentialError::Entra)?;
+    Ok(AdoAuth::Bearer {
+        token,
+        identity: identity.describe(),
+    })
+}
+
+/// The value under `secret_ref` in `namespace` (`what` names it in messages).
 ///
 /// The Secret comes from `tokens` while a read of it is fresh there, so objects sharing a Secret cost one
 /// API read per TTL rather than one per reconcile.
-pub async fn read_token(
+pub async fn read_key(
     client: &kube::Client,
     tokens: &TokenCache,
     namespace: &str,
     secret_ref: &SecretKeyRef,
+    what: &'static str,
 ) -> Result<SecretString, CredentialError> {
     let secret = match tokens.get(namespace, &secret_ref.name) {
         Some(cached) => cached,
@@ -78,6 +192,7 @@ pub async fn read_token(
             namespace,
             name,
             key,
+            what,
         });
     };
     let value = secret
@@ -91,21 +206,23 @@ pub async fn read_token(
             namespace,
             name,
             key,
+            what,
         }),
         None => Err(CredentialError::MissingKey {
             namespace,
             name,
             key,
+            what,
         }),
     }
 }
 
-/// Objects in `store` in the Secret's namespace whose `secret_ref` names it: a rotated PAT re-reconciles
-/// exactly those.
+/// Objects in `store` in the Secret's namespace whose credentials read it: a rotated PAT or client
+/// secret re-reconciles exactly those.
 pub fn objects_using_secret<K>(
     store: &Store<K>,
     secret: &Secret,
-    secret_ref: impl Fn(&K) -> &SecretKeyRef,
+    credentials: impl Fn(&K) -> &Credentials,
 ) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
@@ -119,7 +236,10 @@ where
     store
         .state()
         .iter()
-        .filter(|o| o.meta().namespace.as_deref() == Some(ns) && secret_ref(o).name == name)
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(ns)
+                && credentials(o).secret_names().contains(&name)
+        })
         .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }

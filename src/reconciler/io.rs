@@ -9,6 +9,7 @@ use super::events::EventRecorders;
 use super::token_cache::TokenCache;
 use crate::ado::AdoClient;
 use crate::ado::{AdoError, Build};
+use crate::entra::EntraContext;
 use crate::nudge::NudgeConfig;
 use crate::pipeline_key::PipelineKey;
 use crate::poll_cache::PollCache;
@@ -29,6 +30,8 @@ pub struct ReconcileIo {
     /// Secrets read for their PAT, shared by the objects that reference them; the controller's Secret
     /// watch invalidates an entry when its Secret changes.
     pub tokens: TokenCache,
+    /// Entra tokens, one per identity for the whole process, and the workload identity environment.
+    pub entra: Arc<EntraContext>,
     pub metrics: Arc<Metrics>,
     pub config: ReconcilerConfig,
 }

@@ -8,7 +8,7 @@
 //! - [`schedule`]: the pipeline's requeue grid ([`until_next_tick`]).
 //! - [`memory`]: per-object memory (failure streak, last write, Ready gauge); [`backoff`]: retry delays.
 //! - [`status_write`]: server-side apply of a status, only when it changed.
-//! - [`events`]: transition Events and their reasons; [`credentials`], [`token_cache`]: the PAT.
+//! - [`events`]: transition Events and their reasons; [`credentials`], [`token_cache`]: the PAT or Entra token.
 //! - [`hints`]: what the webhook receiver lends the reconcilers; [`error`]: what fails a reconcile.
 
 pub mod backoff;
@@ -23,7 +23,7 @@ pub mod schedule;
 pub mod status_write;
 pub mod token_cache;
 
-pub use credentials::{objects_using_secret, read_token, CredentialError};
+pub use credentials::{objects_using_secret, resolve, CredentialError};
 pub use error::Error;
 pub use events::EventRecorders;
 pub use hints::{HintLog, WebhookHints};

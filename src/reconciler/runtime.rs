@@ -20,6 +20,7 @@ use super::hints::WebhookHints;
 use super::io::{BuildsCache, ReconcileIo, ReconcilerConfig};
 use super::token_cache::TokenCache;
 use crate::ado::AdoClient;
+use crate::entra::EntraContext;
 use crate::ops_server::Readiness;
 use crate::telemetry::Metrics;
 
@@ -36,6 +37,8 @@ pub struct Shared {
     pub client: kube::Client,
     pub ado: AdoClient,
     pub cache: Arc<BuildsCache>,
+    /// One Entra token per identity, shared by both controllers.
+    pub entra: Arc<EntraContext>,
     pub metrics: Arc<Metrics>,
     pub config: ReconcilerConfig,
     /// `None`: all namespaces.
@@ -64,6 +67,7 @@ impl Shared {
                 },
             ),
             tokens: TokenCache::new(self.config.secret_cache_ttl),
+            entra: self.entra.clone(),
             metrics: self.metrics.clone(),
             config: self.config.clone(),
         }

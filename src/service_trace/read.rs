@@ -25,11 +25,11 @@ use super::stages::{
     BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
     TraceInput,
 };
-use crate::ado::{AdoError, Build};
+use crate::ado::{AdoAuth, AdoError, Build};
 use crate::crd::{requested_at, DeployedRef, ServiceTrace, WorkloadKind, WorkloadRef};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::reconciler::credentials::replace_refused_token;
 use crate::reconciler::{Error, ReconcileIo, RUNS_PER_LIST};
-use crate::secret::SecretString;
 
 /// What the reads go through: the reconciler's I/O and the committer dates already read.
 pub struct Reader<'a> {
@@ -70,7 +70,7 @@ pub enum Reads {
 pub async fn read_all(
     trace: &ServiceTrace,
     namespace: &str,
-    token: &SecretString,
+    token: &AdoAuth,
     now: Timestamp,
     ctx: &Reader<'_>,
 ) -> Result<Reads, Error> {
@@ -210,7 +210,7 @@ async fn cached_builds(
     project: &str,
     definition_id: i64,
     branch: &str,
-    token: &SecretString,
+    token: &AdoAuth,
     not_before: Option<Timestamp>,
 ) -> Result<Vec<Build>, AdoError> {
     let Some(key) = PipelineKey::new(org, project, definition_id, branch) else {
@@ -221,7 +221,7 @@ async fn cached_builds(
     let fetched = ctx
         .io
         .cache
-        .get_or_fetch(&key, token, not_before, || {
+        .get_or_fetch(&key, token.secret(), not_before, || {
             ctx.io
                 .ado
                 .list_builds(org, project, definition_id, branch, RUNS_PER_LIST, token)
@@ -229,40 +229,9 @@ async fn cached_builds(
         .await;
     match &fetched.result {
         Ok(runs) => Ok(runs.clone()),
-        Err(err) => Err(clone_error(err)),
-    }
-}
-
-/// The cache hands out shared answers; `AdoError` is not `Clone`, so rebuild the variant.
-fn clone_error(err: &AdoError) -> AdoError {
-    match err {
-        AdoError::Unauthorized {
-            organization,
-            status,
-        } => AdoError::Unauthorized {
-            organization: organization.clone(),
-            status: *status,
-        },
-        AdoError::NotFound { what, message } => AdoError::NotFound {
-            what: what.clone(),
-            message: message.clone(),
-        },
-        AdoError::RateLimited {
-            organization,
-            retry_after,
-        } => AdoError::RateLimited {
-            organization: organization.clone(),
-            retry_after: *retry_after,
-        },
-        AdoError::Unavailable { status, detail } => AdoError::Unavailable {
-            status: *status,
-            detail: detail.clone(),
-        },
-        AdoError::InvalidResponse { endpoint, detail } => AdoError::InvalidResponse {
-            endpoint: endpoint.clone(),
-            detail: detail.clone(),
-        },
-        AdoError::InvalidRequest(detail) => AdoError::InvalidRequest(detail.clone()),
+        Err(err) => Err(replace_refused_token(ctx.io, token, err)
+            .await
+            .unwrap_or_else(|| err.clone())),
     }
 }
 
@@ -281,7 +250,7 @@ async fn read_head(
     repository: &str,
     branch: &str,
     with_committer_date: bool,
-    token: &SecretString,
+    token: &AdoAuth,
 ) -> Result<RepoRead, AdoError> {
     let repo = ctx
         .io
@@ -342,7 +311,7 @@ async fn committer_date(
     project: &str,
     repository_id: &str,
     commit_id: &str,
-    token: &SecretString,
+    token: &AdoAuth,
 ) -> Result<Option<Timestamp>, AdoError> {
     let key = CommitKey::new(org, repository_id, commit_id);
     if let Some(date) = ctx.commit_dates.get(&key) {

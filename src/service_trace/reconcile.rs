@@ -19,7 +19,7 @@ use super::status::{desired_status, with_kstatus};
 use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{duration_or, whole_seconds, ServiceTrace, ServiceTraceStatus};
-use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
+use crate::reconciler::credentials::{objects_using_secret, resolve, CredentialError};
 use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo};
@@ -92,9 +92,15 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         );
         (desired, Action::await_change(), false)
     } else {
-        let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
-        match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await {
+        match resolve(&ctx.io, &namespace, &trace.spec.azure_devops.credentials).await {
             Err(CredentialError::Api(e)) => return Err(e),
+            Err(e) if e.is_transient() => {
+                let message = e.to_string();
+                info!(error = %message, retry_in_s = fast.as_secs(), "no Azure DevOps token; the last verdict stands");
+                let mut desired = previous.clone();
+                desired.last_error = Some(message);
+                (desired, Action::requeue(fast), false)
+            }
             Err(problem) => {
                 let desired = with_kstatus(
                     previous.clone(),
@@ -104,7 +110,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 );
                 (desired, Action::requeue(interval), true)
             }
-            Ok(token) => match read_all(trace, &namespace, &token, now, &ctx.reader()).await? {
+            Ok(auth) => match read_all(trace, &namespace, &auth, now, &ctx.reader()).await? {
                 Reads::Transient {
                     message,
                     retry_after,
@@ -184,9 +190,7 @@ pub fn traces_using_secret(
     store: &Store<ServiceTrace>,
     secret: &Secret,
 ) -> Vec<ObjectRef<ServiceTrace>> {
-    objects_using_secret(store, secret, |t| {
-        &t.spec.azure_devops.credentials.secret_ref
-    })
+    objects_using_secret(store, secret, |t| &t.spec.azure_devops.credentials)
 }
 
 /// Traces whose `spec.deployed` names this object: a sync or rollout re-traces exactly those.

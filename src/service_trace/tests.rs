@@ -102,6 +102,10 @@ fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
         tokens: crate::reconciler::token_cache::TokenCache::new(
             ReconcilerConfig::default().secret_cache_ttl,
         ),
+        entra: Arc::new(crate::entra::EntraContext::new(
+            crate::entra::EntraClient::new(crate::entra::EntraClientConfig::default()).unwrap(),
+            crate::entra::AzureEnv::default(),
+        )),
         metrics,
         config: ReconcilerConfig::default(),
     };
