@@ -736,12 +736,19 @@ mod tests {
         let r = conditions::find(&d.status.conditions, READY).unwrap();
         assert!(r.message.starts_with("Suspended: "));
         assert_eq!(r.observed_generation, Some(2));
-        assert_eq!(
-            conditions::find(&d.status.conditions, STALLED)
-                .unwrap()
-                .status,
-            "False"
-        );
+        // A blocked gate stays Stalled while suspended, so kstatus (Flux) keeps reading it as Failed,
+        // not InProgress; and no condition transitions.
+        let stalled = conditions::find(&d.status.conditions, STALLED).unwrap();
+        assert_eq!(stalled.status, "True");
+        assert!(stalled.message.starts_with("Suspended: "));
+        for c in &d.status.conditions {
+            let before = conditions::find(&s1.conditions, &c.type_).unwrap();
+            assert_eq!(
+                c.last_transition_time, before.last_transition_time,
+                "{}",
+                c.type_
+            );
+        }
         assert_eq!(d.status.latest_run, s1.latest_run);
         assert_eq!(d.status.observed_generation, Some(2));
         assert!(d.events.is_empty());
