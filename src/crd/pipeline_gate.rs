@@ -137,7 +137,8 @@ pub struct PipelineGateStatus {
     /// When the gate started waiting on the run in flight; the timeout counts from here, across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
-    /// Last successful read from Azure DevOps.
+    /// When the verdict was last confirmed (a read that answered, runs or not); `staleAfter` counts from
+    /// here, so Ready turns Unknown only after that long without one, across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<Time>,
     /// The last transient error, cleared by the next successful read.

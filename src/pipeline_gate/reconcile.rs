@@ -106,16 +106,20 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         }
     };
 
+    if let Outcome::Verdict { .. } = &outcome {
+        // Remembered for staleness: exact, unlike lastCheckedTime in status. A verdict without runs
+        // (rejected credentials, no such pipeline) is as current as one with runs: ApiUnavailable must
+        // wait staleAfter from it, whatever the verdict was.
+        ctx.memory.with_extra(&key, |m| m.last_success = Some(now));
+    }
     if let Outcome::Verdict {
         verdict,
         read_ok: true,
     } = &outcome
     {
-        // Remembered for staleness: exact, unlike lastCheckedTime in status.
-        let previous_poll = ctx.memory.with_extra(&key, |m| {
-            m.last_success = Some(now);
-            m.last_poll.replace(Instant::now())
-        });
+        let previous_poll = ctx
+            .memory
+            .with_extra(&key, |m| m.last_poll.replace(Instant::now()));
         let old_run = current
             .as_ref()
             .and_then(|s| s.latest_run.as_ref())
