@@ -41,10 +41,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long --wait may wait, e.g. 30m, 1h30m.
-    #[arg(long, default_value = "30m", value_name = "DURATION")]
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = crate::crd::parse_duration_flag)]
     pub timeout: kube::core::Duration,
     /// Time between polls while waiting, e.g. 10s.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::crd::parse_duration_flag)]
     pub interval: kube::core::Duration,
     /// Results that count as open, comma separated: succeeded, partiallySucceeded.
     #[arg(long, value_delimiter = ',', default_value = "succeeded", value_parser = parse_camel::<AcceptableResult>)]

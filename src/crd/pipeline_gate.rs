@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, PipelineRef, RunSummary};
 
 /// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -54,8 +54,12 @@ pub struct PipelineGateSpec {
     #[serde(default)]
     pub policy: GatePolicy,
     /// Polling period while no run is in flight (default 1m); lockstep polls every 10s while one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::interval_schema")]
     pub interval: Option<Duration>,
     /// Stop polling and leave the verdict as it is.
     #[serde(default)]
@@ -73,12 +77,20 @@ pub struct GatePolicy {
     #[serde(default)]
     pub ignored_results: Vec<IgnorableResult>,
     /// How long a queued or running run may keep the gate waiting before it is Stalled (default 30m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub timeout: Option<Duration>,
     /// How long Azure DevOps may be unreachable before Ready becomes Unknown (default 10m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::stale_after_schema")]
     pub stale_after: Option<Duration>,
 }
 

@@ -170,11 +170,11 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
                 after = after.min(until(deadline));
             }
-            Action::requeue(after)
+            crate::reconciler::schedule::requeue(after)
         }
         // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
         // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
-        Outcome::Verdict { read_ok: false, .. } => Action::requeue(interval),
+        Outcome::Verdict { read_ok: false, .. } => crate::reconciler::schedule::requeue(interval),
         Outcome::Transient { error, retry_after } => {
             let mut after = ctx.io.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
@@ -182,7 +182,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             }
             // The retry time lives here, not in status: lastError stays put while the hold counts down.
             info!(error = %error, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
-            Action::requeue(after)
+            crate::reconciler::schedule::requeue(after)
         }
     };
     debug!(?action, "reconciled");

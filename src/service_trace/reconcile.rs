@@ -102,7 +102,11 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     trace,
                     now,
                 );
-                (desired, Action::requeue(interval), true)
+                (
+                    desired,
+                    crate::reconciler::schedule::requeue(interval),
+                    true,
+                )
             }
             Ok(token) => match read_all(trace, &namespace, &token, now, &ctx.reader()).await? {
                 Reads::Transient {
@@ -118,7 +122,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     info!(error = %message, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
                     let mut desired = previous.clone();
                     desired.last_error = Some(message);
-                    (desired, Action::requeue(after), false)
+                    (desired, crate::reconciler::schedule::requeue(after), false)
                 }
                 Reads::Complete(input) => {
                     let verdict = stages::trace(&input);
@@ -130,7 +134,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                         reason = verdict.kstatus.reason.as_str(),
                         "reconciled"
                     );
-                    (desired, Action::requeue(after), true)
+                    (desired, crate::reconciler::schedule::requeue(after), true)
                 }
             },
         }

@@ -1,0 +1,224 @@
+//! End to end, issue 13 ("never fail open, never go silent"): the real `lockstep` binary against the
+//! Kubernetes API emulator and the Azure DevOps simulator, with hostile spec values, leadership changes
+//! and many large Secrets.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Harness, ORG, PROJECT};
+use lockstep_testkit::ado::RunResult;
+use serde_json::Value;
+use tokio::process::Child;
+
+const PAT: &str = "e2e-reliability-pat-4d2c";
+const DEFINITION: i64 = 77;
+const BRANCH: &str = "main";
+const SHA: &str = "3333333333333333333333333333333333333333";
+
+/// One `lockstep run` subprocess, its log file and its probe address. Killed on drop.
+struct Lockstep {
+    child: Child,
+    log: PathBuf,
+    ops_url: String,
+}
+
+impl Lockstep {
+    async fn start(kubeconfig: &Path, log: PathBuf, extra: &[&str]) -> Lockstep {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = common::lockstep_command(kubeconfig)
+            .args(["--log-format", "json", "--fast-interval", "1s"])
+            .args(extra)
+            .env("RUST_LOG", "info,lockstep=debug")
+            .env_remove("POD_NAME")
+            .stderr(file)
+            .spawn()
+            .expect("lockstep starts");
+        let mut me = Lockstep {
+            child,
+            log,
+            ops_url: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(addr) = me.log_lines().iter().find_map(|l| {
+                (l["message"] == "metrics server listening")
+                    .then(|| l["addr"].as_str().map(str::to_string))?
+            }) {
+                me.ops_url = format!("http://{addr}");
+                return me;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lockstep did not start:\n{}",
+                me.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    async fn probe(&self, path: &str) -> u16 {
+        match reqwest::get(format!("{}{path}", self.ops_url)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Polls `path` until it answers `status`, or fails after `within`.
+    async fn wait_probe(&self, path: &str, status: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.probe(path).await;
+            if got == status {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} answers {got}, not {status}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+}
+
+fn gate_yaml(ns: &str, name: &str, org_url: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: lockstep.dev/v1alpha1
+kind: PipelineGate
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  azureDevOps:
+    organizationUrl: {org_url}
+    project: {PROJECT}
+    credentials:
+      secretRef: {{name: ado-pat, key: token}}
+  pipeline:
+    definitionId: {DEFINITION}
+    branch: {BRANCH}
+{extra_spec}"
+    )
+}
+
+async fn harness_with_succeeded_run() -> Harness {
+    let h = Harness::start(PAT, &[]).await;
+    h.sim.add_definition(ORG, PROJECT, DEFINITION, "base-image");
+    let id = h.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA);
+    h.sim.start_run(id);
+    h.sim.complete_run(id, RunResult::Succeeded);
+    h
+}
+
+async fn ready_status(h: &Harness, ns: &str, name: &str) -> Option<String> {
+    let (ok, out, _) = h
+        .kubectl_raw(&["-n", ns, "get", "pipelinegate", name, "-o", "json"], None)
+        .await;
+    if !ok {
+        return None;
+    }
+    let gate: Value = serde_json::from_str(&out).ok()?;
+    common::condition(&gate, "Ready").and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// Defect 1: every duration field at its extremes. Values past the bounds are refused at `kubectl apply`
+/// with a message naming the bound; values at the bounds reconcile; the process stays healthy and ready,
+/// and is ready again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_fields_at_their_extremes_never_stop_gating() {
+    let h = harness_with_succeeded_run().await;
+    let org = h.sim.org_url(ORG);
+    h.namespace_with_pat("edge", PAT).await;
+
+    // Refused by the schema: the pattern (too many digits to parse) and the CEL bound (a year).
+    for (field, spec) in [
+        ("interval", "  interval: 9999999999999999h\n"),
+        ("interval", "  interval: 8761h\n"),
+        ("interval", "  interval: 500ms\n"),
+        ("timeout", "  policy: {timeout: 9999999h}\n"),
+        ("staleAfter", "  policy: {staleAfter: 8760h1s}\n"),
+    ] {
+        let err = h
+            .try_apply(&gate_yaml("edge", "refused", &org, spec))
+            .await
+            .expect_err(spec);
+        assert!(
+            err.contains(field) && (err.contains("8760h") || err.contains("should match")),
+            "{spec}: {err}"
+        );
+    }
+    let cel = h
+        .try_apply(&gate_yaml("edge", "refused", &org, "  interval: 9000h\n"))
+        .await
+        .unwrap_err();
+    assert!(
+        cel.contains("interval must be a Go duration between 1s and 8760h"),
+        "{cel}"
+    );
+
+    // Accepted at the bounds, and every one reconciles.
+    let accepted = [
+        ("min", "  interval: 1s\n  policy: {timeout: 0s, staleAfter: 0s}\n"),
+        ("max", "  interval: 8760h\n  policy: {timeout: 8760h, staleAfter: 8760h}\n"),
+        ("mixed", "  interval: 8759h59m59s999ms\n  policy: {timeout: 1ms, staleAfter: 8760h}\n"),
+    ];
+    for (name, spec) in accepted {
+        h.apply(&gate_yaml("edge", name, &org, spec)).await;
+    }
+    let log_dir = h.dir.path().to_path_buf();
+    let mut lockstep = Lockstep::start(&h.kubeconfig, log_dir.join("first.log"), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, _) in accepted {
+        loop {
+            if ready_status(&h, "edge", name).await.as_deref() == Some("True") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gate {name} never opened; log:\n{}",
+                lockstep.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    lockstep.wait_probe("/readyz", 200, Duration::from_secs(30)).await;
+    assert_eq!(lockstep.probe("/healthz").await, 200);
+    assert!(lockstep.exited().is_none());
+    assert!(
+        !lockstep.log_text().contains("panicked"),
+        "{}",
+        lockstep.log_text()
+    );
+
+    // A gate created while it runs still gets reconciled (the controller is alive).
+    h.apply(&gate_yaml("edge", "later", &org, "  interval: 8760h\n"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_status(&h, "edge", "later").await.as_deref() != Some("True") {
+        assert!(Instant::now() < deadline, "{}", lockstep.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // After a restart /readyz becomes 200 again.
+    lockstep.child.kill().await.expect("kill");
+    let again = Lockstep::start(&h.kubeconfig, log_dir.join("second.log"), &[]).await;
+    again.wait_probe("/readyz", 200, Duration::from_secs(30)).await;
+    assert_eq!(again.probe("/healthz").await, 200);
+}
