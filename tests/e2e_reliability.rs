@@ -175,9 +175,18 @@ async fn duration_fields_at_their_extremes_never_stop_gating() {
 
     // Accepted at the bounds, and every one reconciles.
     let accepted = [
-        ("min", "  interval: 1s\n  policy: {timeout: 0s, staleAfter: 0s}\n"),
-        ("max", "  interval: 8760h\n  policy: {timeout: 8760h, staleAfter: 8760h}\n"),
-        ("mixed", "  interval: 8759h59m59s999ms\n  policy: {timeout: 1ms, staleAfter: 8760h}\n"),
+        (
+            "min",
+            "  interval: 1s\n  policy: {timeout: 0s, staleAfter: 0s}\n",
+        ),
+        (
+            "max",
+            "  interval: 8760h\n  policy: {timeout: 8760h, staleAfter: 8760h}\n",
+        ),
+        (
+            "mixed",
+            "  interval: 8759h59m59s999ms\n  policy: {timeout: 1ms, staleAfter: 8760h}\n",
+        ),
     ];
     for (name, spec) in accepted {
         h.apply(&gate_yaml("edge", name, &org, spec)).await;
@@ -198,7 +207,9 @@ async fn duration_fields_at_their_extremes_never_stop_gating() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    lockstep.wait_probe("/readyz", 200, Duration::from_secs(30)).await;
+    lockstep
+        .wait_probe("/readyz", 200, Duration::from_secs(30))
+        .await;
     assert_eq!(lockstep.probe("/healthz").await, 200);
     assert!(lockstep.exited().is_none());
     assert!(
@@ -219,6 +230,166 @@ async fn duration_fields_at_their_extremes_never_stop_gating() {
     // After a restart /readyz becomes 200 again.
     lockstep.child.kill().await.expect("kill");
     let again = Lockstep::start(&h.kubeconfig, log_dir.join("second.log"), &[]).await;
-    again.wait_probe("/readyz", 200, Duration::from_secs(30)).await;
+    again
+        .wait_probe("/readyz", 200, Duration::from_secs(30))
+        .await;
     assert_eq!(again.probe("/healthz").await, 200);
+}
+
+/// The Lease's holder, if any.
+async fn lease_holder(h: &Harness) -> Option<String> {
+    let (ok, out, _) = h
+        .kubectl_raw(
+            &[
+                "-n",
+                "default",
+                "get",
+                "lease",
+                "lockstep-leader",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    if !ok {
+        return None;
+    }
+    let lease: Value = serde_json::from_str(&out).ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// Status writes and Event writes made by `client` (`user:NAME`).
+fn writes_by(h: &Harness, client: &str) -> (usize, usize) {
+    let records: Vec<_> = h
+        .emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.client == client && r.method != "GET")
+        .collect();
+    let status = records
+        .iter()
+        .filter(|r| r.resource == "pipelinegates" && r.path.ends_with("/status"))
+        .count();
+    let events = records.iter().filter(|r| r.resource == "events").count();
+    (status, events)
+}
+
+/// Defect 2: a leader whose Lease requests fail steps down before its Lease expires, and writes nothing
+/// after the standby took over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_before_the_standby_takes_over() {
+    use lockstep_testkit::kube::FaultRule;
+    let h = harness_with_succeeded_run().await;
+    let org = h.sim.org_url(ORG);
+    h.namespace_with_pat("lead", PAT).await;
+    h.apply(&gate_yaml("lead", "g", &org, "  interval: 1s\n"))
+        .await;
+    let dir = h.dir.path().to_path_buf();
+    let mut procs = Vec::new();
+    for who in ["a", "b"] {
+        let token = format!("tok-{who}");
+        h.emu
+            .auth()
+            .add_token(&token, &format!("lockstep-{who}"), &[]);
+        let kubeconfig = dir.join(format!("kubeconfig-{who}"));
+        h.emu
+            .write_kubeconfig_with_token(&kubeconfig, &token)
+            .expect("kubeconfig");
+        let args = [
+            "--leader-election",
+            "--lease-namespace",
+            "default",
+            "--lease-duration",
+            "6s",
+        ];
+        procs.push(Lockstep::start(&kubeconfig, dir.join(format!("{who}.log")), &args).await);
+    }
+    // The first leader, by pid (the identity ends with it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (leader, standby) = loop {
+        if let Some(holder) = lease_holder(&h).await {
+            let pid_of = |i: usize| procs[i].child.id().map(|p| format!("-{p}")).unwrap();
+            if holder.ends_with(&pid_of(0)) {
+                break (0, 1);
+            }
+            if holder.ends_with(&pid_of(1)) {
+                break (1, 0);
+            }
+        }
+        assert!(Instant::now() < deadline, "nobody took the Lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let user = |i: usize| if i == 0 { "lockstep-a" } else { "lockstep-b" };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_status(&h, "lead", "g").await.as_deref() != Some("True") {
+        assert!(Instant::now() < deadline, "{}", procs[leader].log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(writes_by(&h, &format!("user:{}", user(leader))).0 > 0);
+
+    // Only the leader's Lease requests fail from now on (500: kube's client does not retry it).
+    h.emu
+        .faults()
+        .add(FaultRule::fail(500).resource("leases").user(user(leader)))
+        .expect("fault rule");
+    let cut_off = Instant::now();
+    let standby_identity = {
+        let pid = procs[standby].child.id().unwrap();
+        format!("-{pid}")
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if lease_holder(&h)
+            .await
+            .is_some_and(|holder| holder.ends_with(&standby_identity))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never took over; leader log:\n{}",
+            procs[leader].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took_over_after = cut_off.elapsed();
+    let old_leader = format!("user:{}", user(leader));
+    let frozen = writes_by(&h, &old_leader);
+
+    // Changes that make a leader write status and record Events: a failed run, then a succeeded one.
+    for result in [RunResult::Failed, RunResult::Succeeded] {
+        let id = h.sim.queue_run(ORG, PROJECT, DEFINITION, BRANCH, SHA);
+        h.sim.start_run(id);
+        h.sim.complete_run(id, result);
+        let want = if result == RunResult::Failed {
+            "False"
+        } else {
+            "True"
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ready_status(&h, "lead", "g").await.as_deref() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "the new leader never wrote Ready={want}:\n{}",
+                procs[standby].log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        writes_by(&h, &old_leader),
+        frozen,
+        "the old leader wrote status or Events after the standby took over"
+    );
+    assert!(writes_by(&h, &format!("user:{}", user(standby))).0 > 0);
+    let log = procs[leader].log_text();
+    assert!(log.contains("stepping down"), "{log}");
+    println!(
+        "standby took over {took_over_after:?} after the leader's Lease requests began to fail"
+    );
+    for p in &mut procs {
+        assert!(p.exited().is_none(), "a process exited:\n{}", p.log_text());
+    }
 }

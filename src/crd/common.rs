@@ -251,7 +251,10 @@ mod tests {
     fn no_duration_string_panics_and_long_ones_saturate() {
         // Why this parser exists: kube's own panics on a value the old schema admitted.
         let kube_parse = std::panic::catch_unwind(|| "9999999999999999h".parse::<Duration>());
-        assert!(kube_parse.is_err(), "kube-core's Duration parser no longer panics");
+        assert!(
+            kube_parse.is_err(),
+            "kube-core's Duration parser no longer panics"
+        );
         for s in [
             "9999999999999999h",
             "9999999h9999999h9999999h9999999h",
