@@ -245,6 +245,19 @@ async fn poll(client: &AdoClient, s: &Settings) -> CheckExit {
                 &s.token,
             )
             .await;
+        // Builds List answers an empty list for a definition that does not exist too: ask Definitions -
+        // Get, so a typo in --definition-id is NotFound at once instead of a wait until --timeout. A
+        // check that cannot tell leaves the empty list (waiting is the safe reading).
+        let read = match read {
+            Ok(runs) if runs.is_empty() => match client
+                .get_definition(&s.organization_url, &s.project, s.definition_id, &s.token)
+                .await
+            {
+                Err(missing @ crate::ado::AdoError::NotFound { .. }) => Err(missing),
+                _ => Ok(runs),
+            },
+            other => other,
+        };
         let now = Timestamp::now();
         let give_up_at = *give_up_at
             .get_or_insert_with(|| now.checked_add(s.policy.timeout).unwrap_or(Timestamp::MAX));

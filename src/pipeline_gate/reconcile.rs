@@ -21,9 +21,10 @@ use crate::crd::{duration_or, requested_at, whole_seconds, PipelineGate, Pipelin
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
 use crate::reconciler::events::publish_transition_event;
+use crate::reconciler::io::list_runs;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
-use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints, RUNS_PER_LIST};
+use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
 use crate::secret::SecretString;
 
 /// Everything a gate reconcile needs.
@@ -218,12 +219,12 @@ async fn read_and_decide(
         .io
         .cache
         .get_or_fetch(&key, token, requested_at(gate), || {
-            ctx.io.ado.list_builds(
+            list_runs(
+                &ctx.io.ado,
                 &ado_spec.organization_url,
                 &ado_spec.project,
                 pipeline.definition_id,
                 &pipeline.branch,
-                RUNS_PER_LIST,
                 token,
             )
         })

@@ -516,3 +516,46 @@ async fn every_duration_field_at_its_extremes_reconciles_and_requeues_within_bou
         }
     }
 }
+
+#[tokio::test]
+async fn a_definition_that_does_not_exist_is_not_found_not_no_runs() {
+    let ado = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/builds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"count": 0, "value": []})))
+        .mount(&ado)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/definitions/183"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "$id": "1", "innerException": null,
+            "message": "Build pipeline 183 was not found.",
+            "typeName": "Microsoft.TeamFoundation.Build.WebApi.DefinitionNotFoundException, Microsoft.TeamFoundation.Build2.WebApi",
+            "typeKey": "DefinitionNotFoundException", "errorCode": 0, "eventId": 3000
+        })))
+        .expect(1)
+        .mount(&ado)
+        .await;
+    let org = format!("{}/contoso", ado.uri());
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let api = tokio::spawn(async move {
+        expect_secret_get(&mut handle, true).await;
+        let body = expect_status_apply(&mut handle).await;
+        let event = expect_event(&mut handle).await;
+        (body, event)
+    });
+    run_reconcile(gate(&org, None, "1"), ctx).await;
+    let (body, (type_, _, note)) = api.await.unwrap();
+    let ready = condition(&body["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "NotFound", "{ready}");
+    assert_eq!(condition(&body["status"], "Stalled")["status"], "True");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("183") && message.contains("Shop"),
+        "{message}"
+    );
+    assert_eq!(type_, "Warning");
+    assert!(note.contains("183"), "{note}");
+}
