@@ -138,6 +138,14 @@ async fn ready_status(h: &Harness, ns: &str, name: &str) -> Option<String> {
     common::condition(&gate, "Ready").and_then(|c| c["status"].as_str().map(str::to_string))
 }
 
+async fn ready_reason(h: &Harness, ns: &str, name: &str) -> Option<String> {
+    let (_, out, _) = h
+        .kubectl_raw(&["-n", ns, "get", "pipelinegate", name, "-o", "json"], None)
+        .await;
+    let gate: Value = serde_json::from_str(&out).ok()?;
+    common::condition(&gate, "Ready").and_then(|c| c["reason"].as_str().map(str::to_string))
+}
+
 /// Defect 1: every duration field at its extremes. Values past the bounds are refused at `kubectl apply`
 /// with a message naming the bound; values at the bounds reconcile; the process stays healthy and ready,
 /// and is ready again after a restart.
@@ -392,4 +400,74 @@ async fn a_leader_that_cannot_renew_steps_down_before_the_standby_takes_over() {
     for p in &mut procs {
         assert!(p.exited().is_none(), "a process exited:\n{}", p.log_text());
     }
+}
+
+/// Defect 12: Secrets no object references cost nothing. 300 Secrets of 512 KiB sit beside the one PAT
+/// Secret a gate uses; lockstep (its own token, so the emulator counts its reads) reads none of their
+/// data, and a rotated PAT still reaches the gate through the metadata-only watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_secrets_are_never_read_and_a_rotated_pat_is_picked_up() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    let h = harness_with_succeeded_run().await;
+    let org = h.sim.org_url(ORG);
+    // The gate's Secret starts with a PAT Azure DevOps rejects.
+    h.namespace_with_pat("app", "not-the-pat").await;
+    h.apply(&gate_yaml("app", "g", &org, "  interval: 1h\n"))
+        .await;
+    h.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: helm}\n")
+        .await;
+    let client = h.emu.client().await;
+    let helm: Api<Secret> = Api::namespaced(client.clone(), "helm");
+    let payload = k8s_openapi::ByteString(vec![b'x'; 512 * 1024]);
+    let created = futures::stream::iter(0..300)
+        .map(|i| {
+            let helm = helm.clone();
+            let mut secret = Secret::default();
+            secret.metadata.name = Some(format!("sh.helm.release.v1.app.v{i}"));
+            secret.type_ = Some("helm.sh/release.v1".into());
+            secret.data = Some([("release".to_string(), payload.clone())].into());
+            async move { helm.create(&PostParams::default(), &secret).await }
+        })
+        .buffer_unordered(8)
+        .filter(|r| std::future::ready(r.is_ok()))
+        .count()
+        .await;
+    assert_eq!(created, 300);
+
+    h.emu.auth().add_token("tok-mem", "lockstep-mem", &[]);
+    let kubeconfig = h.dir.path().join("kubeconfig-mem");
+    h.emu
+        .write_kubeconfig_with_token(&kubeconfig, "tok-mem")
+        .expect("kubeconfig");
+    let lockstep = Lockstep::start(&kubeconfig, h.dir.path().join("mem.log"), &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready_reason(&h, "app", "g").await.as_deref() != Some("AuthenticationFailed") {
+        assert!(Instant::now() < deadline, "{}", lockstep.log_text());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    lockstep
+        .wait_probe("/readyz", 200, Duration::from_secs(30))
+        .await;
+
+    // Rotate the PAT: only the metadata watch can bring the gate back before its 1h interval.
+    h.namespace_with_pat("app", PAT).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready_status(&h, "app", "g").await.as_deref() != Some("True") {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated PAT was not picked up:\n{}",
+            lockstep.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let served = h.emu.secret_data_bytes_served(Some("user:lockstep-mem"));
+    let reads = h.emu.reads_by("user:lockstep-mem");
+    println!("Secret data bytes served to lockstep: {served}; reads: {reads:?}");
+    // The PAT Secret, read a few times, is well under one of the 512 KiB Secrets.
+    assert!(
+        served < 64 * 1024,
+        "lockstep read {served} bytes of Secret data"
+    );
 }

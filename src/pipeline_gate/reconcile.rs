@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -280,7 +280,7 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
 /// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
 pub fn gates_using_secret(
     store: &Store<PipelineGate>,
-    secret: &Secret,
+    secret: &ObjectMeta,
 ) -> Vec<ObjectRef<PipelineGate>> {
     objects_using_secret(store, secret, |g| {
         &g.spec.azure_devops.credentials.secret_ref
@@ -306,7 +306,7 @@ mod tests {
         .unwrap()
     }
 
-    fn secret(ns: &str, name: &str) -> Secret {
+    fn secret(ns: &str, name: &str) -> k8s_openapi::api::core::v1::Secret {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
         }))
@@ -325,12 +325,12 @@ mod tests {
             writer.apply_watcher_event(&watcher::Event::Apply(g));
         }
         let store = writer.as_reader();
-        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat"))
+        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat").metadata)
             .into_iter()
             .map(|r| r.name)
             .collect();
         names.sort();
         assert_eq!(names, ["one", "two"]);
-        assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+        assert!(gates_using_secret(&store, &secret("c", "pat").metadata).is_empty());
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 
@@ -104,16 +105,13 @@ pub async fn read_token(
 /// exactly those.
 pub fn objects_using_secret<K>(
     store: &Store<K>,
-    secret: &Secret,
+    secret: &ObjectMeta,
     secret_ref: impl Fn(&K) -> &SecretKeyRef,
 ) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
+    let (Some(ns), Some(name)) = (secret.namespace.as_deref(), secret.name.as_deref()) else {
         return Vec::new();
     };
     store

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 type Key = (String, String);
 
@@ -96,11 +97,9 @@ impl TokenCache {
 
     /// [`Self::invalidate`] for a Secret the watch saw change; call before the reconciles it triggers run,
     /// so they read the new PAT.
-    pub fn invalidate_secret(&self, secret: &Secret) {
-        if let (Some(namespace), Some(name)) = (
-            secret.metadata.namespace.as_deref(),
-            secret.metadata.name.as_deref(),
-        ) {
+    pub fn invalidate_secret(&self, secret: &ObjectMeta) {
+        if let (Some(namespace), Some(name)) = (secret.namespace.as_deref(), secret.name.as_deref())
+        {
             self.invalidate(namespace, name);
         }
     }
@@ -181,7 +180,7 @@ mod tests {
         cache.store(cache.ticket(), "ns", "pat", secret("old"));
         cache.store(cache.ticket(), "ns", "other", secret("kept"));
         let changed = secret("new").and_then(Arc::into_inner).unwrap();
-        cache.invalidate_secret(&changed);
+        cache.invalidate_secret(&changed.metadata);
         assert!(cache.get("ns", "pat").is_none());
         assert_eq!(
             token_of(&cache.get("ns", "other")),

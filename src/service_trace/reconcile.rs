@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -186,7 +186,7 @@ async fn publish_transition(
 /// Traces in the Secret's namespace that reference it.
 pub fn traces_using_secret(
     store: &Store<ServiceTrace>,
-    secret: &Secret,
+    secret: &ObjectMeta,
 ) -> Vec<ObjectRef<ServiceTrace>> {
     objects_using_secret(store, secret, |t| {
         &t.spec.azure_devops.credentials.secret_ref
