@@ -45,10 +45,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub wait: bool,
     /// How long --wait may wait, e.g. 30m, 1h30m.
-    #[arg(long, default_value = "30m", value_name = "DURATION")]
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = crate::crd::parse_duration_flag)]
     pub timeout: kube::core::Duration,
     /// Time between polls while waiting, e.g. 10s.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = crate::crd::parse_duration_flag)]
     pub interval: kube::core::Duration,
     /// Results that count as open, comma separated: succeeded, partiallySucceeded.
     #[arg(long, value_delimiter = ',', default_value = "succeeded", value_parser = parse_camel::<AcceptableResult>)]
@@ -287,7 +287,7 @@ async fn poll(client: &AdoClient, tokens: &EntraTokens, s: &Settings) -> CheckEx
     loop {
         let read = match auth_for(tokens, &s.credential).await {
             Ok(auth) => {
-                client
+                let read = client
                     .list_builds(
                         &s.organization_url,
                         &s.project,
@@ -296,7 +296,21 @@ async fn poll(client: &AdoClient, tokens: &EntraTokens, s: &Settings) -> CheckEx
                         RUNS_PER_POLL,
                         &auth,
                     )
-                    .await
+                    .await;
+                // Builds List answers an empty list for a definition that does not exist too: ask
+                // Definitions - Get, so a typo in --definition-id is NotFound at once instead of a wait
+                // until --timeout. A check that cannot tell leaves the empty list (waiting is the safe
+                // reading).
+                match read {
+                    Ok(runs) if runs.is_empty() => match client
+                        .get_definition(&s.organization_url, &s.project, s.definition_id, &auth)
+                        .await
+                    {
+                        Err(missing @ crate::ado::AdoError::NotFound { .. }) => Err(missing),
+                        _ => Ok(runs),
+                    },
+                    other => other,
+                }
             }
             Err(e) if !e.is_transient() => {
                 report_error(&format!("AuthenticationFailed: {e}"));

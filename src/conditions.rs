@@ -78,8 +78,10 @@ impl Kstatus {
         Self::new(ConditionStatus::Unknown, false, false, reason, message)
     }
 
-    /// Reconciliation is suspended: Ready keeps its status and reason (the last verdict still holds for
-    /// whoever waits on it) and its message says it is suspended; nothing is reconciling or stalled.
+    /// Reconciliation is suspended: Ready and Stalled keep their status and Ready its reason (the last
+    /// verdict still holds for whoever waits on it: kstatus reads Ready=False without Stalled as
+    /// InProgress, so a suspended blocked object must stay Stalled), and the message says it is
+    /// suspended; nothing is reconciling.
     pub fn suspended(previous: &[Condition]) -> Self {
         const PREFIX: &str = "Suspended: ";
         match find(previous, READY) {
@@ -94,7 +96,7 @@ impl Kstatus {
                 Self {
                     ready: ConditionStatus::parse(&ready.status),
                     reconciling: false,
-                    stalled: false,
+                    stalled: status_of(previous, STALLED) == ConditionStatus::True,
                     reason: ready.reason.clone(),
                     message,
                 }
@@ -284,12 +286,32 @@ mod tests {
     }
 
     #[test]
-    fn suspended_stalled_gate_stops_being_stalled_but_stays_not_ready() {
+    fn suspended_stalled_gate_stays_stalled_and_not_ready() {
+        // kstatus reads Ready=False without Stalled as InProgress: Flux would see a blocked gate as
+        // "on its way" while it is suspended.
         let failed = Kstatus::stalled("RunFailed", "Run 3 failed").to_conditions(&[], None, t(1));
         let s = Kstatus::suspended(&failed);
         assert_eq!(s.ready, ConditionStatus::False);
-        assert!(!s.stalled);
+        assert!(s.stalled);
+        assert!(!s.reconciling);
         assert_eq!(s.reason, "RunFailed");
+        assert_eq!(s.message, "Suspended: Run 3 failed");
+        let c = s.to_conditions(&failed, Some(2), t(50));
+        assert_eq!(by_type(&c, STALLED).status, "True");
+        assert_eq!(by_type(&c, STALLED).last_transition_time, t(1));
+        assert_eq!(by_type(&c, STALLED).message, "Suspended: Run 3 failed");
+    }
+
+    #[test]
+    fn suspended_waiting_object_keeps_not_ready_and_stops_reconciling() {
+        let waiting = Kstatus::in_progress("RunInProgress", "Run 4 is running").to_conditions(
+            &[],
+            None,
+            t(1),
+        );
+        let s = Kstatus::suspended(&waiting);
+        assert_eq!(s.ready, ConditionStatus::False);
+        assert!(!s.stalled && !s.reconciling);
     }
 
     #[test]

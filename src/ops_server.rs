@@ -1,5 +1,6 @@
-//! The operations HTTP server on `--metrics-addr`: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (the controller has listed its objects once, Flux's readiness rule; a standby
+//! The operations HTTP server on `--metrics-addr`: `/metrics` (Prometheus text), `/healthz` (every
+//! long-lived task is still running: a controller, the leader loop, the webhook receiver or its watches
+//! that ended makes it 503, so the kubelet restarts the pod instead of leaving it alive and idle) and `/readyz` (the controller has listed its objects once, Flux's readiness rule; a standby
 //! replica without the lease is ready too, or a rolling update of a leader-elected Deployment would never
 //! finish).
 
@@ -30,21 +31,44 @@ impl Readiness {
     }
 }
 
+/// Liveness: healthy until some long-lived task that should run for the life of the process ended.
+#[derive(Clone, Default)]
+pub struct Liveness(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Liveness {
+    /// Mark the process dead: `/healthz` answers 503 with `why` from now on (the first reason is kept).
+    pub fn fail(&self, why: impl Into<String>) {
+        let mut dead = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if dead.is_none() {
+            let why = why.into();
+            tracing::error!(reason = %why, "a long-lived task ended: /healthz fails so the pod is restarted");
+            *dead = Some(why);
+        }
+    }
+
+    /// Why the process is dead, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 #[derive(Clone)]
 struct OpsState {
     registry: Arc<Registry>,
     readiness: Readiness,
+    liveness: Liveness,
 }
 
 /// The router, separate from serving so tests can drive it without a socket.
-pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
+pub fn ops_router(registry: Arc<Registry>, readiness: Readiness, liveness: Liveness) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(OpsState {
             registry,
             readiness,
+            liveness,
         })
 }
 
@@ -57,6 +81,7 @@ pub async fn serve_ops(
     listener: TcpListener,
     registry: Arc<Registry>,
     readiness: Readiness,
+    liveness: Liveness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = ConnectionLimits {
@@ -65,12 +90,22 @@ pub async fn serve_ops(
     };
     serve_bounded(
         listener,
-        ops_router(registry, readiness),
+        ops_router(registry, readiness, liveness),
         limits,
         None,
         shutdown,
     )
     .await
+}
+
+async fn healthz(State(state): State<OpsState>) -> impl IntoResponse {
+    match state.liveness.failure() {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}; restart the process"),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
@@ -109,9 +144,20 @@ mod tests {
     use super::*;
 
     async fn serve_once() -> (String, Readiness, tokio::sync::oneshot::Sender<()>) {
+        let (url, readiness, _, stop) = serve_with_liveness().await;
+        (url, readiness, stop)
+    }
+
+    async fn serve_with_liveness() -> (
+        String,
+        Readiness,
+        Liveness,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let readiness = Readiness::default();
+        let liveness = Liveness::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut registry = Registry::default();
         crate::telemetry::Metrics::register(&mut registry);
@@ -119,11 +165,25 @@ mod tests {
             listener,
             Arc::new(registry),
             readiness.clone(),
+            liveness.clone(),
             async {
                 let _ = rx.await;
             },
         ));
-        (url, readiness, tx)
+        (url, readiness, liveness, tx)
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_once_a_long_lived_task_ended() {
+        let (url, _, liveness, stop) = serve_with_liveness().await;
+        assert_eq!(get_status(&format!("{url}/healthz")).await.0, 200);
+        liveness.fail("the PipelineGate controller ended");
+        liveness.fail("a second reason is not kept");
+        let (status, body) = get_status(&format!("{url}/healthz")).await;
+        assert_eq!(status, 503);
+        assert!(body.contains("PipelineGate controller ended"), "{body}");
+        assert!(!body.contains("second"), "{body}");
+        stop.send(()).unwrap();
     }
 
     async fn get_status(url: &str) -> (u16, String) {

@@ -17,7 +17,7 @@ use crate::hooks::health::HookHealthConfig;
 use crate::hooks::{HooksClient, HooksError};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::nudge::NudgeConfig;
-use crate::ops_server::{serve_ops, Readiness};
+use crate::ops_server::{serve_ops, Liveness, Readiness};
 use crate::poll_cache::PollCache;
 use crate::proxy::{Outbound, ProxyEnv};
 use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
@@ -57,7 +57,7 @@ pub struct RunArgs {
     #[arg(long, env = "LOCKSTEP_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// How long the Lease stays valid without renewal: the longest a standby waits after the leader died.
-    #[arg(long, env = "LOCKSTEP_LEASE_DURATION", default_value = "15s")]
+    #[arg(long, env = "LOCKSTEP_LEASE_DURATION", value_parser = crate::crd::parse_duration_flag, default_value = "15s")]
     pub lease_duration: kube::core::Duration,
     #[arg(long, env = "LOCKSTEP_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -72,11 +72,11 @@ pub struct RunArgs {
     )]
     pub webhook_allowed_subscriptions: Vec<String>,
     /// Polling period while a run is queued or in progress.
-    #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", default_value = "10s")]
+    #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", value_parser = crate::crd::parse_duration_flag, default_value = "10s")]
     pub fast_interval: kube::core::Duration,
     /// How long one Builds List answer is shared between objects following the same pipeline. Capped at
     /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
-    #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", default_value = "5s")]
+    #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", value_parser = crate::crd::parse_duration_flag, default_value = "5s")]
     pub poll_cache_ttl: kube::core::Duration,
     /// Nudge when a gate opens unless its spec.nudge.enabled says otherwise (issue 18).
     #[arg(long, env = "LOCKSTEP_NUDGE_DEFAULT")]
@@ -142,8 +142,10 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
 }
 
-fn std_duration(d: kube::core::Duration) -> Duration {
-    Duration::from(d)
+/// A duration flag, saturated into `min..=max`: no flag value may make later arithmetic overflow (a
+/// requeue, a lease renewal) or the controllers poll in a loop.
+fn std_duration(d: kube::core::Duration, min: Duration, max: Duration) -> Duration {
+    Duration::from(d).clamp(min, max)
 }
 
 /// This replica's name: the pod name in a cluster, else host and process id (two local replicas differ).
@@ -190,15 +192,37 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`; with
-/// `hook_health`, the hook-health check beside them (it writes status, so only where they run).
+/// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`. A controller
+/// that ends before `stop` resolved (its stream ended, for whatever reason) fails `liveness`. With
+/// `hook_health`, the hook-health check runs beside them (it writes status, so only where they run).
 async fn run_controllers(
     shared: Shared,
+    liveness: Liveness,
     hook_health: Option<(HooksClient, HookMetrics, HookHealthConfig)>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::FutureExt as _;
-    let stop = stop.shared();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let stopping = stopping.clone();
+        async move {
+            stop.await;
+            stopping.store(true, Ordering::Release);
+        }
+        .shared()
+    };
+    let supervised =
+        |what: &'static str,
+         controller: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let (stopping, liveness) = (stopping.clone(), liveness.clone());
+            async move {
+                controller.await;
+                if !stopping.load(Ordering::Acquire) {
+                    liveness.fail(format!("the {what} controller stopped on its own"));
+                }
+            }
+        };
     let health = hook_health.map(|(hooks, metrics, config)| {
         tokio::spawn(crate::hooks::health::run(
             shared.client.clone(),
@@ -233,8 +257,14 @@ async fn run_controllers(
         ..shared
     };
     futures::join!(
-        pipeline_gate::controller::run(gate_shared, stop.clone()),
-        service_trace::controller::run(trace_shared, stop),
+        supervised(
+            "PipelineGate",
+            Box::pin(pipeline_gate::controller::run(gate_shared, stop.clone()))
+        ),
+        supervised(
+            "ServiceTrace",
+            Box::pin(service_trace::controller::run(trace_shared, stop))
+        ),
     );
     both_listed.abort();
     if let Some(health) = health {
@@ -334,7 +364,11 @@ fn start_hook_health(
     registry: &mut Registry,
     identity: &str,
 ) -> Result<Option<(HooksClient, HookMetrics, HookHealthConfig)>, RunError> {
-    let interval = std_duration(args.hook_health_interval);
+    let interval = std_duration(
+        args.hook_health_interval,
+        Duration::ZERO,
+        crate::crd::MAX_SPEC_DURATION,
+    );
     if interval.is_zero() {
         return Ok(None);
     }
@@ -349,6 +383,16 @@ fn start_hook_health(
             identity: identity.to_string(),
         },
     )))
+}
+
+/// Resolves when the task ends (never when there is none).
+async fn task_end<T>(
+    task: Option<&mut tokio::task::JoinHandle<T>>,
+) -> Result<(), tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await.map(|_| ()),
+        None => std::future::pending().await,
+    }
 }
 
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
@@ -414,9 +458,14 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     })
     .map_err(RunError::AdoClient)?
     .with_observer(Arc::new(AdoRequestMetrics(metrics.clone())));
-    let fast_interval = std_duration(args.fast_interval);
-    let cache_ttl = std_duration(args.poll_cache_ttl).min(fast_interval / 2);
+    let fast_interval = std_duration(
+        args.fast_interval,
+        Duration::from_secs(1),
+        crate::crd::MAX_SPEC_DURATION,
+    );
+    let cache_ttl = std_duration(args.poll_cache_ttl, Duration::ZERO, fast_interval / 2);
     let readiness = Readiness::default();
+    let liveness = Liveness::default();
 
     let webhook = start_webhook(&args, &client, &mut registry, shutdown.clone()).await?;
     let listener = TcpListener::bind(args.metrics_addr)
@@ -441,6 +490,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         listener,
         Arc::new(registry),
         readiness.clone(),
+        liveness.clone(),
         shutdown_requested(shutdown.clone()),
     ));
 
@@ -478,6 +528,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
 
     let controllers = {
         let shutdown = shutdown.clone();
+        let controllers_liveness = liveness.clone();
         async move {
             if args.leader_election {
                 let lease = LeaseConfig {
@@ -492,7 +543,11 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                         })
                         .unwrap_or_else(|| "default".to_string()),
                     identity: shared.identity.clone(),
-                    duration: std_duration(args.lease_duration),
+                    duration: std_duration(
+                        args.lease_duration,
+                        Duration::from_secs(2),
+                        Duration::from_secs(3600),
+                    ),
                 };
                 let standby_readiness = readiness.clone();
                 leader::run_elected(
@@ -504,13 +559,19 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        run_controllers(shared.clone(), hook_health.clone(), stop)
+                        run_controllers(
+                            shared.clone(),
+                            controllers_liveness.clone(),
+                            hook_health.clone(),
+                            stop,
+                        )
                     },
                 )
                 .await;
             } else {
                 run_controllers(
                     shared,
+                    controllers_liveness,
                     hook_health,
                     leader::sync_signal(shutdown_requested(shutdown)),
                 )
@@ -519,20 +580,57 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         }
     };
 
-    let controllers = tokio::spawn(controllers);
+    let mut controllers = tokio::spawn(controllers);
+    let (mut webhook_server, mut webhook_feed, webhook_reloader) = match webhook {
+        Some(w) => (
+            Some(tokio::spawn(w.server.wait())),
+            Some(w.feed),
+            w.reloader,
+        ),
+        None => (None, None, None),
+    };
+    // Every long-lived task runs until shutdown; one that ends before (a panic, a stream that ended, the
+    // leader loop giving up) leaves a process that answers probes but does nothing, so /healthz fails.
+    let mut controllers_done = false;
+    {
+        tokio::select! {
+            () = shutdown_requested(shutdown.clone()) => {}
+            ended = &mut controllers => {
+                controllers_done = true;
+                let how = ended.err().map_or_else(|| "ended".to_string(), |e| format!("failed: {e}"));
+                liveness.fail(format!("the controllers task {how}"));
+            }
+            ended = task_end(webhook_server.as_mut()) => {
+                let how = ended.err().map_or_else(|| "stopped".to_string(), |e| format!("failed: {e}"));
+                liveness.fail(format!("the webhook receiver {how}"));
+                webhook_server = None;
+            }
+            ended = task_end(webhook_feed.as_mut()) => {
+                let how = ended.err().map_or_else(|| "ended".to_string(), |e| format!("failed: {e}"));
+                liveness.fail(format!("the webhook index watches {how}"));
+                webhook_feed = None;
+            }
+        }
+    }
     shutdown_requested(shutdown.clone()).await;
     // In-flight reconciles finish (graceful_shutdown_on), the Lease is released, servers drain; a stuck
     // API server must not keep the process alive past the grace period (the kubelet would SIGKILL it).
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let _ = controllers.await;
+        if !controllers_done {
+            let _ = controllers.await;
+        }
         let _ = ops.await;
-        if let Some(webhook) = webhook {
-            webhook.feed.abort();
-            if let Some(reloader) = webhook.reloader {
-                reloader.abort();
-            }
-            if let Err(e) = webhook.server.wait().await {
-                warn!(error = %e, "webhook receiver");
+        if let Some(feed) = webhook_feed {
+            feed.abort();
+        }
+        if let Some(reloader) = webhook_reloader {
+            reloader.abort();
+        }
+        if let Some(server) = webhook_server {
+            match server.await {
+                Ok(Err(e)) => warn!(error = %e, "webhook receiver"),
+                Err(e) => warn!(error = %e, "webhook receiver task"),
+                Ok(Ok(())) => {}
             }
         }
     })

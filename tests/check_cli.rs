@@ -289,3 +289,34 @@ async fn bad_flags_exit_3() {
     assert_exit(&out, 3);
     assert!(text(&out).1.contains("--timeout"));
 }
+
+#[tokio::test]
+async fn a_definition_that_does_not_exist_exits_as_not_found_not_waiting() {
+    let server = server_answering(list_body(Vec::new())).await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/definitions/42"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "$id": "1", "innerException": null,
+            "message": "Build pipeline 42 was not found.",
+            "typeName": "Microsoft.TeamFoundation.Build.WebApi.DefinitionNotFoundException, Microsoft.TeamFoundation.Build2.WebApi",
+            "typeKey": "DefinitionNotFoundException", "errorCode": 0, "eventId": 3000
+        })))
+        .mount(&server)
+        .await;
+    // With --wait it must not wait for runs of a pipeline that does not exist.
+    let started = Instant::now();
+    let out = check(&server, Some(PAT), &["--wait", "--timeout", "1m"]).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let (stdout, stderr) = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "timed out instead: {stdout}\n{stderr}"
+    );
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("NotFound") && all.contains("definition 42") && all.contains("Shop"),
+        "{all}"
+    );
+}

@@ -317,6 +317,27 @@ impl AdoClient {
         self.get_json(call, token).await
     }
 
+    /// Definitions - Get: whether the pipeline definition exists (404 `DefinitionNotFoundException`, or
+    /// `TF200016` for a missing project, is [`AdoError::NotFound`]). Builds List answers an empty list for
+    /// a definition that does not exist, exactly as for one without runs.
+    pub async fn get_definition(
+        &self,
+        org_url: &str,
+        project: &str,
+        definition_id: i64,
+        token: &(impl Credential + ?Sized),
+    ) -> Result<super::models::DefinitionRef, AdoError> {
+        let id = definition_id.to_string();
+        let call = Call {
+            endpoint: "build.definitions.get",
+            org_url,
+            segments: vec![project, "_apis", "build", "definitions", &id],
+            query: Vec::new(),
+            what: format!("Pipeline definition {definition_id} in project \"{project}\""),
+        };
+        self.get_json(call, token).await
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         call: Call<'_>,

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, HookCoverage, NudgeSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, HookCoverage, NudgeSpec, PipelineRef, RunSummary};
 
 /// Holds deployments until the newest run of an Azure DevOps pipeline on a branch has succeeded.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -61,8 +61,12 @@ pub struct PipelineGateSpec {
     #[serde(default)]
     pub policy: GatePolicy,
     /// Polling period while no run is in flight (default 1m); lockstep polls every 10s while one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::interval_schema")]
     pub interval: Option<Duration>,
     /// Stop polling and leave the verdict as it is.
     #[serde(default)]
@@ -84,12 +88,20 @@ pub struct GatePolicy {
     #[serde(default)]
     pub ignored_results: Vec<IgnorableResult>,
     /// How long a queued or running run may keep the gate waiting before it is Stalled (default 30m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub timeout: Option<Duration>,
     /// How long Azure DevOps may be unreachable before Ready becomes Unknown (default 10m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::stale_after_schema")]
     pub stale_after: Option<Duration>,
 }
 
@@ -148,7 +160,8 @@ pub struct PipelineGateStatus {
     /// When the gate started waiting on the run in flight; the timeout counts from here, across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
-    /// Last successful read from Azure DevOps.
+    /// When the verdict was last confirmed (a read that answered, runs or not); `staleAfter` counts from
+    /// here, so Ready turns Unknown only after that long without one, across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<Time>,
     /// The last transient error, cleared by the next successful read.

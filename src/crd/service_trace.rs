@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, PipelineRef, RunSummary, DURATION_PATTERN};
+use super::{AzureDevOpsSpec, PipelineRef, RunSummary};
 
 /// Follows one service from CI build through HLD and manifest repositories to what the cluster runs.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -56,8 +56,12 @@ pub struct ServiceTraceSpec {
     /// What the cluster runs.
     pub deployed: DeployedRef,
     /// Polling period (default 1m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::interval_schema")]
     pub interval: Option<Duration>,
     #[serde(default)]
     pub suspend: bool,

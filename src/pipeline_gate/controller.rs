@@ -15,18 +15,20 @@ use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext}
 use super::KIND;
 use crate::crd::PipelineGate;
 use crate::reconciler::runtime::{
-    log_result, ready_after_first_list, stop_bounded, RECONCILE_CONCURRENCY,
+    log_result, ready_after_first_list, secret_changes, stop_bounded, RECONCILE_CONCURRENCY,
 };
 use crate::reconciler::Shared;
+use kube::core::PartialObjectMeta;
 
 /// Run the PipelineGate controller until `shutdown` resolves; in-flight reconciles finish first.
 ///
 /// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
-/// in the watched namespaces, mapped to the gates that reference them.
+/// in the watched namespaces, mapped to the gates that reference them (metadata only: see
+/// [`secret_changes`]).
 pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let gates: Api<PipelineGate> = shared.scoped();
-    let secrets: Api<Secret> = shared.scoped();
+    let secrets: Api<PartialObjectMeta<Secret>> = shared.scoped();
     // The controller's cache holds every gate for the life of the process; managedFields are most of a
     // gate's size and nothing here reads them (status is written by server-side apply, which the API
     // server resolves), so they are dropped on the way in.
@@ -52,13 +54,12 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
 
     let shutdown = shutdown.shared();
     let running = controller
-        .watches(
-            secrets,
-            watcher::Config::default(),
-            move |secret: Secret| {
+        .watches_stream(
+            secret_changes(secrets),
+            move |secret: PartialObjectMeta<Secret>| {
                 // Before the reconciles this change triggers run: they must read the new PAT.
-                tokens_ctx.io.tokens.invalidate_secret(&secret);
-                gates_using_secret(&mapper_store, &secret)
+                tokens_ctx.io.tokens.invalidate_secret(&secret.metadata);
+                gates_using_secret(&mapper_store, &secret.metadata)
             },
         )
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -23,9 +23,10 @@ use crate::reconciler::credentials::{
     objects_using_secret, replace_refused_token, resolve, CredentialError,
 };
 use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::io::list_runs;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
-use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints, RUNS_PER_LIST};
+use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
 
 /// Everything a gate reconcile needs.
 pub struct GateContext {
@@ -113,16 +114,20 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         }
     };
 
+    if let Outcome::Verdict { .. } = &outcome {
+        // Remembered for staleness: exact, unlike lastCheckedTime in status. A verdict without runs
+        // (rejected credentials, no such pipeline) is as current as one with runs: ApiUnavailable must
+        // wait staleAfter from it, whatever the verdict was.
+        ctx.memory.with_extra(&key, |m| m.last_success = Some(now));
+    }
     if let Outcome::Verdict {
         verdict,
         read_ok: true,
     } = &outcome
     {
-        // Remembered for staleness: exact, unlike lastCheckedTime in status.
-        let previous_poll = ctx.memory.with_extra(&key, |m| {
-            m.last_success = Some(now);
-            m.last_poll.replace(Instant::now())
-        });
+        let previous_poll = ctx
+            .memory
+            .with_extra(&key, |m| m.last_poll.replace(Instant::now()));
         let old_run = current
             .as_ref()
             .and_then(|s| s.latest_run.as_ref())
@@ -182,11 +187,11 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
                 after = after.min(until(deadline));
             }
-            Action::requeue(after)
+            crate::reconciler::schedule::requeue(after)
         }
         // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
         // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
-        Outcome::Verdict { read_ok: false, .. } => Action::requeue(interval),
+        Outcome::Verdict { read_ok: false, .. } => crate::reconciler::schedule::requeue(interval),
         Outcome::Transient { error, retry_after } => {
             let mut after = ctx.io.config.fast_interval.min(interval);
             if let Some(retry_after) = retry_after {
@@ -194,7 +199,7 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
             }
             // The retry time lives here, not in status: lastError stays put while the hold counts down.
             info!(error = %error, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
-            Action::requeue(after)
+            crate::reconciler::schedule::requeue(after)
         }
     };
     debug!(?action, "reconciled");
@@ -230,12 +235,12 @@ async fn read_and_decide(
         .io
         .cache
         .get_or_fetch(&key, auth.secret(), requested_at(gate), || {
-            ctx.io.ado.list_builds(
+            list_runs(
+                &ctx.io.ado,
                 &ado_spec.organization_url,
                 &ado_spec.project,
                 pipeline.definition_id,
                 &pipeline.branch,
-                RUNS_PER_LIST,
                 auth,
             )
         })
@@ -301,7 +306,7 @@ async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateCon
 /// exactly those.
 pub fn gates_using_secret(
     store: &Store<PipelineGate>,
-    secret: &Secret,
+    secret: &ObjectMeta,
 ) -> Vec<ObjectRef<PipelineGate>> {
     objects_using_secret(store, secret, |g| &g.spec.azure_devops.credentials)
 }
@@ -325,7 +330,7 @@ mod tests {
         .unwrap()
     }
 
-    fn secret(ns: &str, name: &str) -> Secret {
+    fn secret(ns: &str, name: &str) -> k8s_openapi::api::core::v1::Secret {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
         }))
@@ -344,12 +349,12 @@ mod tests {
             writer.apply_watcher_event(&watcher::Event::Apply(g));
         }
         let store = writer.as_reader();
-        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat"))
+        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat").metadata)
             .into_iter()
             .map(|r| r.name)
             .collect();
         names.sort();
         assert_eq!(names, ["one", "two"]);
-        assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+        assert!(gates_using_secret(&store, &secret("c", "pat").metadata).is_empty());
     }
 }

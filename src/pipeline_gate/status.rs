@@ -64,7 +64,8 @@ pub struct StatusInput<'a> {
     /// Whole seconds.
     pub now: Timestamp,
     pub stale_after: Duration,
-    /// The last successful read this process made, if any (survives nothing; status covers restarts).
+    /// The last verdict this process reached from a read, if any (survives nothing; `lastCheckedTime` in
+    /// status covers restarts).
     pub last_success: Option<Timestamp>,
 }
 
@@ -189,8 +190,9 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
         }
     }
 
-    let read_ok = matches!(outcome, Outcome::Verdict { read_ok: true, .. });
-    if read_ok {
+    // Any verdict is current as of now, runs or not (rejected credentials, a missing pipeline): the
+    // staleAfter clock that turns Ready Unknown counts from here, and it is in status so a restart keeps it.
+    if matches!(outcome, Outcome::Verdict { .. }) {
         let refresh_due = current
             .last_checked_time
             .as_ref()
@@ -540,8 +542,9 @@ mod tests {
         );
         assert_eq!(d.status.latest_run, s1.latest_run);
         assert_eq!(
-            d.status.last_checked_time, s1.last_checked_time,
-            "not a successful read"
+            d.status.last_checked_time.as_ref().map(|t| t.0),
+            Some(ts(20)),
+            "the verdict is current: staleAfter counts from here"
         );
         assert_eq!(
             ready(&d.status),
@@ -699,6 +702,30 @@ mod tests {
     }
 
     #[test]
+    fn a_verdict_without_runs_still_starts_the_stale_after_clock() {
+        // Rejected credentials (or a missing pipeline) block the gate from an Azure DevOps answer that
+        // carries no runs. 503s a minute later must not turn it Unknown: staleAfter (600 s) counts from
+        // that answer, and the time is in status, so a restarted process (no in-memory last read) agrees.
+        let v = verdict(Phase::Blocked, Reason::AuthenticationFailed, None);
+        let s1 = desired(&input(None, 1000), &Outcome::unread(v)).status;
+        let err = Outcome::Transient {
+            error: "503 Service Unavailable".into(),
+            retry_after: None,
+        };
+        let d = desired(&input(Some(&s1), 1060), &err);
+        assert_eq!(
+            ready(&d.status),
+            ("False".into(), "AuthenticationFailed".into())
+        );
+        assert!(d.events.iter().all(|e| e.reason != "ApiUnavailable"));
+        let d = desired(&input(Some(&d.status), 1600), &err);
+        assert_eq!(
+            ready(&d.status),
+            ("Unknown".into(), "ApiUnavailable".into())
+        );
+    }
+
+    #[test]
     fn transient_error_before_any_verdict_is_unknown_at_once() {
         let d = desired(
             &input(None, 1000),
@@ -736,12 +763,19 @@ mod tests {
         let r = conditions::find(&d.status.conditions, READY).unwrap();
         assert!(r.message.starts_with("Suspended: "));
         assert_eq!(r.observed_generation, Some(2));
-        assert_eq!(
-            conditions::find(&d.status.conditions, STALLED)
-                .unwrap()
-                .status,
-            "False"
-        );
+        // A blocked gate stays Stalled while suspended, so kstatus (Flux) keeps reading it as Failed,
+        // not InProgress; and no condition transitions.
+        let stalled = conditions::find(&d.status.conditions, STALLED).unwrap();
+        assert_eq!(stalled.status, "True");
+        assert!(stalled.message.starts_with("Suspended: "));
+        for c in &d.status.conditions {
+            let before = conditions::find(&s1.conditions, &c.type_).unwrap();
+            assert_eq!(
+                c.last_transition_time, before.last_transition_time,
+                "{}",
+                c.type_
+            );
+        }
         assert_eq!(d.status.latest_run, s1.latest_run);
         assert_eq!(d.status.observed_generation, Some(2));
         assert!(d.events.is_empty());

@@ -447,3 +447,119 @@ async fn repeated_rate_limiting_writes_status_and_warns_once() {
         "a rate limit that is still on must not rewrite status or warn again"
     );
 }
+
+/// The requeue of an Action, from its Debug form (kube-runtime keeps the field private).
+fn requeue_of(action: &kube::runtime::controller::Action) -> Option<Duration> {
+    let debug = format!("{action:?}");
+    let inner = debug.split("Some(").nth(1)?.split(')').next()?;
+    let (number, scale) = if let Some(n) = inner.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = inner.strip_suffix("µs") {
+        (n, 1e-6)
+    } else if let Some(n) = inner.strip_suffix("ns") {
+        (n, 1e-9)
+    } else {
+        (inner.strip_suffix('s')?, 1.0)
+    };
+    Some(Duration::from_secs_f64(number.parse::<f64>().ok()? * scale))
+}
+
+#[tokio::test]
+async fn every_duration_field_at_its_extremes_reconciles_and_requeues_within_bounds() {
+    use crate::reconciler::schedule::MAX_REQUEUE;
+    let succeeded = ado_with_succeeded_run().await;
+    let running = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/builds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"count": 1, "value": [{
+            "id": 42, "buildNumber": "20261122.5", "status": "inProgress",
+            "queueTime": jiff::Timestamp::now().to_string(), "sourceBranch": "refs/heads/develop",
+            "sourceVersion": "abcdef0123456789abcdef0123456789abcdef01",
+            "definition": {"id": 183, "name": "base-image"}
+        }]})))
+        .mount(&running)
+        .await;
+    // The schema's smallest and largest values, and one past every bound (a value stored under an older
+    // CRD), which must saturate rather than overflow anywhere between parse and requeue.
+    let extremes = [
+        "0s",
+        "1s",
+        "8760h",
+        "9999999h9999999h9999999h9999999h",
+        "9999999999999999h",
+    ];
+    for ado in [&succeeded, &running] {
+        for value in extremes {
+            let org = format!("{}/contoso", ado.uri());
+            let mut g = serde_json::to_value(gate(&org, None, "1")).unwrap();
+            g["spec"]["interval"] = json!(value);
+            g["spec"]["policy"] = json!({"timeout": value, "staleAfter": value});
+            let g: PipelineGate = serde_json::from_value(g).unwrap();
+            let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+            let ctx = context(Client::new(service, "default"));
+            let api = tokio::spawn(async move {
+                expect_secret_get(&mut handle, true).await;
+                let body = expect_status_apply(&mut handle).await;
+                expect_event(&mut handle).await;
+                body
+            });
+            let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(g), ctx))
+                .await
+                .expect("reconcile finished")
+                .unwrap_or_else(|e| panic!("{value}: {e}"));
+            let body = api.await.unwrap();
+            let ready = condition(&body["status"], "Ready");
+            assert!(
+                ready["status"] == "True" || ready["status"] == "False",
+                "{value}: {ready}"
+            );
+            let after = requeue_of(&action).unwrap_or_else(|| panic!("{value}: {action:?}"));
+            assert!(after <= MAX_REQUEUE, "{value}: requeue after {after:?}");
+            // What kube-runtime does with it must not overflow either.
+            assert!(std::time::Instant::now().checked_add(after).is_some());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_definition_that_does_not_exist_is_not_found_not_no_runs() {
+    let ado = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/builds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"count": 0, "value": []})))
+        .mount(&ado)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/contoso/Shop/_apis/build/definitions/183"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "$id": "1", "innerException": null,
+            "message": "Build pipeline 183 was not found.",
+            "typeName": "Microsoft.TeamFoundation.Build.WebApi.DefinitionNotFoundException, Microsoft.TeamFoundation.Build2.WebApi",
+            "typeKey": "DefinitionNotFoundException", "errorCode": 0, "eventId": 3000
+        })))
+        .expect(1)
+        .mount(&ado)
+        .await;
+    let org = format!("{}/contoso", ado.uri());
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let api = tokio::spawn(async move {
+        expect_secret_get(&mut handle, true).await;
+        let body = expect_status_apply(&mut handle).await;
+        let event = expect_event(&mut handle).await;
+        (body, event)
+    });
+    run_reconcile(gate(&org, None, "1"), ctx).await;
+    let (body, (type_, _, note)) = api.await.unwrap();
+    let ready = condition(&body["status"], "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "NotFound", "{ready}");
+    assert_eq!(condition(&body["status"], "Stalled")["status"], "True");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("183") && message.contains("Shop"),
+        "{message}"
+    );
+    assert_eq!(type_, "Warning");
+    assert!(note.contains("183"), "{note}");
+}

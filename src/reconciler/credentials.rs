@@ -3,9 +3,8 @@
 //! identity, see [`crate::entra::EntraTokens`]); and the reverse look-up a Secret watch needs: which
 //! objects reference a Secret that changed.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource};
 
@@ -164,30 +163,42 @@ pub async fn read_key(
     secret_ref: &SecretKeyRef,
     what: &'static str,
 ) -> Result<SecretString, CredentialError> {
-    let secret = match tokens.get(namespace, &secret_ref.name) {
-        Some(cached) => cached,
-        None => {
-            let ticket = tokens.ticket();
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-            let read = secrets
-                .get_opt(&secret_ref.name)
-                .await
-                .map_err(|source| Error::ReadSecret {
-                    namespace: namespace.to_string(),
-                    name: secret_ref.name.clone(),
-                    source,
-                })?
-                .map(Arc::new);
-            tokens.store(ticket, namespace, &secret_ref.name, read.clone());
-            read
-        }
-    };
+    let value =
+        match tokens.get(namespace, &secret_ref.name, &secret_ref.key) {
+            Some(cached) => cached,
+            None => {
+                let ticket = tokens.ticket();
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let secret = secrets.get_opt(&secret_ref.name).await.map_err(|source| {
+                    Error::ReadSecret {
+                        namespace: namespace.to_string(),
+                        name: secret_ref.name.clone(),
+                        source,
+                    }
+                })?;
+                // Keep only the credential; the rest of the Secret is dropped here.
+                let value = secret.map(|s| {
+                    s.data
+                        .as_ref()
+                        .and_then(|d| d.get(&secret_ref.key))
+                        .map(|b| SecretString::new(String::from_utf8_lossy(&b.0).trim()))
+                });
+                tokens.store(
+                    ticket,
+                    namespace,
+                    &secret_ref.name,
+                    &secret_ref.key,
+                    value.clone(),
+                );
+                value
+            }
+        };
     let (namespace, name, key) = (
         namespace.to_string(),
         secret_ref.name.clone(),
         secret_ref.key.clone(),
     );
-    let Some(secret) = secret else {
+    let Some(value) = value else {
         return Err(CredentialError::SecretNotFound {
             namespace,
             name,
@@ -195,13 +206,8 @@ pub async fn read_key(
             what,
         });
     };
-    let value = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&secret_ref.key))
-        .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
     match value {
-        Some(token) if !token.is_empty() => Ok(SecretString::new(token)),
+        Some(token) if !token.is_empty() => Ok(token),
         Some(_) => Err(CredentialError::EmptyKey {
             namespace,
             name,
@@ -221,16 +227,13 @@ pub async fn read_key(
 /// secret re-reconciles exactly those.
 pub fn objects_using_secret<K>(
     store: &Store<K>,
-    secret: &Secret,
+    secret: &ObjectMeta,
     credentials: impl Fn(&K) -> &Credentials,
 ) -> Vec<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
+    let (Some(ns), Some(name)) = (secret.namespace.as_deref(), secret.name.as_deref()) else {
         return Vec::new();
     };
     store

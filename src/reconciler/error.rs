@@ -27,6 +27,12 @@ pub enum Error {
         "{kind} {name} has no namespace; it is a namespaced resource, so this is an API server bug"
     )]
     MissingNamespace { kind: &'static str, name: String },
+    #[error("reconciling {kind} {object} panicked: {message}; this is a lockstep bug (please report it with this line), lockstep retries with backoff")]
+    Panicked {
+        kind: &'static str,
+        object: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -37,6 +43,7 @@ impl Error {
             Self::WriteStatus { .. } => "write_status",
             Self::MissingNamespace { .. } => "missing_namespace",
             Self::ReadDeployed { .. } => "read_deployed",
+            Self::Panicked { .. } => "panic",
         }
     }
 }

@@ -22,6 +22,42 @@ pub const RUNS_PER_LIST: u32 = 20;
 /// The shared Builds List cache: one request per (pipeline, token) per period.
 pub type BuildsCache = PollCache<PipelineKey, Vec<Build>, AdoError>;
 
+/// What every kind fetches into the [`BuildsCache`]: Builds List, and when it is empty, Definitions - Get.
+///
+/// Builds List answers an empty list for a definition that does not exist, exactly as for one without
+/// runs, so a typo in `definitionId` would wait forever as `NoRuns`. A missing definition (or project) is
+/// [`AdoError::NotFound`] naming both. The answer is shared per pipeline through the cache like any other,
+/// so the check costs one request per pipeline per period, and only while the pipeline has no runs. A
+/// check that cannot tell (Azure DevOps failing) keeps the empty list: waiting is the safe reading.
+pub async fn list_runs(
+    ado: &AdoClient,
+    org_url: &str,
+    project: &str,
+    definition_id: i64,
+    branch: &str,
+    token: &(impl crate::ado::Credential + ?Sized),
+) -> Result<Vec<Build>, AdoError> {
+    let runs = ado
+        .list_builds(
+            org_url,
+            project,
+            definition_id,
+            branch,
+            RUNS_PER_LIST,
+            token,
+        )
+        .await?;
+    if runs.is_empty() {
+        if let Err(missing @ AdoError::NotFound { .. }) = ado
+            .get_definition(org_url, project, definition_id, token)
+            .await
+        {
+            return Err(missing);
+        }
+    }
+    Ok(runs)
+}
+
 pub struct ReconcileIo {
     pub client: kube::Client,
     pub ado: AdoClient,

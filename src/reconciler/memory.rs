@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::FutureExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
@@ -129,7 +131,20 @@ where
             object = %key.name,
         );
         let timer = metrics.reconcile_started(self.kind);
-        let result = reconcile.instrument(span).await;
+        // A panic in one reconcile must not end the controller (kube-runtime runs reconciles inside its
+        // own stream; an unwinding task would take every object of the kind with it). It becomes an
+        // error: counted (result="panic"), logged by error_policy, retried with backoff.
+        let result = match AssertUnwindSafe(reconcile.instrument(span))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(payload) => Err(Error::Panicked {
+                kind: self.kind,
+                object: key.to_string(),
+                message: panic_message(payload.as_ref()),
+            }),
+        };
         match &result {
             Ok(_) => {
                 self.with_entry(key, |e| e.failures = 0);
@@ -144,7 +159,7 @@ where
     pub fn requeue_after_failure(&self, key: &ObjectRef<K>, error: &Error) -> Action {
         let delay = self.retry_delay_after_failure(key);
         tracing::warn!(kind = self.kind, object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-        Action::requeue(delay)
+        crate::reconciler::schedule::requeue(delay)
     }
 
     /// Count a failed reconcile of `key` and say how long to wait before the next try.
@@ -212,9 +227,58 @@ where
     }
 }
 
+/// The text of a panic payload (`panic!` with a literal or a formatted message), else a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_becomes_an_error_and_backs_off() {
+        use crate::crd::PipelineGate;
+        let memory: ObjectMemory<PipelineGate, ()> = ObjectMemory::new("PipelineGate");
+        let metrics = std::sync::Arc::new(Metrics::register(
+            &mut prometheus_client::registry::Registry::default(),
+        ));
+        let key = ObjectRef::<PipelineGate>::new("g").within("ns");
+        let result = memory
+            .track_reconcile(&metrics, &key, async {
+                let huge = std::time::Instant::now();
+                let _ = huge + Duration::MAX;
+                Ok(Action::await_change())
+            })
+            .await;
+        let error = result.expect_err("the panic is an error");
+        assert_eq!(error.category(), "panic");
+        assert!(
+            error.to_string().contains("ns/g") || error.to_string().contains("g.ns"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("overflow"), "{error}");
+        // Retried with backoff like any failed reconcile.
+        assert_eq!(
+            memory.retry_delay_after_failure(&key),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            memory.retry_delay_after_failure(&key),
+            Duration::from_secs(2)
+        );
+        // And the next reconcile of the same object runs normally.
+        let ok = memory
+            .track_reconcile(&metrics, &key, async { Ok(Action::await_change()) })
+            .await;
+        assert!(ok.is_ok());
+    }
 
     #[test]
     fn the_ready_tally_follows_objects_between_states() {

@@ -103,6 +103,24 @@ where
     }
 }
 
+/// Changes of the Secrets in `api`, metadata only (`PartialObjectMetadata`): a Secret's data is read
+/// only when a reconcile needs its PAT, and only that Secret. Watching full Secrets would hold every
+/// Secret of the cluster in memory (Helm keeps each release revision in one of up to 1 MiB), though
+/// lockstep uses a handful; a change of metadata (the resourceVersion) is all a mapper needs to know.
+pub fn secret_changes(
+    api: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
+) -> impl futures::Stream<
+    Item = Result<
+        kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>,
+        kube::runtime::watcher::Error,
+    >,
+> + Send {
+    use kube::runtime::WatchStreamExt;
+    // kube 5: a watcher over `Api<PartialObjectMeta<K>>` sends metadata-only requests
+    // (`Accept: ...;as=PartialObjectMetadata`), so the API server never sends Secret data.
+    kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).touched_objects()
+}
+
 /// The log line for one result of a controller's run stream (`kind` names the controller).
 pub fn log_result<K, E, Q>(
     kind: &'static str,

@@ -10,6 +10,17 @@ use crate::pipeline_key::PipelineKey;
 /// Shortest requeue: never a busy loop.
 pub const MIN_REQUEUE: Duration = Duration::from_millis(200);
 
+/// Longest requeue. kube-runtime schedules a requeue at `Instant::now() + d` in a tokio-util
+/// `DelayQueue`, which panics past about 2.2 years (2^36 ms) and `Instant` addition panics on overflow;
+/// a year is the longest spec duration anyway.
+pub const MAX_REQUEUE: Duration = crate::crd::MAX_SPEC_DURATION;
+
+/// Requeue after `after`, saturated to [`MAX_REQUEUE`] whatever it was computed from (a spec duration, a
+/// `Retry-After` header, a deadline): the only way every reconciler builds a requeue.
+pub fn requeue(after: Duration) -> kube::runtime::controller::Action {
+    kube::runtime::controller::Action::requeue(after.min(MAX_REQUEUE))
+}
+
 /// Delay until the next tick of the pipeline's requeue grid of `period`.
 ///
 /// Every object following one pipeline requeues to the same wall-clock instant, so they all meet the
@@ -45,7 +56,9 @@ pub fn tick_phase(key: &PipelineKey) -> u64 {
 /// Duration until `deadline` (whole seconds), plus a little so the reconcile runs at or after it.
 pub fn until(deadline: Timestamp) -> Duration {
     let left = deadline.duration_since(Timestamp::now());
-    Duration::try_from(left).unwrap_or_default() + Duration::from_millis(20)
+    Duration::try_from(left)
+        .unwrap_or_default()
+        .saturating_add(Duration::from_millis(20))
 }
 
 #[cfg(test)]

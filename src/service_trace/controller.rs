@@ -75,13 +75,12 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
 
     let secrets_store = store.clone();
     let tokens_ctx = ctx.clone();
-    let mut controller = controller.watches(
-        shared.scoped::<Secret>(),
-        watcher::Config::default(),
-        move |secret: Secret| {
+    let mut controller = controller.watches_stream(
+        crate::reconciler::runtime::secret_changes(shared.scoped()),
+        move |secret: kube::core::PartialObjectMeta<Secret>| {
             // Before the reconciles this change triggers run: they must read the new PAT.
-            tokens_ctx.io.tokens.invalidate_secret(&secret);
-            traces_using_secret(&secrets_store, &secret)
+            tokens_ctx.io.tokens.invalidate_secret(&secret.metadata);
+            traces_using_secret(&secrets_store, &secret.metadata)
         },
     );
     for (kind, resource) in [

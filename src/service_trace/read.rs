@@ -29,7 +29,7 @@ use crate::ado::{AdoAuth, AdoError, Build};
 use crate::crd::{requested_at, DeployedRef, ServiceTrace, WorkloadKind, WorkloadRef};
 use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::reconciler::credentials::replace_refused_token;
-use crate::reconciler::{Error, ReconcileIo, RUNS_PER_LIST};
+use crate::reconciler::{Error, ReconcileIo};
 
 /// What the reads go through: the reconciler's I/O and the committer dates already read.
 pub struct Reader<'a> {
@@ -222,9 +222,14 @@ async fn cached_builds(
         .io
         .cache
         .get_or_fetch(&key, token.secret(), not_before, || {
-            ctx.io
-                .ado
-                .list_builds(org, project, definition_id, branch, RUNS_PER_LIST, token)
+            crate::reconciler::io::list_runs(
+                &ctx.io.ado,
+                org,
+                project,
+                definition_id,
+                branch,
+                token,
+            )
         })
         .await;
     match &fetched.result {

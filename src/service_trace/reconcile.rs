@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -108,7 +108,11 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     trace,
                     now,
                 );
-                (desired, Action::requeue(interval), true)
+                (
+                    desired,
+                    crate::reconciler::schedule::requeue(interval),
+                    true,
+                )
             }
             Ok(auth) => match read_all(trace, &namespace, &auth, now, &ctx.reader()).await? {
                 Reads::Transient {
@@ -124,7 +128,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     info!(error = %message, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
                     let mut desired = previous.clone();
                     desired.last_error = Some(message);
-                    (desired, Action::requeue(after), false)
+                    (desired, crate::reconciler::schedule::requeue(after), false)
                 }
                 Reads::Complete(input) => {
                     let verdict = stages::trace(&input);
@@ -136,7 +140,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                         reason = verdict.kstatus.reason.as_str(),
                         "reconciled"
                     );
-                    (desired, Action::requeue(after), true)
+                    (desired, crate::reconciler::schedule::requeue(after), true)
                 }
             },
         }
@@ -188,7 +192,7 @@ async fn publish_transition(
 /// Traces in the Secret's namespace that reference it.
 pub fn traces_using_secret(
     store: &Store<ServiceTrace>,
-    secret: &Secret,
+    secret: &ObjectMeta,
 ) -> Vec<ObjectRef<ServiceTrace>> {
     objects_using_secret(store, secret, |t| &t.spec.azure_devops.credentials)
 }

@@ -893,3 +893,44 @@ async fn with_a_generation_pipeline_no_commit_is_read() {
     assert_eq!(ready(&body["status"]).0, "True");
     assert_eq!(ado.sim.count_requests("/commits"), 0);
 }
+
+#[tokio::test]
+async fn a_suspended_failed_trace_stays_stalled_and_says_suspended() {
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let mut trace = trace_object("https://dev.azure.com/contoso", "t", "r", flux_deployed());
+    trace.spec.suspend = true;
+    trace.metadata.generation = Some(2);
+    let t = "2026-11-22T10:00:00Z";
+    let cond = |type_: &str, status: &str| {
+        json!({"type": type_, "status": status, "reason": "DeployFailed", "message": "Kustomization failed",
+               "observedGeneration": 1, "lastTransitionTime": t})
+    };
+    trace.status = Some(
+        serde_json::from_value(json!({
+            "observedGeneration": 1,
+            "conditions": [cond("Ready", "False"), cond("Reconciling", "False"), cond("Stalled", "True")]
+        }))
+        .unwrap(),
+    );
+    // Suspended: nothing is read, the first request is the status apply.
+    let api = tokio::spawn(async move { expect_status_apply(&mut handle, "t").await });
+    run_reconcile(trace, ctx).await;
+    let body = api.await.unwrap();
+    let status = &body["status"];
+    // kstatus would read Ready=False without Stalled as InProgress.
+    for (type_, want) in [
+        ("Ready", "False"),
+        ("Stalled", "True"),
+        ("Reconciling", "False"),
+    ] {
+        let c = condition(status, type_);
+        assert_eq!(c["status"], want, "{type_}: {c}");
+        assert_eq!(c["lastTransitionTime"], t, "{type_} did not transition");
+        assert!(
+            c["message"].as_str().unwrap().starts_with("Suspended: "),
+            "{c}"
+        );
+    }
+    assert_eq!(condition(status, "Ready")["reason"], "DeployFailed");
+}
