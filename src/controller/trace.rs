@@ -348,7 +348,13 @@ async fn read_all(
             None => None,
         }
     };
-    let deployed = read_deployed(&ctx.io.client, &spec.deployed, namespace);
+    // Until the per-environment flow is wired in, the first environment stands for "the cluster".
+    let first_env = spec
+        .environment_list()
+        .first()
+        .map(|e| e.deployed())
+        .unwrap_or_default();
+    let deployed = read_deployed(&ctx.io.client, &first_env, namespace);
     let (ci_runs, hld, manifest, generation, deployed) =
         futures::join!(ci_runs, hld, manifest, generation, deployed);
     let deployed = deployed?;
@@ -779,8 +785,10 @@ pub fn traces_deployed_on(
         .iter()
         .filter(|t| {
             let trace_ns = t.metadata.namespace.as_deref().unwrap_or_default();
-            deployed_target(&t.spec.deployed, trace_ns)
-                .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
+            t.spec.environment_list().iter().any(|e| {
+                deployed_target(&e.deployed(), trace_ns)
+                    .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
+            })
         })
         .map(|t| ObjectRef::from_obj(&**t))
         .collect()
