@@ -26,6 +26,7 @@ pub mod pipeline_key;
 pub mod poll_cache;
 pub mod run;
 pub mod secret;
+pub mod service_trace_flow;
 pub mod telemetry;
 pub mod trace;
 pub mod webhook;

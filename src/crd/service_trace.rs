@@ -80,7 +80,7 @@ pub struct ServiceTraceSpec {
     pub build: PipelineRef,
     /// The high-level definition repository, when the service uses one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hld: Option<RepositoryRef>,
+    pub hld: Option<HldRef>,
     /// The manifest repository the GitOps agents sync from (an environment may name its own branch or
     /// path in it).
     pub manifest: ManifestRef,
@@ -136,7 +136,10 @@ pub struct TracePolicy {
 }]))]
 pub struct EnvironmentSpec {
     /// Environment name, unique in the trace (a DNS label: `dev`, `staging`, `prod-eu`).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// A Flux Kustomization; its `status.lastAppliedRevision` is the manifest commit it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +214,22 @@ impl EnvironmentSpec {
             workload: self.workload.clone(),
         }
     }
+}
+
+/// The HLD repository, and optionally the pipeline that writes the image tag into it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HldRef {
+    /// Repository name or id.
+    #[schemars(length(min = 1))]
+    pub repository: String,
+    #[schemars(length(min = 1))]
+    pub branch: String,
+    /// The pipeline that writes the image tag into the HLD repository, when it is not the CI pipeline
+    /// itself (a stage of the CI build, as Bedrock's templates do, needs no id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub definition_id: Option<i64>,
 }
 
 /// A branch of an Azure Repos Git repository in the trace's project.
@@ -473,6 +492,9 @@ pub struct EnvironmentProgress {
     /// The revision the environment runs now (manifest commit, or image tag for a workload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The manifest commit that carries the newest build for this environment (its branch and path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_commit: Option<String>,
     /// When lockstep first saw this build running there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived_at: Option<Time>,
@@ -498,6 +520,9 @@ pub struct HistoryEntry {
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequestInfo>,
+    /// When the build was queued (≈ the push that triggered it): lead times count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_queue_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_finish_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -524,6 +549,10 @@ pub struct HistoryArrival {
     pub arrived_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead_time: Option<String>,
+    /// This environment's manifest commit for the build, when the environment has its own manifest
+    /// branch or path (otherwise it is the entry's `manifestCommit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

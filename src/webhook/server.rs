@@ -457,10 +457,7 @@ mod tests {
     use std::sync::Mutex;
     use tower::ServiceExt;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/azure-devops/"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/azure-devops/");
 
     #[derive(Default)]
     struct FakeKube {
