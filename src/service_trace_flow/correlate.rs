@@ -242,7 +242,7 @@ pub fn correlate(f: &FlowFacts) -> CorrelatedPath {
 }
 
 /// The newest run (highest id) satisfying `pred`: a re-run of the same trigger replaces the first.
-fn newest<'r>(runs: &'r [RunFacts], pred: impl Fn(&RunFacts) -> bool) -> Option<&'r RunFacts> {
+fn newest(runs: &[RunFacts], pred: impl Fn(&RunFacts) -> bool) -> Option<&RunFacts> {
     runs.iter().filter(|r| pred(r)).max_by_key(|r| r.id)
 }
 

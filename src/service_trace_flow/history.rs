@@ -78,7 +78,7 @@ pub fn upsert(history: &mut Vec<HistoryEntry>, mut entry: HistoryEntry, limit: u
     } else {
         history.push(entry);
     }
-    history.sort_by(|a, b| b.build_id.cmp(&a.build_id));
+    history.sort_by_key(|e| std::cmp::Reverse(e.build_id));
     history.truncate(limit);
 }
 
