@@ -14,6 +14,7 @@ mod query;
 mod render;
 mod requests;
 mod state;
+mod trace_links;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
