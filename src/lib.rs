@@ -39,7 +39,6 @@ pub mod poll_cache;
 pub mod reconciler;
 pub mod run;
 pub mod secret;
-pub mod service_trace_flow;
 pub mod service_trace;
 pub mod telemetry;
 pub mod webhook;
