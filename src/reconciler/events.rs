@@ -38,6 +38,8 @@ pub mod reasons {
     pub const TRACE_PROGRESSING: &str = "TraceProgressing";
     /// A trace cannot tell where the change is.
     pub const TRACE_UNKNOWN: &str = "TraceUnknown";
+    /// A trace's newest build reached one of its environments.
+    pub const TRACE_ARRIVED: &str = "BuildArrived";
 }
 
 /// The API server rejects notes above 1 kB.

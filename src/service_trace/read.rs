@@ -35,6 +35,7 @@ use crate::secret::SecretString;
 pub struct Reader<'a> {
     pub io: &'a ReconcileIo,
     pub commit_dates: &'a CommitDates,
+    pub flow_cache: &'a super::flow_read::FlowCache,
 }
 
 /// The Flux Kustomization API lockstep reads.
@@ -57,7 +58,8 @@ pub fn argo_application_resource() -> ApiResource {
 
 /// The outcome of reading everything a trace needs.
 pub enum Reads {
-    Complete(Box<TraceInput>),
+    /// The trace input (with the first environment as "the cluster") and the flow's own reads.
+    Complete(Box<TraceInput>, Box<super::flow_read::FlowRead>),
     /// A transient Azure DevOps error: keep the last verdict.
     Transient {
         message: String,
@@ -129,16 +131,20 @@ pub async fn read_all(
             None => None,
         }
     };
-    // Until the per-environment flow is wired in, the first environment stands for "the cluster".
-    let first_env = spec
-        .environment_list()
-        .first()
-        .map(|e| e.deployed())
-        .unwrap_or_default();
-    let deployed = read_deployed(&ctx.io.client, &first_env, namespace);
-    let (ci_runs, hld, manifest, generation, deployed) =
-        futures::join!(ci_runs, hld, manifest, generation, deployed);
-    let deployed = deployed?;
+    // The HLD-update pipeline, when it is not the CI pipeline itself; its runs are listed on the CI
+    // branch (a build-completion or pipeline-resource trigger runs it for that branch's builds).
+    let hld_runs = async {
+        match spec.hld.as_ref().and_then(|h| h.definition_id) {
+            Some(id) if id != spec.build.definition_id => {
+                cached_builds(ctx, org, project, id, &spec.build.branch, token, not_before).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    };
+    let environments = super::flow_read::read_environments(trace, namespace, &ctx.io.client);
+    let (ci_runs, hld, manifest, generation, hld_runs, environments) =
+        futures::join!(ci_runs, hld, manifest, generation, hld_runs, environments);
+    let environments = environments?;
 
     let mut transient = None;
     let mut sort = |r: Result<RepoRead, AdoError>| match r {
@@ -158,12 +164,60 @@ pub async fn read_all(
         definition_id: id,
         runs: observed(runs, &mut transient),
     });
+    let hld_runs = match hld_runs {
+        Ok(runs) => runs,
+        Err(err) => {
+            note_transient(&err, &mut transient);
+            Vec::new()
+        }
+    };
     if let Some((message, retry_after)) = transient {
         return Ok(Reads::Transient {
             message,
             retry_after,
         });
     }
+    let ci_list: &[Build] = ci_runs.as_deref().unwrap_or(&[]);
+    let head_of = |r: &RepoRead| {
+        r.head
+            .as_ref()
+            .ok()
+            .and_then(|h| h.as_ref())
+            .map(|h| h.id.clone())
+    };
+    let heads = super::flow_read::Heads {
+        hld: hld.as_ref().and_then(head_of),
+        manifest: head_of(&manifest),
+    };
+    let flow = match super::flow_read::read_flow(
+        trace,
+        token,
+        ctx,
+        ci_list,
+        hld_runs,
+        environments,
+        heads,
+    )
+    .await
+    {
+        Ok(flow) => flow,
+        Err(err) => {
+            let retry_after = match &err {
+                AdoError::RateLimited { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            };
+            return Ok(Reads::Transient {
+                message: err.to_string(),
+                retry_after,
+            });
+        }
+    };
+    // The first environment stands for "the cluster" in the trace input; the reconciler traces each
+    // environment with its own.
+    let deployed = match flow.deployed.first() {
+        Some(d) => d.clone(),
+        None => read_deployed(&ctx.io.client, &DeployedRef::default(), namespace).await?,
+    };
 
     let repo_input = |repository: &str, branch: &str, read: RepoRead| RepoInput {
         repository: repository.to_string(),
@@ -171,22 +225,25 @@ pub async fn read_all(
         web_url: read.web_url,
         head: read.head,
     };
-    Ok(Reads::Complete(Box::new(TraceInput {
-        build: BuildInput {
-            definition_id: spec.build.definition_id,
-            branch: full_branch_ref(&spec.build.branch),
-            runs: ci_runs,
-        },
-        hld: spec
-            .hld
-            .as_ref()
-            .zip(hld)
-            .map(|(h, read)| repo_input(&h.repository, &h.branch, read)),
-        manifest: repo_input(&spec.manifest.repository, &spec.manifest.branch, manifest),
-        manifest_generation: generation,
-        deployed,
-        now,
-    })))
+    Ok(Reads::Complete(
+        Box::new(TraceInput {
+            build: BuildInput {
+                definition_id: spec.build.definition_id,
+                branch: full_branch_ref(&spec.build.branch),
+                runs: ci_runs,
+            },
+            hld: spec
+                .hld
+                .as_ref()
+                .zip(hld)
+                .map(|(h, read)| repo_input(&h.repository, &h.branch, read)),
+            manifest: repo_input(&spec.manifest.repository, &spec.manifest.branch, manifest),
+            manifest_generation: generation,
+            deployed,
+            now,
+        }),
+        Box::new(flow),
+    ))
 }
 
 fn note_transient(err: &AdoError, transient: &mut Option<(String, Option<Duration>)>) {
@@ -414,6 +471,29 @@ async fn read_deployed(
     deployed: &DeployedRef,
     trace_namespace: &str,
 ) -> Result<DeployedInput, Error> {
+    read_deployed_with_cluster(client, deployed.clone(), trace_namespace)
+        .await
+        .map(|(input, _)| input)
+}
+
+/// The destination cluster an Argo CD Application names (`spec.destination.name`, else `.server`).
+fn argo_destination(obj: &serde_json::Value) -> Option<String> {
+    let d = obj.get("spec")?.get("destination")?;
+    d.get("name")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .or_else(|| d.get("server").and_then(|v| v.as_str()))
+        .map(str::to_string)
+}
+
+/// [`read_deployed`], and for an Argo CD Application its destination cluster (an Application in a hub
+/// that deploys to another cluster is read where it lives).
+pub async fn read_deployed_with_cluster(
+    client: &kube::Client,
+    deployed: DeployedRef,
+    trace_namespace: &str,
+) -> Result<(DeployedInput, Option<String>), Error> {
+    let deployed = &deployed;
     let Some(target) = deployed_target(deployed, trace_namespace) else {
         // The CRD's validation requires exactly one; an older object may still lack it.
         let target = DeployedTarget {
@@ -421,13 +501,16 @@ async fn read_deployed(
             namespace: trace_namespace.to_string(),
             name: String::new(),
         };
-        return Ok(DeployedInput {
-            target,
-            observed: Err(ReadFailure(
-                "spec.deployed names nothing: set one of fluxKustomization, argoApplication, workload"
-                    .into(),
-            )),
-        });
+        return Ok((
+            DeployedInput {
+                target,
+                observed: Err(ReadFailure(
+                    "spec.deployed names nothing: set one of fluxKustomization, argoApplication, workload"
+                        .into(),
+                )),
+            },
+            None,
+        ));
     };
     let got = match target.kind {
         DeployedKind::FluxKustomization => {
@@ -437,6 +520,10 @@ async fn read_deployed(
             get_dynamic(client, &argo_application_resource(), &target).await
         }
         DeployedKind::Workload(kind) => get_workload(client, kind, &target).await,
+    };
+    let cluster = match (&got, target.kind) {
+        (Ok(Some(obj)), DeployedKind::ArgoApplication) => argo_destination(obj),
+        _ => None,
     };
     let observed = match got {
         Ok(Some(obj)) => observe(&target, deployed.workload.as_ref(), &obj),
@@ -465,7 +552,7 @@ async fn read_deployed(
             })
         }
     };
-    Ok(DeployedInput { target, observed })
+    Ok((DeployedInput { target, observed }, cluster))
 }
 
 fn observe(

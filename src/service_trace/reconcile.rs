@@ -14,8 +14,7 @@ use tracing::{debug, info};
 use super::commit_dates::CommitDates;
 use super::deployed::DeployedKind;
 use super::read::{deployed_target, read_all, Reader, Reads};
-use super::stages;
-use super::status::{desired_status, with_kstatus};
+use super::status::{apply_flow, desired_status, per_environment_verdict, with_kstatus};
 use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{duration_or, whole_seconds, ServiceTrace, ServiceTraceStatus};
@@ -24,6 +23,9 @@ use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo};
 
+/// The newest build's number and the environments it reached this reconcile, with lead times.
+type Arrivals = (Option<String>, Vec<(String, Option<String>)>);
+
 /// Everything a trace reconcile needs.
 pub struct TraceContext {
     pub io: ReconcileIo,
@@ -31,6 +33,8 @@ pub struct TraceContext {
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
     commit_dates: CommitDates,
+    /// Recent commits per branch head and source commits already read (see `flow_read`).
+    flow_cache: super::flow_read::FlowCache,
     memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
 }
 
@@ -39,6 +43,7 @@ impl TraceContext {
         Reader {
             io: &self.io,
             commit_dates: &self.commit_dates,
+            flow_cache: &self.flow_cache,
         }
     }
 
@@ -47,6 +52,7 @@ impl TraceContext {
             io,
             store,
             commit_dates: CommitDates::default(),
+            flow_cache: Default::default(),
             memory: ObjectMemory::new(KIND),
         }
     }
@@ -81,6 +87,8 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         .current_status(&key, trace, trace.status.as_ref());
     let previous = current.clone().unwrap_or_default();
 
+    // Environments the newest build reached in this reconcile, for one Event each after the write.
+    let mut arrivals: Option<Arrivals> = None;
     // Every outcome comes down to one desired status and one requeue; the write happens once, below.
     // `announce`: a change of Ready deserves an Event (a suspended trace or a transient error never does).
     let (desired, action, announce) = if trace.spec.suspend {
@@ -120,11 +128,27 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     desired.last_error = Some(message);
                     (desired, Action::requeue(after), false)
                 }
-                Reads::Complete(input) => {
-                    let verdict = stages::trace(&input);
-                    let desired =
+                Reads::Complete(input, flow) => {
+                    let verdict = per_environment_verdict(&input, &flow.deployed);
+                    let mut desired =
                         desired_status(&verdict, &previous, trace.metadata.generation, now);
-                    let after = if verdict.in_flight { fast } else { interval };
+                    let composed = apply_flow(
+                        &trace.spec,
+                        &input,
+                        &flow.reads,
+                        &verdict,
+                        &previous,
+                        &mut desired,
+                        trace.metadata.generation,
+                        now,
+                    );
+                    let mut after = if verdict.in_flight { fast } else { interval };
+                    // Look again when a waiting step would overrun its timeout, to report it on time.
+                    if let Some(deadline) = composed.as_ref().and_then(|c| c.view.next_deadline) {
+                        let until = deadline.duration_since(now).unsigned_abs();
+                        after = after.min(until.max(std::time::Duration::from_secs(1)));
+                    }
+                    arrivals = composed.map(|c| (c.view.latest.build.number.clone(), c.arrivals));
                     debug!(
                         ready = verdict.kstatus.ready.as_str(),
                         reason = verdict.kstatus.reason.as_str(),
@@ -150,6 +174,23 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     .await?;
     if announce {
         publish_transition(trace, current.as_ref(), &desired, ctx).await;
+    }
+    if let Some((number, reached)) = arrivals {
+        let tag = number.unwrap_or_default();
+        for (env, lead) in reached {
+            let note = match lead {
+                Some(lead) => format!("build {tag} arrived in {env} (lead time {lead})"),
+                None => format!("build {tag} arrived in {env}"),
+            };
+            publish_transition_event(
+                &ctx.io.recorders,
+                trace,
+                EventType::Normal,
+                reasons::TRACE_ARRIVED,
+                &note,
+            )
+            .await;
+        }
     }
     Ok(action)
 }

@@ -22,6 +22,9 @@ pub enum LinkRule {
     SameRun,
     /// The only commit the linked run could have pushed: committed while that run ran.
     CommitTime,
+    /// The manifest head, ordered after the newest successful build by the trace's "came after" rule
+    /// (generation run queued after the build, or committer date); newest build only.
+    HeadAfterBuild,
     Unknown,
 }
 
@@ -34,6 +37,7 @@ impl LinkRule {
             LinkRule::CommitMessage => "commitMessage",
             LinkRule::SameRun => "sameRun",
             LinkRule::CommitTime => "commitTime",
+            LinkRule::HeadAfterBuild => "headAfterBuild",
             LinkRule::Unknown => "unknown",
         }
     }

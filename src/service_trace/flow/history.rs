@@ -2,7 +2,6 @@
 //! failed there. Arrivals are recorded the first time lockstep sees them and never moved afterwards.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::correlate::contains;
 use super::facts::CommitFacts;
@@ -137,7 +136,7 @@ pub fn observe(history: &mut [HistoryEntry], envs: &[EnvView], now: Timestamp) {
                 };
                 if i == cur && a.state != ARRIVED {
                     a.state = ARRIVED.to_string();
-                    a.arrived_at = Some(Time(now));
+                    a.arrived_at = Some(crate::crd::status_time(now));
                     a.lead_time = queued.map(|q| go_duration(now.duration_since(q)));
                     a.message = None;
                 } else if i > cur && a.state == PENDING {

@@ -5,6 +5,7 @@
 //! [`facts`] types, and writes what [`view`] returns. The rules, and the recorded fixture each was checked
 //! against, are in `docs/servicetrace.md` ("Correlation rules").
 
+pub mod compose;
 pub mod correlate;
 pub mod facts;
 pub mod fit;

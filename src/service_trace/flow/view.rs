@@ -85,8 +85,9 @@ pub struct FlowView {
     pub next_deadline: Option<Timestamp>,
 }
 
+/// Status times have whole seconds (what the API server keeps), so an unchanged status compares equal.
 fn time(t: Option<Timestamp>) -> Option<Time> {
-    t.map(Time)
+    t.map(crate::crd::status_time)
 }
 
 fn url(u: Option<&str>) -> Option<String> {

@@ -18,8 +18,8 @@ mod query;
 mod render;
 mod requests;
 mod state;
-mod trace_links;
 mod subscriptions;
+mod trace_links;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
