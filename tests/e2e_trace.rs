@@ -630,7 +630,9 @@ async fn without_a_generation_pipeline_the_manifest_commit_date_decides() {
         ready_is(&trace, "False", "ManifestBehindBuild"),
         "{trace:#}"
     );
-    assert_eq!(env.sim.count_requests("/commits"), 1);
+    // Once per head, not per poll: the head's committer date, the manifest branch's recent commits and
+    // the build's source commit (ServiceTrace 2's correlation reads) — 3 on the first poll, none after.
+    assert_eq!(env.sim.count_requests("/commits"), 3);
 
     // The manifest update is pushed after the build finished; Flux has not applied it yet.
     env.sim.push(ORG, PROJECT, "orders-config", "main", M2);
@@ -674,7 +676,8 @@ async fn without_a_generation_pipeline_the_manifest_commit_date_decides() {
         "{stage}",
         stage = stages[1]
     );
-    assert_eq!(env.sim.count_requests("/commits"), 2);
+    // The new head cost two more: its committer date and the branch's recent commits.
+    assert_eq!(env.sim.count_requests("/commits"), 5);
 }
 
 // ---- ServiceTrace 2: two environments, the whole path, history, stuck steps --------------------------
