@@ -21,7 +21,7 @@ use crate::crd::{duration_or, whole_seconds, ServiceTrace, ServiceTraceStatus};
 use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
 use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::status_write::write_status_if_changed;
-use crate::reconciler::{Error, ObjectMemory, ReconcileIo};
+use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
 
 /// The newest build's number and the environments it reached this reconcile, with lead times.
 type Arrivals = (Option<String>, Vec<(String, Option<String>)>);
@@ -35,7 +35,16 @@ pub struct TraceContext {
     commit_dates: CommitDates,
     /// Recent commits per branch head and source commits already read (see `flow_read`).
     flow_cache: super::flow_read::FlowCache,
-    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
+    /// Per trace: when polling last read Azure DevOps successfully (for webhook health).
+    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus, TraceExtra>,
+    /// Webhook health, when a receiver runs in this process.
+    hints: Option<WebhookHints>,
+}
+
+/// What a trace remembers between reconciles beyond its status.
+#[derive(Default)]
+pub struct TraceExtra {
+    last_poll: Option<std::time::Instant>,
 }
 
 impl TraceContext {
@@ -54,7 +63,14 @@ impl TraceContext {
             commit_dates: CommitDates::default(),
             flow_cache: Default::default(),
             memory: ObjectMemory::new(KIND),
+            hints: None,
         }
+    }
+
+    /// Count, for webhook health, the changes polling found before any hook announced them.
+    pub fn with_webhook_hints(mut self, hints: WebhookHints) -> Self {
+        self.hints = Some(hints);
+        self
     }
 }
 
@@ -130,6 +146,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 }
                 Reads::Complete(input, flow) => {
                     let verdict = per_environment_verdict(&input, &flow.deployed);
+                    note_polled_change(ctx, &key, &previous, &verdict);
                     let mut desired =
                         desired_status(&verdict, &previous, trace.metadata.generation, now);
                     let composed = apply_flow(
@@ -193,6 +210,33 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         }
     }
     Ok(action)
+}
+
+/// A new CI build or a moved manifest head that polling saw before any webhook named this trace: the
+/// same webhook-health counter the gates feed (`lockstep_webhook_polling_found_first_total`).
+pub(super) fn note_polled_change(
+    ctx: &TraceContext,
+    key: &ObjectRef<ServiceTrace>,
+    previous: &ServiceTraceStatus,
+    verdict: &super::stages::TraceVerdict,
+) {
+    let previous_poll = ctx
+        .memory
+        .with_extra(key, |m| m.last_poll.replace(std::time::Instant::now()));
+    let Some(hints) = &ctx.hints else { return };
+    let newest_build = verdict
+        .stages
+        .first()
+        .and_then(|s| s.run.as_ref())
+        .map(|r| r.id);
+    let old_build = previous.latest.as_ref().map(|l| l.build.id);
+    let build_moved = old_build.is_some() && newest_build.is_some() && old_build != newest_build;
+    let head_moved = previous.manifest_commit_id.is_some()
+        && verdict.manifest_commit_id.is_some()
+        && previous.manifest_commit_id != verdict.manifest_commit_id;
+    if build_moved || head_moved {
+        hints.note_polled_change(key, previous_poll);
+    }
 }
 
 /// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.

@@ -897,3 +897,86 @@ async fn with_a_generation_pipeline_no_commit_is_read() {
     // No committer date is read; only the flow's manifest branch list and the source commit.
     assert_eq!(ado.sim.count_requests("/commits"), 2);
 }
+
+#[tokio::test]
+async fn a_new_build_found_by_polling_before_any_hook_counts_for_webhook_health() {
+    use crate::reconciler::hints::{HintLog, WebhookHints};
+    use crate::service_trace::reconcile::note_polled_change;
+    use crate::telemetry::WebhookMetrics;
+
+    struct NeverHinted;
+    impl HintLog for NeverHinted {
+        fn last_hint(&self, _: &str, _: Option<&str>, _: &str) -> Option<std::time::Instant> {
+            None
+        }
+    }
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::try_unwrap(context(Client::new(service, "default")))
+        .ok()
+        .expect("sole owner");
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::register(&mut registry);
+    let ctx = ctx.with_webhook_hints(WebhookHints {
+        log: Arc::new(NeverHinted),
+        metrics,
+    });
+    let trace = trace_object("https://x", "orders", "r", flux_deployed());
+    let key = kube::runtime::reflector::ObjectRef::from_obj(&trace);
+    let verdict = |build: i64, head: &str| {
+        use crate::service_trace::stages::{Stage, StageName, StageState, TraceVerdict};
+        TraceVerdict {
+            stages: vec![Stage {
+                name: StageName::Build,
+                commit: None,
+                run: Some(serde_json::from_value(json!({"id": build})).expect("build")),
+                state: StageState::Succeeded,
+                web_url: None,
+                message: String::new(),
+                hold: None,
+            }],
+            manifest_commit_id: Some(head.to_string()),
+            deployed_revision: None,
+            image_tag: None,
+            kstatus: crate::conditions::Kstatus::ready("InSync", "deployed"),
+            in_flight: false,
+            now: jiff::Timestamp::UNIX_EPOCH,
+        }
+    };
+    let mut previous = ServiceTraceStatus::default();
+    let count = |registry: &Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text.lines()
+            .find(|l| {
+                l.starts_with("lockstep_webhook_polling_found_first_total{kind=\"ServiceTrace\"}")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("0").to_string())
+            .unwrap_or_else(|| "0".into())
+    };
+    // The first poll has nothing to compare with.
+    note_polled_change(&ctx, &key, &previous, &verdict(1, MANIFEST));
+    assert_eq!(count(&registry), "0");
+    previous.latest = Some(crate::crd::TracedChange {
+        build: crate::crd::BuildInfo {
+            id: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    previous.manifest_commit_id = Some(MANIFEST.into());
+    note_polled_change(&ctx, &key, &previous, &verdict(1, MANIFEST));
+    assert_eq!(count(&registry), "0", "nothing changed");
+    note_polled_change(&ctx, &key, &previous, &verdict(2, MANIFEST));
+    assert_eq!(count(&registry), "1", "a new build no hook announced");
+    note_polled_change(
+        &ctx,
+        &key,
+        &previous,
+        &verdict(1, "ffffffffffffffffffffffffffffffffffffffff"),
+    );
+    assert_eq!(
+        count(&registry),
+        "2",
+        "a moved manifest head no hook announced"
+    );
+}
