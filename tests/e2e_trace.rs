@@ -811,7 +811,7 @@ async fn change(env: &Env, k: usize) -> (i64, String) {
     (build, number)
 }
 
-fn history_row<'t>(trace: &'t Value, build: i64) -> Option<&'t Value> {
+fn history_row(trace: &Value, build: i64) -> Option<&Value> {
     trace["status"]["history"]
         .as_array()?
         .iter()
