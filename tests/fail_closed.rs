@@ -581,7 +581,9 @@ spec:
 #[test]
 fn flux_kstatus_reads_service_trace_2_statuses() {
     let read = |name: &str| -> Value {
-        let path = root().join("tests/fixtures/trace-status").join(format!("{name}.json"));
+        let path = root()
+            .join("tests/fixtures/trace-status")
+            .join(format!("{name}.json"));
         serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
     };
     let (ready, _) = kstatus::compute(&read("two-environments-ready"));
