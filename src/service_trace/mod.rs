@@ -18,7 +18,6 @@ pub mod commit_dates;
 pub mod controller;
 pub mod deployed;
 pub mod flow;
-pub mod flow_read;
 pub mod order;
 pub mod read;
 pub mod reconcile;

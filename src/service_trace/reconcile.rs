@@ -33,8 +33,8 @@ pub struct TraceContext {
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
     commit_dates: CommitDates,
-    /// Recent commits per branch head and source commits already read (see `flow_read`).
-    flow_cache: super::flow_read::FlowCache,
+    /// Recent commits per branch head and source commits already read (see `read::FlowCache`).
+    flow_cache: super::read::FlowCache,
     /// Per trace: when polling last read Azure DevOps successfully (for webhook health).
     memory: ObjectMemory<ServiceTrace, ServiceTraceStatus, TraceExtra>,
     /// Webhook health, when a receiver runs in this process.
