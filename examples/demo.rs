@@ -5,7 +5,9 @@
 //! `examples/pipelinegate.yaml` (pointed at the simulator), and drives the base pipeline through
 //! queued → running → failed → re-run (queued → running) → succeeded. The re-run's first step reaches the
 //! controller as an Azure DevOps service hook; every other step is found by polling. The gate's changes are
-//! printed the way `kubectl get pipelinegates -w` prints them, then its Events.
+//! printed the way `kubectl get pipelinegates -w` prints them, then its Events. A second act follows one
+//! change with a ServiceTrace (`demo_trace/mod.rs`) through the HLD and manifest repositories and two
+//! environments, printed as `kubectl get strace -w` rows, with the history at the end.
 //!
 //! Exits 0 when every transition was seen, 1 when one was not seen in time (or something failed to start),
 //! 2 on a usage error. `--hold` keeps everything running after the scenario, for kubectl, until Ctrl-C.
@@ -30,6 +32,9 @@ use lockstep::run::{RunArgs, RunError};
 use lockstep_testkit::ado::{AdoSimulator, HookDelivery, HookEvent, RunResult};
 use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 use tokio::sync::mpsc;
+
+#[path = "demo_trace/mod.rs"]
+mod demo_trace;
 
 /// The example the demo applies, exactly as users read it.
 const EXAMPLE: &str = include_str!("pipelinegate.yaml");
@@ -79,6 +84,10 @@ enum DemoError {
     ControllerStopped(String),
     #[error("the watch on the gate ended unexpectedly")]
     WatchEnded,
+    #[error(
+        "the ServiceTrace act failed: {0}. Rerun with RUST_LOG=info to see the controller's logs"
+    )]
+    Trace(String),
 }
 
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> DemoError {
@@ -187,9 +196,20 @@ async fn run_demo(
     let example = Example::parse(EXAMPLE)?;
 
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    let emulator = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
-        .await
-        .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
+    // Flux's and Argo CD's CRDs (schema-less stand-ins) for the ServiceTrace act's two environments.
+    let agent_crds = dir.join("agent-crds");
+    std::fs::create_dir_all(&agent_crds).map_err(|e| start_err("the agent CRDs")(e.to_string()))?;
+    for (file, yaml) in demo_trace::AGENT_CRDS {
+        std::fs::write(agent_crds.join(file), yaml)
+            .map_err(|e| start_err("the agent CRDs")(e.to_string()))?;
+    }
+    let emulator = KubeEmulator::start(
+        EmulatorConfig::default()
+            .crds_dir(crds)
+            .crds_dir(agent_crds),
+    )
+    .await
+    .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
     let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG").unwrap_or_default());
     emulator
         .write_kubeconfig(&kubeconfig)
@@ -673,6 +693,17 @@ impl Scenario<'_> {
             "All transitions seen in {:.1}s: RunQueued -> RunInProgress -> RunFailed -> RunQueued (webhook) -> RunInProgress -> Succeeded.",
             self.started.elapsed().as_secs_f64()
         );
+        let secret = &example.gate.spec.azure_devops.credentials.secret_ref;
+        demo_trace::play(
+            &self.client,
+            sim,
+            &pipeline.org,
+            &pipeline.project,
+            ns,
+            (&secret.name, &secret.key),
+        )
+        .await
+        .map_err(DemoError::Trace)?;
         let _ = std::io::stdout().flush();
         Ok(())
     }

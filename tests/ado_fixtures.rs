@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use lockstep::ado::{
     parse_ado_time, Build, BuildResult, BuildStatus, ErrorBody, GitAnnotatedTag, GitCommitRef,
-    GitRef, GitRepository, ListResponse, PipelineRun, RunResult, RunState, Timeline,
+    GitPullRequest, GitPullRequestQuery, GitRef, GitRepository, ListResponse, PipelineRun,
+    RunResult, RunState, Timeline,
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,6 +54,18 @@ fn check_fixture(name: &str) -> &'static str {
         let list: ListResponse<PipelineRun> = load(name);
         assert!(!list.value.is_empty());
         "runs"
+    } else if name.starts_with("pipeline-run-") {
+        let run: PipelineRun = load(name);
+        assert!(run.name.is_some() && run.pipeline.is_some(), "{name}");
+        "run"
+    } else if name == "pull-request-get.json" {
+        let pr: GitPullRequest = load(name);
+        assert!(pr.pull_request_id > 0 && pr.title.is_some(), "{name}");
+        "pull request"
+    } else if name.starts_with("pull-request-query") {
+        let q: GitPullRequestQuery = load(name);
+        assert_eq!(q.results.len(), 1, "{name}: one result per query");
+        "pull request query"
     } else if name.starts_with("refs-") {
         let list: ListResponse<GitRef> = load(name);
         for r in &list.value {
@@ -148,8 +161,11 @@ fn every_fixture_deserializes_with_its_model() {
             "definition",
             "error",
             "hook",
+            "pull request",
+            "pull request query",
             "refs",
             "repository",
+            "run",
             "runs",
             "timeline"
         ]

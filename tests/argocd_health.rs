@@ -152,6 +152,19 @@ fn service_trace_health() {
                 status: "Degraded",
                 message: Expected::ConditionMessage("Stalled"),
             },
+            // ServiceTrace 2 statuses (environments, latest, history) read the same way.
+            Case {
+                fixture: "two-environments-ready",
+                status: "Healthy",
+                message: Expected::ConditionMessage("Ready"),
+            },
+            Case {
+                fixture: "two-environments-hld-stalled",
+                status: "Degraded",
+                message: Expected::Exactly(
+                    "image tag 20261122.8 not written to orders-hld within 15m of the build",
+                ),
+            },
         ],
     );
 }

@@ -99,6 +99,35 @@ fn demo_shows_every_transition_and_exits_zero() {
             "Event {reason} is listed\nstdout:\n{stdout}"
         );
     }
+    // The ServiceTrace act: `kubectl get strace -w` rows ending in both environments, then the history.
+    let progress: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("orders "))
+        .collect();
+    assert!(
+        progress.iter().any(|l| l.contains("dev ✓ prod …")),
+        "dev before prod\nstdout:\n{stdout}"
+    );
+    let last = progress.last().copied().unwrap_or_default();
+    assert!(
+        last.contains("dev ✓ prod ✓") && last.contains("True") && last.contains("InSync"),
+        "the trace ends in both environments, Ready\nstdout:\n{stdout}"
+    );
+    let history = stdout
+        .split("History (status.history, newest first):")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        history.contains("Jamal Hartnett")
+            && history.contains("#42")
+            && history.contains("4d4d4d4")
+            && history.contains("a1b2c3d"),
+        "the history row names the author, PR, HLD and manifest commits\nstdout:\n{stdout}"
+    );
+    assert!(
+        history.contains("linked by commitMessage"),
+        "the path says how each step was tied to the build\nstdout:\n{stdout}"
+    );
     assert!(stdout.contains("kubeconfig"), "prints the kubeconfig path");
     for secret in SECRETS {
         assert!(

@@ -291,7 +291,10 @@ async fn trace_follows_a_change_from_build_to_the_kustomization() {
     assert_eq!(stages[0]["run"]["id"], build);
     assert_eq!(stages[1]["run"]["id"], generation);
 
-    let table = env.kubectl(&["-n", NS, "get", "strace", "orders"]).await;
+    // MANIFEST and DEPLOYED are wide columns since the PROGRESS and REASON columns came in.
+    let table = env
+        .kubectl(&["-n", NS, "get", "strace", "orders", "-o", "wide"])
+        .await;
     assert!(
         table.contains(&build_number) && table.contains("a1b2c3d") && table.contains("True"),
         "{table}"
@@ -627,7 +630,9 @@ async fn without_a_generation_pipeline_the_manifest_commit_date_decides() {
         ready_is(&trace, "False", "ManifestBehindBuild"),
         "{trace:#}"
     );
-    assert_eq!(env.sim.count_requests("/commits"), 1);
+    // Once per head, not per poll: the head's committer date, the manifest branch's recent commits and
+    // the build's source commit (ServiceTrace 2's correlation reads) — 3 on the first poll, none after.
+    assert_eq!(env.sim.count_requests("/commits"), 3);
 
     // The manifest update is pushed after the build finished; Flux has not applied it yet.
     env.sim.push(ORG, PROJECT, "orders-config", "main", M2);
@@ -671,5 +676,395 @@ async fn without_a_generation_pipeline_the_manifest_commit_date_decides() {
         "{stage}",
         stage = stages[1]
     );
-    assert_eq!(env.sim.count_requests("/commits"), 2);
+    // The new head cost two more: its committer date and the branch's recent commits.
+    assert_eq!(env.sim.count_requests("/commits"), 5);
+}
+
+// ---- ServiceTrace 2: two environments, the whole path, history, stuck steps --------------------------
+
+const HLD: &str = "orders-hld";
+/// Source commits of builds 1–3 (in the `Shop` repository), their HLD and manifest commits.
+const SRCS: [&str; 3] = [
+    "5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a41",
+    "5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a42",
+    "5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a43",
+];
+const HLDS: [&str; 3] = [
+    "4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d41",
+    "4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d42",
+    "4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d43",
+];
+const MANS: [&str; 3] = [
+    "a1b2c3d4e5f60718293a4b5c6d7e8f9012345671",
+    "a1b2c3d4e5f60718293a4b5c6d7e8f9012345672",
+    "a1b2c3d4e5f60718293a4b5c6d7e8f9012345673",
+];
+const AUTHORS: [&str; 3] = ["Jamal Hartnett", "Norman Paulk", "Chuck Reinhart"];
+const TITLES: [&str; 3] = ["Add retries", "Faster checkout", "Fix the cart total"];
+
+/// A two-environment trace: dev is a Flux Kustomization, prod an Argo CD Application; the CI pipeline
+/// (12) writes the image tag into the HLD repository, the generation pipeline (14) renders it.
+async fn two_environment_trace(env: &Env, name: &str, hld_repo: &str, policy: &str) {
+    let org_url = env.sim.org_url(ORG);
+    env.apply(&format!(
+        "apiVersion: lockstep.dev/v1alpha1
+kind: ServiceTrace
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  azureDevOps:
+    organizationUrl: {org_url}
+    project: {PROJECT}
+    credentials: {{secretRef: {{name: ado-pat, key: token}}}}
+  build: {{definitionId: 12, branch: main}}
+  hld: {{repository: {hld_repo}, branch: main}}
+  manifest: {{repository: orders-manifests, branch: main, definitionId: 14}}
+  environments:
+  - name: dev
+    fluxKustomization: {{name: orders-dev, namespace: flux-system}}
+  - name: prod
+    argoApplication: {{name: orders-prod, namespace: argocd}}
+  historyLimit: 20
+  policy: {policy}
+  interval: 2s
+"
+    ))
+    .await;
+}
+
+async fn flux_at(env: &Env, name: &str, revision: &str) {
+    env.apply(&format!(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, path: ./, prune: true}}\n"
+    ))
+    .await;
+    patch_status(env, "flux-system", "kustomization", name, serde_json::json!({
+        "observedGeneration": 1,
+        "lastAppliedRevision": format!("main@sha1:{revision}"),
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                        "message": "Applied revision", "lastTransitionTime": "2026-11-22T10:00:00Z"}]
+    })).await;
+}
+
+async fn argo_at(env: &Env, name: &str, status: Value) {
+    env.apply(&format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {{name: {name}, namespace: argocd}}\nspec: {{project: default, destination: {{name: prod-eu, namespace: orders}}}}\n"
+    ))
+    .await;
+    patch_status(env, "argocd", "application", name, status).await;
+}
+
+fn argo_synced(revision: &str) -> Value {
+    serde_json::json!({"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"},
+                       "operationState": {"phase": "Succeeded", "message": "successfully synced"}})
+}
+
+/// Build `k` (0-based) of the Bedrock-style flow, up to its manifest commit: a merged pull request
+/// in `Shop`, the CI build, its image tag merged into the HLD repository, the generation run and
+/// the rendered manifest commit. Returns the build id and number.
+async fn change(env: &Env, k: usize) -> (i64, String) {
+    let sim = &env.sim;
+    sim.push(ORG, PROJECT, PROJECT, "main", SRCS[k]);
+    let pr = 100 + k as i64;
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        PROJECT,
+        SRCS[k],
+        AUTHORS[k],
+        &format!("Merged PR {pr}: {}", TITLES[k]),
+    );
+    sim.add_pull_request(
+        ORG,
+        PROJECT,
+        PROJECT,
+        pr,
+        TITLES[k],
+        "feature/x",
+        "main",
+        Some(SRCS[k]),
+    );
+    let build = sim.queue_run(ORG, PROJECT, 12, "main", SRCS[k]);
+    sim.start_run(build);
+    sim.complete_run(build, RunResult::Succeeded);
+    let number = sim.run(build).map(|r| r.build_number).expect("run");
+    sim.push(ORG, PROJECT, HLD, "main", HLDS[k]);
+    let hld_message = format!("Merged PR {}: Updating orders to main-{number}.", 200 + k);
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        HLD,
+        HLDS[k],
+        "Automated Account",
+        &hld_message,
+    );
+    let generation = sim.queue_run(ORG, PROJECT, 14, "main", HLDS[k]);
+    sim.start_run(generation);
+    sim.complete_run(generation, RunResult::Succeeded);
+    sim.push(ORG, PROJECT, "orders-manifests", "main", MANS[k]);
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        MANS[k],
+        "Automated Account",
+        &format!("Updated k8s manifest files post commit: {hld_message}"),
+    );
+    (build, number)
+}
+
+fn history_row(trace: &Value, build: i64) -> Option<&Value> {
+    trace["status"]["history"]
+        .as_array()?
+        .iter()
+        .find(|h| h["buildId"] == build)
+}
+
+fn arrival_state(trace: &Value, build: i64, env_name: &str) -> String {
+    history_row(trace, build)
+        .and_then(|h| h["environments"][env_name]["state"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
+    let env = Env::start().await;
+    env.sim
+        .add_repository(ORG, PROJECT, PROJECT, &[("main", SRC)]);
+    env.sim.add_repository(
+        ORG,
+        PROJECT,
+        HLD,
+        &[("main", "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c")],
+    );
+    flux_at(&env, "orders-dev", M1).await;
+    argo_at(&env, "orders-prod", argo_synced(M1)).await;
+    two_environment_trace(&env, "orders", HLD, "{timeout: 30m}").await;
+    let _lockstep = env.lockstep();
+
+    // Build 1 reaches dev, then prod.
+    let (b1, n1) = change(&env, 0).await;
+    flux_at(&env, "orders-dev", MANS[0]).await;
+    let t = env
+        .wait_trace("orders", WAIT, "build 1 in dev", |t| {
+            arrival_state(t, b1, "dev") == "Arrived"
+        })
+        .await;
+    assert_eq!(t["status"]["summary"], "dev ✓ prod …", "{:#}", t["status"]);
+    argo_at(&env, "orders-prod", argo_synced(MANS[0])).await;
+    env.wait_trace("orders", WAIT, "build 1 in prod", |t| {
+        arrival_state(t, b1, "prod") == "Arrived" && ready_is(t, "True", "InSync")
+    })
+    .await;
+
+    // Build 2 reaches dev, then its prod sync fails.
+    let (b2, n2) = change(&env, 1).await;
+    flux_at(&env, "orders-dev", MANS[1]).await;
+    env.wait_trace("orders", WAIT, "build 2 in dev", |t| {
+        arrival_state(t, b2, "dev") == "Arrived"
+    })
+    .await;
+    argo_at(
+        &env,
+        "orders-prod",
+        serde_json::json!({"sync": {"status": "OutOfSync", "revision": MANS[1]}, "health": {"status": "Healthy"},
+                           "operationState": {"phase": "Failed", "message": "one or more objects failed to apply"}}),
+    )
+    .await;
+    let t = env
+        .wait_trace("orders", WAIT, "build 2 failed in prod", |t| {
+            arrival_state(t, b2, "prod") == "Failed" && ready_is(t, "False", "DeployFailed")
+        })
+        .await;
+    let message = ready_message(&t);
+    assert!(
+        message.contains("Application argocd/orders-prod (prod)")
+            && message.contains("failed to apply"),
+        "{message}"
+    );
+    assert_eq!(t["status"]["summary"], "dev ✓ prod ✗");
+    assert_eq!(
+        condition(&t, "Stalled").map(|c| c["status"].clone()),
+        Some(Value::from("True"))
+    );
+
+    // Build 3 reaches both.
+    let (b3, n3) = change(&env, 2).await;
+    flux_at(&env, "orders-dev", MANS[2]).await;
+    argo_at(&env, "orders-prod", argo_synced(MANS[2])).await;
+    let t = env
+        .wait_trace("orders", WAIT, "build 3 in both", |t| {
+            arrival_state(t, b3, "dev") == "Arrived"
+                && arrival_state(t, b3, "prod") == "Arrived"
+                && ready_is(t, "True", "InSync")
+        })
+        .await;
+    let status = &t["status"];
+    assert_eq!(status["summary"], "dev ✓ prod ✓");
+    // History: newest first, each build with its author, pull request, runs and per-environment arrivals.
+    let ids: Vec<i64> = status["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| h["buildId"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(ids, vec![b3, b2, b1]);
+    for (k, (b, n)) in [(b1, &n1), (b2, &n2), (b3, &n3)].into_iter().enumerate() {
+        let row = history_row(&t, b).expect("row");
+        assert_eq!(row["imageTag"], n.as_str(), "{row:#}");
+        assert_eq!(row["commit"], SRCS[k], "{row:#}");
+        assert_eq!(row["hldCommit"], HLDS[k], "{row:#}");
+        assert_eq!(row["manifestCommit"], MANS[k], "{row:#}");
+        assert_eq!(
+            row["manifestRun"]["id"].as_i64().map(|id| id > b),
+            Some(true),
+            "{row:#}"
+        );
+        assert!(
+            row["environments"]["dev"]["arrivedAt"].is_string(),
+            "{row:#}"
+        );
+        assert!(
+            row["environments"]["dev"]["leadTime"].is_string(),
+            "{row:#}"
+        );
+    }
+    // The newest build's author and PR come from its commit; every build's per-environment fate.
+    let row3 = history_row(&t, b3).expect("row 3");
+    assert_eq!(row3["author"], AUTHORS[2]);
+    assert_eq!(row3["pullRequest"]["id"], 102);
+    assert_eq!(row3["pullRequest"]["title"], TITLES[2]);
+    assert!(row3["pullRequest"]["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/_git/Shop/pullrequest/102")));
+    assert_eq!(arrival_state(&t, b1, "prod"), "Arrived");
+    assert_eq!(arrival_state(&t, b2, "prod"), "Failed");
+    assert!(
+        history_row(&t, b2).unwrap()["environments"]["prod"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed to apply"))
+    );
+    // The path of the newest build, each step tied to it.
+    let latest = &status["latest"];
+    assert_eq!(latest["build"]["id"], b3);
+    assert_eq!(latest["build"]["author"], AUTHORS[2]);
+    assert_eq!(latest["hldUpdate"]["commit"], HLDS[2]);
+    assert_eq!(latest["hldUpdate"]["linkedBy"], "commitMessage");
+    assert_eq!(latest["manifestGeneration"]["linkedBy"], "commitMessage");
+    assert_eq!(
+        latest["manifestGeneration"]["run"]["id"]
+            .as_i64()
+            .map(|id| id > b3),
+        Some(true)
+    );
+    assert_eq!(latest["environments"][1]["cluster"], "prod-eu");
+    assert!(latest["environments"][1]["leadTime"].is_string());
+
+    // `kubectl get` columns and `kubectl describe` show the same.
+    let table = env.kubectl(&["-n", NS, "get", "strace", "orders"]).await;
+    assert!(
+        table.contains("PROGRESS")
+            && table.contains("REASON")
+            && table.contains("dev ✓ prod ✓")
+            && table.contains("InSync"),
+        "{table}"
+    );
+    let described = env
+        .kubectl(&["-n", NS, "describe", "servicetrace", "orders"])
+        .await;
+    for want in [
+        AUTHORS[0],
+        AUTHORS[1],
+        AUTHORS[2],
+        "Faster checkout",
+        "Build Id",
+        "Arrived At",
+        "Failed",
+        "BuildArrived",
+        n2.as_str(),
+    ] {
+        assert!(
+            described.contains(want),
+            "describe lacks {want:?}:\n{described}"
+        );
+    }
+    // "Which builds reached prod since …": the documented jsonpath query.
+    let since = history_row(&t, b1).unwrap()["environments"]["prod"]["arrivedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let query = format!("{{range .status.history[?(@.environments.prod.arrivedAt >= \"{since}\")]}}{{.imageTag}}{{\"\\n\"}}{{end}}");
+    let reached = env
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "strace",
+            "orders",
+            "-o",
+            &format!("jsonpath={query}"),
+        ])
+        .await;
+    let reached: Vec<&str> = reached.lines().collect();
+    assert_eq!(
+        reached,
+        vec![n3.as_str(), n1.as_str()],
+        "build 2 never reached prod"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_hld_update_stalls_its_trace_naming_the_step_and_no_other() {
+    let env = Env::start().await;
+    env.sim
+        .add_repository(ORG, PROJECT, PROJECT, &[("main", SRC)]);
+    env.sim.add_repository(
+        ORG,
+        PROJECT,
+        HLD,
+        &[("main", "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c")],
+    );
+    env.sim.add_repository(
+        ORG,
+        PROJECT,
+        "stuck-hld",
+        &[("main", "3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d")],
+    );
+    flux_at(&env, "orders-dev", M1).await;
+    argo_at(&env, "orders-prod", argo_synced(M1)).await;
+    // Both traces follow the same CI pipeline; only `stuck`'s HLD repository never gets the tag.
+    two_environment_trace(&env, "orders", HLD, "{timeout: 10m}").await;
+    two_environment_trace(&env, "stuck", "stuck-hld", "{timeout: 10m, hldTimeout: 4s}").await;
+    let _lockstep = env.lockstep();
+    let (b1, n1) = change(&env, 0).await;
+    flux_at(&env, "orders-dev", MANS[0]).await;
+    argo_at(&env, "orders-prod", argo_synced(MANS[0])).await;
+
+    let stuck = env
+        .wait_trace("stuck", WAIT, "Stalled on the HLD update", |t| {
+            ready_is(t, "False", "HldUpdateStalled")
+        })
+        .await;
+    assert_eq!(
+        ready_message(&stuck),
+        format!("image tag {n1} not written to stuck-hld within 4s of the build")
+    );
+    assert_eq!(stuck["status"]["latest"]["hldUpdate"]["state"], "Stalled");
+    assert_eq!(
+        stuck["status"]["latest"]["manifestGeneration"]["state"],
+        "Waiting"
+    );
+    let fine = env
+        .wait_trace("orders", WAIT, "the other trace Ready", |t| {
+            ready_is(t, "True", "InSync") && arrival_state(t, b1, "prod") == "Arrived"
+        })
+        .await;
+    assert_eq!(fine["status"]["summary"], "dev ✓ prod ✓");
+    assert!(condition(&fine, "Stalled").is_some_and(|c| c["status"] == "False"));
+    let described = env
+        .kubectl(&["-n", NS, "describe", "servicetrace", "stuck"])
+        .await;
+    assert!(
+        described.contains("not written to stuck-hld within 4s"),
+        "{described}"
+    );
 }

@@ -574,3 +574,21 @@ spec:
         .await;
     assert!(ok, "kubectl wait --for=jsonpath no longer passes on a stale verdict: update examples/kubectl-wait.md");
 }
+
+/// Flux `wait: true` on a Kustomization that ships a ServiceTrace reads it with the same generic kstatus
+/// rules: a trace in sync is Current, one whose HLD update never happened (Stalled, ServiceTrace 2's
+/// `HldUpdateStalled`) is Failed, never Current.
+#[test]
+fn flux_kstatus_reads_service_trace_2_statuses() {
+    let read = |name: &str| -> Value {
+        let path = root()
+            .join("tests/fixtures/trace-status")
+            .join(format!("{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
+    };
+    let (ready, _) = kstatus::compute(&read("two-environments-ready"));
+    assert_eq!(ready, kstatus::Status::Current);
+    let (stalled, message) = kstatus::compute(&read("two-environments-hld-stalled"));
+    assert_eq!(stalled, kstatus::Status::Failed);
+    assert!(message.contains("not written to orders-hld"), "{message}");
+}

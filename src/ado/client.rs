@@ -207,6 +207,34 @@ impl AdoClient {
         self.get_json(call, token).await
     }
 
+    /// Pull Requests - Get (`pull-request-get.json`), for a pull request a merge message names.
+    pub async fn get_pull_request(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        pull_request_id: i64,
+        token: &SecretString,
+    ) -> Result<crate::ado::GitPullRequest, AdoError> {
+        let id = pull_request_id.to_string();
+        let call = Call {
+            endpoint: "git.pullRequests.get",
+            org_url,
+            segments: vec![
+                project,
+                "_apis",
+                "git",
+                "repositories",
+                repository,
+                "pullRequests",
+                &id,
+            ],
+            query: Vec::new(),
+            what: format!("Pull request {pull_request_id} in repository \"{repository}\""),
+        };
+        self.get_json(call, token).await
+    }
+
     /// Refs - List with `filter` (a prefix without `refs/`, e.g. `heads/main`) and `peelTags=true`.
     /// The filter is a prefix match: callers pick the exact ref name from the result.
     pub async fn list_refs(

@@ -149,6 +149,28 @@ pub struct Build {
     pub url: Option<String>,
     #[serde(default, rename = "_links")]
     pub links: Option<BuildLinks>,
+    /// Why the build was queued (`individualCI`, `buildCompletion`, `resourceTrigger`, `manual` …).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Source-provider details of the trigger (`ci.sourceSha`, `ci.message` …). Documented as a map of
+    /// strings; kept as JSON values so an unexpected value type cannot make the whole build unreadable.
+    #[serde(default)]
+    pub trigger_info: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// The build whose completion queued this one (classic build-completion triggers).
+    #[serde(default)]
+    pub triggered_by_build: Option<BuildRef>,
+}
+
+/// A reference to another build, as `triggeredByBuild` carries it; every field optional on purpose.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRef {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub build_number: Option<String>,
+    #[serde(default)]
+    pub definition: Option<DefinitionRef>,
 }
 
 impl Build {
@@ -312,6 +334,20 @@ pub struct RunRepositoryResource {
 pub struct RunResources {
     #[serde(default)]
     pub repositories: Option<std::collections::BTreeMap<String, RunRepositoryResource>>,
+    /// Pipeline resources (`resources.pipelines` in YAML), keyed by alias: which run of which pipeline
+    /// this run consumed (and, for a pipeline-completion trigger, was triggered by).
+    #[serde(default)]
+    pub pipelines: Option<std::collections::BTreeMap<String, RunPipelineResource>>,
+}
+
+/// One pipeline resource of a run: the pipeline and the run name (build number) consumed.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPipelineResource {
+    #[serde(default)]
+    pub pipeline: Option<RunPipelineRef>,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// A Pipelines run (`_apis/pipelines/{id}/runs`, and `resource.run` in run-state-changed hooks).
@@ -386,4 +422,48 @@ pub struct TimelineRecord {
     pub start_time: Option<String>,
     #[serde(default)]
     pub finish_time: Option<String>,
+}
+
+/// A pull request (Pull Requests - Get, and the values of Pull Request Query results).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitPullRequest {
+    pub pull_request_id: i64,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `active`, `abandoned`, `completed`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub source_ref_name: Option<String>,
+    #[serde(default)]
+    pub target_ref_name: Option<String>,
+    #[serde(default)]
+    pub last_merge_commit: Option<GitCommitRef>,
+    #[serde(default)]
+    pub repository: Option<PullRequestRepository>,
+    /// The REST URL (`…/_apis/git/repositories/{id}/pullRequests/{n}`), not the web page.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// The repository a pull request belongs to, as far as building its web link needs it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestRepository {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub remote_url: Option<String>,
+}
+
+/// Pull Request Query (`POST …/pullrequestquery`): `results[n]` maps each commit of `queries[n]` to the
+/// pull requests found for it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GitPullRequestQuery {
+    #[serde(default)]
+    pub results: Vec<std::collections::BTreeMap<String, Vec<GitPullRequest>>>,
 }

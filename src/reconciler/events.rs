@@ -46,6 +46,8 @@ pub mod reasons {
     /// A service-hook subscription covering the object's pipeline went on probation or was disabled:
     /// Azure DevOps drops its events until it is enabled again (`lockstep hooks sync`).
     pub const HOOK_UNHEALTHY: &str = "HookSubscriptionUnhealthy";
+    /// A trace's newest build reached one of its environments.
+    pub const TRACE_ARRIVED: &str = "BuildArrived";
 }
 
 /// The API server rejects notes above 1 kB.

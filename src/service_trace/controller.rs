@@ -71,7 +71,11 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
         watcher::Config::default().any_semantic(),
     );
     let store = controller.store();
-    let ctx = Arc::new(TraceContext::new(shared.reconcile_io(), store.clone()));
+    let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
 
     let secrets_store = store.clone();
     let tokens_ctx = ctx.clone();

@@ -17,6 +17,7 @@
 pub mod commit_dates;
 pub mod controller;
 pub mod deployed;
+pub mod flow;
 pub mod order;
 pub mod read;
 pub mod reconcile;

@@ -14,15 +14,17 @@ use tracing::{debug, info};
 use super::commit_dates::CommitDates;
 use super::deployed::DeployedKind;
 use super::read::{deployed_target, read_all, Reader, Reads};
-use super::stages;
-use super::status::{desired_status, with_kstatus};
+use super::status::{apply_flow, desired_status, per_environment_verdict, with_kstatus};
 use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{duration_or, whole_seconds, ServiceTrace, ServiceTraceStatus};
 use crate::reconciler::credentials::{objects_using_secret, resolve, CredentialError};
 use crate::reconciler::events::{publish_transition_event, reasons};
 use crate::reconciler::status_write::write_status_if_changed;
-use crate::reconciler::{Error, ObjectMemory, ReconcileIo};
+use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
+
+/// The newest build's number and the environments it reached this reconcile, with lead times.
+type Arrivals = (Option<String>, Vec<(String, Option<String>)>);
 
 /// Everything a trace reconcile needs.
 pub struct TraceContext {
@@ -31,7 +33,18 @@ pub struct TraceContext {
     pub store: Store<ServiceTrace>,
     /// Committer dates of manifest heads already read (they never change).
     commit_dates: CommitDates,
-    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
+    /// Recent commits per branch head and source commits already read (see `read::FlowCache`).
+    flow_cache: super::read::FlowCache,
+    /// Per trace: when polling last read Azure DevOps successfully (for webhook health).
+    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus, TraceExtra>,
+    /// Webhook health, when a receiver runs in this process.
+    hints: Option<WebhookHints>,
+}
+
+/// What a trace remembers between reconciles beyond its status.
+#[derive(Default)]
+pub struct TraceExtra {
+    last_poll: Option<std::time::Instant>,
 }
 
 impl TraceContext {
@@ -39,6 +52,7 @@ impl TraceContext {
         Reader {
             io: &self.io,
             commit_dates: &self.commit_dates,
+            flow_cache: &self.flow_cache,
         }
     }
 
@@ -47,8 +61,16 @@ impl TraceContext {
             io,
             store,
             commit_dates: CommitDates::default(),
+            flow_cache: Default::default(),
             memory: ObjectMemory::new(KIND),
+            hints: None,
         }
+    }
+
+    /// Count, for webhook health, the changes polling found before any hook announced them.
+    pub fn with_webhook_hints(mut self, hints: WebhookHints) -> Self {
+        self.hints = Some(hints);
+        self
     }
 }
 
@@ -81,6 +103,8 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         .current_status(&key, trace, trace.status.as_ref());
     let previous = current.clone().unwrap_or_default();
 
+    // Environments the newest build reached in this reconcile, for one Event each after the write.
+    let mut arrivals: Option<Arrivals> = None;
     // Every outcome comes down to one desired status and one requeue; the write happens once, below.
     // `announce`: a change of Ready deserves an Event (a suspended trace or a transient error never does).
     let (desired, action, announce) = if trace.spec.suspend {
@@ -130,11 +154,28 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                     desired.last_error = Some(message);
                     (desired, crate::reconciler::schedule::requeue(after), false)
                 }
-                Reads::Complete(input) => {
-                    let verdict = stages::trace(&input);
-                    let desired =
+                Reads::Complete(input, flow) => {
+                    let verdict = per_environment_verdict(&input, &flow.deployed);
+                    note_polled_change(ctx, &key, &previous, &verdict);
+                    let mut desired =
                         desired_status(&verdict, &previous, trace.metadata.generation, now);
-                    let after = if verdict.in_flight { fast } else { interval };
+                    let composed = apply_flow(
+                        &trace.spec,
+                        &input,
+                        &flow.reads,
+                        &verdict,
+                        &previous,
+                        &mut desired,
+                        trace.metadata.generation,
+                        now,
+                    );
+                    let mut after = if verdict.in_flight { fast } else { interval };
+                    // Look again when a waiting step would overrun its timeout, to report it on time.
+                    if let Some(deadline) = composed.as_ref().and_then(|c| c.view.next_deadline) {
+                        let until = deadline.duration_since(now).unsigned_abs();
+                        after = after.min(until.max(std::time::Duration::from_secs(1)));
+                    }
+                    arrivals = composed.map(|c| (c.view.latest.build.number.clone(), c.arrivals));
                     debug!(
                         ready = verdict.kstatus.ready.as_str(),
                         reason = verdict.kstatus.reason.as_str(),
@@ -161,7 +202,51 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
     if announce {
         publish_transition(trace, current.as_ref(), &desired, ctx).await;
     }
+    if let Some((number, reached)) = arrivals {
+        let tag = number.unwrap_or_default();
+        for (env, lead) in reached {
+            let note = match lead {
+                Some(lead) => format!("build {tag} arrived in {env} (lead time {lead})"),
+                None => format!("build {tag} arrived in {env}"),
+            };
+            publish_transition_event(
+                &ctx.io.recorders,
+                trace,
+                EventType::Normal,
+                reasons::TRACE_ARRIVED,
+                &note,
+            )
+            .await;
+        }
+    }
     Ok(action)
+}
+
+/// A new CI build or a moved manifest head that polling saw before any webhook named this trace: the
+/// same webhook-health counter the gates feed (`lockstep_webhook_polling_found_first_total`).
+pub(super) fn note_polled_change(
+    ctx: &TraceContext,
+    key: &ObjectRef<ServiceTrace>,
+    previous: &ServiceTraceStatus,
+    verdict: &super::stages::TraceVerdict,
+) {
+    let previous_poll = ctx
+        .memory
+        .with_extra(key, |m| m.last_poll.replace(std::time::Instant::now()));
+    let Some(hints) = &ctx.hints else { return };
+    let newest_build = verdict
+        .stages
+        .first()
+        .and_then(|s| s.run.as_ref())
+        .map(|r| r.id);
+    let old_build = previous.latest.as_ref().map(|l| l.build.id);
+    let build_moved = old_build.is_some() && newest_build.is_some() && old_build != newest_build;
+    let head_moved = previous.manifest_commit_id.is_some()
+        && verdict.manifest_commit_id.is_some()
+        && previous.manifest_commit_id != verdict.manifest_commit_id;
+    if build_moved || head_moved {
+        hints.note_polled_change(key, previous_poll);
+    }
 }
 
 /// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.
@@ -212,8 +297,10 @@ pub fn traces_deployed_on(
         .iter()
         .filter(|t| {
             let trace_ns = t.metadata.namespace.as_deref().unwrap_or_default();
-            deployed_target(&t.spec.deployed, trace_ns)
-                .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
+            t.spec.environment_list().iter().any(|e| {
+                deployed_target(&e.deployed(), trace_ns)
+                    .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
+            })
         })
         .map(|t| ObjectRef::from_obj(&**t))
         .collect()

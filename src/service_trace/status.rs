@@ -57,3 +57,82 @@ pub fn with_kstatus(
     status.observed_generation = trace.metadata.generation;
     status
 }
+
+/// Trace every environment, in promotion order, with its own deployed object; the verdict is the first
+/// environment's that is not Ready (the one holding the change back), else the last one's.
+pub fn per_environment_verdict(
+    input: &super::stages::TraceInput,
+    environments: &[super::stages::DeployedInput],
+) -> TraceVerdict {
+    let mut last = None;
+    for deployed in environments {
+        let mut one = input.clone();
+        one.deployed = deployed.clone();
+        let verdict = super::stages::trace(&one);
+        if verdict.kstatus.ready != crate::conditions::ConditionStatus::True {
+            return verdict;
+        }
+        last = Some(verdict);
+    }
+    last.unwrap_or_else(|| super::stages::trace(input))
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Fold the flow ([`super::flow::compose`]) into the desired status: `latest`, `summary`, `history`, and,
+/// when the verdict is not Ready, the step the flow found failed or stuck as the Stalled reason. Returns
+/// what was composed (for Events and the requeue), or `None` when there is no build yet.
+pub fn apply_flow(
+    spec: &crate::crd::ServiceTraceSpec,
+    input: &super::stages::TraceInput,
+    reads: &super::flow::compose::FlowReads,
+    verdict: &TraceVerdict,
+    previous: &ServiceTraceStatus,
+    desired: &mut ServiceTraceStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<super::flow::compose::Composed> {
+    use super::stages::{StageName, StageState};
+    let ci_runs = input.build.runs.as_deref().unwrap_or(&[]);
+    let generation_runs = input
+        .manifest_generation
+        .as_ref()
+        .and_then(|g| g.runs.as_deref().ok())
+        .unwrap_or(&[]);
+    // The "came after" rule already ordered the manifest head after the newest successful build.
+    let head_after_build = verdict
+        .stages
+        .iter()
+        .any(|s| s.name == StageName::Manifest && s.state == StageState::Succeeded);
+    let manifest_head = verdict
+        .manifest_commit_id
+        .as_deref()
+        .filter(|_| head_after_build);
+    let composed = super::flow::compose::compose(
+        spec,
+        ci_runs,
+        generation_runs,
+        manifest_head,
+        reads,
+        &previous.history,
+        now,
+    )?;
+    desired.latest = Some(composed.view.latest.clone());
+    desired.summary = Some(composed.view.summary.clone());
+    desired.history = composed.history.clone();
+    if verdict.kstatus.ready != crate::conditions::ConditionStatus::True {
+        if let Some(hold) = composed
+            .view
+            .failed
+            .as_ref()
+            .or(composed.view.stalled.as_ref())
+        {
+            desired.conditions = Kstatus::stalled(hold.reason, hold.message.clone()).to_conditions(
+                &previous.conditions,
+                generation,
+                Time(now),
+            );
+        }
+    }
+    super::flow::fit::fit_status(desired);
+    Some(composed)
+}

@@ -481,6 +481,8 @@ async fn unchanged_trace_writes_nothing() {
         expect_kustomization(&mut handle, kustomization(MANIFEST)).await;
         let body = expect_status_apply(&mut handle, "orders").await;
         expect_event(&mut handle).await;
+        // The newest build reached the (only) environment: one BuildArrived Event.
+        assert_eq!(expect_event(&mut handle).await.1, "BuildArrived");
         let _ = tx.send(body);
         // The second reconcile only reads.
         expect_secret(&mut handle).await;
@@ -619,6 +621,7 @@ async fn transient_outage_keeps_the_verdict_and_says_why() {
         expect_kustomization(&mut handle, kustomization(MANIFEST)).await;
         let first = expect_status_apply(&mut handle, "orders").await;
         expect_event(&mut handle).await;
+        assert_eq!(expect_event(&mut handle).await.1, "BuildArrived");
         let _ = tx.send(first);
         // During the outage: reads, then a status write with lastError only; no Event.
         expect_secret(&mut handle).await;
@@ -805,6 +808,7 @@ async fn without_a_generation_pipeline_a_manifest_committed_after_the_build_is_r
         expect_kustomization(&mut handle, kustomization(PUSHED_MANIFEST)).await;
         let body = expect_status_apply(&mut handle, "orders").await;
         expect_event(&mut handle).await;
+        assert_eq!(expect_event(&mut handle).await.1, "BuildArrived");
         let _ = tx.send(body);
         expect_secret(&mut handle).await;
         expect_kustomization(&mut handle, kustomization(PUSHED_MANIFEST)).await;
@@ -827,7 +831,10 @@ async fn without_a_generation_pipeline_a_manifest_committed_after_the_build_is_r
         "{manifest_message}"
     );
     assert!(stages[1]["run"].is_null(), "{stages:?}");
-    assert_eq!(ado.sim.count_requests("/commits"), 1);
+    // The head's committer date, the manifest branch's recent commits and the source commit (which
+    // this simulator's CI repository does not hold: a 404, remembered like an answer).
+    let first = ado.sim.count_requests("/commits");
+    assert_eq!(first, 3);
 
     // The head did not move: its date comes from memory, not from another request.
     let mut again = trace_without_generation(&org_url);
@@ -835,7 +842,7 @@ async fn without_a_generation_pipeline_a_manifest_committed_after_the_build_is_r
     again.status = Some(serde_json::from_value(status.clone()).expect("status"));
     run_reconcile(again, ctx).await;
     api.await.expect("API scenario");
-    assert_eq!(ado.sim.count_requests("/commits"), 1);
+    assert_eq!(ado.sim.count_requests("/commits"), first);
 }
 
 #[tokio::test]
@@ -891,7 +898,91 @@ async fn with_a_generation_pipeline_no_commit_is_read() {
     );
     let (body, _) = reconcile_once(&ado, trace, kustomization(MANIFEST)).await;
     assert_eq!(ready(&body["status"]).0, "True");
-    assert_eq!(ado.sim.count_requests("/commits"), 0);
+    // No committer date is read; only the flow's manifest branch list and the source commit.
+    assert_eq!(ado.sim.count_requests("/commits"), 2);
+}
+
+#[tokio::test]
+async fn a_new_build_found_by_polling_before_any_hook_counts_for_webhook_health() {
+    use crate::reconciler::hints::{HintLog, WebhookHints};
+    use crate::service_trace::reconcile::note_polled_change;
+    use crate::telemetry::WebhookMetrics;
+
+    struct NeverHinted;
+    impl HintLog for NeverHinted {
+        fn last_hint(&self, _: &str, _: Option<&str>, _: &str) -> Option<std::time::Instant> {
+            None
+        }
+    }
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::try_unwrap(context(Client::new(service, "default")))
+        .ok()
+        .expect("sole owner");
+    let mut registry = Registry::default();
+    let metrics = WebhookMetrics::register(&mut registry);
+    let ctx = ctx.with_webhook_hints(WebhookHints {
+        log: Arc::new(NeverHinted),
+        metrics,
+    });
+    let trace = trace_object("https://x", "orders", "r", flux_deployed());
+    let key = kube::runtime::reflector::ObjectRef::from_obj(&trace);
+    let verdict = |build: i64, head: &str| {
+        use crate::service_trace::stages::{Stage, StageName, StageState, TraceVerdict};
+        TraceVerdict {
+            stages: vec![Stage {
+                name: StageName::Build,
+                commit: None,
+                run: Some(serde_json::from_value(json!({"id": build})).expect("build")),
+                state: StageState::Succeeded,
+                web_url: None,
+                message: String::new(),
+                hold: None,
+            }],
+            manifest_commit_id: Some(head.to_string()),
+            deployed_revision: None,
+            image_tag: None,
+            kstatus: crate::conditions::Kstatus::ready("InSync", "deployed"),
+            in_flight: false,
+            now: jiff::Timestamp::UNIX_EPOCH,
+        }
+    };
+    let mut previous = ServiceTraceStatus::default();
+    let count = |registry: &Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text.lines()
+            .find(|l| {
+                l.starts_with("lockstep_webhook_polling_found_first_total{kind=\"ServiceTrace\"}")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap_or("0").to_string())
+            .unwrap_or_else(|| "0".into())
+    };
+    // The first poll has nothing to compare with.
+    note_polled_change(&ctx, &key, &previous, &verdict(1, MANIFEST));
+    assert_eq!(count(&registry), "0");
+    previous.latest = Some(crate::crd::TracedChange {
+        build: crate::crd::BuildInfo {
+            id: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    previous.manifest_commit_id = Some(MANIFEST.into());
+    note_polled_change(&ctx, &key, &previous, &verdict(1, MANIFEST));
+    assert_eq!(count(&registry), "0", "nothing changed");
+    note_polled_change(&ctx, &key, &previous, &verdict(2, MANIFEST));
+    assert_eq!(count(&registry), "1", "a new build no hook announced");
+    note_polled_change(
+        &ctx,
+        &key,
+        &previous,
+        &verdict(1, "ffffffffffffffffffffffffffffffffffffffff"),
+    );
+    assert_eq!(
+        count(&registry),
+        "2",
+        "a moved manifest head no hook announced"
+    );
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub(crate) enum Endpoint {
     AnnotatedTag(String, String),
     RunsList(String),
     RunsGet(String, String),
+    PullRequest(String, String),
     DefinitionsGet(String),
 }
 
@@ -48,6 +49,7 @@ impl Endpoint {
             Self::AnnotatedTag(..) => "git.annotatedTag",
             Self::RunsList(_) => "pipelines.runs.list",
             Self::RunsGet(..) => "pipelines.runs.get",
+            Self::PullRequest(..) => "git.pullRequest",
             Self::DefinitionsGet(_) => "build.definitions.get",
         }
     }
@@ -85,6 +87,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
         ["git", "repositories", _, "refs"] => Endpoint::Refs(s(5)),
         ["git", "repositories", _, "commits"] => Endpoint::Commits(s(5)),
         ["git", "repositories", _, "annotatedtags", _] => Endpoint::AnnotatedTag(s(5), s(7)),
+        ["git", "repositories", _, "pullrequests", _] => Endpoint::PullRequest(s(5), s(7)),
         ["pipelines", _, "runs"] => Endpoint::RunsList(s(4)),
         ["pipelines", _, "runs", _] => Endpoint::RunsGet(s(4), s(6)),
         _ => return None,
@@ -744,6 +747,19 @@ fn endpoint(ctx: &Ctx, endpoint: &Endpoint, params: &Params) -> Reply {
                 return repo_not_found(name);
             };
             commits(ctx, repo, params)
+        }
+        Endpoint::PullRequest(name, id) => {
+            let Some(repo) = project.repository(name) else {
+                return repo_not_found(name);
+            };
+            match id.parse::<i64>().ok().and_then(|id| repo.pull_requests.get(&id)) {
+                Some(pr) => Reply::ok(&super::trace_links::pull_request(ctx, repo, pr)),
+                None => Reply::not_found(
+                    "TF401180: The requested pull request was not found.",
+                    "Microsoft.TeamFoundation.Git.Server.GitPullRequestNotFoundException, Microsoft.TeamFoundation.Git.Server",
+                    "GitPullRequestNotFoundException",
+                ),
+            }
         }
     }
 }

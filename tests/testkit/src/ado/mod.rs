@@ -20,6 +20,7 @@ mod render;
 mod requests;
 mod state;
 mod subscriptions;
+mod trace_links;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

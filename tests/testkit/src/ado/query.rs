@@ -331,6 +331,7 @@ mod tests {
             finish_time: result.map(|_| t(queued + 100 - id)),
             last_changed: t(queued),
             plan_id: "plan".into(),
+            links: Default::default(),
         }
     }
 

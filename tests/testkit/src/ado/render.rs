@@ -165,7 +165,7 @@ pub(crate) fn build(ctx: &Ctx, run: &Run) -> Value {
         json!({"id": 20767, "name": "Azure Pipelines", "pool": {"id": 9, "name": "Azure Pipelines", "isHosted": true}}),
     );
     b.insert("priority".into(), json!("normal"));
-    b.insert("reason".into(), json!("individualCI"));
+    super::trace_links::build_fields(ctx, run, &mut b);
     b.insert("requestedFor".into(), user_identity(ctx));
     b.insert("requestedBy".into(), service_identity(ctx));
     b.insert("lastChangedDate".into(), json!(ado_time(run.last_changed)));
@@ -188,7 +188,6 @@ pub(crate) fn build(ctx: &Ctx, run: &Run) -> Value {
     );
     b.insert("keepForever".into(), json!(false));
     b.insert("retainedByRelease".into(), json!(false));
-    b.insert("triggeredByBuild".into(), Value::Null);
     b.insert("appendCommitMessageToRunName".into(), json!(true));
     Value::Object(b)
 }
@@ -373,14 +372,20 @@ pub(crate) fn pipeline_run(ctx: &Ctx, run: &Run) -> Value {
             run.definition_id, run.id
         )),
     );
-    r.insert(
-        "resources".into(),
-        json!({"repositories": {"self": {
+    r.insert("resources".into(), {
+        let mut res = json!({"repositories": {"self": {
             "repository": {"id": run.repository_id, "type": "azureReposGit"},
             "refName": run.branch,
             "version": run.commit,
-        }}}),
-    );
+        }}});
+        if let (Some(p), Some(obj)) = (
+            super::trace_links::run_pipelines(ctx, run),
+            res.as_object_mut(),
+        ) {
+            obj.insert("pipelines".into(), p);
+        }
+        res
+    });
     r.insert("id".into(), json!(run.id));
     r.insert("name".into(), json!(run.build_number));
     Value::Object(r)
@@ -479,11 +484,19 @@ fn git_user(date: jiff::Timestamp) -> Value {
     json!({"name": "Example User", "email": "user@example.com", "date": git_time(date)})
 }
 
+/// The commit's author when a test named one, else [`git_user`].
+fn commit_author(c: &Commit) -> Value {
+    match &c.author {
+        Some(name) => json!({"name": name, "email": "user@example.com", "date": git_time(c.date)}),
+        None => git_user(c.date),
+    }
+}
+
 /// One Commits - Get Commits element.
 pub(crate) fn commit(ctx: &Ctx, repo: &Repository, c: &Commit) -> Value {
     json!({
         "commitId": c.sha,
-        "author": git_user(c.date),
+        "author": commit_author(c),
         "committer": git_user(c.date),
         "comment": c.comment,
         "changeCounts": {"Add": 0, "Edit": 1, "Delete": 0},

@@ -112,6 +112,7 @@ pub(crate) struct Repository {
     pub commits: BTreeMap<String, Commit>,
     /// Annotated tag object id → tag.
     pub tags: BTreeMap<String, AnnotatedTag>,
+    pub pull_requests: BTreeMap<i64, super::trace_links::PullRequest>,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +121,8 @@ pub(crate) struct Commit {
     pub parents: Vec<String>,
     pub comment: String,
     pub date: Timestamp,
+    /// Author name; `Example User` when unset (see `trace_links::describe_commit`).
+    pub author: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +151,8 @@ pub(crate) struct Run {
     pub finish_time: Option<Timestamp>,
     pub last_changed: Timestamp,
     pub plan_id: String,
+    /// Why it was queued and by what (`trace_links`).
+    pub links: super::trace_links::RunLinks,
 }
 
 #[derive(Clone, Debug)]
@@ -221,7 +226,7 @@ impl Org {
         })
     }
 
-    fn project_mut(&mut self, name_or_id: &str) -> Result<&mut Project, TestkitError> {
+    pub(super) fn project_mut(&mut self, name_or_id: &str) -> Result<&mut Project, TestkitError> {
         let org = self.name.clone();
         self.projects
             .iter_mut()
@@ -248,7 +253,7 @@ impl Project {
         })
     }
 
-    fn repository_mut(&mut self, name_or_id: &str) -> Option<&mut Repository> {
+    pub(super) fn repository_mut(&mut self, name_or_id: &str) -> Option<&mut Repository> {
         self.repositories.iter_mut().find(|r| {
             r.name.eq_ignore_ascii_case(name_or_id) || r.id.eq_ignore_ascii_case(name_or_id)
         })
@@ -280,6 +285,7 @@ impl Repository {
                 parents: parent.map(|p| vec![p.to_string()]).unwrap_or_default(),
                 comment,
                 date,
+                author: None,
             });
     }
 }
@@ -299,7 +305,7 @@ impl SimState {
         self.orgs.get(&key(name))
     }
 
-    fn org_mut(&mut self, name: &str) -> Result<&mut Org, TestkitError> {
+    pub(super) fn org_mut(&mut self, name: &str) -> Result<&mut Org, TestkitError> {
         self.orgs.get_mut(&key(name)).ok_or_else(|| {
             not_found(
                 "organization",
@@ -413,6 +419,7 @@ impl SimState {
                 refs: BTreeMap::new(),
                 commits: BTreeMap::new(),
                 tags: BTreeMap::new(),
+                pull_requests: BTreeMap::new(),
             });
         }
         let repo = p
@@ -598,6 +605,7 @@ impl SimState {
                 finish_time: None,
                 last_changed: now,
                 plan_id: fresh_guid(),
+                links: Default::default(),
             },
         );
         self.next_run_id += 1;
@@ -611,7 +619,7 @@ impl SimState {
             .find_map(|o| o.runs.get(&id).map(|r| (o, r)))
     }
 
-    fn run_mut(&mut self, org: Option<&str>, id: i64) -> Result<&mut Run, TestkitError> {
+    pub(super) fn run_mut(&mut self, org: Option<&str>, id: i64) -> Result<&mut Run, TestkitError> {
         let found = match org {
             Some(org) => self.org_mut(org)?.runs.get_mut(&id),
             None => self.orgs.values_mut().find_map(|o| o.runs.get_mut(&id)),
