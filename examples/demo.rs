@@ -693,7 +693,16 @@ impl Scenario<'_> {
             "All transitions seen in {:.1}s: RunQueued -> RunInProgress -> RunFailed -> RunQueued (webhook) -> RunInProgress -> Succeeded.",
             self.started.elapsed().as_secs_f64()
         );
-        let secret = &example.gate.spec.azure_devops.credentials.secret_ref;
+        let secret = example
+            .gate
+            .spec
+            .azure_devops
+            .credentials
+            .secret_ref
+            .as_ref()
+            .ok_or_else(|| {
+                DemoError::Example("the gate's credentials are not a secretRef (PAT)".to_string())
+            })?;
         demo_trace::play(
             &self.client,
             sim,

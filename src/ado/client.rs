@@ -214,7 +214,7 @@ impl AdoClient {
         project: &str,
         repository: &str,
         pull_request_id: i64,
-        token: &SecretString,
+        token: &(impl Credential + ?Sized),
     ) -> Result<crate::ado::GitPullRequest, AdoError> {
         let id = pull_request_id.to_string();
         let call = Call {

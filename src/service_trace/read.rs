@@ -600,10 +600,10 @@ mod flow_reads {
     use super::super::flow::view::{EnvTarget, SourceFacts};
     use super::super::stages::DeployedInput;
     use super::{deployed_target, read_deployed_with_cluster, Reader};
+    use crate::ado::AdoAuth;
     use crate::ado::{AdoError, Build};
     use crate::crd::ServiceTrace;
     use crate::reconciler::Error;
-    use crate::secret::SecretString;
 
     /// Recent commits read per branch: enough for a day of busy HLD updates, bounded.
     pub const COMMITS_PER_READ: u32 = 30;
@@ -756,7 +756,7 @@ mod flow_reads {
         repository: &str,
         branch: &str,
         head: Option<&str>,
-        token: &SecretString,
+        token: &AdoAuth,
     ) -> Result<Vec<CommitFacts>, AdoError> {
         let key =
             head.map(|h| format!("{org}|{project}|{repository}|{branch}|{h}").to_ascii_lowercase());
@@ -795,7 +795,7 @@ mod flow_reads {
         org: &str,
         project: &str,
         build: &Build,
-        token: &SecretString,
+        token: &AdoAuth,
     ) -> Result<SourceFacts, AdoError> {
         let Some(sha) = build.source_version.as_deref() else {
             return Ok(SourceFacts::default());
@@ -862,7 +862,7 @@ mod flow_reads {
     #[allow(clippy::too_many_arguments)]
     pub async fn read_flow(
         trace: &ServiceTrace,
-        token: &SecretString,
+        token: &AdoAuth,
         ctx: &Reader<'_>,
         ci_runs: &[Build],
         hld_runs: Vec<Build>,
