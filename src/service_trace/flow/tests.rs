@@ -1226,8 +1226,9 @@ fn the_schema_bounds_every_duration() {
     }
     let crd = serde_json::to_value(<ServiceTrace as kube::CustomResourceExt>::crd()).expect("crd");
     let text = crd.to_string();
+    // The trace's own timeouts use this pattern; `interval` uses the shared, CEL-capped one.
     assert_eq!(
-        text.matches("{1,4}$").count(),
+        text.matches("[0-9]{1,5}").count(),
         4,
         "policy.timeout, hldTimeout, manifestTimeout, environments[].timeout"
     );
