@@ -15,6 +15,7 @@
 //! - [`webhook`]: the Azure DevOps service-hook receiver that turns deliveries into reconcile hints.
 
 pub mod ado;
+pub mod api;
 pub mod check;
 pub mod conditions;
 pub mod controller;
