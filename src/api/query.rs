@@ -159,7 +159,7 @@ impl TraceFilter {
         }) && self
             .image_tag
             .as_deref()
-            .is_none_or(|t| facts.image_tags.contains(&t))
+            .is_none_or(|t| facts.image_tags.iter().any(|x| x == t))
             && self
                 .author
                 .as_deref()
@@ -167,36 +167,64 @@ impl TraceFilter {
             && self
                 .environment
                 .as_deref()
-                .is_none_or(|e| facts.environments.contains(&e))
+                .is_none_or(|e| facts.environments.iter().any(|x| x == e))
     }
 }
 
-/// What the trace filters look at, gathered from wherever the status carries it.
+/// What the trace filters look at, gathered from wherever the status carries it: the stages, and (with
+/// ServiceTrace's environments and history) the newest build's path and every build in the history.
+/// Read from the serialized object so the filters follow the status as it grows.
 #[derive(Default)]
-struct TraceFacts<'a> {
-    commits: Vec<&'a str>,
-    image_tags: Vec<&'a str>,
-    authors: Vec<&'a str>,
-    environments: Vec<&'a str>,
+struct TraceFacts {
+    commits: Vec<String>,
+    image_tags: Vec<String>,
+    authors: Vec<String>,
+    environments: Vec<String>,
 }
 
-impl<'a> TraceFacts<'a> {
-    fn of(trace: &'a ServiceTrace) -> Self {
+impl TraceFacts {
+    fn of(trace: &ServiceTrace) -> Self {
         let mut facts = Self::default();
-        let Some(status) = trace.status.as_ref() else {
+        let Ok(object) = serde_json::to_value(trace) else {
             return facts;
         };
-        facts.commits.extend(status.manifest_commit_id.as_deref());
-        facts.commits.extend(status.deployed_revision.as_deref());
-        facts.image_tags.extend(status.image_tag.as_deref());
-        for stage in &status.stages {
-            facts.commits.extend(stage.commit.as_deref());
-            if let Some(run) = &stage.run {
-                facts.commits.extend(run.source_version.as_deref());
-                if stage.name == "build" {
-                    facts.image_tags.extend(run.build_number.as_deref());
-                }
+        let status = &object["status"];
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let each = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+        facts.commits.extend(text(&status["manifestCommitId"]));
+        facts.commits.extend(text(&status["deployedRevision"]));
+        facts.image_tags.extend(text(&status["imageTag"]));
+        for stage in each(&status["stages"]) {
+            facts.commits.extend(text(&stage["commit"]));
+            facts.commits.extend(text(&stage["run"]["sourceVersion"]));
+            if stage["name"] == "build" {
+                facts.image_tags.extend(text(&stage["run"]["buildNumber"]));
             }
+        }
+        let latest = &status["latest"];
+        facts.commits.extend(text(&latest["build"]["commit"]));
+        facts.commits.extend(text(&latest["hldUpdate"]["commit"]));
+        facts
+            .commits
+            .extend(text(&latest["manifestGeneration"]["commit"]));
+        facts.image_tags.extend(text(&latest["build"]["imageTag"]));
+        facts.image_tags.extend(text(&latest["build"]["number"]));
+        facts.authors.extend(text(&latest["build"]["author"]));
+        for env in each(&latest["environments"]) {
+            facts.environments.extend(text(&env["name"]));
+        }
+        for entry in each(&status["history"]) {
+            for key in ["commit", "hldCommit", "manifestCommit"] {
+                facts.commits.extend(text(&entry[key]));
+            }
+            facts.image_tags.extend(text(&entry["imageTag"]));
+            facts.authors.extend(text(&entry["author"]));
+            if let Some(envs) = entry["environments"].as_object() {
+                facts.environments.extend(envs.keys().cloned());
+            }
+        }
+        for env in each(&object["spec"]["environments"]) {
+            facts.environments.extend(text(&env["name"]));
         }
         facts
     }
