@@ -189,6 +189,18 @@ impl Authenticator {
 
     /// Who sent `headers`.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        // An Azure DevOps "Generic" service connection can only send Basic credentials; its password
+        // field (a secret in Azure DevOps) carries the static token. Basic never reaches a TokenReview.
+        if let Some(password) = basic_password(headers) {
+            return match &self.static_token {
+                Some(expected)
+                    if bool::from(password.as_bytes().ct_eq(expected.expose().as_bytes())) =>
+                {
+                    Ok(Caller::StaticToken)
+                }
+                _ => Err(AuthError::InvalidToken),
+            };
+        }
         let token = bearer(headers).ok_or(AuthError::MissingToken)?;
         if let Some(expected) = &self.static_token {
             if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) {
@@ -276,6 +288,22 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= MAX_TOKEN_LEN)
         .then_some(token)
+}
+
+/// The password of an `Authorization: Basic` header (RFC 7617), whatever the user name.
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") || encoded.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (_, password) = decoded.split_once(':')?;
+    Some(password.to_string())
 }
 
 async fn token_review(client: &kube::Client, token: &str) -> Result<Option<Arc<User>>, AuthError> {
@@ -381,9 +409,15 @@ mod tests {
             auth.authenticate(&HeaderMap::new()).await,
             Err(AuthError::MissingToken)
         );
+        // Basic with the static token as password (an Azure DevOps Generic service connection).
         assert_eq!(
-            auth.authenticate(&headers("Basic czNjcmV0")).await,
-            Err(AuthError::MissingToken)
+            auth.authenticate(&headers("Basic YWRvOnMzY3JldC1hcGktdG9rZW4="))
+                .await,
+            Ok(Caller::StaticToken)
+        );
+        assert_eq!(
+            auth.authenticate(&headers("Basic YWRvOnMzY3JldA==")).await,
+            Err(AuthError::InvalidToken)
         );
         assert_eq!(
             auth.authenticate(&headers("bearer s3cret-api-token")).await,
