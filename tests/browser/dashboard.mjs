@@ -48,7 +48,7 @@ try {
     await traces.getByRole('columnheader', { name: h, exact: true }).waitFor({ timeout: WAIT });
   }
   await page.evaluate(() => { window.__sameDocument = 'still-here'; });
-  await page.waitForFunction(() => document.querySelector('tr[data-key="orders/orders"]')?.textContent.includes('InProgress'),
+  await page.waitForFunction(() => document.querySelector('tr[data-key="orders/orders"]')?.dataset.state === 'InProgress',
     null, { timeout: WAIT });
   log('row shows the build in progress');
   await page.screenshot({ path: join(shots, 'dashboard-building.png'), fullPage: true });
@@ -59,10 +59,8 @@ try {
   log('row shows the new commit');
 
   await step('deployed');
-  await page.waitForFunction(() => {
-    const row = document.querySelector('tr[data-key="orders/orders"]');
-    return row && row.querySelector('.state.ok') && row.textContent.includes('Succeeded');
-  }, null, { timeout: WAIT });
+  await page.waitForFunction(() => document.querySelector('tr[data-key="orders/orders"]')?.dataset.state === 'Succeeded',
+    null, { timeout: WAIT });
   const same = await page.evaluate(() => window.__sameDocument);
   if (same !== 'still-here') throw new Error('the page was reloaded; live updates must not reload');
   log('row turned Succeeded without a reload');

@@ -290,7 +290,7 @@ function traceRow(t, envCols, stageCols) {
     const s = stages.find((x) => x.name === name);
     cells.push(el('td', {}, s ? [chip(s.state), el('small', {}, s.run ? link(s.run.buildNumber || String(s.run.id), s.run.webUrl) : short(s.commit))] : '—'));
   }
-  const rows = [el('tr', { 'data-key': key, class: changed.has('ServiceTrace:' + key) ? 'changed' : null }, cells)];
+  const rows = [el('tr', { 'data-key': key, 'data-state': t.state, class: changed.has('ServiceTrace:' + key) ? 'changed' : null }, cells)];
   if (history.length) {
     rows.push(historyRow(t, histId, envCols, cells.length, open));
   }
@@ -323,7 +323,7 @@ function gateRow(g) {
   const key = keyOf(g);
   const v = g.verdict || {};
   const run = v.run || {};
-  return el('tr', { 'data-key': key, class: changed.has('PipelineGate:' + key) ? 'changed' : null },
+  return el('tr', { 'data-key': key, 'data-state': g.state, class: changed.has('PipelineGate:' + key) ? 'changed' : null },
     el('th', { scope: 'row' }, g.metadata.name, el('small', {}, g.metadata.namespace)),
     el('td', {}, chip(v.open ? 'Open' : 'Closed')),
     el('td', {}, v.reason || ''),
