@@ -72,7 +72,11 @@ async fn serve(dir: &Path, crds: Vec<PathBuf>) -> Result<(), String> {
     let body = serde_json::json!({"kubernetes": kube.url(), "azureDevOps": ado.url()});
     std::fs::write(&endpoints, format!("{body:#}\n"))
         .map_err(|e| format!("writing {}: {e}", endpoints.display()))?;
-    println!("kubernetes:  {}", kube.url());
+    println!(
+        "kubernetes:  {} (control API: {}/_emu, see tests/testkit/README.md)",
+        kube.url(),
+        kube.url()
+    );
     println!(
         "azureDevOps: {} (control API: {}/_sim, see tests/testkit/README.md)",
         ado.url(),

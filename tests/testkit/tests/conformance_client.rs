@@ -1119,3 +1119,274 @@ async fn delete_collection_removes_matching_objects() {
         .collect();
     assert_eq!(left, vec!["c"]);
 }
+
+fn crds_api(client: &Client) -> Api<DynamicObject> {
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    )
+}
+
+/// A CRD with a status subresource whose schema defaults the root-level `status` (and fields inside).
+async fn widget_crd_with_status_default(client: &Client) -> Api<DynamicObject> {
+    let crd: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                     "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 1},
+                         "opts": {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}, "z": {"type": "integer"}}}}},
+                     "status": {"type": "object", "default": {"phase": "Pending"}, "properties": {
+                         "phase": {"type": "string"},
+                         "observedGeneration": {"type": "integer"},
+                         "lastRun": {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}, "result": {"type": "string"}}},
+                         "conditions": {"type": "array", "default": [], "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}}}}]}
+    }))
+    .expect("crd");
+    crds_api(client)
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD created");
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("example.com", "v1", "Widget"),
+            "widgets",
+        ),
+    )
+}
+
+/// kube-apiserver defaults custom resources when it decodes them from etcd, not only on writes
+/// (apiextensions-apiserver customresource_handler.go: the storage codec's `unstructuredDefaulter`; CRD docs,
+/// "Defaulting": "when reading from etcd using the storage version defaults"). With a status subresource,
+/// create drops `status` (customresource/strategy.go PrepareForCreate), so the object is served with the
+/// schema's default status until a status write stores one.
+#[tokio::test]
+async fn defaults_apply_on_read_so_a_defaulted_status_shows_until_a_status_write() {
+    let (_emu, client) = emulator().await;
+    let widgets = widget_crd_with_status_default(&client).await;
+    let w: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"},
+        "spec": {}, "status": {"phase": "Done"}
+    }))
+    .expect("widget");
+    let mut watch = widgets
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await
+        .expect("watch")
+        .boxed();
+
+    let created = widgets
+        .create(&PostParams::default(), &w)
+        .await
+        .expect("create");
+    // The submitted status is dropped; the default status is what the create response (decoded from
+    // storage) shows, with the nested defaults inside it applied too.
+    assert_eq!(
+        created.data["status"],
+        json!({"phase": "Pending", "conditions": []})
+    );
+    assert_eq!(created.data["spec"], json!({"size": 1}));
+    // Not stored: managedFields record no status ownership.
+    let managed = serde_json::to_string(&created.metadata.managed_fields).expect("json");
+    assert!(!managed.contains("f:status"), "{managed}");
+
+    let got = widgets.get("w1").await.expect("get");
+    assert_eq!(got.data["status"]["phase"], "Pending");
+    let listed = widgets.list(&ListParams::default()).await.expect("list");
+    assert_eq!(listed.items[0].data["status"]["phase"], "Pending");
+    match tokio::time::timeout(Duration::from_secs(5), watch.try_next()).await {
+        Ok(Ok(Some(WatchEvent::Added(o)))) => assert_eq!(o.data["status"]["phase"], "Pending"),
+        other => panic!("expected ADDED with the default status, got {other:?}"),
+    }
+
+    // A status patch starts from the live (defaulted) object, so the default phase is kept and stored.
+    let patched = widgets
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .expect("status patch");
+    assert_eq!(
+        patched.data["status"],
+        json!({"phase": "Pending", "observedGeneration": 1, "conditions": []})
+    );
+    // A status write stores its own status; reads show it from then on.
+    let mut replaced = patched.clone();
+    replaced.data["status"] = json!({"phase": "Ready", "conditions": [{"type": "Ready"}]});
+    widgets
+        .replace_status("w1", &PostParams::default(), &replaced)
+        .await
+        .expect("status put");
+    let got = widgets.get("w1").await.expect("get");
+    assert_eq!(
+        got.data["status"],
+        json!({"phase": "Ready", "conditions": [{"type": "Ready"}]})
+    );
+    // A spec update at the main endpoint keeps the stored status.
+    let updated = widgets
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 3}})),
+        )
+        .await
+        .expect("spec patch");
+    assert_eq!(updated.data["status"]["phase"], "Ready");
+    assert_eq!(updated.data["spec"]["size"], 3);
+
+    // An object whose status write removed `status` is served with the default again.
+    let cleared = widgets
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null})),
+        )
+        .await
+        .expect("status cleared");
+    assert_eq!(
+        cleared.data["status"],
+        json!({"phase": "Pending", "conditions": []})
+    );
+
+    // A default added to the schema later shows on objects stored before, without a write.
+    let before = widgets.get("w1").await.expect("get");
+    let crds = crds_api(&client);
+    let mut crd = crds.get("widgets.example.com").await.expect("crd");
+    crd.data["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        ["properties"]["color"] = json!({"type": "string", "default": "blue"});
+    crds.replace("widgets.example.com", &PostParams::default(), &crd)
+        .await
+        .expect("CRD updated");
+    let after = widgets.get("w1").await.expect("get");
+    assert_eq!(after.data["spec"], json!({"size": 3, "color": "blue"}));
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+}
+
+/// Server-side apply removes what the same manager applied before and no longer applies, struct fields
+/// included (structured-merge-diff `Updater.prune` with `EnsureNamedFieldsAreMembers`): a nested object
+/// the manager stopped applying goes as a whole instead of staying as `{}` (which a later status write
+/// would then fail to validate: `status.lastRun.id: Required value`). Fields another manager owns stay.
+#[tokio::test]
+async fn server_side_apply_removes_nested_fields_the_manager_no_longer_applies() {
+    let (_emu, client) = emulator().await;
+    let widgets = widget_crd_with_status_default(&client).await;
+    let apply =
+        |v: Value| serde_json::from_value::<DynamicObject>(v).expect("applied configuration");
+    let ssa = PatchParams::apply("ctl");
+    widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"opts": {"x": 1, "y": 2}}}))),
+        )
+        .await
+        .expect("first apply");
+    widgets
+        .patch_status(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "status": {"phase": "Running", "lastRun": {"id": 5, "result": "ok"}}}))),
+        )
+        .await
+        .expect("status apply with lastRun");
+    let after = widgets
+        .patch_status(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "status": {"phase": "Idle"}}))),
+        )
+        .await
+        .expect("status apply without lastRun");
+    assert_eq!(
+        after.data["status"],
+        json!({"phase": "Idle", "conditions": []})
+    );
+    let managed = serde_json::to_value(&after.metadata.managed_fields).expect("json");
+    assert!(!managed.to_string().contains("lastRun"), "{managed}");
+    // A later status write validates (with `lastRun: {}` left behind it would get 422 Required value).
+    let patched = widgets
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .expect("later status write");
+    assert_eq!(patched.data["status"]["observedGeneration"], 1);
+
+    // Another manager's field under a struct the applier drops keeps that struct (with only that field).
+    widgets
+        .patch(
+            "w",
+            &PatchParams {
+                field_manager: Some("other".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"opts": {"z": 3}}})),
+        )
+        .await
+        .expect("other manager's update");
+    let dropped = widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2}}))),
+        )
+        .await
+        .expect("apply without opts");
+    assert_eq!(dropped.data["spec"], json!({"size": 2, "opts": {"z": 3}}));
+    // And when nobody owns anything under it, the struct goes entirely.
+    widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2, "opts": {"x": 7}}}))),
+        )
+        .await
+        .expect("apply opts.x again");
+    widgets
+        .patch(
+            "w",
+            &PatchParams {
+                field_manager: Some("other".into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/spec/opts/z"}]))
+                    .expect("json patch"),
+            ),
+        )
+        .await
+        .expect("other manager removes z");
+    let gone = widgets
+        .patch(
+            "w",
+            &ssa,
+            &Patch::Apply(apply(json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"size": 2}}))),
+        )
+        .await
+        .expect("apply without opts again");
+    assert_eq!(gone.data["spec"], json!({"size": 2}));
+}

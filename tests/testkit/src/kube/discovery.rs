@@ -95,7 +95,7 @@ pub(crate) fn resource_list(
             "singularName": rt.singular,
             "namespaced": rt.namespaced,
             "kind": rt.kind,
-            "verbs": ResourceType::verbs(),
+            "verbs": rt.verbs(),
         });
         if !rt.short_names.is_empty() {
             r["shortNames"] = json!(rt.short_names);
@@ -194,6 +194,10 @@ pub(crate) fn openapi_v3_group_version(registry: &[ResourceType], path: &str) ->
             json!({"operationId": format!("{action}{}", rt.kind), "parameters": params, "responses": {"200": {"description": "OK"}},
                    "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk})
         };
+        if rt.create_only {
+            paths.insert(base.clone(), json!({"post": op("post", &write_params)}));
+            continue;
+        }
         paths.insert(
             base.clone(),
             json!({"get": op("list", &Vec::new()), "post": op("post", &write_params)}),
@@ -245,7 +249,7 @@ fn aggregated_resource(rt: &ResourceType) -> Value {
         "responseKind": kind,
         "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": rt.singular,
-        "verbs": ResourceType::verbs(),
+        "verbs": rt.verbs(),
     });
     if !rt.short_names.is_empty() {
         r["shortNames"] = json!(rt.short_names);

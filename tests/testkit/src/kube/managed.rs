@@ -573,38 +573,30 @@ pub(crate) fn apply(
     let mut object = merge_applied(live, applied, schema, true);
     let previous: FieldSet = entries
         .iter()
-        .find(|e| {
-            e.manager == manager
-                && e.operation == "Apply"
-                && e.subresource.as_deref() == subresource
-        })
+        .find(|e| is_me(e))
         .map(|e| e.fields.clone())
         .unwrap_or_default();
-    let others: FieldSet = entries
+    // Pruning as structured-merge-diff's `Updater.prune` does (merge/update.go): remove what this manager
+    // applied last time, with named (struct) fields counted as members when anything under them is
+    // (`EnsureNamedFieldsAreMembers`), except what any manager, this one's new configuration included,
+    // still owns (`addBackOwnedItems`). Removing a path removes everything under it, so a struct whose
+    // fields were all dropped goes as a whole instead of staying behind as `{}`.
+    let mut still_owned: FieldSet = entries
         .iter()
-        .filter(|e| {
-            !(e.manager == manager
-                && e.operation == "Apply"
-                && e.subresource.as_deref() == subresource)
-        })
+        .filter(|e| !is_me(e))
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
-    // Fields this manager applied before but no longer applies, and that nobody else owns, are removed.
-    // Shallowest first: a dropped list item goes as a whole (removing its key fields first would make it
-    // unfindable); a part someone still owns below is kept.
-    let mut dropped: Vec<&Path> = previous
-        .difference(&applied_set)
-        .filter(|p| !others.contains(*p))
+    still_owned.extend(applied_set.iter().cloned());
+    let still_owned = with_named_parents(&still_owned, schema);
+    let mut dropped: Vec<Path> = with_named_parents(&previous, schema)
+        .difference(&still_owned)
+        .cloned()
         .collect();
-    dropped.sort_by_key(|p| p.len());
+    // Shallowest first: a dropped list item or struct goes as a whole (removing its key fields first
+    // would make a list item unfindable).
+    dropped.sort_by_key(Vec::len);
     for p in dropped {
-        let owned_below = others.iter().any(|o| o.len() > p.len() && o.starts_with(p))
-            || applied_set
-                .iter()
-                .any(|o| o.len() > p.len() && o.starts_with(p));
-        if !owned_below {
-            remove_at(&mut object, p, schema);
-        }
+        remove_at(&mut object, &p, schema);
     }
     match entries.iter_mut().find(|e| {
         e.manager == manager && e.operation == "Apply" && e.subresource.as_deref() == subresource
@@ -625,6 +617,39 @@ pub(crate) fn apply(
     }
     entries.retain(|e| !e.fields.is_empty());
     Ok(ApplyOutcome { object, entries })
+}
+
+/// `set` plus every struct field above its paths (structured-merge-diff's
+/// `Set.EnsureNamedFieldsAreMembers`): a prefix `f:name` counts when the schema declares `name` as a
+/// property of its parent. Map entries (`additionalProperties`, unknown fields kept by
+/// `x-kubernetes-preserve-unknown-fields`) and list items are not named fields.
+fn with_named_parents(set: &FieldSet, schema: Option<&Value>) -> FieldSet {
+    let mut out = set.clone();
+    for path in set {
+        let mut sch = schema;
+        for (i, el) in path.iter().enumerate().take(path.len().saturating_sub(1)) {
+            if let Some(name) = el.strip_prefix("f:") {
+                let named = if i == 0 {
+                    name == "metadata"
+                        || sch.is_none_or(|s| {
+                            s.get("properties").is_some_and(|p| p.get(name).is_some())
+                        })
+                } else {
+                    sch.and_then(|s| s.get("properties"))
+                        .is_some_and(|p| p.get(name).is_some())
+                };
+                if named {
+                    out.insert(path[..=i].to_vec());
+                }
+                sch = child_schema(sch, name, i == 0);
+            } else if el.starts_with("k:") {
+                sch = sch.and_then(|s| s.get("items"));
+            } else {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The apiserver's wording for apply conflicts.

@@ -2,7 +2,7 @@
 //! a real apiserver: discovery (legacy and aggregated v2, OpenAPI v3 for kubectl), CRUD with optimistic
 //! concurrency, server-side apply with managedFields and conflicts, status subresources, finalizers,
 //! namespace termination, watches with bookmarks and `410 Expired`, CRD schema validation, pruning,
-//! defaulting and CEL rules, server-side printing (Tables), and fault injection. Works unchanged with
+//! defaulting (on writes and, as the CRD storage codec does, on every read) and CEL rules, server-side printing (Tables), and fault injection. Works unchanged with
 //! `kube::Client` and `kubectl` through the kubeconfig it writes.
 //!
 //! ```no_run
@@ -19,18 +19,23 @@
 //!
 //! The server runs on its own thread and runtime, so tests may block (e.g. run `kubectl` with
 //! `std::process::Command`) without starving it. Deliberate differences from a cluster: no controllers
-//! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC,
+//! (Deployments do not roll out, ownerReferences are not garbage-collected), no authentication or RBAC
+//! enforcement (TokenReview and SubjectAccessReview answer from the tokens and grants a test registers),
 //! protobuf request bodies only for Namespace, Secret and ConfigMap, and a watch from a resourceVersion
 //! newer than the server's fails at once (504) instead of after the watch cache's 3-second wait.
 
+mod auth;
 mod builtin;
 mod cel;
+mod control;
 mod discovery;
 mod events;
+mod faults;
 mod managed;
 mod patch;
 mod protobuf;
 mod resources;
+mod reviews;
 mod schema;
 mod selectors;
 mod server;
@@ -38,6 +43,7 @@ mod status;
 mod store;
 mod table;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +52,11 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::TestkitError;
-use server::{lock, FailRule, FaultState, Shared};
+use auth::AuthState;
+pub use auth::{Grant, UserInfo};
+use faults::FaultState;
+pub use faults::{ActiveFault, FaultRule};
+use server::{lock, Shared};
 use store::{Store, WriteOptions};
 
 /// How to start a [`KubeEmulator`].
@@ -55,7 +65,11 @@ pub struct EmulatorConfig {
     crd_paths: Vec<PathBuf>,
     bookmark_interval: Duration,
     watch_history: usize,
+    request_log_capacity: usize,
 }
+
+/// How many request records the log keeps by default; older ones are dropped and counted.
+pub const DEFAULT_REQUEST_LOG_CAPACITY: usize = 100_000;
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
@@ -63,6 +77,7 @@ impl Default for EmulatorConfig {
             crd_paths: Vec::new(),
             bookmark_interval: Duration::from_secs(5),
             watch_history: 10_000,
+            request_log_capacity: DEFAULT_REQUEST_LOG_CAPACITY,
         }
     }
 }
@@ -81,6 +96,13 @@ impl EmulatorConfig {
         self
     }
 
+    /// How many records the request log keeps (at least 1; default
+    /// [`DEFAULT_REQUEST_LOG_CAPACITY`]). The oldest go first; [`KubeEmulator::dropped_requests`] counts them.
+    pub fn request_log_capacity(mut self, records: usize) -> Self {
+        self.request_log_capacity = records.max(1);
+        self
+    }
+
     /// How many changes are kept for watches resuming from a resourceVersion; older ones get 410 Expired.
     pub fn watch_history(mut self, changes: usize) -> Self {
         self.watch_history = changes.max(1);
@@ -89,13 +111,55 @@ impl EmulatorConfig {
 }
 
 /// One request the emulator answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RequestRecord {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
     pub status: u16,
     pub user_agent: Option<String>,
+    /// get, list, watch, create, update, patch, delete, deletecollection ("" for discovery and other
+    /// non-resource paths), as kube-apiserver's audit log names it.
+    pub verb: String,
+    /// The resource's plural ("" for non-resource paths).
+    pub resource: String,
+    /// "" for cluster-scoped and non-resource requests.
+    pub namespace: String,
+    /// Who asked: `user:NAME` for a bearer token registered with [`Auth::add_token`], else `ua:USER-AGENT`,
+    /// else `unknown`. Tokens never appear.
+    pub client: String,
+}
+
+/// The request log: a ring buffer of at most `capacity` records.
+#[derive(Debug)]
+pub(crate) struct RequestLog {
+    pub records: VecDeque<RequestRecord>,
+    pub capacity: usize,
+    pub dropped: u64,
+}
+
+impl RequestLog {
+    fn new(capacity: usize) -> Self {
+        RequestLog {
+            records: VecDeque::new(),
+            capacity: capacity.max(1),
+            dropped: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, r: RequestRecord) {
+        if self.records.len() >= self.capacity {
+            self.records.pop_front();
+            self.dropped += 1;
+        }
+        self.records.push_back(r);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.records.clear();
+        self.dropped = 0;
+    }
 }
 
 impl RequestRecord {
@@ -139,12 +203,32 @@ impl Faults {
         method: Option<&str>,
         path_contains: Option<&str>,
     ) {
-        lock(&self.shared.faults).fail.push_back(FailRule {
-            remaining: n,
-            status,
+        let rule = FaultRule {
             method: method.map(str::to_string),
             path_contains: path_contains.map(str::to_string),
-        });
+            ..FaultRule::fail(status).times(n)
+        };
+        lock(&self.shared.faults).add(rule);
+    }
+
+    /// Adds a targeted rule (by verb, resource, namespace, name, user, token, User-Agent; for
+    /// `rule.count` requests or until removed). Returns its id for [`Faults::remove`].
+    pub fn add(&self, rule: FaultRule) -> Result<u64, TestkitError> {
+        rule.check().map_err(TestkitError::InvalidSetup)?;
+        Ok(lock(&self.shared.faults).add(rule))
+    }
+
+    /// Removes one rule; false if it had already run out or was never there.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut f = lock(&self.shared.faults);
+        let before = f.rules.len();
+        f.rules.retain(|r| r.id != id);
+        f.rules.len() != before
+    }
+
+    /// The rules in force, oldest first, with how often each applied.
+    pub fn rules(&self) -> Vec<ActiveFault> {
+        lock(&self.shared.faults).rules.iter().cloned().collect()
     }
 
     /// Forgets the watch history and closes open watches: resuming from any resourceVersion handed out so
@@ -154,9 +238,63 @@ impl Faults {
         self.drop_watches();
     }
 
-    /// Clears the delay and all pending failures.
+    /// Clears the delay and all rules.
     pub fn clear(&self) {
-        *lock(&self.shared.faults) = FaultState::default();
+        let mut f = lock(&self.shared.faults);
+        f.delay = Duration::ZERO;
+        f.rules.clear();
+    }
+}
+
+/// Tokens and permissions: what the TokenReview and SubjectAccessReview endpoints answer, and who a
+/// request's bearer token is for fault rules, the request log and read accounting. Requests are served
+/// whatever their token (the emulator does not enforce RBAC).
+#[derive(Clone)]
+pub struct Auth {
+    shared: Arc<Shared>,
+}
+
+impl Auth {
+    /// `token` authenticates as `username` with these groups (TokenReview adds `system:authenticated`).
+    pub fn add_token(&self, token: &str, username: &str, groups: &[&str]) {
+        lock(&self.shared.auth).add_token(
+            token,
+            UserInfo {
+                username: username.into(),
+                uid: String::new(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        );
+    }
+
+    /// Registers a token with a full UserInfo (uid included).
+    pub fn add_token_for(&self, token: &str, user: UserInfo) {
+        lock(&self.shared.auth).add_token(token, user);
+    }
+
+    pub fn remove_token(&self, token: &str) -> bool {
+        lock(&self.shared.auth).remove_token(token)
+    }
+
+    /// Allows what `grant` says (RBAC rule semantics, namespaced or cluster-wide).
+    pub fn grant(&self, grant: Grant) -> Result<(), TestkitError> {
+        grant.check().map_err(TestkitError::InvalidSetup)?;
+        lock(&self.shared.auth).grant(grant);
+        Ok(())
+    }
+
+    pub fn clear_grants(&self) {
+        lock(&self.shared.auth).clear_grants();
+    }
+
+    /// How many TokenReviews were created so far.
+    pub fn token_reviews(&self) -> u64 {
+        lock(&self.shared.auth).token_reviews
+    }
+
+    /// How many SubjectAccessReviews were created so far.
+    pub fn subject_access_reviews(&self) -> u64 {
+        lock(&self.shared.auth).access_reviews
     }
 }
 
@@ -257,8 +395,9 @@ impl KubeEmulator {
         let (drop_tx, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(RequestLog::new(config.request_log_capacity)),
             faults: Mutex::new(FaultState::default()),
+            auth: Mutex::new(AuthState::default()),
             drop_watches: drop_tx,
             bookmark_interval: config.bookmark_interval,
             server_address: addr.to_string(),
@@ -343,9 +482,19 @@ impl KubeEmulator {
         self.client.clone()
     }
 
-    /// Every request answered so far, oldest first.
+    /// The requests answered so far, oldest first: the last
+    /// [`EmulatorConfig::request_log_capacity`] of them.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests)
+            .records
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// How many records the bounded request log has dropped since it was last cleared.
+    pub fn dropped_requests(&self) -> u64 {
+        lock(&self.shared.requests).dropped
     }
 
     pub fn clear_requests(&self) {
@@ -356,6 +505,38 @@ impl KubeEmulator {
         Faults {
             shared: self.shared.clone(),
         }
+    }
+
+    pub fn auth(&self) -> Auth {
+        Auth {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A client that sends `Authorization: Bearer <token>` (register the token with [`Auth::add_token`]
+    /// to give it a user).
+    pub fn client_with_token(&self, token: &str) -> Result<::kube::Client, TestkitError> {
+        let uri: http::Uri = self.url.parse().map_err(|e: http::uri::InvalidUri| {
+            TestkitError::Bind(std::io::Error::other(e.to_string()))
+        })?;
+        let mut config = ::kube::Config::new(uri);
+        config.auth_info.token = Some(token.to_string().into());
+        ::kube::Client::try_from(config).map_err(TestkitError::Client)
+    }
+
+    /// Like [`KubeEmulator::write_kubeconfig`], with a bearer token for the user (for a second process
+    /// that must look like another client).
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> std::io::Result<()> {
+        self.write_kubeconfig(path)?;
+        let text = std::fs::read_to_string(path)?;
+        let escaped = token.replace('\\', "\\\\").replace('"', "\\\"");
+        std::fs::write(
+            path,
+            text.replace(
+                "  user: {}\n",
+                &format!("  user:\n    token: \"{escaped}\"\n"),
+            ),
+        )
     }
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct ResourceType {
     pub storage_plural: String,
     /// Name of the owning CRD, for unregistering.
     pub crd_name: Option<String>,
+    /// TokenReview and SubjectAccessReview: only `create` on the collection, nothing stored.
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -59,7 +61,10 @@ impl ResourceType {
         self.group == "events.k8s.io" && self.plural == "events"
     }
 
-    pub fn verbs() -> Value {
+    pub fn verbs(&self) -> Value {
+        if self.create_only {
+            return json!(["create"]);
+        }
         json!([
             "create",
             "delete",
@@ -86,6 +91,30 @@ struct Builtin {
 }
 
 const BUILTINS: &[Builtin] = &[
+    // Create-only review kinds (pkg/registry/authentication/tokenreview, pkg/registry/authorization/
+    // subjectaccessreview): answered, never stored.
+    Builtin {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        short: &[],
+        categories: &[],
+        namespaced: false,
+        status: false,
+        generation: false,
+    },
+    Builtin {
+        group: "authorization.k8s.io",
+        version: "v1",
+        kind: "SubjectAccessReview",
+        plural: "subjectaccessreviews",
+        short: &[],
+        categories: &[],
+        namespaced: false,
+        status: false,
+        generation: false,
+    },
     Builtin {
         group: "",
         version: "v1",
@@ -267,6 +296,7 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             },
             storage_plural: b.plural.to_string(),
             crd_name: None,
+            create_only: b.kind.ends_with("Review"),
         })
         .collect()
 }
@@ -406,6 +436,7 @@ pub(crate) fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             storage_group: group.to_string(),
             storage_plural: plural.to_string(),
             crd_name: Some(name.to_string()),
+            create_only: false,
         });
     }
     if out.is_empty() {

@@ -45,6 +45,7 @@ pub(crate) fn admit(
     obj: &mut Value,
     old: Option<&Value>,
     fv: FieldValidation,
+    drop_status: bool,
 ) -> Result<Vec<String>, AdmitError> {
     let Some(schema) = rt.schema.as_deref() else {
         return Ok(Vec::new());
@@ -71,25 +72,13 @@ pub(crate) fn admit(
                     || props.is_some_and(|p| p.contains_key(k))
             });
         }
-        for (k, s) in schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                continue;
-            }
-            if !m.contains_key(k) {
-                if let Some(d) = s.get("default") {
-                    m.insert(k.clone(), d.clone());
-                }
-            }
-        }
-        for (k, v) in m.iter_mut() {
-            if let Some(s) = schema.get("properties").and_then(|p| p.get(k)) {
-                apply_defaults(v, s);
-            }
+    }
+    default_object(obj, schema);
+    if drop_status {
+        // The request decoder defaults first, then the status strategy's PrepareForCreate drops
+        // `status` (pkg/registry/customresource/strategy.go); reads default it again.
+        if let Value::Object(m) = obj {
+            m.remove("status");
         }
     }
     let warnings = match fv {
@@ -225,7 +214,43 @@ fn prune(v: &mut Value, s: &Value, path: &str, unknown: &mut Vec<String>) {
     }
 }
 
+/// Applies the schema's defaults to a whole custom resource (root properties other than `apiVersion`,
+/// `kind` and `metadata`, then recursively), as kube-apiserver does both when decoding a request and when
+/// decoding an object read from storage: the CRD storage codec carries an `unstructuredDefaulter`
+/// (apiextensions-apiserver `pkg/apiserver/customresource_handler.go`, `crdConversionRESTOptionsGetter`),
+/// and the docs' "Defaulting" section says defaults apply "when reading from etcd using the storage
+/// version defaults" and are not written back. So a stored object that lacks a defaulted field is served
+/// with it (GET, LIST, WATCH, and the live object an update or patch starts from).
+pub(crate) fn default_object(obj: &mut Value, schema: &Value) {
+    let Value::Object(m) = obj else {
+        return;
+    };
+    let props = schema.get("properties").and_then(Value::as_object);
+    for (k, ps) in props.into_iter().flatten() {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        if let Some(d) = ps.get("default") {
+            if m.get(k).is_none_or(|v| v.is_null() && !nullable(ps)) {
+                m.insert(k.clone(), d.clone());
+            }
+        }
+    }
+    for (k, v) in m.iter_mut() {
+        if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+            continue;
+        }
+        if let Some(cs) = property(schema, k) {
+            apply_defaults(v, cs);
+        }
+    }
+}
+
+/// `Default` of apiextensions-apiserver `pkg/apiserver/schema/defaulting/algorithm.go`: a missing
+/// property, or a non-nullable one that is null, gets a copy of its default; then recurse into
+/// properties, additionalProperties and items (where non-nullable null elements are defaulted too).
 fn apply_defaults(v: &mut Value, s: &Value) {
+    let non_nullable_null = |x: &Value, xs: &Value| x.is_null() && !nullable(xs);
     match v {
         Value::Object(m) => {
             for (k, ps) in s
@@ -234,21 +259,34 @@ fn apply_defaults(v: &mut Value, s: &Value) {
                 .into_iter()
                 .flatten()
             {
-                if !m.contains_key(k) {
-                    if let Some(d) = ps.get("default") {
+                if let Some(d) = ps.get("default") {
+                    if m.get(k).is_none_or(|x| non_nullable_null(x, ps)) {
                         m.insert(k.clone(), d.clone());
                     }
                 }
             }
+            let props = s.get("properties").and_then(Value::as_object);
             for (k, child) in m.iter_mut() {
-                if let Some(cs) = property(s, k) {
-                    apply_defaults(child, cs);
+                if let Some(ps) = props.and_then(|p| p.get(k)) {
+                    apply_defaults(child, ps);
+                } else if let Some(ap @ Value::Object(_)) = s.get("additionalProperties") {
+                    if let Some(d) = ap.get("default") {
+                        if non_nullable_null(child, ap) {
+                            *child = d.clone();
+                        }
+                    }
+                    apply_defaults(child, ap);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(is) = s.get("items") {
                 for it in items {
+                    if let Some(d) = is.get("default") {
+                        if non_nullable_null(it, is) {
+                            *it = d.clone();
+                        }
+                    }
                     apply_defaults(it, is);
                 }
             }

@@ -1,6 +1,6 @@
 //! The HTTP face of the emulator: routing, content negotiation, request log, fault injection, watches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 
+use super::auth::AuthState;
 use super::discovery;
+use super::faults::{FaultState, RequestInfo};
 use super::patch::PatchBody;
 use super::resources::ResourceType;
 use super::schema::FieldValidation;
@@ -19,30 +21,16 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Change, ChangeType, Store, StoreKey, WriteOptions};
 use super::table;
-use super::RequestRecord;
+use super::{RequestLog, RequestRecord};
 
 /// The largest request body the apiserver accepts (3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// A request-failing rule set by `Faults::fail_next`.
-#[derive(Clone, Debug)]
-pub(crate) struct FailRule {
-    pub remaining: usize,
-    pub status: u16,
-    pub method: Option<String>,
-    pub path_contains: Option<String>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct FaultState {
-    pub delay: Duration,
-    pub fail: VecDeque<FailRule>,
-}
-
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
-    pub requests: Mutex<Vec<RequestRecord>>,
+    pub requests: Mutex<RequestLog>,
     pub faults: Mutex<FaultState>,
+    pub auth: Mutex<AuthState>,
     /// Bumped to end every open watch.
     pub drop_watches: tokio::sync::watch::Sender<u64>,
     pub bookmark_interval: Duration,
@@ -56,48 +44,92 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 type Params = HashMap<String, String>;
 
-pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (delay, injected) = {
-        let mut f = lock(&shared.faults);
-        let delay = f.delay;
-        let mut injected = None;
-        if let Some(rule) = f.fail.iter_mut().find(|r| {
-            r.remaining > 0
-                && r.method
-                    .as_deref()
-                    .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
-                && r.path_contains.as_deref().is_none_or(|p| path.contains(p))
-        }) {
-            rule.remaining -= 1;
-            injected = Some(rule.status);
-        }
-        f.fail.retain(|r| r.remaining > 0);
-        (delay, injected)
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+/// The verb kube-apiserver's RequestInfoFactory derives from the method and path
+/// (`k8s.io/apiserver/pkg/endpoints/request/requestinfo.go`).
+fn verb_of(method: &Method, has_name: bool, watch: bool) -> &'static str {
+    match (method.as_str(), has_name) {
+        ("GET" | "HEAD", _) if watch => "watch",
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "",
     }
-    let response = match injected {
+}
+
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn request_info(shared: &Shared, req: &Request) -> RequestInfo {
+    let path = req.uri().path().to_string();
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let token = bearer_token(req.headers());
+    let user = token
+        .as_deref()
+        .and_then(|t| lock(&shared.auth).user_of(t).map(|u| u.username.clone()));
+    let mut info = RequestInfo {
+        method: req.method().to_string(),
+        token,
+        user,
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(Route::Resource(rp)) = route(&path) {
+        info.verb = verb_of(req.method(), rp.name.is_some(), watch).into();
+        info.group = rp.group;
+        info.resource = rp.plural;
+        info.subresource = rp.sub.unwrap_or_default();
+        info.namespace = rp.namespace.unwrap_or_default();
+        info.name = rp.name.unwrap_or_default();
+    }
+    info.path = path;
+    info
+}
+
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    if req.uri().path().starts_with(super::control::PREFIX) {
+        return super::control::handle(&shared, req).await;
+    }
+    let query = req.uri().query().map(str::to_string);
+    let info = request_info(&shared, &req);
+    let verdict = lock(&shared.faults).decide(&info);
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    let response = match verdict.status {
         Some(code) => ApiError::injected(code).into_response(),
         None => match dispatch(&shared, req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
     };
+    let client = info.client();
     lock(&shared.requests).push(RequestRecord {
-        method: method.to_string(),
-        path,
+        method: info.method,
+        path: info.path,
         query,
         status: response.status().as_u16(),
-        user_agent,
+        user_agent: info.user_agent,
+        verb: info.verb,
+        resource: info.resource,
+        namespace: info.namespace,
+        client,
     });
     response
 }
@@ -383,6 +415,17 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    if rt.create_only {
+        if parts.method != Method::POST || rp.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                parts.method, rt.plural
+            )));
+        }
+        let body = parse_body(&content_type, &bytes)?;
+        let out = super::reviews::review(shared, &rt, body)?;
+        return Ok(json_response(StatusCode::CREATED, &out, &[]));
+    }
     let is_watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     let presentation = Presentation::from_request(&parts.headers, &params);
     match (&parts.method, rp.name.as_deref()) {

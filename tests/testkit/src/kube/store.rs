@@ -291,12 +291,20 @@ impl Store {
     }
 
     /// The stored object as the given resource version presents it.
+    /// Custom resources get their schema's defaults here, as the CRD storage codec applies them to every
+    /// object it decodes (see `schema::default_object`): reads, watch events and the live object that
+    /// updates, patches and applies start from all see them.
     pub fn to_view(rt: &ResourceType, stored: &Value) -> Value {
         let mut v = if rt.is_events_v1() {
             events::core_to_v1(stored)
         } else {
             stored.clone()
         };
+        if rt.custom {
+            if let Some(schema) = rt.schema.as_deref() {
+                schema::default_object(&mut v, schema);
+            }
+        }
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), json!(rt.api_version()));
             m.insert("kind".into(), json!(rt.kind));
@@ -468,7 +476,8 @@ impl Store {
             *obj = decoded;
         }
         if rt.custom {
-            match schema::admit(rt, obj, old, opts.field_validation) {
+            let drop_status = old.is_none() && rt.status_subresource;
+            match schema::admit(rt, obj, old, opts.field_validation, drop_status) {
                 Ok(w) => warnings.extend(w),
                 Err(schema::AdmitError::Invalid(c)) => causes.extend(c),
                 Err(schema::AdmitError::Strict(msg)) => return Err(ApiError::bad_request(msg)),
