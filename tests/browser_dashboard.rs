@@ -58,7 +58,14 @@ async fn kustomization_at(h: &Harness, name: &str, revision: &str) {
                         "message": "Applied revision", "lastTransitionTime": "2026-11-29T10:00:00Z"}]
     }});
     h.kubectl(&[
-        "-n", "flux-system", "patch", "kustomization", name, "--subresource=status", "--type=merge", "-p",
+        "-n",
+        "flux-system",
+        "patch",
+        "kustomization",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
         &status.to_string(),
     ])
     .await;
@@ -97,12 +104,20 @@ async fn api_addr(log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("API and dashboard listening")) {
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("API and dashboard listening"))
+        {
             let v: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
-            let addr = v["fields"]["local_addr"].as_str().or(v["local_addr"].as_str());
+            let addr = v["fields"]["local_addr"]
+                .as_str()
+                .or(v["local_addr"].as_str());
             return addr.expect("local_addr in the log line").to_string();
         }
-        assert!(Instant::now() < deadline, "lockstep did not start its API:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "lockstep did not start its API:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -117,13 +132,21 @@ async fn the_dashboard_follows_a_trace_live_and_filters_by_commit() {
         browser_dir.display()
     );
     let h = Harness::start(PAT, &[("kustomization.yaml", FLUX_CRD)]).await;
-    for (id, name) in [(12, "orders-ci"), (14, "orders-manifests"), (22, "payments-ci"), (24, "payments-manifests")] {
+    for (id, name) in [
+        (12, "orders-ci"),
+        (14, "orders-manifests"),
+        (22, "payments-ci"),
+        (24, "payments-manifests"),
+    ] {
         h.sim.add_definition(ORG, PROJECT, id, name);
     }
-    h.sim.add_repository(ORG, PROJECT, "orders-manifests", &[("main", M1)]);
-    h.sim.add_repository(ORG, PROJECT, "payments-manifests", &[("main", P1)]);
+    h.sim
+        .add_repository(ORG, PROJECT, "orders-manifests", &[("main", M1)]);
+    h.sim
+        .add_repository(ORG, PROJECT, "payments-manifests", &[("main", P1)]);
     h.namespace_with_pat(NS, PAT).await;
-    h.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: flux-system}\n").await;
+    h.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: flux-system}\n")
+        .await;
 
     // orders: an older change is deployed everywhere; a new CI build is running.
     finished(&h, 12, OLD_SRC);
@@ -159,16 +182,21 @@ spec:
     let _lockstep = h.spawn_lockstep(
         &log,
         &[
-            "--fast-interval", "1s",
-            "--api-addr", "127.0.0.1:0",
-            "--api-token-file", token_file.to_str().expect("utf-8 path"),
+            "--fast-interval",
+            "1s",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--api-token-file",
+            token_file.to_str().expect("utf-8 path"),
         ],
     );
     let url = format!("http://{}/", api_addr(&log).await);
 
     let shots = std::env::var_os("LOCKSTEP_SCREENSHOTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots")
+        });
     let mut node = tokio::process::Command::new("node")
         .arg("dashboard.mjs")
         .current_dir(&browser_dir)
@@ -200,7 +228,10 @@ spec:
             }
             other => panic!("unexpected line from the browser driver: {other}"),
         }
-        stdin.write_all(b"DONE\n").await.expect("write to the driver");
+        stdin
+            .write_all(b"DONE\n")
+            .await
+            .expect("write to the driver");
     }
     let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
         .await
@@ -211,7 +242,11 @@ spec:
         "browser test failed (see its stderr above); lockstep log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    for shot in ["dashboard.png", "dashboard-history.png", "dashboard-filtered.png"] {
+    for shot in [
+        "dashboard.png",
+        "dashboard-history.png",
+        "dashboard-filtered.png",
+    ] {
         assert!(shots.join(shot).is_file(), "screenshot {shot} missing");
     }
 }
