@@ -240,6 +240,28 @@ impl Authenticator {
         let Some(client) = &self.kube else {
             return Ok(false);
         };
+        // RBAC is additive: whoever may read every object of the kind in the namespace may read this one.
+        // Asking that first keeps it to one review per caller and namespace, not one per object; only a
+        // caller limited by resourceNames costs a review per name.
+        if name.is_some()
+            && self
+                .decide(client, user, verb, kind, namespace, None)
+                .await?
+        {
+            return Ok(true);
+        }
+        self.decide(client, user, verb, kind, namespace, name).await
+    }
+
+    async fn decide(
+        &self,
+        client: &kube::Client,
+        user: &Arc<User>,
+        verb: Verb,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<bool, AuthError> {
         let key = (
             user.clone(),
             verb,
