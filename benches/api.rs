@@ -51,7 +51,7 @@ enum BenchError {
     Start(&'static str, String),
     #[error("the Kubernetes API emulator refused {0}: {1}")]
     Kube(String, #[source] kube::Error),
-    #[error("{0} did not happen within {1}s; lockstep's log is in {2}")]
+    #[error("{0} did not happen within {1}s; lockstep's log:\n{2}")]
     Timeout(String, u64, String),
 }
 
@@ -260,7 +260,12 @@ async fn run(o: &Options) -> Result<serde_json::Value, BenchError> {
             text.lines()
                 .find(|l| l.contains("API and dashboard listening"))
                 .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .and_then(|v| v["fields"]["local_addr"].as_str().map(str::to_string))
+                .and_then(|v| {
+                    v["local_addr"]
+                        .as_str()
+                        .or(v["fields"]["local_addr"].as_str())
+                        .map(str::to_string)
+                })
         },
     )
     .await?;
@@ -440,10 +445,13 @@ async fn wait<T>(
             return Ok(v);
         }
         if Instant::now() > deadline {
+            let log = std::fs::read_to_string(&lockstep.log).unwrap_or_default();
+            let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
+            tail.reverse();
             return Err(BenchError::Timeout(
                 what.into(),
                 within.as_secs(),
-                lockstep.log.display().to_string(),
+                tail.join("\n"),
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
