@@ -504,3 +504,61 @@ async fn a_client_that_stops_reading_is_dropped_not_buffered() {
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn before_the_first_list_data_routes_answer_503_not_an_empty_list() {
+    let (_stop, shutdown) = watch::channel(false);
+    let server = api::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        ApiCaches::new(),
+        Authenticator::new(Some(SecretString::new(TOKEN)), None),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.local_addr());
+    for path in [
+        "/api/v1/pipelinegates",
+        "/api/v1/servicetraces",
+        "/api/v1/namespaces/shop/pipelinegates/base/verdict",
+        "/api/v1/watch",
+    ] {
+        let resp = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 503, "{path}");
+        assert_eq!(resp.headers()["retry-after"], "1");
+    }
+}
+
+#[tokio::test]
+async fn there_is_no_route_to_anything_but_gates_and_traces() {
+    let s = Server::start().await;
+    for path in [
+        "/api/v1/namespaces/shop/secrets",
+        "/api/v1/namespaces/shop/secrets/ado-pat",
+        "/api/v1/namespaces/shop/pipelinegates/base/status",
+        "/api/v1/configmaps",
+    ] {
+        let (code, _) = s.get(path, Some(TOKEN)).await;
+        assert_eq!(code, 404, "{path}");
+    }
+    let resp = s
+        .http
+        .delete(format!(
+            "{}/api/v1/namespaces/shop/pipelinegates/base",
+            s.url
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        405,
+        "read-only: no write method is routed"
+    );
+}
