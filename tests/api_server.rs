@@ -496,8 +496,7 @@ async fn a_client_that_stops_reading_is_dropped_not_buffered() {
     let last = body
         .trim_end()
         .lines()
-        .filter(|l| l.starts_with("data:"))
-        .last()
+        .rfind(|l| l.starts_with("data:"))
         .unwrap();
     assert!(
         last.contains("\"ERROR\"") && last.contains("fell"),

@@ -146,7 +146,7 @@ impl<'a> Parser<'a> {
         while self.eat_op("||") || self.eat_word("or") {
             let l = if live { as_bool(&left)? } else { false };
             let right = self.and(live && !l)?;
-            left = Value::Bool(l || (live && !l && as_bool(&right)?));
+            left = Value::Bool(l || (live && as_bool(&right)?));
         }
         Ok(left)
     }
