@@ -459,7 +459,7 @@ impl GateView {
             run_id: latest.map(|r| r.id),
             requested_at: gate
                 .annotations()
-                .get(lockstep::webhook::REQUESTED_AT_ANNOTATION)
+                .get(lockstep::crd::REQUESTED_AT_ANNOTATION)
                 .cloned(),
             created: gate.creation_timestamp().map(|t| t.0),
             seen: Instant::now(),

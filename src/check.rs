@@ -9,7 +9,9 @@ use jiff::Timestamp;
 
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{AcceptableResult, GatePolicy, IgnorableResult};
-use crate::gate::{decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting};
+use crate::pipeline_gate::{
+    decide, decide_error, DecisionInput, Phase, Policy, Reason, Verdict, Waiting,
+};
 use crate::pipeline_key::{full_branch_ref, OrgKey};
 use crate::secret::SecretString;
 
@@ -23,7 +25,7 @@ const RUNS_PER_POLL: u32 = 25;
 /// 1 blocked, 2 timed out, 3 usage or authentication error).
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// Organization URL, e.g. https://dev.azure.com/contoso (in Azure Pipelines: the pipeline's own).
+    /// Organization URL, e.g. <https://dev.azure.com/contoso> (in Azure Pipelines: the pipeline's own).
     #[arg(long, value_name = "URL", env = "SYSTEM_COLLECTIONURI")]
     pub organization_url: String,
     /// Project name or id (in Azure Pipelines: the pipeline's own).

@@ -1,32 +1,45 @@
 //! lockstep keeps GitOps deployments in lockstep with Azure DevOps pipelines.
 //!
-//! Where things live:
-//! - [`crd`]: the PipelineGate and ServiceTrace custom resources (the user's contract).
-//! - [`ado`]: Azure DevOps REST models and the HTTP client.
-//! - [`check`]: `lockstep check`, the gate decision for plain CI pipelines.
-//! - [`gate`]: the PipelineGate decision (pure), shared by the controller and `lockstep check`.
-//! - [`conditions`]: kstatus Ready/Reconciling/Stalled, shared by both kinds.
-//! - [`controller`]: the reconcilers and their wiring; [`run`] is `lockstep run`.
-//! - [`poll_cache`]: one Azure DevOps request per pipeline per period, however many objects follow it.
-//! - [`telemetry`], [`http`], [`leader`]: metrics and logs, probes, leader election.
-//! - [`pipeline_key`]: what an object follows, normalised for shared polling and webhook routing.
-//! - [`secret`]: a string type for PATs and passwords that cannot be logged by accident.
-//! - [`trace`]: ServiceTrace's pure core (revisions, refs, stage tracing).
-//! - [`webhook`]: the Azure DevOps service-hook receiver that turns deliveries into reconcile hints.
+//! # Where things live
+//! - [`crd`]: the PipelineGate and ServiceTrace custom resources (the user's contract), the
+//!   requested-at annotation and run summaries both kinds report.
+//! - [`pipeline_gate`]: everything about one PipelineGate: the pure decision, its status, the reconciler
+//!   and its controller. `lockstep check` ([`check`]) reuses the decision.
+//! - [`service_trace`]: everything about one ServiceTrace: the pure stage logic, its status, what it
+//!   reads, the reconciler and its controller.
+//! - [`reconciler`]: the machinery both kinds' reconcilers share; it imports no kind.
+//! - [`webhook`]: the Azure DevOps service-hook receiver (turns deliveries into reconcile hints).
+//! - [`ado`]: Azure DevOps REST models and the HTTP client; [`poll_cache`]: one Builds List request per
+//!   pipeline per period; [`pipeline_key`]: what an object follows, normalised.
+//! - [`conditions`]: kstatus Ready/Reconciling/Stalled; [`secret`]: a string that cannot be logged.
+//! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
+//!   [`telemetry`]: metrics and logs; [`leader`]: leader election.
+//!
+//! # A webhook delivery
+//! [`webhook::server`] authenticates and parses it, [`webhook::index`] names the objects it concerns, and
+//! the receiver sets [`crd::REQUESTED_AT_ANNOTATION`] on each. That change wakes the kind's controller
+//! (`controller.rs`), whose reconcile then ignores cached Azure DevOps answers older than the annotation.
+//!
+//! # A poll, to a status write
+//! A kind's `controller.rs` requeues each object; `reconcile.rs` reads the PAT
+//! ([`reconciler::credentials`]), reads Azure DevOps through the shared [`reconciler::BuildsCache`],
+//! decides (the gate's `decision.rs`, the trace's `stages.rs`), computes the desired status (`status.rs`),
+//! writes it once when it changed ([`reconciler::status_write`]), records an Event on a transition
+//! ([`reconciler::events`]) and requeues on the pipeline's grid ([`reconciler::schedule`]).
 
 pub mod ado;
 pub mod api;
 pub mod check;
 pub mod conditions;
-pub mod controller;
 pub mod crd;
-pub mod gate;
-pub mod http;
 pub mod leader;
+pub mod ops_server;
+pub mod pipeline_gate;
 pub mod pipeline_key;
 pub mod poll_cache;
+pub mod reconciler;
 pub mod run;
 pub mod secret;
+pub mod service_trace;
 pub mod telemetry;
-pub mod trace;
 pub mod webhook;

@@ -13,7 +13,7 @@
 //! gate with a revoked or wrong PAT read through another gate's cached success and stay open, which is a
 //! credential bypass; with the token in the key, a wrong PAT always gets its own request and its own
 //! authentication error. Gates in one namespace normally share one Secret, so this costs nothing in the
-//! common case. The fingerprint is SipHash under a random per-process key ([`RandomState`]): the map holds
+//! common case. The fingerprint is SipHash under a random per-process key ([`RandomState`](std::hash::RandomState)): the map holds
 //! no token bytes, and the fingerprint cannot be checked against guesses outside this process.
 //!
 //! **Freshness floor.** A caller may demand an answer fetched no earlier than some instant (the

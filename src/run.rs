@@ -12,15 +12,16 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
-use crate::controller::{self, GateConfig, Shared, WebhookHints};
-use crate::http::{serve_ops, Readiness};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
+use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
-use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics};
+use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
 use crate::webhook::{
-    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookMetrics,
-    WebhookServer, WebhookState,
+    feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookServer,
+    WebhookState,
 };
+use crate::{pipeline_gate, service_trace};
 
 /// How long in-flight work may take after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -143,7 +144,7 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
 
 /// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
 async fn run_controllers(
-    shared: controller::Shared,
+    shared: Shared,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     use futures::FutureExt as _;
@@ -164,17 +165,17 @@ async fn run_controllers(
             process.set_ready(true);
         })
     };
-    let gate_shared = controller::Shared {
+    let gate_shared = Shared {
         readiness: gates_listed,
         ..shared.clone()
     };
-    let trace_shared = controller::Shared {
+    let trace_shared = Shared {
         readiness: traces_listed,
         ..shared
     };
     futures::join!(
-        controller::run_gate_controller(gate_shared, stop.clone()),
-        controller::run_trace_controller(trace_shared, stop),
+        pipeline_gate::controller::run(gate_shared, stop.clone()),
+        service_trace::controller::run(trace_shared, stop),
     );
     both_listed.abort();
 }
@@ -214,32 +215,36 @@ async fn start_webhook(
         Err(e) => return Err(RunError::WebhookAuth(e)),
     };
     let index = Arc::new(HintIndex::new());
-    let (gates, traces) = match &args.namespace {
-        Some(ns) => (
-            kube::Api::namespaced(client.clone(), ns),
-            kube::Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            kube::Api::all(client.clone()),
-            kube::Api::all(client.clone()),
-        ),
-    };
     let feed = tokio::spawn(feed_from_watchers(
-        gates,
-        traces,
+        scoped(client, &args.namespace),
+        scoped(client, &args.namespace),
         kube::runtime::watcher::Config::default().any_semantic(),
         index.clone(),
     ));
-    let metrics = WebhookMetrics::new();
-    metrics.register(registry.sub_registry_with_prefix("lockstep"));
+    let metrics = WebhookMetrics::register(registry);
     let state = WebhookState::new(client.clone(), index.clone(), auth, metrics.clone());
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {
         server,
         feed,
-        hints: WebhookHints { index, metrics },
+        hints: WebhookHints {
+            log: index,
+            metrics,
+        },
     }))
+}
+
+/// The reconcilers read the receiver's index through [`HintLog`], so they need not know the receiver.
+impl HintLog for HintIndex {
+    fn last_hint(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<std::time::Instant> {
+        self.last_hint_by_name(kind, namespace, name)
+    }
 }
 
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
@@ -316,10 +321,10 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         ado,
         cache: Arc::new(PollCache::new(cache_ttl)),
         metrics,
-        gate_config: GateConfig {
+        config: ReconcilerConfig {
             fast_interval,
             secret_cache_ttl: cache_ttl,
-            ..GateConfig::default()
+            ..ReconcilerConfig::default()
         },
         namespace: args.namespace.clone(),
         identity: identity(),

@@ -10,11 +10,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use lockstep::crd::{PipelineGate, ServiceTrace};
+use lockstep::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION};
 use lockstep::secret::SecretString;
+use lockstep::telemetry::WebhookMetrics;
 use lockstep::webhook::{
     feed_from_watchers, parse_event, serve, HintIndex, HintTarget, WebhookAuth, WebhookConfig,
-    WebhookMetrics, WebhookServer, WebhookState, HOOK_PATH, REQUESTED_AT_ANNOTATION,
+    WebhookServer, WebhookState, HOOK_PATH,
 };
 use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 use serde_json::{json, Value};

@@ -2,14 +2,18 @@
 //! Flux, Argo CD and `kubectl wait` read. Field names follow `docs/DESIGN.md` exactly.
 
 mod common;
+mod metadata;
 // kube's repeated `printcolumn(type_ = "string", ..)` arguments trip clippy's duplicated_attributes.
 #[allow(clippy::duplicated_attributes)]
 mod pipeline_gate;
+mod run_summary;
 #[allow(clippy::duplicated_attributes)]
 mod service_trace;
 
 pub use common::*;
+pub use metadata::*;
 pub use pipeline_gate::*;
+pub use run_summary::{run_summary, status_time, whole_seconds};
 pub use service_trace::*;
 
 use kube::CustomResourceExt;

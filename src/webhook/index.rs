@@ -230,6 +230,21 @@ impl HintIndex {
         read(&self.hints).get(&hint_key(object)).copied()
     }
 
+    /// [`HintIndex::last_hint`] by kind name, for callers that do not know the type.
+    pub fn last_hint_by_name(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Instant> {
+        let key: HintKey = (
+            kind.to_string(),
+            namespace.map(str::to_string),
+            name.to_string(),
+        );
+        read(&self.hints).get(&key).copied()
+    }
+
     fn forget_hint<K: Resource<DynamicType = ()>>(&self, object: &ObjectRef<K>) {
         write(&self.hints).remove(&hint_key(object));
     }

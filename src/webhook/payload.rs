@@ -559,8 +559,8 @@ mod tests {
             },
         ];
 
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/azure-devops");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure-devops");
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -589,8 +589,8 @@ mod tests {
 
     #[test]
     fn legacy_visualstudio_base_url_routes_like_dev_azure() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/azure-devops");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/azure-devops");
         let body = std::fs::read_to_string(dir.join("hook-build-complete-v2.json")).unwrap();
         let legacy = body.replace(
             "https://dev.azure.com/FabrikamFiber/",

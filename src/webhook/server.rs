@@ -32,17 +32,13 @@ use serde_json::json;
 use super::auth::WebhookAuth;
 use super::dedup::{Claim, EventDedup};
 use super::index::HintIndex;
-use super::metrics::WebhookMetrics;
 use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
-use crate::crd::{PipelineGate, ServiceTrace};
+use crate::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION, WEBHOOK_FIELD_MANAGER};
+use crate::telemetry::WebhookMetrics;
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
-/// Annotation whose change makes the controller reconcile an object (Flux's `requestedAt` pattern).
-pub const REQUESTED_AT_ANNOTATION: &str = "lockstep.dev/requested-at";
 /// Azure DevOps caps payloads at 2 MB; anything larger is not a service hook.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
-/// Field manager of the annotation patches (the status manager is `lockstep`).
-pub const FIELD_MANAGER: &str = "lockstep-webhook";
 
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
@@ -72,10 +68,10 @@ impl Default for WebhookConfig {
 /// Everything a delivery needs; cheap to clone.
 #[derive(Clone)]
 pub struct WebhookState {
-    shared: Arc<Shared>,
+    receiver: Arc<Receiver>,
 }
 
-struct Shared {
+struct Receiver {
     client: kube::Client,
     index: Arc<HintIndex>,
     auth: WebhookAuth,
@@ -103,7 +99,7 @@ impl WebhookState {
     ) -> Self {
         let dedup = EventDedup::new(config.dedup_capacity);
         Self {
-            shared: Arc::new(Shared {
+            receiver: Arc::new(Receiver {
                 client,
                 index,
                 auth,
@@ -115,11 +111,11 @@ impl WebhookState {
     }
 
     pub fn index(&self) -> &Arc<HintIndex> {
-        &self.shared.index
+        &self.receiver.index
     }
 
     pub fn metrics(&self) -> &WebhookMetrics {
-        &self.shared.metrics
+        &self.receiver.metrics
     }
 }
 
@@ -190,7 +186,7 @@ pub async fn serve(
 }
 
 async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Body) -> Response {
-    let s = &state.shared;
+    let s = &state.receiver;
     let event = match admit(s, &headers, body).await {
         Ok(event) => event,
         Err(refusal) => return refusal,
@@ -290,7 +286,7 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
 
 /// Authentication, content type, body and JSON, in that order: everything that refuses a delivery
 /// with a 4xx before anything else happens.
-async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
+async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookEvent, Response> {
     if let Err(failure) = s.auth.check(headers) {
         s.metrics.record_rejection(failure.as_label());
         tracing::debug!(
@@ -352,7 +348,7 @@ async fn admit(s: &Shared, headers: &HeaderMap, body: Body) -> Result<WebhookEve
 }
 
 async fn annotate_all<K>(
-    s: &Shared,
+    s: &Receiver,
     objects: &[ObjectRef<K>],
     requested_at: &str,
 ) -> Result<(), kube::Error>
@@ -364,7 +360,7 @@ where
 {
     let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: requested_at}}});
     let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
+        field_manager: Some(WEBHOOK_FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
     // Futures are built up front (not in a stream combinator's closure) so no higher-ranked lifetime
@@ -381,7 +377,7 @@ where
 }
 
 async fn annotate_one<K>(
-    s: &Shared,
+    s: &Receiver,
     object: &ObjectRef<K>,
     patch: &serde_json::Value,
     params: &PatchParams,
@@ -447,131 +443,20 @@ fn unavailable(reason: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    //! Router tests against an in-process fake of the Kubernetes API that keeps objects, applies merge
-    //! patches, bumps resourceVersions and can fail or stall on demand.
+    //! Router tests against the test kit's Kubernetes emulator (real merge patches, resourceVersions,
+    //! fault injection); the one test that never reaches Kubernetes uses an unanswered tower-test mock.
 
     use super::*;
     use crate::secret::SecretString;
     use base64::Engine;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{DeleteParams, ListParams, PostParams};
+    use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use tower::ServiceExt;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/azure-devops/"
-    );
-
-    #[derive(Default)]
-    struct FakeKube {
-        /// path → object
-        objects: BTreeMap<String, serde_json::Value>,
-        next_rv: u64,
-        fail_status: Option<u16>,
-        delay: Option<Duration>,
-        patches: Vec<String>,
-    }
-
-    impl FakeKube {
-        /// Store `object` (a PipelineGate or ServiceTrace) the way the API server would.
-        fn add(&mut self, plural: &str, object: impl serde::Serialize) {
-            self.next_rv += 1;
-            let mut value = serde_json::to_value(object).unwrap();
-            value["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
-            let (ns, name) = (
-                value["metadata"]["namespace"].as_str().unwrap().to_string(),
-                value["metadata"]["name"].as_str().unwrap().to_string(),
-            );
-            self.objects.insert(
-                format!("/apis/lockstep.dev/v1alpha1/namespaces/{ns}/{plural}/{name}"),
-                value,
-            );
-        }
-
-        fn versions(&self) -> BTreeMap<String, String> {
-            self.objects
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v["metadata"]["resourceVersion"]
-                            .as_str()
-                            .unwrap()
-                            .to_string(),
-                    )
-                })
-                .collect()
-        }
-
-        fn handle(
-            &mut self,
-            method: &http::Method,
-            path: &str,
-            content_type: &str,
-            body: &[u8],
-        ) -> (u16, serde_json::Value) {
-            if let Some(code) = self.fail_status {
-                return (code, status_body(code, "injected failure"));
-            }
-            if method != http::Method::PATCH {
-                return (405, status_body(405, "fake supports PATCH only"));
-            }
-            assert_eq!(content_type, "application/merge-patch+json");
-            self.patches.push(path.to_string());
-            let next_rv = self.next_rv + 1;
-            let Some(obj) = self.objects.get_mut(path) else {
-                return (404, status_body(404, "not found"));
-            };
-            let patch: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let annotations = obj["metadata"]
-                .as_object_mut()
-                .unwrap()
-                .entry("annotations")
-                .or_insert_with(|| json!({}));
-            for (k, v) in patch["metadata"]["annotations"].as_object().unwrap() {
-                annotations[k] = v.clone();
-            }
-            obj["metadata"]["resourceVersion"] = json!(next_rv.to_string());
-            self.next_rv = next_rv;
-            (200, obj.clone())
-        }
-    }
-
-    fn status_body(code: u16, message: &str) -> serde_json::Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "Fake", "code": code})
-    }
-
-    fn fake_client(fake: Arc<Mutex<FakeKube>>) -> kube::Client {
-        let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-            let fake = fake.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap();
-                let delay = fake.lock().unwrap().delay;
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                }
-                let ct = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .unwrap_or_default();
-                let (code, value) =
-                    fake.lock()
-                        .unwrap()
-                        .handle(&parts.method, parts.uri.path(), &ct, &bytes);
-                let resp = http::Response::builder()
-                    .status(code)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(kube::client::Body::from(
-                        serde_json::to_vec(&value).unwrap(),
-                    ))
-                    .unwrap();
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        kube::Client::new(svc, "default")
-    }
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/azure-devops/");
 
     fn gate(ns: &str, name: &str, def: i64, branch: &str) -> PipelineGate {
         serde_json::from_value(json!({
@@ -602,45 +487,132 @@ mod tests {
     }
 
     struct Harness {
-        fake: Arc<Mutex<FakeKube>>,
+        emu: KubeEmulator,
+        client: kube::Client,
         state: WebhookState,
+        registry: prometheus_client::registry::Registry,
     }
 
     const PASSWORD: &str = "hunter2-webhook-password";
 
-    fn harness_with(config: WebhookConfig) -> Harness {
-        let fake = Arc::new(Mutex::new(FakeKube::default()));
-        let index = Arc::new(HintIndex::new());
-        {
-            let mut f = fake.lock().unwrap();
-            for (ns, name, def, branch) in [
-                ("shop", "base", 42, "main"),
-                ("shop", "base-dev", 42, "develop"),
-                ("web", "other", 43, "main"),
-            ] {
-                let g = gate(ns, name, def, branch);
-                index.apply_gate(&g);
-                f.add("pipelinegates", g);
-            }
-            let t = trace("core", "sample");
-            index.apply_trace(&t);
-            f.add("servicetraces", t);
+    async fn harness_with(config: WebhookConfig) -> Harness {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+        let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
+            .await
+            .unwrap();
+        let client = emu.client().await;
+        for ns in ["shop", "web", "core"] {
+            let namespace: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+                .unwrap();
         }
+        let index = Arc::new(HintIndex::new());
+        for (ns, name, def, branch) in [
+            ("shop", "base", 42, "main"),
+            ("shop", "base-dev", 42, "develop"),
+            ("web", "other", 43, "main"),
+        ] {
+            let g = Api::<PipelineGate>::namespaced(client.clone(), ns)
+                .create(&PostParams::default(), &gate(ns, name, def, branch))
+                .await
+                .unwrap();
+            index.apply_gate(&g);
+        }
+        let t = Api::<ServiceTrace>::namespaced(client.clone(), "core")
+            .create(&PostParams::default(), &trace("core", "sample"))
+            .await
+            .unwrap();
+        index.apply_trace(&t);
         index.mark_synced();
+        emu.clear_requests();
         let auth =
             WebhookAuth::new(Some(("ado".into(), SecretString::new(PASSWORD))), None).unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
         let state = WebhookState::with_config(
-            fake_client(fake.clone()),
+            client.clone(),
             index,
             auth,
-            WebhookMetrics::new(),
+            WebhookMetrics::register(&mut registry),
             config,
         );
-        Harness { fake, state }
+        Harness {
+            emu,
+            client,
+            state,
+            registry,
+        }
     }
 
-    fn harness() -> Harness {
-        harness_with(WebhookConfig::default())
+    async fn harness() -> Harness {
+        harness_with(WebhookConfig::default()).await
+    }
+
+    /// Every gate and trace, by API path, with its annotations and resourceVersion.
+    async fn objects(h: &Harness) -> BTreeMap<String, (BTreeMap<String, String>, String)> {
+        let mut out = BTreeMap::new();
+        let lp = ListParams::default();
+        let gates = Api::<PipelineGate>::all(h.client.clone());
+        let traces = Api::<ServiceTrace>::all(h.client.clone());
+        let metas = gates
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|g| ("pipelinegates", g.metadata))
+            .chain(
+                traces
+                    .list(&lp)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|t| ("servicetraces", t.metadata)),
+            );
+        for (plural, meta) in metas {
+            let path = format!(
+                "/apis/lockstep.dev/v1alpha1/namespaces/{}/{plural}/{}",
+                meta.namespace.unwrap_or_default(),
+                meta.name.unwrap_or_default()
+            );
+            out.insert(
+                path,
+                (
+                    meta.annotations.unwrap_or_default(),
+                    meta.resource_version.unwrap_or_default(),
+                ),
+            );
+        }
+        out
+    }
+
+    async fn versions(h: &Harness) -> BTreeMap<String, String> {
+        objects(h)
+            .await
+            .into_iter()
+            .map(|(path, (_, rv))| (path, rv))
+            .collect()
+    }
+
+    async fn annotation(h: &Harness, path_suffix: &str) -> Option<String> {
+        let objects = objects(h).await;
+        let (_, (annotations, _)) = objects
+            .iter()
+            .find(|(k, _)| k.ends_with(path_suffix))
+            .unwrap();
+        annotations.get(REQUESTED_AT_ANNOTATION).cloned()
+    }
+
+    /// The PATCH requests the receiver sent since the harness was built.
+    fn patches(h: &Harness) -> usize {
+        h.emu
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count()
     }
 
     fn fixture(name: &str) -> Vec<u8> {
@@ -689,22 +661,6 @@ mod tests {
         (s, v)
     }
 
-    fn versions(h: &Harness) -> BTreeMap<String, String> {
-        h.fake.lock().unwrap().versions()
-    }
-
-    fn annotation(h: &Harness, path_suffix: &str) -> Option<String> {
-        let f = h.fake.lock().unwrap();
-        let (_, obj) = f
-            .objects
-            .iter()
-            .find(|(k, _)| k.ends_with(path_suffix))
-            .unwrap();
-        obj["metadata"]["annotations"][REQUESTED_AT_ANNOTATION]
-            .as_str()
-            .map(str::to_string)
-    }
-
     /// The failed run of definition 42 on refs/heads/main in org contoso.
     fn run_event(id: &str) -> Vec<u8> {
         let mut v: serde_json::Value =
@@ -716,12 +672,12 @@ mod tests {
 
     #[tokio::test]
     async fn valid_event_annotates_exactly_the_following_gate() {
-        let h = harness();
-        let before = versions(&h);
+        let h = harness().await;
+        let before = versions(&h).await;
         let (status, body) = send(&h, run_event("e-1")).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["pipelineGates"], 1);
-        let after = versions(&h);
+        let after = versions(&h).await;
         let changed: Vec<_> = after
             .iter()
             .filter(|(k, v)| before[*k] != **v)
@@ -731,7 +687,7 @@ mod tests {
             changed,
             vec!["/apis/lockstep.dev/v1alpha1/namespaces/shop/pipelinegates/base"]
         );
-        let stamp = annotation(&h, "/pipelinegates/base").unwrap();
+        let stamp = annotation(&h, "/pipelinegates/base").await.unwrap();
         assert!(
             stamp.parse::<jiff::Timestamp>().is_ok(),
             "{stamp} is RFC 3339"
@@ -750,18 +706,18 @@ mod tests {
 
     #[tokio::test]
     async fn git_push_annotates_the_trace_following_the_branch() {
-        let h = harness();
+        let h = harness().await;
         let (status, body) = send(&h, fixture("hook-git-push.json")).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["serviceTraces"], 1);
-        assert!(annotation(&h, "/servicetraces/sample").is_some());
-        assert!(annotation(&h, "/pipelinegates/base").is_none());
+        assert!(annotation(&h, "/servicetraces/sample").await.is_some());
+        assert!(annotation(&h, "/pipelinegates/base").await.is_none());
     }
 
     #[tokio::test]
     async fn bad_inputs_get_their_status_and_change_nothing() {
-        let h = harness();
-        let before = versions(&h);
+        let h = harness().await;
+        let before = versions(&h).await;
         let ok_auth = basic("ado", PASSWORD);
         let json_ct = Some("application/json");
         let mut truncated = run_event("e-trunc");
@@ -888,33 +844,35 @@ mod tests {
                 );
             }
             assert!(!reply.to_string().contains(PASSWORD), "{what}");
-            assert_eq!(versions(&h), before, "{what} changed an object");
+            assert_eq!(versions(&h).await, before, "{what} changed an object");
         }
-        assert!(h.fake.lock().unwrap().patches.is_empty());
+        assert_eq!(patches(&h), 0);
     }
 
     #[tokio::test]
     async fn duplicate_delivery_is_processed_once() {
-        let h = harness();
+        let h = harness().await;
         let (first, _) = send(&h, run_event("dup-1")).await;
         assert_eq!(first, StatusCode::ACCEPTED);
-        let after_first = versions(&h);
+        let after_first = versions(&h).await;
         let (second, body) = send(&h, run_event("dup-1")).await;
         assert_eq!(second, StatusCode::OK);
         assert_eq!(body["outcome"], "duplicate");
-        assert_eq!(versions(&h), after_first);
-        assert_eq!(h.fake.lock().unwrap().patches.len(), 1);
+        assert_eq!(versions(&h).await, after_first);
+        assert_eq!(patches(&h), 1);
     }
 
     #[tokio::test]
     async fn kubernetes_failure_answers_503_and_the_retry_is_processed() {
-        let h = harness();
-        h.fake.lock().unwrap().fail_status = Some(500);
-        let before = versions(&h);
+        let h = harness().await;
+        h.emu
+            .faults()
+            .fail_next_matching(usize::MAX, 500, Some("PATCH"), None);
+        let before = versions(&h).await;
         let (status, body) = send(&h, run_event("retry-1")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert_eq!(versions(&h), before);
-        h.fake.lock().unwrap().fail_status = None;
+        assert_eq!(versions(&h).await, before);
+        h.emu.faults().clear();
         let (status, _) = send(&h, run_event("retry-1")).await;
         assert_eq!(
             status,
@@ -928,8 +886,9 @@ mod tests {
         let h = harness_with(WebhookConfig {
             patch_timeout: Duration::from_millis(200),
             ..WebhookConfig::default()
-        });
-        h.fake.lock().unwrap().delay = Some(Duration::from_secs(30));
+        })
+        .await;
+        h.emu.faults().delay(Duration::from_secs(30));
         let started = Instant::now();
         let (status, _) = send(&h, run_event("slow-1")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -941,17 +900,30 @@ mod tests {
 
     #[tokio::test]
     async fn object_deleted_since_indexing_is_not_an_error() {
-        let h = harness();
-        h.fake.lock().unwrap().objects.clear();
+        let h = harness().await;
+        for (ns, name) in [("shop", "base"), ("shop", "base-dev"), ("web", "other")] {
+            Api::<PipelineGate>::namespaced(h.client.clone(), ns)
+                .delete(name, &DeleteParams::default())
+                .await
+                .unwrap();
+        }
+        Api::<ServiceTrace>::namespaced(h.client.clone(), "core")
+            .delete("sample", &DeleteParams::default())
+            .await
+            .unwrap();
         let (status, _) = send(&h, run_event("gone-1")).await;
         assert_eq!(status, StatusCode::ACCEPTED);
     }
 
     #[tokio::test]
     async fn unsynced_index_answers_503() {
-        let fake = Arc::new(Mutex::new(FakeKube::default()));
+        // Nothing may reach Kubernetes: the mock never answers, so a request would hang the test.
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
         let state = WebhookState::new(
-            fake_client(fake),
+            kube::Client::new(service, "default"),
             Arc::new(HintIndex::new()),
             WebhookAuth::allow_unauthenticated(),
             WebhookMetrics::new(),
@@ -973,8 +945,9 @@ mod tests {
         let h = harness_with(WebhookConfig {
             body_read_timeout: Duration::from_millis(100),
             ..WebhookConfig::default()
-        });
-        let before = versions(&h);
+        })
+        .await;
+        let before = versions(&h).await;
         // A body that sends one chunk and then never finishes.
         let first = futures::stream::once(async {
             Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"eventType\""))
@@ -987,12 +960,12 @@ mod tests {
             .unwrap();
         let resp = router(h.state.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(versions(&h), before);
+        assert_eq!(versions(&h).await, before);
     }
 
     #[tokio::test]
     async fn get_is_405() {
-        let h = harness();
+        let h = harness().await;
         let resp = router(h.state.clone())
             .oneshot(http::Request::get(HOOK_PATH).body(Body::empty()).unwrap())
             .await
@@ -1002,14 +975,12 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_count_outcomes_and_rejections() {
-        let h = harness();
-        let mut registry = prometheus_client::registry::Registry::default();
-        h.state.metrics().register(&mut registry);
+        let h = harness().await;
         send(&h, run_event("m-1")).await;
         send(&h, run_event("m-1")).await;
         send_with(&h, None, Some("application/json"), run_event("m-2")).await;
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
         for expected in [
             r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="accepted"} 1"#,
             r#"webhook_events_total{event_type="ms.vss-pipelines.run-state-changed-event",outcome="duplicate"} 1"#,
@@ -1059,10 +1030,12 @@ mod tests {
     async fn secrets_never_reach_the_logs() {
         let capture = captured_logs();
 
-        let h = harness();
-        h.fake.lock().unwrap().fail_status = Some(503);
+        let h = harness().await;
+        h.emu
+            .faults()
+            .fail_next_matching(usize::MAX, 503, Some("PATCH"), None);
         send(&h, run_event("log-1")).await;
-        h.fake.lock().unwrap().fail_status = None;
+        h.emu.faults().clear();
         send(&h, run_event("log-2")).await;
         send_with(
             &h,
@@ -1082,7 +1055,7 @@ mod tests {
 
     #[tokio::test]
     async fn serve_binds_port_zero_answers_and_shuts_down() {
-        let h = harness();
+        let h = harness().await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = serve("127.0.0.1:0".parse().unwrap(), h.state.clone(), async {
             let _ = stopped.await;

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lockstep_testkit::ado::{
-    AdoSimulator, BuildCompleteVersion, HookDelivery, HookEvent, RunResult, RunStatus,
+    AdoSimulator, BuildCompleteVersion, ChaosConfig, ChaosFault, HookDelivery, HookEvent,
+    RetryAfter, RunResult, RunStatus,
 };
 use serde_json::{json, Value};
 
@@ -1538,4 +1539,1072 @@ async fn the_control_api_drives_everything_over_http() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+// ----- Definitions - Get ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn definitions_get_tells_a_missing_definition_from_one_without_runs() {
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+
+    // Definition 7 exists but has never run: Builds - List is empty, Definitions - Get is 200.
+    let builds = get(&sim, &builds_path("&definitions=7")).await.json();
+    assert_eq!(builds["count"], 0);
+    let def = get(
+        &sim,
+        &format!("{PROJECT}/_apis/build/definitions/7?api-version=7.1"),
+    )
+    .await;
+    assert_eq!(def.status, 200);
+    let body = def.json();
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["name"], "other-ci");
+    assert_eq!(body["project"]["id"], project_id.as_str());
+    assert_eq!(body["repository"]["name"], PROJECT);
+    assert_eq!(body["repository"]["defaultBranch"], "refs/heads/main");
+    assert!(is_ado_time(body["createdDate"].as_str().unwrap()));
+    assert_eq!(
+        key_paths(&body),
+        key_paths(&load_fixture("build-definition.json")),
+        "Definitions - Get has the keys of the recorded response"
+    );
+
+    // A definition id the project does not have: 404 DefinitionNotFoundException, standard error body.
+    let missing = get(
+        &sim,
+        &format!("{PROJECT}/_apis/build/Definitions/4242?api-version=7.1"),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let err = missing.json();
+    assert_eq!(err["typeKey"], "DefinitionNotFoundException");
+    assert!(err["message"].as_str().unwrap().contains("4242"));
+    assert_eq!(
+        top_keys(&err),
+        top_keys(&load_fixture("error-404-project-not-found.json"))
+    );
+    // A name is not an id.
+    assert_eq!(
+        get(
+            &sim,
+            &format!("{PROJECT}/_apis/build/definitions/base-ci?api-version=7.1")
+        )
+        .await
+        .status,
+        404
+    );
+
+    // A missing project is TF200016, as for every project-scoped endpoint.
+    let no_project = get(&sim, "Nope/_apis/build/definitions/42?api-version=7.1").await;
+    assert_eq!(no_project.status, 404);
+    let err = no_project.json();
+    assert_eq!(err["typeKey"], "ProjectDoesNotExistWithNameException");
+    assert!(err["message"].as_str().unwrap().starts_with("TF200016"));
+
+    // api-version is still required, and the request log names the endpoint.
+    assert_eq!(
+        get(&sim, &format!("{PROJECT}/_apis/build/definitions/42"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(sim.count_endpoint("build.definitions.get"), 5);
+}
+
+// ----- rate-limit forms, sign-in pages, oversized answers, chaos -------------------------------
+
+#[tokio::test]
+async fn rate_limits_say_when_to_retry_as_seconds_http_date_or_reset_only() {
+    let sim = sim().await;
+    let path = builds_path("");
+
+    sim.rate_limit_next_with(1, RetryAfter::http_date(120));
+    let before = jiff::Timestamp::now().as_second();
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    let date = r.header("retry-after").unwrap().to_string();
+    // IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`, 29 characters.
+    assert_eq!(date.len(), 29, "{date}");
+    assert!(date.ends_with(" GMT"));
+    let parsed = jiff::fmt::rfc2822::parse(&date)
+        .unwrap()
+        .timestamp()
+        .as_second();
+    assert!(
+        (before + 119..=before + 121).contains(&parsed),
+        "{date} is about 120 s from now"
+    );
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("TF400733"));
+
+    sim.rate_limit_next_with(1, RetryAfter::reset_only(45));
+    let before = jiff::Timestamp::now().as_second();
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_none(), "only X-RateLimit-Reset");
+    assert!(r.header("x-ratelimit-delay").is_none());
+    let reset: i64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!(
+        (before + 44..=before + 46).contains(&reset),
+        "epoch seconds, now + 45"
+    );
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+
+    sim.rate_limit_next_with(1, RetryAfter::seconds(9));
+    assert_eq!(get(&sim, &path).await.header("retry-after"), Some("9"));
+    assert_eq!(get(&sim, &path).await.status, 200);
+}
+
+#[tokio::test]
+async fn sign_in_pages_and_oversized_answers_on_demand() {
+    let sim = sim().await;
+    let path = builds_path("");
+
+    // A 203 HTML page although the PAT is valid and the redirect is suppressed.
+    sim.sign_in_page_next(1);
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 203);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text.contains("Sign In"));
+    assert_eq!(get(&sim, &path).await.status, 200);
+
+    // A chunked 3 MiB answer that is still valid JSON with the real content.
+    sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.oversize_next(1, 3, false);
+    let r = http()
+        .get(format!("{}/{}", sim.org_url(ORG), path))
+        .basic_auth("", Some(PAT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.content_length().is_none(), "no Content-Length: chunked");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 3 * 1024 * 1024);
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["count"], 1);
+    assert!(body["simulatorPadding"].as_str().unwrap().len() > 3_000_000);
+
+    // With Content-Length declared up front.
+    sim.oversize_next(1, 2, true);
+    let r = http()
+        .get(format!("{}/{}", sim.org_url(ORG), path))
+        .basic_auth("", Some(PAT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.content_length(), Some(2 * 1024 * 1024));
+    assert_eq!(r.bytes().await.unwrap().len(), 2 * 1024 * 1024);
+    assert!(
+        get(&sim, &path).await.text.len() < 10_000,
+        "one answer only"
+    );
+
+    // Error answers are never padded by the counted fault.
+    sim.oversize_next(1, 2, false);
+    assert!(
+        get(&sim, "Nope/_apis/build/builds?api-version=7.1")
+            .await
+            .text
+            .len()
+            < 10_000
+    );
+}
+
+#[tokio::test]
+async fn chaos_draws_seeded_faults_and_stops_when_cleared() {
+    let sim = sim().await;
+    let path = builds_path("");
+    let all = vec![
+        ChaosFault::Status { status: 503 },
+        ChaosFault::RateLimit(RetryAfter::seconds(1)),
+        ChaosFault::RateLimit(RetryAfter::http_date(1)),
+        ChaosFault::RateLimit(RetryAfter::reset_only(1)),
+        ChaosFault::SignInPage,
+        ChaosFault::Truncate,
+        ChaosFault::Oversize { mib: 1 },
+    ];
+    let run = |seed: u64| {
+        let sim = sim.clone();
+        let all = all.clone();
+        let path = path.clone();
+        async move {
+            sim.chaos(ChaosConfig {
+                seed,
+                rate: 0.5,
+                faults: all,
+                max_faults: None,
+            })
+            .unwrap();
+            let mut seen = Vec::new();
+            // One client for all 200 requests: building one per request costs ~100 ms in debug.
+            let client = http();
+            let url = format!("{}/{path}", sim.org_url(ORG));
+            for _ in 0..200 {
+                let r = client
+                    .get(&url)
+                    .basic_auth("", Some(PAT))
+                    .header("X-TFS-FedAuthRedirect", "Suppress")
+                    .send()
+                    .await
+                    .unwrap();
+                let r = Resp {
+                    status: r.status().as_u16(),
+                    headers: r.headers().clone(),
+                    text: String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned(),
+                };
+                let ok_json = r.status == 200
+                    && serde_json::from_str::<Value>(&r.text)
+                        .is_ok_and(|v| v.get("simulatorPadding").is_none());
+                seen.push((r.status, ok_json));
+            }
+            sim.clear_faults();
+            (seen, sim.chaos_counts())
+        }
+    };
+    let (first, counts) = run(11).await;
+    let (again, counts_again) = run(11).await;
+    assert_eq!(first, again, "the same seed gives the same faults");
+    assert_eq!(counts, counts_again);
+    let injected: u64 = counts.values().sum();
+    assert!(
+        (60..=140).contains(&injected),
+        "about half of 200: {counts:?}"
+    );
+    for kind in [
+        "status.503",
+        "rateLimit.seconds",
+        "rateLimit.httpDate",
+        "rateLimit.resetOnly",
+        "signInPage",
+        "truncate",
+        "oversize",
+    ] {
+        assert!(
+            counts.get(kind).copied().unwrap_or(0) > 0,
+            "{kind} drawn: {counts:?}"
+        );
+    }
+    let clean = first.iter().filter(|(_, ok)| *ok).count() as u64;
+    assert_eq!(
+        clean,
+        200 - injected,
+        "every request without a fault is a clean answer"
+    );
+
+    // Cleared: no faults at all any more, counts kept.
+    for _ in 0..20 {
+        assert_eq!(get(&sim, &path).await.status, 200);
+    }
+    assert_eq!(sim.chaos_counts(), counts_again);
+
+    // Bounded by max_faults.
+    sim.chaos(ChaosConfig {
+        seed: 5,
+        rate: 1.0,
+        faults: vec![ChaosFault::Status { status: 500 }],
+        max_faults: Some(3),
+    })
+    .unwrap();
+    let statuses: Vec<u16> = futures_statuses(&sim, &path, 5).await;
+    assert_eq!(statuses, vec![500, 500, 500, 200, 200]);
+    assert!(sim
+        .chaos(ChaosConfig {
+            seed: 1,
+            rate: 2.0,
+            faults: vec![ChaosFault::Truncate],
+            max_faults: None
+        })
+        .is_err());
+}
+
+async fn futures_statuses(sim: &AdoSimulator, path: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(get(sim, path).await.status);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_control_api_sets_the_new_faults() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let path = builds_path("");
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"rateLimitNext": {"count": 1, "retryAfter": 30, "form": "httpDate"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = get(&sim, &path).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").unwrap().ends_with(" GMT"));
+
+    control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"rateLimitNext": {"count": 1, "retryAfter": 30, "form": "resetOnly"}}),
+    )
+    .await;
+    let r = get(&sim, &path).await;
+    assert!(r.header("retry-after").is_none());
+    assert!(r.header("x-ratelimit-reset").is_some());
+
+    control(&sim, Method::POST, "/faults", json!({"signInPageNext": 1})).await;
+    assert_eq!(get(&sim, &path).await.status, 203);
+
+    control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"oversizeNext": {"count": 1, "mib": 2, "contentLength": true}}),
+    )
+    .await;
+    assert_eq!(get(&sim, &path).await.text.len(), 2 * 1024 * 1024);
+
+    // A bad chaos set is refused and changes nothing.
+    let (status, body) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"chaos": {"seed": 1, "rate": 0.5, "faults": []}, "signInPageNext": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(get(&sim, &path).await.status, 200);
+
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/faults",
+        json!({"chaos": {"seed": 2, "rate": 1.0, "maxFaults": 2,
+                         "faults": [{"kind": "status", "status": 502}]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(get(&sim, &path).await.status, 502);
+    let (_, counts) = control(&sim, Method::GET, "/faults/chaos", json!({})).await;
+    assert_eq!(counts["counts"]["status.502"], 1);
+    let (_, counts) = control(&sim, Method::DELETE, "/faults/chaos", json!({})).await;
+    assert_eq!(counts["counts"]["status.502"], 1);
+    assert_eq!(
+        get(&sim, &path).await.status,
+        200,
+        "stopped before max_faults"
+    );
+}
+
+// ----- service-hook subscriptions ---------------------------------------------------------------
+
+use lockstep_testkit::ado::{HookThresholds, SubscriptionStatus};
+
+async fn rest(
+    sim: &AdoSimulator,
+    method: reqwest::Method,
+    path_and_query: &str,
+    pat: &str,
+    body: Option<&Value>,
+) -> Resp {
+    let mut req = http()
+        .request(method, format!("{}/{}", sim.org_url(ORG), path_and_query))
+        .basic_auth("", Some(pat))
+        .header("X-TFS-FedAuthRedirect", "Suppress");
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    Resp {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        text: String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap(),
+    }
+}
+
+const SUBS: &str = "_apis/hooks/subscriptions";
+
+/// The fixture's Create body, pointed at this simulator's project and `url`.
+fn create_body(sim: &AdoSimulator, url: &str) -> Value {
+    let mut body = load_fixture("hooks-subscription-create-request.json");
+    body["publisherInputs"]["projectId"] = json!(sim.project_id(ORG, PROJECT).unwrap());
+    body["publisherInputs"]["definitionName"] = json!("base-ci");
+    body["consumerInputs"]["url"] = json!(url);
+    body
+}
+
+fn list_fixture_element(id: &str) -> Value {
+    load_fixture("hooks-subscriptions-list.json")["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn subscriptions_create_list_get_replace_delete_in_the_documented_shapes() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+    let mut body = create_body(&sim, "https://hooks.example.com/azure-devops");
+    body["consumerInputs"]["basicAuthUsername"] = json!("ado");
+    body["consumerInputs"]["basicAuthPassword"] = json!("hook-secret");
+
+    let created = rest(
+        &sim,
+        Method::POST,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let sub = created.json();
+    let id = sub["id"].as_str().unwrap().to_string();
+    let fixture = load_fixture("hooks-subscription-create-response.json");
+    assert_eq!(
+        top_keys(&sub),
+        top_keys(&fixture),
+        "Create answers the documented keys"
+    );
+    assert_eq!(
+        top_keys(&sub["publisherInputs"]),
+        top_keys(&fixture["publisherInputs"]),
+        "hostId and tfsSubscriptionId are added"
+    );
+    assert_eq!(sub["publisherInputs"]["projectId"], project_id.as_str());
+    assert_eq!(sub["eventType"], "build.complete");
+    assert_eq!(sub["resourceVersion"], "1.0-preview.1");
+    assert_eq!(sub["eventDescription"], "Build base-ci, status Failed");
+    assert_eq!(sub["actionDescription"], "To host hooks.example.com");
+    assert_eq!(
+        sub["url"],
+        format!("{}/{SUBS}/{id}", sim.org_url(ORG)).as_str()
+    );
+    assert_eq!(sub["consumerInputs"]["basicAuthPassword"], "********");
+    assert_eq!(sub["consumerInputs"]["basicAuthUsername"], "ado");
+    assert!(
+        sub.get("status").is_none(),
+        "enabled subscriptions carry no status"
+    );
+    assert_eq!(
+        sim.subscription(ORG, &id).unwrap().consumer_inputs["basicAuthPassword"],
+        "hook-secret"
+    );
+
+    // A git.push subscription too, then List with and without filters.
+    let push = json!({
+        "publisherId": "tfs", "eventType": "git.push", "resourceVersion": "1.0",
+        "consumerId": "webHooks", "consumerActionId": "httpRequest",
+        "publisherInputs": {"projectId": project_id, "repository": "r", "branch": "main"},
+        "consumerInputs": {"url": "https://hooks.example.com/azure-devops"}
+    });
+    let push_id = sim.add_subscription(ORG, &push).unwrap();
+    let all = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(all["count"], 2);
+    let only_push = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}?eventType=git.push&api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(only_push["count"], 1);
+    assert_eq!(only_push["value"][0]["id"], push_id.as_str());
+    assert_eq!(
+        top_keys(&only_push["value"][0]),
+        top_keys(&list_fixture_element(
+            "ef9a3751-f8eb-4105-98cc-e29008281695"
+        )),
+        "same keys as the documented enabled git.push element"
+    );
+
+    // States show as in the documented List: onProbation with probationRetries, disabledBySystem.
+    sim.set_subscription_status(ORG, &id, SubscriptionStatus::OnProbation, 6)
+        .unwrap();
+    let got = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "onProbation");
+    assert_eq!(got["probationRetries"], 6);
+    let documented = list_fixture_element("be80ffe3-7463-4961-b5fd-f3b075a720c4");
+    assert_eq!(top_keys(&got), top_keys(&documented));
+    sim.set_subscription_status(ORG, &push_id, SubscriptionStatus::DisabledBySystem, 0)
+        .unwrap();
+    let got = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{push_id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "disabledBySystem");
+    assert_eq!(
+        top_keys(&got),
+        top_keys(&list_fixture_element(
+            "a3c0ef7e-610c-4321-9a05-6d74e4930c7d"
+        ))
+    );
+
+    // Replace: read-modify-write keeps the masked secret; `status: enabled` re-enables.
+    let mut replaced = got.clone();
+    replaced["consumerInputs"]["url"] = json!("https://hooks.example.com/new");
+    replaced["status"] = json!("enabled");
+    let r = rest(
+        &sim,
+        Method::PUT,
+        &format!("{SUBS}/{push_id}?api-version=7.1"),
+        PAT,
+        Some(&replaced),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = r.json();
+    assert!(r.get("status").is_none());
+    assert_eq!(r["consumerInputs"]["url"], "https://hooks.example.com/new");
+    assert_eq!(r["createdDate"], got["createdDate"]);
+    let mut keep_secret = sub.clone();
+    keep_secret["consumerInputs"]["url"] = json!("https://hooks.example.com/other");
+    rest(
+        &sim,
+        Method::PUT,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        Some(&keep_secret),
+    )
+    .await;
+    let info = sim.subscription(ORG, &id).unwrap();
+    assert_eq!(info.consumer_inputs["basicAuthPassword"], "hook-secret");
+    assert_eq!(
+        info.status,
+        SubscriptionStatus::OnProbation,
+        "no status: state kept"
+    );
+
+    // Bad input is a 400 with the ADO error shape and creates nothing.
+    let mut bad = create_body(&sim, "not a url");
+    let r = rest(
+        &sim,
+        Method::POST,
+        &format!("{SUBS}?api-version=7.1"),
+        PAT,
+        Some(&bad),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        top_keys(&r.json()),
+        top_keys(&load_fixture("error-404-project-not-found.json"))
+    );
+    bad["consumerInputs"]["url"] = json!("https://x.example.com");
+    bad["publisherInputs"]["projectId"] = json!("00000000-0000-0000-0000-000000000000");
+    assert_eq!(
+        rest(
+            &sim,
+            Method::POST,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            Some(&bad)
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(sim.subscriptions(ORG).len(), 2);
+
+    // Delete: 204, then 404 SubscriptionNotFoundException.
+    let r = rest(
+        &sim,
+        Method::DELETE,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = rest(
+        &sim,
+        Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["typeKey"], "SubscriptionNotFoundException");
+
+    // Authentication and api-version as everywhere; the request log names each operation.
+    let r = get_with(
+        &sim,
+        &format!("{SUBS}?api-version=7.1"),
+        Some("wrong"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 203);
+    assert_eq!(rest(&sim, Method::GET, SUBS, PAT, None).await.status, 400);
+    for (kind, n) in [
+        ("hooks.subscriptions.create", 3),
+        ("hooks.subscriptions.list", 4),
+        ("hooks.subscriptions.get", 3),
+        ("hooks.subscriptions.replace", 2),
+        ("hooks.subscriptions.delete", 1),
+    ] {
+        assert_eq!(sim.count_endpoint(kind), n, "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn pat_scopes_decide_what_the_subscriptions_api_shows_and_allows() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let project_id = sim.project_id(ORG, PROJECT).unwrap();
+    let build = sim
+        .add_subscription(ORG, &create_body(&sim, "https://hooks.example.com/a"))
+        .unwrap();
+    let push = sim
+        .add_subscription(
+            ORG,
+            &json!({
+                "publisherId": "tfs", "eventType": "git.push", "resourceVersion": "1.0",
+                "consumerId": "webHooks", "consumerActionId": "httpRequest",
+                "publisherInputs": {"projectId": project_id},
+                "consumerInputs": {"url": "https://hooks.example.com/a"}
+            }),
+        )
+        .unwrap();
+    let list = format!("{SUBS}?api-version=7.1");
+
+    // No scope of the Subscriptions API at all: 401 TF400813 in the standard error shape.
+    sim.add_token(ORG, "packaging-only");
+    sim.set_token_scopes(ORG, "packaging-only", Some(&["vso.packaging"]));
+    let r = rest(&sim, Method::GET, &list, "packaging-only", None).await;
+    assert_eq!(r.status, 401);
+    let err = r.json();
+    assert!(err["message"].as_str().unwrap().starts_with("TF400813"));
+    assert_eq!(
+        top_keys(&err),
+        top_keys(&load_fixture("error-401-tf400813.json"))
+    );
+    // ... while the Builds API still works for it.
+    assert_eq!(
+        get_with(&sim, &builds_path(""), Some("packaging-only"), true)
+            .await
+            .status,
+        200
+    );
+
+    // Code (read): sees git.push only; build.complete is hidden, 404 on Get, 403 on writes.
+    sim.add_token(ORG, "code-read");
+    sim.set_token_scopes(ORG, "code-read", Some(&["vso.code"]));
+    let seen = rest(&sim, Method::GET, &list, "code-read", None)
+        .await
+        .json();
+    assert_eq!(seen["count"], 1);
+    assert_eq!(seen["value"][0]["id"], push.as_str());
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}/{build}?api-version=7.1"),
+            "code-read",
+            None
+        )
+        .await
+        .status,
+        404
+    );
+    let r = rest(
+        &sim,
+        Method::POST,
+        &list,
+        "code-read",
+        Some(&create_body(&sim, "https://hooks.example.com/b")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["message"], "No scope found");
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{build}?api-version=7.1"),
+            "code-read",
+            None
+        )
+        .await
+        .status,
+        403
+    );
+
+    // Service Hooks (read): sees everything, may change nothing.
+    sim.add_token(ORG, "hooks-read");
+    sim.set_token_scopes(ORG, "hooks-read", Some(&["vso.hooks"]));
+    assert_eq!(
+        rest(&sim, Method::GET, &list, "hooks-read", None)
+            .await
+            .json()["count"],
+        2
+    );
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{push}?api-version=7.1"),
+            "hooks-read",
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    // Service Hooks (read & write) may; full access again after clearing the scopes.
+    sim.set_token_scopes(ORG, "hooks-read", Some(&["vso.hooks_write"]));
+    assert_eq!(
+        rest(
+            &sim,
+            Method::DELETE,
+            &format!("{SUBS}/{push}?api-version=7.1"),
+            "hooks-read",
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    sim.set_token_scopes(ORG, "code-read", None);
+    assert_eq!(
+        rest(&sim, Method::GET, &list, "code-read", None)
+            .await
+            .json()["count"],
+        1
+    );
+    assert_eq!(sim.subscriptions(ORG).len(), 1);
+}
+
+/// A receiver whose answer a test can change between deliveries.
+async fn switchable_receiver(status: u16) -> (String, Arc<std::sync::atomic::AtomicU16>, Received) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let answer = Arc::new(AtomicU16::new(status));
+    let received = Received::default();
+    let (a, store) = (answer.clone(), received.clone());
+    let app = axum::Router::new().route(
+        "/hooks/azure-devops",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (a, store) = (a.clone(), store.clone());
+            async move {
+                store
+                    .0
+                    .lock()
+                    .unwrap()
+                    .push((headers, serde_json::from_str(&body).unwrap()));
+                axum::http::StatusCode::from_u16(a.load(Ordering::SeqCst)).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hooks/azure-devops",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, answer, received)
+}
+
+#[tokio::test]
+async fn failed_deliveries_put_a_subscription_on_probation_then_disable_it() {
+    use std::sync::atomic::Ordering;
+    let sim = sim().await;
+    let (url, answer, received) = switchable_receiver(500).await;
+    let run = sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.complete_run(run, RunResult::Failed);
+    let event = || HookEvent::BuildComplete {
+        run_id: run,
+        resource_version: BuildCompleteVersion::V2,
+    };
+    let mut body = create_body(&sim, &url);
+    body["consumerInputs"]["basicAuthUsername"] = json!("ado");
+    body["consumerInputs"]["basicAuthPassword"] = json!("hook-secret");
+    body["consumerInputs"]["httpHeaders"] = json!("X-Lockstep-Token: t-1\nX-Other: two");
+    let id = sim.add_subscription(ORG, &body).unwrap();
+
+    // The consumer inputs shape the request: Basic credentials, headers, subscriptionId.
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!((o.status, o.delivered), (500, true));
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::OnProbation));
+    {
+        let got = received.0.lock().unwrap();
+        let (headers, payload) = &got[0];
+        assert_eq!(payload["subscriptionId"], id.as_str());
+        assert_eq!(headers["x-lockstep-token"], "t-1");
+        assert_eq!(headers["x-other"], "two");
+        assert_eq!(
+            headers["authorization"],
+            format!("Basic {}", base64_encode("ado:hook-secret")).as_str()
+        );
+    }
+
+    // A success ends probation.
+    answer.store(200, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::Enabled));
+
+    // One failure: probation; 7 more failed probation retries: disabled by the system.
+    answer.store(503, Ordering::SeqCst);
+    sim.deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    for retry in 1..=6 {
+        let o = sim
+            .deliver_to_subscription(ORG, &id, event())
+            .await
+            .unwrap();
+        assert_eq!(o.subscription_status, Some(SubscriptionStatus::OnProbation));
+        assert_eq!(sim.subscription(ORG, &id).unwrap().probation_retries, retry);
+    }
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.subscription_status,
+        Some(SubscriptionStatus::DisabledBySystem)
+    );
+    let shown = rest(
+        &sim,
+        reqwest::Method::GET,
+        &format!("{SUBS}/{id}?api-version=7.1"),
+        PAT,
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(shown["status"], "disabledBySystem");
+
+    // Disabled: nothing is sent, whichever way the delivery is asked for.
+    let before = received.0.lock().unwrap().len();
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!((o.delivered, o.status), (false, 0));
+    let o = sim
+        .deliver_hook(event(), &HookDelivery::to(&url).subscription_id(id.clone()))
+        .await
+        .unwrap();
+    assert!(!o.delivered);
+    assert_eq!(received.0.lock().unwrap().len(), before);
+    let info = sim.subscription(ORG, &id).unwrap();
+    assert_eq!((info.deliveries, info.failures), (10, 9));
+
+    // Re-enabled (as `hooks sync` would with a Replace), deliveries flow again.
+    let mut enable = shown.clone();
+    enable["status"] = json!("enabled");
+    assert_eq!(
+        rest(
+            &sim,
+            reqwest::Method::PUT,
+            &format!("{SUBS}/{id}?api-version=7.1"),
+            PAT,
+            Some(&enable)
+        )
+        .await
+        .status,
+        200
+    );
+    answer.store(200, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert!(o.delivered);
+    assert_eq!(o.subscription_status, Some(SubscriptionStatus::Enabled));
+
+    // 410 Gone disables at once; other thresholds can be chosen; an unreachable target counts.
+    answer.store(410, Ordering::SeqCst);
+    let o = sim
+        .deliver_to_subscription(ORG, &id, event())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.subscription_status,
+        Some(SubscriptionStatus::DisabledBySystem)
+    );
+    sim.set_subscription_status(ORG, &id, SubscriptionStatus::Enabled, 0)
+        .unwrap();
+    sim.set_hook_thresholds(HookThresholds {
+        probation_after_failures: 2,
+        disable_after_probation_retries: 1,
+    });
+    let mut dead = create_body(&sim, "http://127.0.0.1:9/hooks");
+    dead["consumerInputs"]["url"] = json!("http://127.0.0.1:9/hooks");
+    let dead_id = sim.add_subscription(ORG, &dead).unwrap();
+    assert!(sim
+        .deliver_to_subscription(ORG, &dead_id, event())
+        .await
+        .is_err());
+    assert_eq!(
+        sim.subscription(ORG, &dead_id).unwrap().status,
+        SubscriptionStatus::Enabled,
+        "one failure is below the threshold of 2"
+    );
+    assert!(sim
+        .deliver_to_subscription(ORG, &dead_id, event())
+        .await
+        .is_err());
+    assert_eq!(
+        sim.subscription(ORG, &dead_id).unwrap().status,
+        SubscriptionStatus::OnProbation
+    );
+    // An event of another type is not this subscription's to deliver.
+    assert!(sim
+        .deliver_to_subscription(ORG, &id, HookEvent::RunStateChanged { run_id: run })
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_control_api_drives_subscriptions_and_scopes() {
+    use reqwest::Method;
+    let sim = sim().await;
+    let (url, _answer, received) = switchable_receiver(500).await;
+    let run = sim.queue_run(ORG, PROJECT, DEF, "main", SHA1);
+    sim.complete_run(run, RunResult::Succeeded);
+
+    let (status, sub) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}"),
+        create_body(&sim, &url),
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_string();
+    assert_eq!(sub["status"], "enabled");
+
+    let (status, out) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/deliver"),
+        json!({"event": "buildComplete", "runId": run, "resourceVersion": "2.0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["status"], 500);
+    assert_eq!(out["subscriptionStatus"], "onProbation");
+    assert_eq!(received.0.lock().unwrap().len(), 1);
+
+    let (_, out) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/status"),
+        json!({"status": "onProbation", "probationRetries": 3}),
+    )
+    .await;
+    assert_eq!(out["probationRetries"], 3);
+    let (_, shown) = control(
+        &sim,
+        Method::GET,
+        &format!("/hooks/subscriptions/{ORG}/{id}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(shown["status"], "onProbation");
+    assert_eq!(shown["deliveries"], 1);
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        &format!("/hooks/subscriptions/{ORG}/{id}/status"),
+        json!({"status": "sleeping"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, all) = control(
+        &sim,
+        Method::GET,
+        &format!("/hooks/subscriptions/{ORG}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(all["count"], 1);
+
+    let (_, t) = control(
+        &sim,
+        Method::POST,
+        "/hooks/thresholds",
+        json!({"probationAfterFailures": 3, "disableAfterProbationRetries": 2}),
+    )
+    .await;
+    assert_eq!(t["probationAfterFailures"], 3);
+
+    let (status, _) = control(
+        &sim,
+        Method::POST,
+        "/tokens/scopes",
+        json!({"org": ORG, "token": PAT, "scopes": ["vso.packaging"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            None
+        )
+        .await
+        .status,
+        401
+    );
+    control(
+        &sim,
+        Method::POST,
+        "/tokens/scopes",
+        json!({"org": ORG, "token": PAT}),
+    )
+    .await;
+    assert_eq!(
+        rest(
+            &sim,
+            Method::GET,
+            &format!("{SUBS}?api-version=7.1"),
+            PAT,
+            None
+        )
+        .await
+        .status,
+        200
+    );
 }

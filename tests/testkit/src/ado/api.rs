@@ -11,10 +11,14 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 
+use super::chaos::{ChaosFault, RetryAfter, RetryAfterForm};
+use super::definitions;
+use super::faults::Oversize;
 use super::query::{BuildQuery, Params};
 use super::render::{self, Ctx};
 use super::requests::AdoRequestRecord;
 use super::state::{full_ref, Org, Project};
+use super::subscriptions;
 use super::Shared;
 
 /// Which REST operation a path names.
@@ -29,6 +33,7 @@ pub(crate) enum Endpoint {
     AnnotatedTag(String, String),
     RunsList(String),
     RunsGet(String, String),
+    DefinitionsGet(String),
 }
 
 impl Endpoint {
@@ -43,6 +48,7 @@ impl Endpoint {
             Self::AnnotatedTag(..) => "git.annotatedTag",
             Self::RunsList(_) => "pipelines.runs.list",
             Self::RunsGet(..) => "pipelines.runs.get",
+            Self::DefinitionsGet(_) => "build.definitions.get",
         }
     }
 }
@@ -74,6 +80,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
         ["build", "builds", _, "timeline"] | ["build", "builds", _, "timeline", _] => {
             Endpoint::Timeline(s(5))
         }
+        ["build", "definitions", _] => Endpoint::DefinitionsGet(s(5)),
         ["git", "repositories", _] => Endpoint::Repository(s(5)),
         ["git", "repositories", _, "refs"] => Endpoint::Refs(s(5)),
         ["git", "repositories", _, "commits"] => Endpoint::Commits(s(5)),
@@ -146,19 +153,33 @@ pub(crate) async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    _body: Bytes,
+    body: Bytes,
 ) -> Response {
     let delay = shared.faults().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let route = parse_route(uri.path());
-    let mut reply = respond(&shared, &method, &uri, &headers, route.as_ref());
-    let (bom, truncate) = {
+    let hooks_route = subscriptions::parse_route(uri.path(), &method);
+    let chaos = shared.faults().roll_chaos();
+    let mut reply = match (injected(&shared, chaos), &hooks_route) {
+        (Some(reply), _) => reply,
+        (None, Some(hooks)) => hooks_reply(&shared, hooks, &uri, &headers, &body),
+        (None, None) => respond(&shared, &method, &uri, &headers, route.as_ref()),
+    };
+    let (bom, truncate, oversize) = {
         let mut faults = shared.faults();
+        let json = reply.content_type == JSON;
+        let success = reply.status.is_success() && json;
+        // Counted body faults hit successful answers only; a chaos draw hits whatever JSON came.
         let truncate =
-            reply.status.is_success() && reply.content_type == JSON && faults.take_truncate();
-        (faults.error_bom, truncate)
+            (success && faults.take_truncate()) || (json && chaos == Some(ChaosFault::Truncate));
+        let oversize = match chaos {
+            Some(ChaosFault::Oversize { mib }) if json => Some(Oversize::mib(mib, false)),
+            _ if success => faults.take_oversize(),
+            _ => None,
+        };
+        (faults.error_bom, truncate, oversize)
     };
     if bom && !reply.status.is_success() && reply.content_type == JSON {
         let mut with_bom = "\u{feff}".as_bytes().to_vec();
@@ -174,7 +195,11 @@ pub(crate) async fn handle(
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
-        endpoint: route.as_ref().map_or("unknown", |r| r.endpoint.kind()),
+        endpoint: match (&hooks_route, &route) {
+            (Some(h), _) => h.kind,
+            (None, Some(r)) => r.endpoint.kind(),
+            (None, None) => "unknown",
+        },
         status: reply.status.as_u16(),
         time: jiff::Timestamp::now(),
         user_agent: headers
@@ -182,7 +207,130 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     });
-    into_response(reply)
+    match oversize {
+        Some(o) => oversized_response(reply, o),
+        None => into_response(reply),
+    }
+}
+
+/// Chunks of padding are cut from one static buffer: an oversized answer costs the simulator no
+/// memory however large it is.
+static PADDING: [u8; 64 * 1024] = [b'a'; 64 * 1024];
+
+/// The answer grown to `o.bytes` and still valid JSON: the object gets one more string member,
+/// `"simulatorPadding"`, streamed in 64 KiB chunks. A client that reads bodies without a cap
+/// buffers all of it.
+fn oversized_response(reply: Reply, o: Oversize) -> Response {
+    let body = reply.body;
+    let Some(open) = body.strip_suffix(b"}").filter(|b| b.len() > 1) else {
+        return into_response(Reply { body, ..reply });
+    };
+    let mut prefix = open.to_vec();
+    prefix.extend_from_slice(b",\"simulatorPadding\":\"");
+    let suffix: &'static [u8] = b"\"}";
+    let padding = o.bytes.saturating_sub((prefix.len() + suffix.len()) as u64);
+    let total = prefix.len() as u64 + padding + suffix.len() as u64;
+    let chunk = PADDING.len() as u64;
+    let chunks = (0..padding.div_ceil(chunk)).map(move |i| {
+        let len = (padding - i * chunk).min(chunk) as usize;
+        Bytes::from_static(&PADDING[..len])
+    });
+    let parts = std::iter::once(Bytes::from(prefix))
+        .chain(chunks)
+        .chain(std::iter::once(Bytes::from_static(suffix)))
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header(header::CONTENT_TYPE, reply.content_type);
+    for (name, value) in reply.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            builder = builder.header(name, v);
+        }
+    }
+    if o.declare_length {
+        builder = builder.header(header::CONTENT_LENGTH, total);
+    }
+    builder
+        .body(Body::from_stream(futures::stream::iter(parts)))
+        .unwrap_or_else(|_| Response::new(Body::from("simulator could not build the response")))
+}
+
+/// Service-hook subscriptions (organization-level, `subscriptions.rs`), behind the same
+/// organization, authentication and api-version checks as every other endpoint.
+fn hooks_reply(
+    shared: &Shared,
+    route: &subscriptions::HooksRoute,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let state = shared.state();
+    let Some(org) = state.org(&route.org) else {
+        return Reply::not_found(
+            &format!(
+                "The organization '{}' does not exist in the simulator; create it with add_project or add_token.",
+                route.org
+            ),
+            "Microsoft.VisualStudio.Services.Account.AccountNotFoundException, Microsoft.VisualStudio.Services.WebApi",
+            "AccountNotFoundException",
+        );
+    };
+    if !authenticated(org, headers) {
+        return unauthenticated(headers, &shared.base_url);
+    }
+    let params = Params::parse(uri.query());
+    if !has_api_version(&params, headers) {
+        return Reply::bad_request(&format!(
+            "No api-version was supplied for the \"{}\" request. The version must be supplied either as part of the Accept header (e.g. \"application/json; api-version=1.0\") or as a query parameter (e.g. '?api-version=1.0').",
+            route.kind
+        ));
+    }
+    let token = subscriptions::presented_token(headers);
+    let mut store = shared.hooks();
+    match subscriptions::answer(
+        &mut store,
+        &state,
+        &shared.base_url,
+        route,
+        token.as_deref(),
+        &params,
+        body,
+    ) {
+        subscriptions::Answer::Json(status, value) => Reply::json(status, &value),
+        subscriptions::Answer::NoContent => Reply {
+            status: StatusCode::NO_CONTENT,
+            content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+        subscriptions::Answer::Error {
+            status,
+            message,
+            type_name,
+            type_key,
+        } => Reply::error(status, &message, type_name, type_key),
+    }
+}
+
+/// Faults that replace the answer: a chaos draw first, then the counted ones.
+fn injected(shared: &Shared, chaos: Option<ChaosFault>) -> Option<Reply> {
+    match chaos {
+        Some(ChaosFault::Status { status }) => return Some(injected_failure(status)),
+        Some(ChaosFault::RateLimit(retry_after)) => return Some(rate_limited(retry_after)),
+        Some(ChaosFault::SignInPage) => return Some(sign_in_page()),
+        _ => {}
+    }
+    let mut faults = shared.faults();
+    if let Some(status) = faults.take_failure() {
+        return Some(injected_failure(status));
+    }
+    if let Some(throttle) = faults.take_rate_limit() {
+        return Some(rate_limited(throttle.retry_after));
+    }
+    if faults.take_sign_in_page() {
+        return Some(sign_in_page());
+    }
+    None
 }
 
 fn into_response(reply: Reply) -> Response {
@@ -206,15 +354,6 @@ fn respond(
     headers: &HeaderMap,
     route: Option<&Route>,
 ) -> Reply {
-    {
-        let mut faults = shared.faults();
-        if let Some(status) = faults.take_failure() {
-            return injected_failure(status);
-        }
-        if let Some(throttle) = faults.take_rate_limit() {
-            return rate_limited(throttle.retry_after_secs);
-        }
-    }
     let Some(route) = route else {
         return Reply::not_found(
             &format!("The simulator does not implement '{}'.", uri.path()),
@@ -264,7 +403,7 @@ fn respond(
         if let Some(throttle) = shared.faults().take_warning() {
             reply
                 .headers
-                .extend(rate_limit_headers(throttle.retry_after_secs, false));
+                .extend(rate_limit_headers(throttle.retry_after, false));
         }
     }
     reply
@@ -313,12 +452,16 @@ fn unauthenticated(headers: &HeaderMap, base_url: &str) -> Reply {
         ));
         reply
     } else {
-        Reply {
-            status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
-            content_type: "text/html; charset=utf-8",
-            headers: Vec::new(),
-            body: SIGN_IN_PAGE.as_bytes().to_vec(),
-        }
+        sign_in_page()
+    }
+}
+
+fn sign_in_page() -> Reply {
+    Reply {
+        status: StatusCode::NON_AUTHORITATIVE_INFORMATION,
+        content_type: "text/html; charset=utf-8",
+        headers: Vec::new(),
+        body: SIGN_IN_PAGE.as_bytes().to_vec(),
     }
 }
 
@@ -336,7 +479,7 @@ fn has_api_version(params: &Params, headers: &HeaderMap) -> bool {
 fn injected_failure(status: u16) -> Reply {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        return rate_limited(1);
+        return rate_limited(RetryAfter::seconds(1));
     }
     Reply::error(
         status,
@@ -346,10 +489,31 @@ fn injected_failure(status: u16) -> Reply {
     )
 }
 
-fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, String)> {
-    let reset = jiff::Timestamp::now().as_second() + 300;
-    let mut h = vec![
-        (header::RETRY_AFTER, retry_after_secs.to_string()),
+/// `Retry-After` as an HTTP date: IMF-fixdate, RFC 9110 §5.6.7 (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub(crate) fn imf_fixdate(t: jiff::Timestamp) -> String {
+    t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+fn rate_limit_headers(retry_after: RetryAfter, blocked: bool) -> Vec<(HeaderName, String)> {
+    let now = jiff::Timestamp::now();
+    let secs = i64::try_from(retry_after.secs).unwrap_or(i64::MAX / 2);
+    let later = now
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(jiff::Timestamp::MAX);
+    let mut h = Vec::new();
+    let reset = match retry_after.form {
+        RetryAfterForm::Seconds => {
+            h.push((header::RETRY_AFTER, retry_after.secs.to_string()));
+            now.as_second() + 300
+        }
+        RetryAfterForm::HttpDate => {
+            h.push((header::RETRY_AFTER, imf_fixdate(later)));
+            now.as_second() + 300
+        }
+        // The only hint is when usage returns to zero.
+        RetryAfterForm::ResetOnly => later.as_second(),
+    };
+    h.extend([
         (
             HeaderName::from_static("x-ratelimit-resource"),
             "Core".to_string(),
@@ -366,8 +530,8 @@ fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, 
             HeaderName::from_static("x-ratelimit-reset"),
             reset.to_string(),
         ),
-    ];
-    if blocked {
+    ]);
+    if blocked && retry_after.form != RetryAfterForm::ResetOnly {
         h.push((
             HeaderName::from_static("x-ratelimit-delay"),
             "0.000".to_string(),
@@ -376,14 +540,14 @@ fn rate_limit_headers(retry_after_secs: u64, blocked: bool) -> Vec<(HeaderName, 
     h
 }
 
-fn rate_limited(retry_after_secs: u64) -> Reply {
+fn rate_limited(retry_after: RetryAfter) -> Reply {
     let mut reply = Reply::error(
         StatusCode::TOO_MANY_REQUESTS,
         "TF400733: The request has been canceled: Request was blocked due to exceeding usage of resource 'Core' in namespace 'User'.",
         "Microsoft.TeamFoundation.Framework.Server.RequestBlockedException, Microsoft.TeamFoundation.Framework.Server",
         "RequestBlockedException",
     );
-    reply.headers = rate_limit_headers(retry_after_secs, true);
+    reply.headers = rate_limit_headers(retry_after, true);
     reply
 }
 
@@ -456,6 +620,14 @@ fn endpoint(ctx: &Ctx, endpoint: &Endpoint, params: &Params) -> Reply {
                 ),
             }
         }
+        Endpoint::DefinitionsGet(id) => match definitions::find(ctx, id) {
+            Some((id, def)) => Reply::ok(&definitions::definition(ctx, id, def)),
+            None => Reply::not_found(
+                &definitions::not_found_message(id),
+                definitions::NOT_FOUND_TYPE_NAME,
+                definitions::NOT_FOUND_TYPE_KEY,
+            ),
+        },
         Endpoint::Repository(name) => match project.repository(name) {
             Some(repo) => Reply::ok(&render::repository(ctx, repo)),
             None => repo_not_found(name),
@@ -593,5 +765,11 @@ mod tests {
         );
         assert!(parse_route("/o/_apis/projects").is_none());
         assert!(parse_route("/o/p/_apis/build/definitions").is_none());
+        assert_eq!(
+            parse_route("/o/p/_apis/build/Definitions/42")
+                .unwrap()
+                .endpoint,
+            Endpoint::DefinitionsGet("42".into())
+        );
     }
 }

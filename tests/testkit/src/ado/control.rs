@@ -13,6 +13,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::chaos::{ChaosConfig, RetryAfter, RetryAfterForm};
+use super::faults::Oversize;
 use super::hooks::{HookDelivery, HookEvent};
 use super::state::RunResult;
 use super::{lock, Shared};
@@ -66,6 +68,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/runs/{org}/{id}/complete", post(complete_run))
         .route("/push", post(push))
         .route("/faults", post(set_faults).delete(clear_faults))
+        .route("/faults/chaos", get(chaos_counts).delete(stop_chaos))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/hooks/deliver", post(deliver_hook))
 }
@@ -275,6 +278,15 @@ struct Counted {
     status: Option<u16>,
     #[serde(default)]
     retry_after: Option<u64>,
+    /// `seconds` (default), `httpDate` or `resetOnly`, for `rateLimitNext`.
+    #[serde(default)]
+    form: RetryAfterForm,
+    /// Size of the padded body, for `oversizeNext`.
+    #[serde(default)]
+    mib: Option<u32>,
+    /// Send `Content-Length` with an oversized body (else chunked), for `oversizeNext`.
+    #[serde(default)]
+    content_length: bool,
 }
 
 #[derive(Deserialize)]
@@ -292,15 +304,40 @@ struct FaultsBody {
     delay_ms: Option<u64>,
     #[serde(default)]
     error_bom: Option<bool>,
+    #[serde(default)]
+    sign_in_page_next: Option<u32>,
+    #[serde(default)]
+    oversize_next: Option<Counted>,
+    #[serde(default)]
+    chaos: Option<ChaosConfig>,
 }
 
 async fn set_faults(State(sim): Sim, Json(b): Json<FaultsBody>) -> Reply {
     let mut f = sim.faults();
+    // Validated first, so a bad chaos set changes nothing.
+    if let Some(c) = &b.chaos {
+        f.start_chaos(c).map_err(TestkitError::InvalidSetup)?;
+    }
+    if let Some(n) = b.sign_in_page_next {
+        f.sign_in_page_next(n);
+    }
+    if let Some(c) = b.oversize_next {
+        f.oversize_next(
+            c.count,
+            Oversize::mib(c.mib.unwrap_or(64), c.content_length),
+        );
+    }
     if let Some(c) = b.fail_next {
         f.fail_next(c.count, c.status.unwrap_or(500));
     }
     if let Some(c) = b.rate_limit_next {
-        f.rate_limit_next(c.count, c.retry_after.unwrap_or(30));
+        f.rate_limit_next(
+            c.count,
+            RetryAfter {
+                secs: c.retry_after.unwrap_or(30),
+                form: c.form,
+            },
+        );
     }
     if let Some(c) = b.retry_after_next {
         f.retry_after_on_success_next(c.count, c.retry_after.unwrap_or(30));
@@ -320,6 +357,15 @@ async fn set_faults(State(sim): Sim, Json(b): Json<FaultsBody>) -> Reply {
 async fn clear_faults(State(sim): Sim) -> Reply {
     sim.faults().clear();
     Ok(Json(json!({"ok": true})))
+}
+
+async fn chaos_counts(State(sim): Sim) -> Reply {
+    Ok(Json(json!({"counts": sim.faults().chaos_counts()})))
+}
+
+async fn stop_chaos(State(sim): Sim) -> Reply {
+    sim.faults().stop_chaos();
+    Ok(Json(json!({"counts": sim.faults().chaos_counts()})))
 }
 
 async fn requests(State(sim): Sim) -> Reply {
@@ -368,7 +414,10 @@ async fn deliver_hook(State(sim): Sim, Json(b): Json<DeliverBody>) -> Reply {
         base_url: b.base_url,
     };
     let outcome = sim.deliver_hook(&b.event, &delivery).await?;
-    Ok(Json(
-        json!({"status": outcome.status, "eventId": outcome.event_id}),
-    ))
+    Ok(Json(json!({
+        "status": outcome.status,
+        "eventId": outcome.event_id,
+        "delivered": outcome.delivered,
+        "subscriptionStatus": outcome.subscription_status,
+    })))
 }

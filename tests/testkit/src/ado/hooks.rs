@@ -138,9 +138,15 @@ impl HookDelivery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HookOutcome {
+    /// The receiver's status; 0 when nothing was sent (`delivered` false).
     pub status: u16,
     /// The envelope `id`; pass it to [`HookDelivery::event_id`] to redeliver the same event.
     pub event_id: String,
+    /// False when the subscription is disabled, so Azure DevOps would not send the event.
+    pub delivered: bool,
+    /// The state of the simulator's subscription with this `subscriptionId` after the delivery
+    /// (`None` when the id names no subscription created through the Subscriptions API).
+    pub subscription_status: Option<super::subscriptions::SubscriptionStatus>,
 }
 
 fn message(text: String, link_text: &str, url: &str) -> Value {

@@ -1,12 +1,16 @@
-//! An Azure DevOps simulator: the REST endpoints lockstep reads (Builds, Timeline, Git refs, commits,
-//! repositories, annotated tags, Pipelines runs) with the real service's shapes and failure modes,
-//! run lifecycles scripted from Rust or over HTTP (`/_sim/...`, see tests/testkit/README.md), fault
-//! injection, a request log, and service-hook delivery.
+//! An Azure DevOps simulator: the REST endpoints lockstep reads (Builds, Timeline, Definitions - Get,
+//! Git refs, commits, repositories, annotated tags, Pipelines runs, service-hook subscriptions) with
+//! the real service's shapes and failure modes, run lifecycles scripted from Rust or over HTTP
+//! (`/_sim/...`, see tests/testkit/README.md), fault injection (counted faults and a seeded chaos
+//! mode), a request log, and service-hook delivery with per-subscription health.
 //!
 //! Organization URL = `format!("{}/{}", sim.url(), org)` (dev.azure.com path style).
 
 mod api;
+mod chaos;
 mod control;
+mod control_hooks;
+mod definitions;
 mod faults;
 mod hooks;
 mod ids;
@@ -14,6 +18,7 @@ mod query;
 mod render;
 mod requests;
 mod state;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,9 +28,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use chaos::{ChaosConfig, ChaosFault, RetryAfter, RetryAfterForm};
 pub use hooks::{BuildCompleteVersion, HookDelivery, HookEvent, HookOutcome};
 pub use requests::AdoRequestRecord;
 pub use state::{RunResult, RunStatus};
+pub use subscriptions::{HookThresholds, SubscriptionInfo, SubscriptionStatus};
 
 use crate::TestkitError;
 use faults::FaultState;
@@ -37,6 +44,7 @@ pub(crate) struct Shared {
     faults: Mutex<FaultState>,
     log: Mutex<Vec<AdoRequestRecord>>,
     notification_ids: Mutex<HashMap<String, i64>>,
+    hooks: Mutex<subscriptions::HookStore>,
     base_url: String,
     http: reqwest::Client,
 }
@@ -53,6 +61,10 @@ impl Shared {
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, FaultState> {
         lock(&self.faults)
+    }
+
+    pub(crate) fn hooks(&self) -> MutexGuard<'_, subscriptions::HookStore> {
+        lock(&self.hooks)
     }
 
     pub(crate) fn log(&self, record: AdoRequestRecord) {
@@ -119,8 +131,76 @@ impl Shared {
     ) -> Result<HookOutcome, TestkitError> {
         let payload = self.hook_payload(event, delivery)?;
         let event_id = payload["id"].as_str().unwrap_or_default().to_string();
-        let status = hooks::post(&self.http, &payload, delivery).await?;
-        Ok(HookOutcome { status, event_id })
+        let subscription = payload["subscriptionId"].as_str().unwrap_or_default();
+        let known = self.hooks().find(subscription);
+        if let Some(sub) = known.as_ref().filter(|s| !s.status.delivers()) {
+            return Ok(HookOutcome {
+                status: 0,
+                event_id,
+                delivered: false,
+                subscription_status: Some(sub.status),
+            });
+        }
+        match hooks::post(&self.http, &payload, delivery).await {
+            Ok(status) => Ok(HookOutcome {
+                status,
+                event_id,
+                delivered: true,
+                subscription_status: self.hooks().record_delivery(subscription, Some(status)),
+            }),
+            Err(e) => {
+                // No answer is a failed delivery too.
+                self.hooks().record_delivery(subscription, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Delivers `event` as subscription `id` would: to its `consumerInputs.url` with its Basic
+    /// credentials, `httpHeaders` (`Name:value` lines) and `messagesToSend: none`.
+    async fn deliver_to_subscription(
+        &self,
+        org: &str,
+        id: &str,
+        event: &HookEvent,
+    ) -> Result<HookOutcome, TestkitError> {
+        let sub = self
+            .hooks()
+            .info(org, id)
+            .ok_or_else(|| TestkitError::NotFound {
+                what: "service-hook subscription",
+                detail: format!("{id} in {org}"),
+            })?;
+        if sub.event_type != event.event_type() {
+            return Err(TestkitError::InvalidSetup(format!(
+                "subscription {id} is for {}, not {}; Azure DevOps would not send it this event",
+                sub.event_type,
+                event.event_type()
+            )));
+        }
+        let inputs = &sub.consumer_inputs;
+        let mut delivery = HookDelivery::to(inputs.get("url").cloned().unwrap_or_default())
+            .subscription_id(sub.id.clone());
+        if let Some(user) = inputs.get("basicAuthUsername").filter(|u| !u.is_empty()) {
+            let password = inputs.get("basicAuthPassword").cloned().unwrap_or_default();
+            delivery = delivery.basic_auth(user.clone(), password);
+        }
+        for line in inputs
+            .get("httpHeaders")
+            .into_iter()
+            .flat_map(|h| h.lines())
+        {
+            if let Some((name, value)) = line.split_once(':') {
+                delivery = delivery.header(name.trim(), value.trim());
+            }
+        }
+        if inputs
+            .get("messagesToSend")
+            .is_some_and(|m| m.eq_ignore_ascii_case("none"))
+        {
+            delivery = delivery.without_messages();
+        }
+        self.deliver_hook(event, &delivery).await
     }
 }
 
@@ -198,11 +278,12 @@ impl AdoSimulator {
             faults: Mutex::new(FaultState::default()),
             log: Mutex::new(Vec::new()),
             notification_ids: Mutex::new(HashMap::new()),
+            hooks: Mutex::new(subscriptions::HookStore::default()),
             base_url: format!("http://{addr}"),
             http,
         });
         let app = axum::Router::new()
-            .nest("/_sim", control::router())
+            .nest("/_sim", control::router().merge(control_hooks::router()))
             .fallback(api::handle)
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -483,7 +564,54 @@ impl AdoSimulator {
     /// The next `n` REST requests get 429 with `Retry-After: retry_after_secs`, the `X-RateLimit-*`
     /// headers and the TF400733 message.
     pub fn rate_limit_next(&self, n: u32, retry_after_secs: u64) {
-        self.shared.faults().rate_limit_next(n, retry_after_secs);
+        self.shared
+            .faults()
+            .rate_limit_next(n, RetryAfter::seconds(retry_after_secs));
+    }
+
+    /// The next `n` REST requests get 429 with the chosen timing hint: `Retry-After` in seconds or
+    /// as an HTTP date (`RetryAfter::http_date`), or no `Retry-After` and only `X-RateLimit-Reset`
+    /// (`RetryAfter::reset_only`).
+    pub fn rate_limit_next_with(&self, n: u32, retry_after: RetryAfter) {
+        self.shared.faults().rate_limit_next(n, retry_after);
+    }
+
+    /// The next `n` REST requests get 203 + the HTML sign-in page whatever their credentials (a
+    /// token that expired mid-flight).
+    pub fn sign_in_page_next(&self, n: u32) {
+        self.shared.faults().sign_in_page_next(n);
+    }
+
+    /// The next `n` successful JSON answers are padded to `mib` MiB (at most 1024) and streamed;
+    /// still valid JSON (one extra member, `simulatorPadding`). With `declare_length` the
+    /// `Content-Length` is sent up front, otherwise the body is chunked.
+    pub fn oversize_next(&self, n: u32, mib: u32, declare_length: bool) {
+        self.shared
+            .faults()
+            .oversize_next(n, faults::Oversize::mib(mib, declare_length));
+    }
+
+    /// Starts the chaos mode: each REST request draws a fault from `config.faults` with
+    /// probability `config.rate`, from a generator seeded with `config.seed`. It stops after
+    /// `config.max_faults`, on [`stop_chaos`](Self::stop_chaos) and on
+    /// [`clear_faults`](Self::clear_faults). Fails on an empty fault set, a rate outside [0, 1] or
+    /// an oversize over 1024 MiB.
+    pub fn chaos(&self, config: ChaosConfig) -> Result<(), TestkitError> {
+        self.shared
+            .faults()
+            .start_chaos(&config)
+            .map_err(TestkitError::InvalidSetup)
+    }
+
+    pub fn stop_chaos(&self) {
+        self.shared.faults().stop_chaos();
+    }
+
+    /// How many faults of each kind chaos injected since it was last started (`status.503`,
+    /// `rateLimit.seconds`, `rateLimit.httpDate`, `rateLimit.resetOnly`, `signInPage`, `truncate`,
+    /// `oversize`); kept after it stops.
+    pub fn chaos_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.faults().chaos_counts()
     }
 
     /// The next `n` successful responses carry `Retry-After` and `X-RateLimit-*` (the service warns
@@ -526,12 +654,74 @@ impl AdoSimulator {
     }
 
     /// POSTs `event` to `delivery.url` as the Web Hooks consumer does, with the chosen Basic
-    /// credentials and headers, and returns the receiver's status and the event id.
+    /// credentials and headers, and returns the receiver's status and the event id. When
+    /// `delivery.subscription_id` names a subscription created through the Subscriptions API, the
+    /// attempt counts for its health (see [`HookThresholds`]), and nothing is sent while it is
+    /// disabled (`delivered: false`).
     pub async fn deliver_hook(
         &self,
         event: HookEvent,
         delivery: &HookDelivery,
     ) -> Result<HookOutcome, TestkitError> {
         self.shared.deliver_hook(&event, delivery).await
+    }
+
+    // ----- service-hook subscriptions -----------------------------------------------------------
+
+    /// Restricts a PAT to `scopes` (`vso.build`, `vso.code`, `vso.hooks`, `vso.hooks_write`, ...)
+    /// for the Subscriptions API; `None` gives it full access again (the default). A token with no
+    /// scope of that API gets 401 `TF400813`; reads of event types its scopes do not cover are
+    /// filtered from lists and 404 on Get; writes get 403. Other endpoints ignore scopes.
+    pub fn set_token_scopes(&self, org: &str, pat: &str, scopes: Option<&[&str]>) {
+        self.shared.hooks().set_scopes(
+            org,
+            pat,
+            scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
+        );
+    }
+
+    /// Creates a subscription from a Subscriptions - Create body (as `POST
+    /// {org}/_apis/hooks/subscriptions` would) and returns its id.
+    pub fn add_subscription(&self, org: &str, body: &Value) -> Result<String, TestkitError> {
+        let state = self.shared.state();
+        self.shared.hooks().create(&state, org, body)
+    }
+
+    pub fn subscription(&self, org: &str, id: &str) -> Option<SubscriptionInfo> {
+        self.shared.hooks().info(org, id)
+    }
+
+    pub fn subscriptions(&self, org: &str) -> Vec<SubscriptionInfo> {
+        self.shared.hooks().list(org)
+    }
+
+    /// Puts a subscription into `status` directly (`probation_retries` counts only for
+    /// `OnProbation`), as the service does after failed deliveries or a user in the web UI.
+    pub fn set_subscription_status(
+        &self,
+        org: &str,
+        id: &str,
+        status: SubscriptionStatus,
+        probation_retries: u32,
+    ) -> Result<SubscriptionInfo, TestkitError> {
+        self.shared
+            .hooks()
+            .set_status(org, id, status, probation_retries)
+    }
+
+    /// How many failed deliveries move a subscription on probation and then disable it.
+    pub fn set_hook_thresholds(&self, thresholds: HookThresholds) {
+        self.shared.hooks().thresholds = thresholds;
+    }
+
+    /// Delivers `event` through subscription `id` (its URL, credentials, headers and message
+    /// settings) and records the outcome for its health; nothing is sent while it is disabled.
+    pub async fn deliver_to_subscription(
+        &self,
+        org: &str,
+        id: &str,
+        event: HookEvent,
+    ) -> Result<HookOutcome, TestkitError> {
+        self.shared.deliver_to_subscription(org, id, &event).await
     }
 }

@@ -10,7 +10,8 @@ pub struct AdoRequestRecord {
     pub path: String,
     pub query: Option<String>,
     /// Endpoint kind: `builds.list`, `builds.get`, `builds.timeline`, `git.repository`, `git.refs`,
-    /// `git.annotatedTag`, `git.commits`, `pipelines.runs.list`, `pipelines.runs.get`, or `unknown`.
+    /// `git.annotatedTag`, `git.commits`, `pipelines.runs.list`, `pipelines.runs.get`,
+    /// `build.definitions.get`, `hooks.subscriptions.{list,create,get,replace,delete}`, or `unknown`.
     pub endpoint: &'static str,
     pub status: u16,
     pub time: jiff::Timestamp,

@@ -96,6 +96,8 @@ pub(crate) struct Definition {
     pub revision: i64,
     /// Name of the repository the pipeline builds; when unset, a repository named like the project.
     pub repository: Option<String>,
+    /// When the definition was added (Definitions - Get `createdDate`).
+    pub created: Timestamp,
     /// Builds queued per `yyyyMMdd`, for `buildNumber` = `yyyyMMdd.N`.
     numbers_per_day: BTreeMap<String, u32>,
 }
@@ -360,11 +362,13 @@ impl SimState {
         if id <= 0 {
             return Err(invalid(format!("definition id {id} must be positive")));
         }
+        let now = self.clock.now();
         let p = self.org_mut(org)?.project_mut(project)?;
         let def = p.definitions.entry(id).or_insert_with(|| Definition {
             name: name.to_string(),
             revision: 1,
             repository: None,
+            created: now,
             numbers_per_day: BTreeMap::new(),
         });
         if def.name != name {

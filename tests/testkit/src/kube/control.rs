@@ -195,6 +195,21 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request) -> Response {
             lock(&shared.auth).clear_grants();
             Ok(reply(StatusCode::OK, json!({})))
         }
+        (&Method::GET, ["reads"]) => {
+            let value: Vec<Value> = lock(&shared.reads)
+                .by
+                .iter()
+                .map(|((client, resource), st)| {
+                    json!({"client": client, "resource": resource, "requests": st.requests,
+                           "bytes": st.bytes, "secretDataBytes": st.secret_data_bytes})
+                })
+                .collect();
+            Ok(reply(StatusCode::OK, json!({"value": value})))
+        }
+        (&Method::DELETE, ["reads"]) => {
+            lock(&shared.reads).by.clear();
+            Ok(reply(StatusCode::OK, json!({})))
+        }
         (&Method::GET, ["reviews"]) => {
             let a = lock(&shared.auth);
             Ok(reply(

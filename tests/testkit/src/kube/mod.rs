@@ -131,6 +131,44 @@ pub struct RequestRecord {
     pub client: String,
 }
 
+/// What one client read of one resource (GET, LIST and WATCH answers; writes' responses are not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadStats {
+    /// GET, LIST and WATCH requests answered with 200 (a watch counts once however long it runs).
+    pub requests: u64,
+    /// Response bytes: bodies of GETs and LISTs, every line of watch streams except bookmarks sent later.
+    pub bytes: u64,
+    /// Bytes of Secret `data` and `stringData` (keys plus base64 values as served) in those answers;
+    /// metadata-only (`as=PartialObjectMetadata[List]`) and Table reads serve none.
+    pub secret_data_bytes: u64,
+}
+
+/// Read accounting per (client, resource); both are bounded by the test's clients and kinds.
+#[derive(Debug, Default)]
+pub(crate) struct ReadLedger {
+    pub by: std::collections::BTreeMap<(String, String), ReadStats>,
+}
+
+impl ReadLedger {
+    pub(crate) fn add(
+        &mut self,
+        client: &str,
+        resource: &str,
+        requests: u64,
+        bytes: u64,
+        secret: u64,
+    ) {
+        let e = self
+            .by
+            .entry((client.to_string(), resource.to_string()))
+            .or_default();
+        e.requests += requests;
+        e.bytes += bytes;
+        e.secret_data_bytes += secret;
+    }
+}
+
 /// The request log: a ring buffer of at most `capacity` records.
 #[derive(Debug)]
 pub(crate) struct RequestLog {
@@ -398,6 +436,7 @@ impl KubeEmulator {
             requests: Mutex::new(RequestLog::new(config.request_log_capacity)),
             faults: Mutex::new(FaultState::default()),
             auth: Mutex::new(AuthState::default()),
+            reads: Mutex::new(ReadLedger::default()),
             drop_watches: drop_tx,
             bookmark_interval: config.bookmark_interval,
             server_address: addr.to_string(),
@@ -499,6 +538,36 @@ impl KubeEmulator {
 
     pub fn clear_requests(&self) {
         lock(&self.shared.requests).clear();
+    }
+
+    /// What each client read, per resource: keys are (client as in [`RequestRecord::client`], resource as
+    /// `plural` for the core group or `plural.group`), e.g. `("user:lockstep-a", "secrets")`.
+    pub fn reads(&self) -> std::collections::BTreeMap<(String, String), ReadStats> {
+        lock(&self.shared.reads).by.clone()
+    }
+
+    /// What `client` read, per resource.
+    pub fn reads_by(&self, client: &str) -> std::collections::BTreeMap<String, ReadStats> {
+        lock(&self.shared.reads)
+            .by
+            .iter()
+            .filter(|((c, _), _)| c == client)
+            .map(|((_, r), s)| (r.clone(), *s))
+            .collect()
+    }
+
+    /// Bytes of Secret data served to `client` (all clients with None) by GET, LIST and WATCH.
+    pub fn secret_data_bytes_served(&self, client: Option<&str>) -> u64 {
+        lock(&self.shared.reads)
+            .by
+            .iter()
+            .filter(|((c, _), _)| client.is_none_or(|want| c == want))
+            .map(|(_, s)| s.secret_data_bytes)
+            .sum()
+    }
+
+    pub fn clear_reads(&self) {
+        lock(&self.shared.reads).by.clear();
     }
 
     pub fn faults(&self) -> Faults {

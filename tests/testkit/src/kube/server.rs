@@ -21,7 +21,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::store::{Change, ChangeType, Store, StoreKey, WriteOptions};
 use super::table;
-use super::{RequestLog, RequestRecord};
+use super::{ReadLedger, RequestLog, RequestRecord};
 
 /// The largest request body the apiserver accepts (3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub requests: Mutex<RequestLog>,
     pub faults: Mutex<FaultState>,
     pub auth: Mutex<AuthState>,
+    pub reads: Mutex<ReadLedger>,
     /// Bumped to end every open watch.
     pub drop_watches: tokio::sync::watch::Sender<u64>,
     pub bookmark_interval: Duration,
@@ -114,7 +115,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
     }
     let response = match verdict.status {
         Some(code) => ApiError::injected(code).into_response(),
-        None => match dispatch(&shared, req).await {
+        None => match dispatch(&shared, req, &info).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
@@ -338,7 +339,70 @@ fn write_options(params: &Params, headers: &HeaderMap) -> Result<WriteOptions, A
     })
 }
 
-async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiError> {
+/// Bytes of Secret `data` and `stringData` values in what is served: a Secret, a list of them, watch
+/// event objects, or Table rows that include objects. Metadata-only and Table-only reads serve none.
+pub(crate) fn secret_data_bytes(v: &Value) -> u64 {
+    let mut n = 0;
+    if v.get("kind").and_then(Value::as_str) == Some("Secret") {
+        for field in ["data", "stringData"] {
+            if let Some(m) = v.get(field).and_then(Value::as_object) {
+                n += m
+                    .iter()
+                    .map(|(k, x)| (k.len() + x.as_str().map_or(0, str::len)) as u64)
+                    .sum::<u64>();
+            }
+        }
+    }
+    for list in ["items", "rows"] {
+        if let Some(items) = v.get(list).and_then(Value::as_array) {
+            n += items.iter().map(secret_data_bytes).sum::<u64>();
+        }
+    }
+    if let Some(o) = v.get("object") {
+        n += secret_data_bytes(o);
+    }
+    n
+}
+
+/// How reads are named in read accounting: `plural` for the core group, `plural.group` otherwise.
+fn resource_key(rt: &ResourceType) -> String {
+    if rt.group.is_empty() {
+        rt.plural.clone()
+    } else {
+        format!("{}.{}", rt.plural, rt.group)
+    }
+}
+
+/// Who reads what, for read accounting.
+#[derive(Clone)]
+struct Reader {
+    client: String,
+    resource: String,
+}
+
+impl Shared {
+    fn account(&self, reader: &Reader, requests: u64, bytes: u64, secret: u64) {
+        lock(&self.reads).add(&reader.client, &reader.resource, requests, bytes, secret);
+    }
+}
+
+/// A GET or LIST answer, counted for read accounting.
+fn read_response(shared: &Shared, reader: &Reader, body: &Value) -> Response {
+    let text = body.to_string();
+    shared.account(reader, 1, text.len() as u64, secret_data_bytes(body));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response()
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    req: Request,
+    info: &RequestInfo,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let params: Params = Query::<Params>::try_from_uri(&parts.uri)
         .map(|q| q.0)
@@ -427,15 +491,24 @@ async fn dispatch(shared: &Arc<Shared>, req: Request) -> Result<Response, ApiErr
         return Ok(json_response(StatusCode::CREATED, &out, &[]));
     }
     let is_watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    let reader = Reader {
+        client: info.client(),
+        resource: resource_key(&rt),
+    };
     let presentation = Presentation::from_request(&parts.headers, &params);
     match (&parts.method, rp.name.as_deref()) {
-        (&Method::GET, None) if is_watch => {
-            watch(shared, rt, rp.namespace.clone(), &params, presentation)
-        }
-        (&Method::GET, None) => list(shared, &rt, ns, &params, &presentation),
+        (&Method::GET, None) if is_watch => watch(
+            shared,
+            rt,
+            rp.namespace.clone(),
+            &params,
+            presentation,
+            reader,
+        ),
+        (&Method::GET, None) => list(shared, &rt, ns, &params, &presentation, &reader),
         (&Method::GET, Some(name)) => {
             let obj = lock(&shared.store).get(&rt, ns, name)?;
-            ok(presentation.one(&rt, obj))
+            Ok(read_response(shared, &reader, &presentation.one(&rt, obj)))
         }
         (&Method::POST, None) => {
             let body = parse_body(&content_type, &bytes)?;
@@ -578,6 +651,7 @@ fn list(
     ns: Option<&str>,
     params: &Params,
     presentation: &Presentation,
+    reader: &Reader,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(rt, params)?;
     let limit = match params.get("limit").map(String::as_str) {
@@ -629,11 +703,9 @@ fn list(
         }
     }
     let items: Vec<Value> = matching.into_iter().map(|(_, v)| v).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &presentation.list(rt, items, meta),
-        &[],
-    ))
+    let body = presentation.list(rt, items, meta);
+    drop(store);
+    Ok(read_response(shared, reader, &body))
 }
 
 fn delete_collection(
@@ -720,6 +792,7 @@ fn watch(
     ns: Option<String>,
     params: &Params,
     presentation: Presentation,
+    reader: Reader,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(&rt, params)?;
     let bookmarks = params
@@ -744,6 +817,7 @@ fn watch(
     };
     let rv_param = params.get("resourceVersion").cloned().unwrap_or_default();
     let mut frames: Vec<Bytes> = Vec::new();
+    let mut secret_bytes = 0u64;
     let mut expired = false;
     let (rx, start_rv) = {
         let store = lock(&shared.store);
@@ -753,7 +827,9 @@ fn watch(
             for (_, o) in store.scan(&rt, ns.as_deref()) {
                 let view = Store::to_view(&rt, o);
                 if sel.matches(&view) {
-                    frames.push(watch_line("ADDED", &presentation.one(&rt, view)));
+                    let shown = presentation.one(&rt, view);
+                    secret_bytes += secret_data_bytes(&shown);
+                    frames.push(watch_line("ADDED", &shown));
                 }
             }
             if send_initial {
@@ -785,7 +861,9 @@ fn watch(
             } else {
                 for change in store.history.iter().filter(|c| c.rv > from) {
                     if let Some((kind, obj)) = frame_for(&rt, ns.as_deref(), &sel, change) {
-                        frames.push(watch_line(kind, &presentation.one(&rt, obj)));
+                        let shown = presentation.one(&rt, obj);
+                        secret_bytes += secret_data_bytes(&shown);
+                        frames.push(watch_line(kind, &shown));
                     }
                 }
             }
@@ -795,7 +873,11 @@ fn watch(
     let (tx, out_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let drop_rx = shared.drop_watches.subscribe();
     let interval = shared.bookmark_interval;
+    let initial: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    shared.account(&reader, 1, initial, secret_bytes);
     let watch = OpenWatch {
+        shared: shared.clone(),
+        reader,
         rt,
         ns,
         filter: WatchFilter { sel, presentation },
@@ -826,6 +908,8 @@ struct WatchFilter {
 
 /// One watch being served: what it covers and how it paces bookmarks and its end.
 struct OpenWatch {
+    shared: Arc<Shared>,
+    reader: Reader,
     rt: ResourceType,
     ns: Option<String>,
     filter: WatchFilter,
@@ -847,6 +931,8 @@ impl OpenWatch {
         start_rv: u64,
     ) {
         let OpenWatch {
+            shared,
+            reader,
             rt,
             ns,
             filter,
@@ -890,7 +976,12 @@ impl OpenWatch {
                         }
                         last_rv = change.rv;
                         match frame_for(&rt, ns.as_deref(), &filter.sel, &change) {
-                            Some((kind, obj)) => watch_line(kind, &filter.presentation.one(&rt, obj)),
+                            Some((kind, obj)) => {
+                                let shown = filter.presentation.one(&rt, obj);
+                                let line = watch_line(kind, &shown);
+                                shared.account(&reader, 0, line.len() as u64, secret_data_bytes(&shown));
+                                line
+                            }
                             None => continue,
                         }
                     }

@@ -2,9 +2,10 @@
 
 use super::*;
 use crate::ado::models::ListResponse;
-use crate::crd::WorkloadKind;
-use crate::trace::deployed::DeployedKind;
-use crate::trace::revision::GitRevision;
+use crate::conditions::ConditionStatus;
+use crate::crd::{RunSummary, WorkloadKind};
+use crate::service_trace::deployed::DeployedKind;
+use crate::service_trace::revision::GitRevision;
 use serde_json::json;
 
 const SRC_OLD: &str = "1111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -167,66 +168,32 @@ fn stage(verdict: &TraceVerdict, name: StageName) -> &Stage {
 
 #[track_caller]
 fn assert_reconciling(verdict: &TraceVerdict, reason: TraceReason, message: &str) {
-    assert_eq!(
-        verdict.ready.status,
-        ConditionStatus::False,
-        "Ready: {:?}",
-        verdict.ready
-    );
-    assert_eq!(
-        verdict.reconciling.status,
-        ConditionStatus::True,
-        "Reconciling: {:?}",
-        verdict.reconciling
-    );
-    assert_eq!(
-        verdict.stalled.status,
-        ConditionStatus::False,
-        "Stalled: {:?}",
-        verdict.stalled
-    );
-    assert_eq!(verdict.ready.reason, reason);
-    assert_eq!(verdict.ready.message, message);
-    assert_eq!(verdict.reconciling.message, message);
+    let k = &verdict.kstatus;
+    assert_eq!(k.ready, ConditionStatus::False, "Ready: {k:?}");
+    assert!(k.reconciling, "Reconciling: {k:?}");
+    assert!(!k.stalled, "Stalled: {k:?}");
+    assert_eq!(k.reason, reason.as_str());
+    assert_eq!(k.message, message);
 }
 
 #[track_caller]
 fn assert_stalled(verdict: &TraceVerdict, reason: TraceReason, message: &str) {
-    assert_eq!(
-        verdict.ready.status,
-        ConditionStatus::False,
-        "Ready: {:?}",
-        verdict.ready
-    );
-    assert_eq!(
-        verdict.reconciling.status,
-        ConditionStatus::False,
-        "Reconciling: {:?}",
-        verdict.reconciling
-    );
-    assert_eq!(
-        verdict.stalled.status,
-        ConditionStatus::True,
-        "Stalled: {:?}",
-        verdict.stalled
-    );
-    assert_eq!(verdict.ready.reason, reason);
-    assert_eq!(verdict.ready.message, message);
-    assert_eq!(verdict.stalled.message, message);
+    let k = &verdict.kstatus;
+    assert_eq!(k.ready, ConditionStatus::False, "Ready: {k:?}");
+    assert!(!k.reconciling, "Reconciling: {k:?}");
+    assert!(k.stalled, "Stalled: {k:?}");
+    assert_eq!(k.reason, reason.as_str());
+    assert_eq!(k.message, message);
 }
 
 #[track_caller]
 fn assert_unknown(verdict: &TraceVerdict, reason: TraceReason, message: &str) {
-    assert_eq!(
-        verdict.ready.status,
-        ConditionStatus::Unknown,
-        "Ready: {:?}",
-        verdict.ready
-    );
-    assert_eq!(verdict.reconciling.status, ConditionStatus::False);
-    assert_eq!(verdict.stalled.status, ConditionStatus::False);
-    assert_eq!(verdict.ready.reason, reason);
-    assert_eq!(verdict.ready.message, message);
+    let k = &verdict.kstatus;
+    assert_eq!(k.ready, ConditionStatus::Unknown, "Ready: {k:?}");
+    assert!(!k.reconciling);
+    assert!(!k.stalled);
+    assert_eq!(k.reason, reason.as_str());
+    assert_eq!(k.message, message);
 }
 
 fn states(verdict: &TraceVerdict) -> Vec<(&'static str, &'static str)> {
@@ -242,12 +209,12 @@ fn states(verdict: &TraceVerdict) -> Vec<(&'static str, &'static str)> {
 #[test]
 fn in_sync_with_hld_and_generation_is_ready() {
     let v = trace(&in_sync());
-    assert_eq!(v.ready.status, ConditionStatus::True);
-    assert_eq!(v.reconciling.status, ConditionStatus::False);
-    assert_eq!(v.stalled.status, ConditionStatus::False);
-    assert_eq!(v.ready.reason, TraceReason::InSync);
+    assert_eq!(v.kstatus.ready, ConditionStatus::True);
+    assert!(!v.kstatus.reconciling);
+    assert!(!v.kstatus.stalled);
+    assert_eq!(v.kstatus.reason, TraceReason::InSync.as_str());
     assert_eq!(
-        v.ready.message,
+        v.kstatus.message,
         "build 20261122.4 (commit 1234567) is deployed: Kustomization flux-system/orders runs manifest a1b2c3d"
     );
     assert_eq!(
@@ -319,7 +286,7 @@ fn in_sync_stage_details() {
 #[test]
 fn in_sync_by_commit_date_without_generation() {
     let v = trace(&plain());
-    assert_eq!(v.ready.status, ConditionStatus::True);
+    assert_eq!(v.kstatus.ready, ConditionStatus::True);
     assert_eq!(
         states(&v),
         [
@@ -339,7 +306,7 @@ fn in_sync_by_commit_date_without_generation() {
 fn abbreviated_or_upper_case_deployed_commit_still_matches() {
     let mut input = in_sync();
     input.deployed.observed = at(&MANIFEST.to_ascii_uppercase(), AgentState::Settled);
-    assert_eq!(trace(&input).ready.status, ConditionStatus::True);
+    assert_eq!(trace(&input).kstatus.ready, ConditionStatus::True);
 }
 
 // ---- build stage -----------------------------------------------------------------------------
@@ -479,7 +446,7 @@ fn only_failed_ci_runs_stall_without_image_tag() {
         SRC_NEW,
     )]);
     let v = trace(&input);
-    assert_eq!(v.ready.reason, TraceReason::BuildFailed);
+    assert_eq!(v.kstatus.reason, TraceReason::BuildFailed.as_str());
     assert_eq!(v.image_tag, None);
     assert_eq!(stage(&v, StageName::Manifest).message, "manifest a1b2c3d");
 }
@@ -522,7 +489,7 @@ fn runs_of_other_definitions_and_branches_are_ignored() {
             SRC_NEW,
         ),
     );
-    assert_eq!(trace(&input).ready.status, ConditionStatus::True);
+    assert_eq!(trace(&input).kstatus.ready, ConditionStatus::True);
 }
 
 #[test]
@@ -632,7 +599,7 @@ fn generation_without_source_version_skips_the_lineage_check() {
     );
     g.source_version = None;
     set_generation(&mut input, vec![g]);
-    assert_eq!(trace(&input).ready.status, ConditionStatus::True);
+    assert_eq!(trace(&input).kstatus.ready, ConditionStatus::True);
 }
 
 // ---- manifest stage with a generation pipeline ---------------------------------------------------
@@ -725,7 +692,7 @@ fn ci_pipeline_that_pushes_manifests_covers_itself() {
         committed: Some(ts("2026-11-22T10:03:00Z")),
     }));
     let v = trace(&input);
-    assert_eq!(v.ready.status, ConditionStatus::True, "{:?}", v.ready);
+    assert_eq!(v.kstatus.ready, ConditionStatus::True, "{:?}", v.kstatus);
     assert_eq!(
         stage(&v, StageName::Manifest).message,
         "manifest a1b2c3d generated by run 20261122.4 after build 20261122.4"
@@ -796,7 +763,7 @@ fn manifest_older_than_the_build_is_behind() {
 fn manifest_within_clock_skew_counts_as_after() {
     let mut input = plain();
     input.manifest = repo("orders-manifests", MANIFEST, Some("2026-11-22T10:04:30Z"));
-    assert_eq!(trace(&input).ready.status, ConditionStatus::True);
+    assert_eq!(trace(&input).kstatus.ready, ConditionStatus::True);
 }
 
 #[test]
@@ -899,7 +866,10 @@ fn kustomization_progressing_behind_is_pending() {
         CLUSTER,
         AgentState::Progressing("Progressing: Reconciliation in progress".into()),
     );
-    assert_eq!(trace(&input).ready.reason, TraceReason::DeployPending);
+    assert_eq!(
+        trace(&input).kstatus.reason,
+        TraceReason::DeployPending.as_str()
+    );
 }
 
 #[test]
@@ -931,7 +901,7 @@ fn kustomization_suspended_behind_stalls() {
 fn kustomization_suspended_at_head_is_ready() {
     let mut input = in_sync();
     input.deployed.observed = at(MANIFEST, AgentState::Suspended);
-    assert_eq!(trace(&input).ready.status, ConditionStatus::True);
+    assert_eq!(trace(&input).kstatus.ready, ConditionStatus::True);
 }
 
 #[test]
@@ -1004,7 +974,7 @@ fn argo_application_variant() {
         namespace: "argocd".into(),
         name: "orders".into(),
     };
-    assert_eq!(trace(&input).ready.message, "build 20261122.4 (commit 1234567) is deployed: Application argocd/orders runs manifest a1b2c3d");
+    assert_eq!(trace(&input).kstatus.message, "build 20261122.4 (commit 1234567) is deployed: Application argocd/orders runs manifest a1b2c3d");
     input.deployed.observed = at(
         CLUSTER,
         AgentState::Progressing("OutOfSync, health Healthy".into()),
@@ -1037,8 +1007,8 @@ fn workload_running_the_newest_image_is_ready() {
     let mut input = plain();
     input.deployed = workload("20261122.4", AgentState::Settled);
     let v = trace(&input);
-    assert_eq!(v.ready.status, ConditionStatus::True);
-    assert_eq!(v.ready.message, "build 20261122.4 (commit 1234567) is deployed: Deployment shop/orders runs image tag 20261122.4");
+    assert_eq!(v.kstatus.ready, ConditionStatus::True);
+    assert_eq!(v.kstatus.message, "build 20261122.4 (commit 1234567) is deployed: Deployment shop/orders runs image tag 20261122.4");
     assert_eq!(
         v.deployed_revision,
         Some(DeployedRevision::ImageTag("20261122.4".into()))
@@ -1108,7 +1078,7 @@ fn workload_without_a_successful_build_has_nothing_to_compare() {
     input.build.runs = Ok(vec![]);
     input.deployed = workload("20261122.3", AgentState::Settled);
     let v = trace(&input);
-    assert_eq!(v.ready.reason, TraceReason::NoSuccessfulBuild);
+    assert_eq!(v.kstatus.reason, TraceReason::NoSuccessfulBuild.as_str());
     let deployed = stage(&v, StageName::Deployed);
     assert_eq!(
         (deployed.state, deployed.message.as_str()),
@@ -1137,7 +1107,10 @@ fn first_holding_stage_in_flow_order_decides() {
         ),
     );
     input.deployed.observed = at(CLUSTER, AgentState::Settled);
-    assert_eq!(trace(&input).ready.reason, TraceReason::BuildFailed);
+    assert_eq!(
+        trace(&input).kstatus.reason,
+        TraceReason::BuildFailed.as_str()
+    );
 
     // A running build is reported before an older deployment failure: it will bring the next change.
     let mut input = in_sync();
@@ -1150,9 +1123,9 @@ fn first_holding_stage_in_flow_order_decides() {
         AgentState::Failed("ReconciliationFailed: boom".into()),
     );
     let v = trace(&input);
-    assert_eq!(v.ready.reason, TraceReason::BuildInProgress);
-    assert_eq!(v.reconciling.status, ConditionStatus::True);
-    assert_eq!(v.stalled.status, ConditionStatus::False);
+    assert_eq!(v.kstatus.reason, TraceReason::BuildInProgress.as_str());
+    assert!(v.kstatus.reconciling);
+    assert!(!v.kstatus.stalled);
     assert_eq!(stage(&v, StageName::Deployed).state, StageState::Failed);
 }
 
@@ -1179,7 +1152,10 @@ fn undetermined_order_after_an_in_flight_build_still_reconciles() {
         &mut input,
         ci(5, "inProgress", None, "2026-11-22T10:09:00Z", None, SRC_NEW),
     );
-    assert_eq!(trace(&input).ready.reason, TraceReason::BuildInProgress);
+    assert_eq!(
+        trace(&input).kstatus.reason,
+        TraceReason::BuildInProgress.as_str()
+    );
 }
 
 // ---- status ---------------------------------------------------------------------------------------

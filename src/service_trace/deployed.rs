@@ -336,7 +336,7 @@ fn join_nonempty(head: &str, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::revision::GitRevision;
+    use crate::service_trace::revision::GitRevision;
     use serde_json::json;
 
     const SHA: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";

@@ -15,11 +15,12 @@ use tower_test::mock::{self, Handle};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::gate::{reconcile, GateConfig, GateContext};
-use super::ReconcileIo;
+use super::reconcile::{reconcile, GateContext};
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{PipelineGate, PipelineGateStatus};
 use crate::poll_cache::PollCache;
+use crate::reconciler::ReconcileIo;
+use crate::reconciler::ReconcilerConfig;
 use crate::telemetry::Metrics;
 
 const PAT: &str = "pat-0123456789-secret";
@@ -57,15 +58,17 @@ fn context(client: Client) -> Arc<GateContext> {
 fn context_with_ado(client: Client, ado: AdoClient) -> Arc<GateContext> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorders = super::events::test_recorders(&client);
+    let recorders = crate::reconciler::events::test_recorders(&client);
     let io = ReconcileIo {
         client,
         ado,
         cache: Arc::new(PollCache::new(Duration::from_secs(5))),
         recorders,
-        tokens: super::token_cache::TokenCache::new(GateConfig::default().secret_cache_ttl),
+        tokens: crate::reconciler::token_cache::TokenCache::new(
+            ReconcilerConfig::default().secret_cache_ttl,
+        ),
         metrics,
-        config: GateConfig::default(),
+        config: ReconcilerConfig::default(),
     };
     Arc::new(GateContext::new(
         io,
@@ -306,22 +309,22 @@ async fn kubernetes_errors_back_off_exponentially_per_gate() {
     let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "default"));
     let g = Arc::new(gate("https://dev.azure.com/contoso", None, "1"));
-    let err = super::Error::MissingNamespace {
+    let err = crate::reconciler::Error::MissingNamespace {
         kind: "PipelineGate",
         name: NAME.into(),
     };
     let delays: Vec<_> = (0..3)
-        .map(|_| super::gate::error_policy(g.clone(), &err, ctx.clone()))
+        .map(|_| super::reconcile::error_policy(g.clone(), &err, ctx.clone()))
         .collect();
     assert_eq!(
         delays,
         [1, 2, 4].map(|s| kube::runtime::controller::Action::requeue(Duration::from_secs(s)))
     );
     for _ in 0..20 {
-        super::gate::error_policy(g.clone(), &err, ctx.clone());
+        super::reconcile::error_policy(g.clone(), &err, ctx.clone());
     }
     assert_eq!(
-        super::gate::error_policy(g, &err, ctx),
+        super::reconcile::error_policy(g, &err, ctx),
         kube::runtime::controller::Action::requeue(Duration::from_secs(300)),
         "capped"
     );

@@ -1,59 +1,41 @@
-//! The ServiceTrace reconciler: read the PAT, read the CI runs (shared per pipeline with the gates), the
-//! HLD and manifest heads, the manifest-generation runs and the deployed object, trace, and write status
-//! only when it changed. The rules are in [`crate::trace`]; this is the I/O around them.
+//! Everything a ServiceTrace reads before it traces: the CI runs (shared per pipeline with the gates),
+//! the HLD and manifest heads, the manifest-generation runs and the deployed object.
 //!
 //! Azure DevOps errors are sorted by kind: a transient one (timeout, 5xx, 429) leaves the last verdict
 //! standing and only sets `status.lastError`; any other (not found, rejected credentials) becomes the
 //! stage's "cannot be read" message, so a trace whose repository does not exist is Stalled naming it,
 //! while other traces, which read other repositories, are unaffected.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, ResourceExt};
-use tracing::{debug, info, warn};
+use kube::Api;
+use tracing::warn;
 
 use super::commit_dates::{CommitDates, CommitKey};
-use super::credentials::{objects_using_secret, read_token};
-use super::events::publish_transition_event;
-use super::gate::REQUESTED_AT_ANNOTATION;
-use super::gate_status::whole_seconds;
-use super::memory::ObjectMemory;
-use super::reconcile_io::ReconcileIo;
-use super::status_write;
-use super::Error;
-use crate::ado::{AdoError, Build};
-use crate::conditions::{self, Kstatus, READY};
-use crate::crd::{
-    duration_or, DeployedRef, ServiceTrace, ServiceTraceStatus, WorkloadKind, WorkloadRef,
-};
-use crate::pipeline_key::{full_branch_ref, PipelineKey};
-use crate::secret::SecretString;
-use crate::trace::deployed::{
+use super::deployed::{
     observe_argo_application, observe_flux_kustomization, observe_workload, DeployedKind,
     DeployedObservation, DeployedTarget,
 };
-use crate::trace::order::parse_commit_date;
-use crate::trace::refs::{peel_annotated_tag, pick_ref, ref_filter, RefHead};
-use crate::trace::stages::{
-    self, BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
-    TraceInput, TraceVerdict,
+use super::order::parse_commit_date;
+use super::refs::{peel_annotated_tag, pick_ref, ref_filter, RefHead};
+use super::stages::{
+    BuildInput, DeployedInput, GenerationInput, HeadCommit, Observed, ReadFailure, RepoInput,
+    TraceInput,
 };
+use crate::ado::{AdoError, Build};
+use crate::crd::{requested_at, DeployedRef, ServiceTrace, WorkloadKind, WorkloadRef};
+use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::reconciler::{Error, ReconcileIo, RUNS_PER_LIST};
+use crate::secret::SecretString;
 
-const KIND: &str = "ServiceTrace";
-/// Runs fetched per Builds List; the same number the gates use, so both share one cached answer.
-const RUNS_PER_LIST: u32 = 20;
-/// `status.lastCheckedTime` is refreshed at least this often even when nothing else changed, so readers
-/// can tell a quiet trace from a dead controller without a status write on every poll.
-const LAST_CHECKED_REFRESH: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+/// What the reads go through: the reconciler's I/O and the committer dates already read.
+pub struct Reader<'a> {
+    pub io: &'a ReconcileIo,
+    pub commit_dates: &'a CommitDates,
+}
 
 /// The Flux Kustomization API lockstep reads.
 pub fn flux_kustomization_resource() -> ApiResource {
@@ -73,45 +55,8 @@ pub fn argo_application_resource() -> ApiResource {
     ))
 }
 
-/// Everything a trace reconcile needs.
-pub struct TraceContext {
-    pub io: ReconcileIo,
-    /// The controller's view of all traces, to prune per-trace memory.
-    pub store: Store<ServiceTrace>,
-    /// Committer dates of manifest heads already read (they never change).
-    commit_dates: CommitDates,
-    memory: ObjectMemory<ServiceTrace, ServiceTraceStatus>,
-}
-
-impl TraceContext {
-    pub fn new(io: ReconcileIo, store: Store<ServiceTrace>) -> Self {
-        Self {
-            io,
-            store,
-            commit_dates: CommitDates::default(),
-            memory: ObjectMemory::new(KIND),
-        }
-    }
-}
-
-/// Reconcile one trace. Azure DevOps problems become status; only Kubernetes API failures are errors.
-pub async fn reconcile(trace: Arc<ServiceTrace>, ctx: Arc<TraceContext>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(&*trace);
-    ctx.memory
-        .track_reconcile(&ctx.io.metrics, &key, reconcile_inner(&trace, &ctx))
-        .await
-}
-
-/// Back off exponentially per trace on Kubernetes API errors (see [`super::backoff`]).
-pub fn error_policy(trace: Arc<ServiceTrace>, error: &Error, ctx: Arc<TraceContext>) -> Action {
-    let key = ObjectRef::from_obj(&*trace);
-    let delay = ctx.memory.retry_delay_after_failure(&key);
-    warn!(trace = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
-}
-
 /// The outcome of reading everything a trace needs.
-enum Reads {
+pub enum Reads {
     Complete(Box<TraceInput>),
     /// A transient Azure DevOps error: keep the last verdict.
     Transient {
@@ -120,183 +65,19 @@ enum Reads {
     },
 }
 
-async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Action, Error> {
-    let name = trace.name_any();
-    let namespace = trace.namespace().ok_or_else(|| Error::MissingNamespace {
-        kind: KIND,
-        name: name.clone(),
-    })?;
-    let key = ObjectRef::from_obj(trace);
-    let now = whole_seconds(Timestamp::now());
-    let interval = duration_or(&trace.spec.interval, ctx.io.config.default_interval);
-    let current = ctx
-        .memory
-        .current_status(&key, trace, trace.status.as_ref());
-    let previous = current.clone().unwrap_or_default();
-    let status = StatusWriter {
-        trace,
-        namespace: &namespace,
-        key: &key,
-        current: current.as_ref(),
-        ctx,
-    };
-
-    if trace.spec.suspend {
-        let desired = with_kstatus(
-            previous.clone(),
-            &Kstatus::suspended(&previous.conditions),
-            trace,
-            now,
-        );
-        status.write(&desired).await?;
-        return Ok(Action::await_change());
-    }
-
-    let secret_ref = &trace.spec.azure_devops.credentials.secret_ref;
-    let token = match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await? {
-        Ok(token) => token,
-        Err(problem) => {
-            let desired = with_kstatus(
-                previous.clone(),
-                &Kstatus::stalled("AuthenticationFailed", problem),
-                trace,
-                now,
-            );
-            status.write(&desired).await?;
-            publish_transition(trace, current.as_ref(), &desired, ctx).await;
-            return Ok(Action::requeue(interval));
-        }
-    };
-
-    match read_all(trace, &namespace, &token, now, ctx).await? {
-        Reads::Transient {
-            message,
-            retry_after,
-        } => {
-            let mut desired = previous.clone();
-            desired.last_error = Some(message);
-            status.write(&desired).await?;
-            let mut after = ctx.io.config.fast_interval.min(interval);
-            if let Some(retry_after) = retry_after {
-                after = after.max(retry_after);
-            }
-            // The retry time lives here, not in status: lastError stays put while the hold counts down.
-            info!(trace = %key, error = %desired.last_error.as_deref().unwrap_or_default(), retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
-            Ok(Action::requeue(after))
-        }
-        Reads::Complete(input) => {
-            let verdict = stages::trace(&input);
-            let desired = desired_status(&verdict, &previous, trace.metadata.generation, now);
-            status.write(&desired).await?;
-            publish_transition(trace, current.as_ref(), &desired, ctx).await;
-            let after = if verdict.in_flight {
-                ctx.io.config.fast_interval.min(interval)
-            } else {
-                interval
-            };
-            debug!(trace = %key, ready = verdict.ready.status.as_str(), reason = verdict.ready.reason.as_str(), "reconciled");
-            Ok(Action::requeue(after))
-        }
-    }
-}
-
-/// Every outcome of a reconcile writes its status the same way; only the status differs.
-struct StatusWriter<'a> {
-    trace: &'a ServiceTrace,
-    namespace: &'a str,
-    key: &'a ObjectRef<ServiceTrace>,
-    current: Option<&'a ServiceTraceStatus>,
-    ctx: &'a TraceContext,
-}
-
-impl StatusWriter<'_> {
-    /// Count `desired`'s Ready state in the gauge and write it unless it is the current status.
-    async fn write(&self, desired: &ServiceTraceStatus) -> Result<(), Error> {
-        let ctx = self.ctx;
-        let ready = conditions::find(&desired.conditions, READY).map(|c| c.status.clone());
-        ctx.memory
-            .update_ready_gauge(&ctx.io.metrics, &ctx.store, self.key, ready);
-        status_write::write_status_if_changed(
-            &ctx.io.client,
-            &ctx.memory,
-            self.trace,
-            self.namespace,
-            self.current,
-            desired,
-        )
-        .await
-    }
-}
-
-/// The status for a verdict: stages, commit ids, conditions, observedGeneration; `lastError` cleared.
-pub fn desired_status(
-    verdict: &TraceVerdict,
-    previous: &ServiceTraceStatus,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> ServiceTraceStatus {
-    let mut next = previous.clone();
-    verdict.apply_to(&mut next);
-    next.last_error = None;
-    next.observed_generation = generation;
-    next.conditions = kstatus(verdict).to_conditions(&previous.conditions, generation, Time(now));
-    // lastCheckedTime moves with every other change, and at least every LAST_CHECKED_REFRESH.
-    let checked = previous.last_checked_time.as_ref().map(|t| t.0);
-    let mut unchanged = next.clone();
-    unchanged.last_checked_time = previous.last_checked_time.clone();
-    let stale = checked.is_none_or(|t| now.duration_since(t) >= LAST_CHECKED_REFRESH);
-    next.last_checked_time = if unchanged == *previous && !stale {
-        previous.last_checked_time.clone()
-    } else {
-        Some(Time(now))
-    };
-    next
-}
-
-/// The verdict as kstatus conditions input.
-pub fn kstatus(verdict: &TraceVerdict) -> Kstatus {
-    use crate::trace::stages::ConditionStatus as S;
-    let reason = verdict.ready.reason.as_str();
-    let message = verdict.ready.message.clone();
-    match (
-        verdict.ready.status,
-        verdict.reconciling.status,
-        verdict.stalled.status,
-    ) {
-        (S::True, _, _) => Kstatus::ready(reason, message),
-        (_, _, S::True) => Kstatus::stalled(reason, message),
-        (_, S::True, _) => Kstatus::in_progress(reason, message),
-        _ => Kstatus::unknown(reason, message),
-    }
-}
-
-fn with_kstatus(
-    mut status: ServiceTraceStatus,
-    k: &Kstatus,
-    trace: &ServiceTrace,
-    now: Timestamp,
-) -> ServiceTraceStatus {
-    status.conditions = k.to_conditions(&status.conditions, trace.metadata.generation, Time(now));
-    status.observed_generation = trace.metadata.generation;
-    status
-}
-
 /// Read Azure DevOps and the deployed object. Reads run concurrently; Kubernetes API failures other than
 /// "not found" / "forbidden" fail the reconcile (retried with backoff).
-async fn read_all(
+pub async fn read_all(
     trace: &ServiceTrace,
     namespace: &str,
     token: &SecretString,
     now: Timestamp,
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
 ) -> Result<Reads, Error> {
     let spec = &trace.spec;
     let org = spec.azure_devops.organization_url.as_str();
     let project = spec.azure_devops.project.as_str();
-    let not_before = trace
-        .annotations()
-        .get(REQUESTED_AT_ANNOTATION)
-        .and_then(|v| v.parse::<Timestamp>().ok());
+    let not_before = requested_at(trace);
 
     let ci_runs = cached_builds(
         ctx,
@@ -424,7 +205,7 @@ fn observed<T: Clone>(
 
 /// Builds List through the cache the gates use: traces and gates following one pipeline share a request.
 async fn cached_builds(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     definition_id: i64,
@@ -494,7 +275,7 @@ struct RepoRead {
 /// pick, then the annotated-tag look-up when the server did not peel a tag, then, when
 /// `with_committer_date`, the head's committer date (see [`committer_date`]).
 async fn read_head(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     repository: &str,
@@ -556,7 +337,7 @@ async fn read_head(
 /// meanwhile. A transient error is returned (the last verdict stands); any other failure, or a commit
 /// without a readable date, leaves the date unknown, which the trace reports as `OrderUnknown`.
 async fn committer_date(
-    ctx: &TraceContext,
+    ctx: &Reader<'_>,
     org: &str,
     project: &str,
     repository_id: &str,
@@ -727,61 +508,4 @@ async fn get_workload(
             .and_then(|o| serde_json::to_value(o).ok()),
     };
     Ok(value)
-}
-
-/// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.
-async fn publish_transition(
-    trace: &ServiceTrace,
-    current: Option<&ServiceTraceStatus>,
-    desired: &ServiceTraceStatus,
-    ctx: &TraceContext,
-) {
-    let before = current.and_then(|s| conditions::find(&s.conditions, READY));
-    let Some(after) = conditions::find(&desired.conditions, READY) else {
-        return;
-    };
-    if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
-        return;
-    }
-    let stalled = conditions::status_of(&desired.conditions, conditions::STALLED)
-        == conditions::ConditionStatus::True;
-    let (type_, reason) = match (after.status.as_str(), stalled) {
-        ("True", _) => (EventType::Normal, "TraceReady"),
-        (_, true) => (EventType::Warning, "TraceStalled"),
-        ("False", false) => (EventType::Normal, "TraceProgressing"),
-        _ => (EventType::Normal, "TraceUnknown"),
-    };
-    publish_transition_event(&ctx.io.recorders, trace, type_, reason, &after.message).await;
-}
-
-/// Traces in the Secret's namespace that reference it.
-pub fn traces_using_secret(
-    store: &Store<ServiceTrace>,
-    secret: &Secret,
-) -> Vec<ObjectRef<ServiceTrace>> {
-    objects_using_secret(store, secret, |t| {
-        &t.spec.azure_devops.credentials.secret_ref
-    })
-}
-
-/// Traces whose `spec.deployed` names this object: a sync or rollout re-traces exactly those.
-pub fn traces_deployed_on(
-    store: &Store<ServiceTrace>,
-    kind: DeployedKind,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> Vec<ObjectRef<ServiceTrace>> {
-    let (Some(ns), Some(name)) = (namespace, name) else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter(|t| {
-            let trace_ns = t.metadata.namespace.as_deref().unwrap_or_default();
-            deployed_target(&t.spec.deployed, trace_ns)
-                .is_some_and(|d| d.kind == kind && d.namespace == ns && d.name == name)
-        })
-        .map(|t| ObjectRef::from_obj(&**t))
-        .collect()
 }

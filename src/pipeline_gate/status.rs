@@ -12,23 +12,48 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::ado::Build;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::decision::{Phase, Reason, Verdict, Waiting};
 use crate::conditions::{self, ConditionStatus, Kstatus, READY};
-use crate::crd::{PipelineGateStatus, RunSummary};
-use crate::gate::{Phase, Reason, Verdict, Waiting};
+use crate::crd::{run_summary, status_time as time, whole_seconds, PipelineGateStatus};
+use crate::reconciler::events::reasons;
+use crate::reconciler::status_write::WithConditions;
 
-/// What this reconcile learned.
+/// What this reconcile learned: the one type between reading and status.
 #[derive(Clone, Debug)]
-pub enum Outcome<'a> {
+pub enum Outcome {
     /// A verdict. `read_ok`: it came from a successful Builds List (not from an error or a missing Secret),
     /// so its runs replace the ones in status and `lastCheckedTime` may move.
-    Verdict { verdict: &'a Verdict, read_ok: bool },
-    /// A transient Azure DevOps error: the last verdict stands.
-    Transient { error: String },
+    Verdict {
+        verdict: Box<Verdict>,
+        read_ok: bool,
+    },
+    /// A transient Azure DevOps error: the last verdict stands. `retry_after`: how long Azure DevOps
+    /// asked to be left alone (the requeue honours it; status does not show it).
+    Transient {
+        error: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// `spec.suspend`: nothing was read.
     Suspended,
+}
+
+impl Outcome {
+    /// A verdict reached without a successful Builds List (bad credentials, no such pipeline).
+    pub fn unread(verdict: Verdict) -> Self {
+        Self::Verdict {
+            verdict: Box::new(verdict),
+            read_ok: false,
+        }
+    }
+}
+
+impl WithConditions for PipelineGateStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
 }
 
 /// Inputs besides the outcome.
@@ -63,29 +88,6 @@ pub struct GateEvent {
 pub struct Desired {
     pub status: PipelineGateStatus,
     pub events: Vec<GateEvent>,
-}
-
-/// Whole seconds: what the API server keeps of a timestamp, so equal statuses compare equal.
-pub fn whole_seconds(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
-}
-
-fn time(t: Timestamp) -> Time {
-    Time(whole_seconds(t))
-}
-
-/// A run as status reports it, with times cut to whole seconds: the API server serialises `Time` that way,
-/// so a summary with ADO's 7 fractional digits would never compare equal to the stored one.
-pub fn run_summary(b: &Build) -> RunSummary {
-    let mut summary = RunSummary::from_build(b);
-    for t in [
-        &mut summary.queue_time,
-        &mut summary.start_time,
-        &mut summary.finish_time,
-    ] {
-        *t = t.take().map(|t| time(t.0));
-    }
-    summary
 }
 
 /// The wait recorded in status, to hand back to the decision so a restart keeps the deadline.
@@ -132,12 +134,12 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
                 events.push(event);
             }
         }
-        Outcome::Transient { error } => {
+        Outcome::Transient { error, .. } => {
             next.last_error = Some(error.clone());
             if current.last_error.as_deref() != Some(error.as_str()) {
                 events.push(GateEvent {
                     severity: Severity::Warning,
-                    reason: "AzureDevOpsError",
+                    reason: reasons::AZURE_DEVOPS_ERROR,
                     note: format!("{error} (the last verdict stands)"),
                 });
             }
@@ -168,7 +170,7 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
                 if !was_unknown {
                     events.push(GateEvent {
                         severity: Severity::Warning,
-                        reason: "ApiUnavailable",
+                        reason: reasons::API_UNAVAILABLE,
                         note: message,
                     });
                 }
@@ -218,11 +220,11 @@ fn transition_event(current: &PipelineGateStatus, verdict: &Verdict) -> Option<G
         return None;
     }
     let (severity, reason) = match (verdict.phase, verdict.reason) {
-        (Phase::Open, _) => (Severity::Normal, "GateOpened"),
-        (Phase::Waiting, _) => (Severity::Normal, "GateWaiting"),
-        (_, Reason::TimedOut) => (Severity::Warning, "TimedOut"),
-        (_, Reason::AuthenticationFailed) => (Severity::Warning, "AuthFailed"),
-        (Phase::Blocked, _) => (Severity::Warning, "GateBlocked"),
+        (Phase::Open, _) => (Severity::Normal, reasons::GATE_OPENED),
+        (Phase::Waiting, _) => (Severity::Normal, reasons::GATE_WAITING),
+        (_, Reason::TimedOut) => (Severity::Warning, reasons::TIMED_OUT),
+        (_, Reason::AuthenticationFailed) => (Severity::Warning, reasons::AUTH_FAILED),
+        (Phase::Blocked, _) => (Severity::Warning, reasons::GATE_BLOCKED),
     };
     Some(GateEvent {
         severity,
@@ -234,8 +236,9 @@ fn transition_event(current: &PipelineGateStatus, verdict: &Verdict) -> Option<G
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ado::{BuildResult, BuildStatus, DefinitionRef};
+    use crate::ado::{Build, BuildResult, BuildStatus, DefinitionRef};
     use crate::conditions::{RECONCILING, STALLED};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(secs: i64) -> Timestamp {
         Timestamp::from_second(secs).unwrap()
@@ -305,7 +308,7 @@ mod tests {
         let d = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         );
@@ -334,7 +337,7 @@ mod tests {
             Some(build(7, BuildStatus::InProgress, None)),
         );
         let o = Outcome::Verdict {
-            verdict: &v,
+            verdict: Box::new(v.clone()),
             read_ok: true,
         };
         let first = desired(&input(None, 1000), &o).status;
@@ -355,7 +358,7 @@ mod tests {
             )),
         );
         let o = Outcome::Verdict {
-            verdict: &v,
+            verdict: Box::new(v.clone()),
             read_ok: true,
         };
         let first = desired(&input(None, 1000), &o).status;
@@ -380,7 +383,7 @@ mod tests {
         let d = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         );
@@ -447,7 +450,7 @@ mod tests {
             let d = desired(
                 &input(None, 10),
                 &Outcome::Verdict {
-                    verdict: &v,
+                    verdict: Box::new(v.clone()),
                     read_ok: true,
                 },
             );
@@ -476,7 +479,7 @@ mod tests {
         let s1 = desired(
             &input(None, 10),
             &Outcome::Verdict {
-                verdict: &v1,
+                verdict: Box::new(v1.clone()),
                 read_ok: true,
             },
         )
@@ -493,7 +496,7 @@ mod tests {
         let d = desired(
             &input(Some(&s1), 20),
             &Outcome::Verdict {
-                verdict: &v2,
+                verdict: Box::new(v2.clone()),
                 read_ok: true,
             },
         );
@@ -522,7 +525,7 @@ mod tests {
         let s1 = desired(
             &input(None, 10),
             &Outcome::Verdict {
-                verdict: &v1,
+                verdict: Box::new(v1.clone()),
                 read_ok: true,
             },
         )
@@ -531,7 +534,7 @@ mod tests {
         let d = desired(
             &input(Some(&s1), 20),
             &Outcome::Verdict {
-                verdict: &auth,
+                verdict: Box::new(auth.clone()),
                 read_ok: false,
             },
         );
@@ -551,7 +554,7 @@ mod tests {
         let again = desired(
             &input(Some(&d.status), 30),
             &Outcome::Verdict {
-                verdict: &auth,
+                verdict: Box::new(auth.clone()),
                 read_ok: false,
             },
         );
@@ -573,13 +576,14 @@ mod tests {
         let s1 = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         )
         .status;
         let err = Outcome::Transient {
             error: "Azure DevOps is unavailable (HTTP 503)".into(),
+            retry_after: None,
         };
         let d = desired(&input(Some(&s1), 1010), &err);
         assert_eq!(d.status.conditions, s1.conditions);
@@ -599,7 +603,7 @@ mod tests {
         let ok = desired(
             &input(Some(&d.status), 1030),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         );
@@ -621,13 +625,14 @@ mod tests {
         let s1 = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         )
         .status;
         let err = Outcome::Transient {
             error: "down".into(),
+            retry_after: None,
         };
         let mut i = input(Some(&s1), 1599);
         i.last_success = Some(ts(1000));
@@ -662,7 +667,7 @@ mod tests {
         let back = desired(
             &input(Some(&d.status), 1800),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         );
@@ -676,7 +681,7 @@ mod tests {
         let s1 = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         )
@@ -687,6 +692,7 @@ mod tests {
             &i,
             &Outcome::Transient {
                 error: "down".into(),
+                retry_after: None,
             },
         );
         assert_eq!(ready(&d.status).0, "True");
@@ -698,6 +704,7 @@ mod tests {
             &input(None, 1000),
             &Outcome::Transient {
                 error: "down".into(),
+                retry_after: None,
             },
         );
         assert_eq!(
@@ -717,7 +724,7 @@ mod tests {
         let s1 = desired(
             &input(None, 1000),
             &Outcome::Verdict {
-                verdict: &v,
+                verdict: Box::new(v.clone()),
                 read_ok: true,
             },
         )

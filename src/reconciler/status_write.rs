@@ -1,4 +1,4 @@
-//! Writing an object's status: server-side apply as [`FIELD_MANAGER`], and only when it changed, so a
+//! Writing an object's status: server-side apply as [`STATUS_FIELD_MANAGER`], and only when it changed, so a
 //! poll that learned nothing new costs no API write (and no watch event for every reader).
 
 use std::fmt::Debug;
@@ -16,26 +16,11 @@ use tracing::info;
 use super::memory::ObjectMemory;
 use super::Error;
 use crate::conditions::{self, READY};
-use crate::crd::{PipelineGateStatus, ServiceTraceStatus};
-
-/// Field manager for status writes.
-pub const FIELD_MANAGER: &str = "lockstep";
+use crate::crd::STATUS_FIELD_MANAGER;
 
 /// A status with kstatus conditions, for the log line that says what a write changed.
 pub trait WithConditions {
     fn conditions(&self) -> &[Condition];
-}
-
-impl WithConditions for PipelineGateStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-}
-
-impl WithConditions for ServiceTraceStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
 }
 
 /// Apply `desired` as the status of `obj` unless it equals `current`, and remember the write so the next
@@ -69,7 +54,7 @@ where
     });
     api.patch_status(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await

@@ -26,7 +26,8 @@ use super::deployed::{AgentState, DeployedObservation, DeployedTarget};
 use super::order::{build_label, commit_after_build, generation_covers_build, Order};
 use super::revision::{same_commit, DeployedRevision};
 use crate::ado::models::{parse_ado_time, Build, BuildResult, BuildStatus};
-use crate::crd::{short_sha, RunSummary, ServiceTraceStatus, TraceStage};
+use crate::conditions::Kstatus;
+use crate::crd::{run_summary, short_sha, ServiceTraceStatus, TraceStage};
 
 /// A read that failed for a reason a retry will not fix (not found, rejected credentials, a value that
 /// does not parse). The text names the reference and says what to do; it never contains a token.
@@ -195,17 +196,6 @@ pub struct Stage {
     pub hold: Option<Hold>,
 }
 
-/// The same True/False/Unknown the conditions are written with.
-pub use crate::conditions::ConditionStatus;
-
-/// One condition to write; the shell adds observedGeneration and lastTransitionTime.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConditionVerdict {
-    pub status: ConditionStatus,
-    pub reason: TraceReason,
-    pub message: String,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceVerdict {
     /// In flow order; `hld` only when configured.
@@ -214,9 +204,9 @@ pub struct TraceVerdict {
     pub deployed_revision: Option<DeployedRevision>,
     /// Build number of the newest successful CI build.
     pub image_tag: Option<String>,
-    pub ready: ConditionVerdict,
-    pub reconciling: ConditionVerdict,
-    pub stalled: ConditionVerdict,
+    /// Ready, Reconciling and Stalled in one: the reason is a [`TraceReason`] and the message names the
+    /// stage that holds the trace (or says what is deployed).
+    pub kstatus: Kstatus,
     /// Some stage is in progress: poll fast.
     pub in_flight: bool,
     pub now: Timestamp,
@@ -258,16 +248,14 @@ pub fn trace(input: &TraceInput) -> TraceVerdict {
         .into_iter()
         .flatten()
         .collect();
-    let (ready, reconciling, stalled) = conditions(&stages, newest_success.as_ref());
+    let kstatus = kstatus(&stages, newest_success.as_ref());
     TraceVerdict {
         in_flight: stages.iter().any(|s| s.state == StageState::InProgress),
         stages,
         manifest_commit_id: manifest_head.map(|h| h.id),
         deployed_revision: deployed.1,
         image_tag: newest_success.and_then(|b| b.build_number),
-        ready,
-        reconciling,
-        stalled,
+        kstatus,
         now: input.now,
     }
 }
@@ -587,10 +575,9 @@ fn deployed_stage(
     (stage, Some(revision.clone()))
 }
 
-fn conditions(
-    stages: &[Stage],
-    newest_success: Option<&Build>,
-) -> (ConditionVerdict, ConditionVerdict, ConditionVerdict) {
+/// The trace's kstatus: the first unreadable stage holds it, else the first stage with any hold; with
+/// no hold it is Ready (in sync).
+fn kstatus(stages: &[Stage], newest_success: Option<&Build>) -> Kstatus {
     let holding = stages
         .iter()
         .find(|s| {
@@ -603,11 +590,6 @@ fn conditions(
             )
         })
         .or_else(|| stages.iter().find(|s| s.hold.is_some()));
-    let verdict = |status, reason, message: &str| ConditionVerdict {
-        status,
-        reason,
-        message: message.to_string(),
-    };
     let Some((stage, hold)) = holding.and_then(|s| s.hold.map(|h| (s, h))) else {
         let deployed = stages
             .last()
@@ -627,37 +609,14 @@ fn conditions(
             }
             None => deployed.to_string(),
         };
-        let reason = TraceReason::InSync;
-        return (
-            verdict(ConditionStatus::True, reason, &message),
-            verdict(ConditionStatus::False, reason, &message),
-            verdict(ConditionStatus::False, reason, &message),
-        );
+        return Kstatus::ready(TraceReason::InSync.as_str(), message);
     };
-    let message = stage.message.as_str();
-    let reason = hold.reason;
-    let (ready, reconciling, stalled) = match hold.kind {
-        HoldKind::InFlight => (
-            ConditionStatus::False,
-            ConditionStatus::True,
-            ConditionStatus::False,
-        ),
-        HoldKind::Failed | HoldKind::Unreadable => (
-            ConditionStatus::False,
-            ConditionStatus::False,
-            ConditionStatus::True,
-        ),
-        HoldKind::Undetermined => (
-            ConditionStatus::Unknown,
-            ConditionStatus::False,
-            ConditionStatus::False,
-        ),
-    };
-    (
-        verdict(ready, reason, message),
-        verdict(reconciling, reason, message),
-        verdict(stalled, reason, message),
-    )
+    let (reason, message) = (hold.reason.as_str(), stage.message.clone());
+    match hold.kind {
+        HoldKind::InFlight => Kstatus::in_progress(reason, message),
+        HoldKind::Failed | HoldKind::Unreadable => Kstatus::stalled(reason, message),
+        HoldKind::Undetermined => Kstatus::unknown(reason, message),
+    }
 }
 
 impl Stage {
@@ -763,21 +722,6 @@ impl TraceVerdict {
         status.deployed_revision_short =
             self.deployed_revision.as_ref().map(DeployedRevision::short);
         status.image_tag = self.image_tag.clone();
-    }
-}
-
-/// The run as `status` reports it, with times in whole seconds: Kubernetes serialises `Time` that way,
-/// so a status that went through the API server compares equal to the one computed here and an
-/// unchanged trace is not written again.
-pub fn run_summary(build: &Build) -> RunSummary {
-    let whole =
-        |t: Option<Time>| t.map(|t| Time(Timestamp::from_second(t.0.as_second()).unwrap_or(t.0)));
-    let summary = RunSummary::from_build(build);
-    RunSummary {
-        queue_time: whole(summary.queue_time.clone()),
-        start_time: whole(summary.start_time.clone()),
-        finish_time: whole(summary.finish_time.clone()),
-        ..summary
     }
 }
 

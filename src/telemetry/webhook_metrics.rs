@@ -1,4 +1,4 @@
-//! Webhook health, so a user sees when hooks lose events: deliveries by type and outcome, rejections by
+//! Webhook health (the receiver records most of it; the gate reconciler records what polling found first), so a user sees when hooks lose events: deliveries by type and outcome, rejections by
 //! reason, duplicates, patch latency, and how often polling found a change before any webhook did.
 //! Every label value is from a fixed set (unknown event types are counted as `other`).
 
@@ -52,12 +52,21 @@ impl Default for WebhookMetrics {
 }
 
 impl WebhookMetrics {
+    /// Unregistered: for a receiver whose metrics nobody scrapes (tests).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Register under `webhook_*` (the caller's registry prefix, e.g. `lockstep`, is prepended).
-    pub fn register(&self, registry: &mut Registry) {
+    /// Create the metrics and register them under `lockstep_webhook_*`, as [`super::Metrics::register`]
+    /// does for the rest.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let registry = registry.sub_registry_with_prefix("lockstep");
+        m.register_in(registry);
+        m
+    }
+
+    fn register_in(&self, registry: &mut Registry) {
         registry.register(
             "webhook_events",
             "Service-hook deliveries that passed authentication and parsing, by event type and outcome (accepted, unmatched, test, ignored, duplicate, unavailable)",
@@ -140,9 +149,8 @@ mod tests {
 
     #[test]
     fn registered_series_render_with_prefix() {
-        let mut registry = Registry::with_prefix("lockstep");
-        let m = WebhookMetrics::new();
-        m.register(&mut registry);
+        let mut registry = Registry::default();
+        let m = WebhookMetrics::register(&mut registry);
         m.record_event("build.complete", "accepted");
         m.record_rejection("invalid_credentials");
         m.record_duplicate();

@@ -13,12 +13,13 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tower_test::mock::{self, Handle};
 
-use super::gate::GateConfig;
-use super::trace::{desired_status, kstatus, reconcile, TraceContext};
-use super::ReconcileIo;
+use super::reconcile::{reconcile, TraceContext};
+use super::status::desired_status;
 use crate::ado::{AdoClient, ClientConfig};
 use crate::crd::{ServiceTrace, ServiceTraceStatus};
 use crate::poll_cache::PollCache;
+use crate::reconciler::ReconcileIo;
+use crate::reconciler::ReconcilerConfig;
 use crate::telemetry::Metrics;
 
 const PAT: &str = "pat-trace-0123456789-secret";
@@ -88,7 +89,7 @@ fn context(client: Client) -> Arc<TraceContext> {
 fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let recorders = super::events::test_recorders(&client);
+    let recorders = crate::reconciler::events::test_recorders(&client);
     let io = ReconcileIo {
         client,
         ado: AdoClient::new(ClientConfig {
@@ -98,9 +99,11 @@ fn context_with_registry(client: Client) -> (Arc<TraceContext>, Registry) {
         .expect("client"),
         cache: Arc::new(PollCache::new(Duration::from_secs(5))),
         recorders,
-        tokens: super::token_cache::TokenCache::new(GateConfig::default().secret_cache_ttl),
+        tokens: crate::reconciler::token_cache::TokenCache::new(
+            ReconcilerConfig::default().secret_cache_ttl,
+        ),
         metrics,
-        config: GateConfig::default(),
+        config: ReconcilerConfig::default(),
     };
     let ctx = Arc::new(TraceContext::new(
         io,
@@ -503,9 +506,11 @@ async fn unchanged_trace_writes_nothing() {
 
 #[test]
 fn last_checked_time_is_kept_while_nothing_changes_and_refreshed_later() {
-    use crate::trace::deployed::{AgentState, DeployedKind, DeployedObservation, DeployedTarget};
-    use crate::trace::revision::{DeployedRevision, GitRevision};
-    use crate::trace::stages::{
+    use crate::service_trace::deployed::{
+        AgentState, DeployedKind, DeployedObservation, DeployedTarget,
+    };
+    use crate::service_trace::revision::{DeployedRevision, GitRevision};
+    use crate::service_trace::stages::{
         trace, BuildInput, DeployedInput, HeadCommit, RepoInput, TraceInput,
     };
 
@@ -554,7 +559,7 @@ fn last_checked_time_is_kept_while_nothing_changes_and_refreshed_later() {
         Some(ts("2026-11-22T10:00:00Z"))
     );
     assert_eq!(
-        kstatus(&trace(&input("2026-11-22T10:00:00Z"))).reason,
+        trace(&input("2026-11-22T10:00:00Z")).kstatus.reason,
         "NoSuccessfulBuild"
     );
 
@@ -653,9 +658,9 @@ async fn transient_outage_keeps_the_verdict_and_says_why() {
 
 #[test]
 fn watch_mapper_picks_the_traces_that_reference_the_object() {
-    use super::trace::traces_deployed_on;
+    use super::reconcile::traces_deployed_on;
     use crate::crd::WorkloadKind;
-    use crate::trace::deployed::DeployedKind;
+    use crate::service_trace::deployed::DeployedKind;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
+use tracing::Instrument;
 
 use super::backoff::retry_delay;
 use super::Error;
@@ -111,15 +112,24 @@ where
         self.with_entry(key, |e| f(&mut e.extra))
     }
 
-    /// Run one reconcile of `key`: timed for the metrics, and a success ends the object's failure streak.
+    /// Run one reconcile of `key`: timed for the metrics, inside a `reconcile` span naming the object (so
+    /// every log line of the reconcile carries kind, namespace and name), and a success ends the
+    /// object's failure streak. The name's field is `object`: the JSON log format writes the span's
+    /// own name under `name`, and a second `name` key would shadow it.
     pub async fn track_reconcile(
         &self,
         metrics: &std::sync::Arc<Metrics>,
         key: &ObjectRef<K>,
         reconcile: impl Future<Output = Result<Action, Error>>,
     ) -> Result<Action, Error> {
+        let span = tracing::info_span!(
+            "reconcile",
+            kind = self.kind,
+            namespace = key.namespace.as_deref().unwrap_or_default(),
+            object = %key.name,
+        );
         let timer = metrics.reconcile_started(self.kind);
-        let result = reconcile.await;
+        let result = reconcile.instrument(span).await;
         match &result {
             Ok(_) => {
                 self.with_entry(key, |e| e.failures = 0);
@@ -128,6 +138,13 @@ where
             Err(e) => timer.finish(e.category()),
         }
         result
+    }
+
+    /// A kind's `error_policy`: count the failure, log it, and requeue after the backoff.
+    pub fn requeue_after_failure(&self, key: &ObjectRef<K>, error: &Error) -> Action {
+        let delay = self.retry_delay_after_failure(key);
+        tracing::warn!(kind = self.kind, object = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+        Action::requeue(delay)
     }
 
     /// Count a failed reconcile of `key` and say how long to wait before the next try.

@@ -12,8 +12,35 @@ use super::Error;
 use crate::crd::SecretKeyRef;
 use crate::secret::SecretString;
 
-/// The PAT under `secret_ref` in `namespace`, or a message that says which Secret or key is wrong and
-/// how to fix it. Only a failed API request is an `Error`: a missing or empty token is the user's to fix.
+/// Why no PAT came out of a Secret. Every variant but [`CredentialError::Api`] is the user's to fix and
+/// becomes the object's `AuthenticationFailed` status; `Api` fails the reconcile (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("Secret {namespace}/{name} was not found: create it with the personal access token under key \"{key}\"")]
+    SecretNotFound {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("Secret {namespace}/{name} has no key \"{key}\": put the personal access token under that key")]
+    MissingKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "key \"{key}\" of Secret {namespace}/{name} is empty: put the personal access token there"
+    )]
+    EmptyKey {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(transparent)]
+    Api(#[from] Error),
+}
+
+/// The PAT under `secret_ref` in `namespace`.
 ///
 /// The Secret comes from `tokens` while a read of it is fresh there, so objects sharing a Secret cost one
 /// API read per TTL rather than one per reconcile.
@@ -22,7 +49,7 @@ pub async fn read_token(
     tokens: &TokenCache,
     namespace: &str,
     secret_ref: &SecretKeyRef,
-) -> Result<Result<SecretString, String>, Error> {
+) -> Result<SecretString, CredentialError> {
     let secret = match tokens.get(namespace, &secret_ref.name) {
         Some(cached) => cached,
         None => {
@@ -41,28 +68,36 @@ pub async fn read_token(
             read
         }
     };
+    let (namespace, name, key) = (
+        namespace.to_string(),
+        secret_ref.name.clone(),
+        secret_ref.key.clone(),
+    );
     let Some(secret) = secret else {
-        return Ok(Err(format!(
-            "Secret {namespace}/{} was not found: create it with the personal access token under key \"{}\"",
-            secret_ref.name, secret_ref.key
-        )));
+        return Err(CredentialError::SecretNotFound {
+            namespace,
+            name,
+            key,
+        });
     };
     let value = secret
         .data
         .as_ref()
         .and_then(|d| d.get(&secret_ref.key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
-    Ok(match value {
+    match value {
         Some(token) if !token.is_empty() => Ok(SecretString::new(token)),
-        Some(_) => Err(format!(
-            "key \"{}\" of Secret {namespace}/{} is empty: put the personal access token there",
-            secret_ref.key, secret_ref.name
-        )),
-        None => Err(format!(
-            "Secret {namespace}/{} has no key \"{}\": put the personal access token under that key",
-            secret_ref.name, secret_ref.key
-        )),
-    })
+        Some(_) => Err(CredentialError::EmptyKey {
+            namespace,
+            name,
+            key,
+        }),
+        None => Err(CredentialError::MissingKey {
+            namespace,
+            name,
+            key,
+        }),
+    }
 }
 
 /// Objects in `store` in the Secret's namespace whose `secret_ref` names it: a rotated PAT re-reconciles

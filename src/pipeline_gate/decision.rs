@@ -163,6 +163,23 @@ pub struct Verdict {
     pub deadline: Option<Timestamp>,
 }
 
+impl Verdict {
+    /// Blocked for a reason that involves no run (bad credentials, no such pipeline): the runs in status
+    /// stay as they were.
+    pub fn blocked(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            phase: Phase::Blocked,
+            reason,
+            message: message.into(),
+            latest_run: None,
+            last_completed_run: None,
+            last_succeeded_run: None,
+            waiting: None,
+            deadline: None,
+        }
+    }
+}
+
 /// Where a run is in its life, collapsed from the status/result spellings ADO uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RunStage {
@@ -339,16 +356,7 @@ pub fn decide_error(err: &AdoError) -> Option<Verdict> {
         | AdoError::Unavailable { .. }
         | AdoError::InvalidResponse { .. } => return None,
     };
-    Some(Verdict {
-        phase: Phase::Blocked,
-        reason,
-        message: err.to_string(),
-        latest_run: None,
-        last_completed_run: None,
-        last_succeeded_run: None,
-        waiting: None,
-        deadline: None,
-    })
+    Some(Verdict::blocked(reason, err.to_string()))
 }
 
 struct PipelineName<'a> {

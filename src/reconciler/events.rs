@@ -14,6 +14,32 @@ use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 use tracing::warn;
 
+/// Every Event reason lockstep records, so `kubectl describe` readers and alerts have one list to look up.
+pub mod reasons {
+    /// A gate opened: its pipeline's newest run succeeded.
+    pub const GATE_OPENED: &str = "GateOpened";
+    /// A gate waits for a queued or running run.
+    pub const GATE_WAITING: &str = "GateWaiting";
+    /// A gate blocked on a failed, canceled or missing run.
+    pub const GATE_BLOCKED: &str = "GateBlocked";
+    /// A gate waited longer than its policy allows.
+    pub const TIMED_OUT: &str = "TimedOut";
+    /// The personal access token cannot be read or was rejected.
+    pub const AUTH_FAILED: &str = "AuthFailed";
+    /// Azure DevOps failed transiently; the last verdict stands.
+    pub const AZURE_DEVOPS_ERROR: &str = "AzureDevOpsError";
+    /// Azure DevOps has not answered for longer than `staleAfter`: Ready is Unknown.
+    pub const API_UNAVAILABLE: &str = "ApiUnavailable";
+    /// A trace reached Ready: the newest build runs in the cluster.
+    pub const TRACE_READY: &str = "TraceReady";
+    /// A trace is stalled on a failure or something it cannot read.
+    pub const TRACE_STALLED: &str = "TraceStalled";
+    /// A trace follows a change in flight.
+    pub const TRACE_PROGRESSING: &str = "TraceProgressing";
+    /// A trace cannot tell where the change is.
+    pub const TRACE_UNKNOWN: &str = "TraceUnknown";
+}
+
 /// The API server rejects notes above 1 kB.
 const MAX_NOTE_BYTES: usize = 1000;
 

@@ -1,0 +1,71 @@
+//! The PipelineGate controller: which watches trigger a gate's reconcile, and its run loop.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext};
+use super::KIND;
+use crate::crd::PipelineGate;
+use crate::reconciler::runtime::{
+    log_result, ready_after_first_list, stop_bounded, RECONCILE_CONCURRENCY,
+};
+use crate::reconciler::Shared;
+
+/// Run the PipelineGate controller until `shutdown` resolves; in-flight reconciles finish first.
+///
+/// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
+/// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
+/// in the watched namespaces, mapped to the gates that reference them.
+pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let gates: Api<PipelineGate> = shared.scoped();
+    let secrets: Api<Secret> = shared.scoped();
+    // The controller's cache holds every gate for the life of the process; managedFields are most of a
+    // gate's size and nothing here reads them (status is written by server-side apply, which the API
+    // server resolves), so they are dropped on the way in.
+    let (store, writer) = reflector::store();
+    let gate_stream = reflector(
+        writer,
+        watcher::watcher(gates, watcher::Config::default().any_semantic()).modify(|gate| {
+            gate.managed_fields_mut().clear();
+        }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(gate_stream, store.clone());
+    let mapper_store = store.clone();
+    let mut ctx = GateContext::new(shared.reconcile_io(), store.clone());
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
+    let tokens_ctx = ctx.clone();
+
+    let (first_list, mark_ready) =
+        ready_after_first_list(&store, "PipelineGates", &shared.readiness);
+
+    let shutdown = shutdown.shared();
+    let running = controller
+        .watches(
+            secrets,
+            watcher::Config::default(),
+            move |secret: Secret| {
+                // Before the reconciles this change triggers run: they must read the new PAT.
+                tokens_ctx.io.tokens.invalidate_secret(&secret);
+                gates_using_secret(&mapper_store, &secret)
+            },
+        )
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move { log_result(KIND, result) });
+    stop_bounded(running, shutdown, &first_list).await;
+    mark_ready.abort();
+    info!("PipelineGate controller stopped");
+}

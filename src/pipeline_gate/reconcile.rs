@@ -1,0 +1,331 @@
+//! The PipelineGate reconciler: read the PAT, read the runs (shared per pipeline), decide, write status
+//! only when it changed, record Events on transitions, and requeue at the right moment.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use tracing::{debug, info};
+
+use super::decision::{self, DecisionInput, Phase, Policy, Reason, Verdict};
+use super::status::{self, GateEvent, Outcome, Severity, StatusInput};
+use super::KIND;
+use crate::ado::AdoError;
+use crate::conditions::{self, READY};
+use crate::crd::{duration_or, requested_at, whole_seconds, PipelineGate, PipelineGateStatus};
+use crate::pipeline_key::{full_branch_ref, PipelineKey};
+use crate::reconciler::credentials::{objects_using_secret, read_token, CredentialError};
+use crate::reconciler::events::publish_transition_event;
+use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
+use crate::reconciler::status_write::write_status_if_changed;
+use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints, RUNS_PER_LIST};
+use crate::secret::SecretString;
+
+/// Everything a gate reconcile needs.
+pub struct GateContext {
+    pub io: ReconcileIo,
+    /// The controller's view of all gates, for the Ready gauge and to prune per-gate memory.
+    pub store: Store<PipelineGate>,
+    /// The webhook receiver's hint log, when it runs: to count changes polling found before any hook.
+    pub hints: Option<WebhookHints>,
+    memory: ObjectMemory<PipelineGate, PipelineGateStatus, GateMemory>,
+}
+
+/// What only the gate reconciler remembers per gate (the shared part is in [`ObjectMemory`]).
+#[derive(Default)]
+struct GateMemory {
+    last_success: Option<Timestamp>,
+    /// When this gate last read runs (cached or not), to tell whether a hint arrived since.
+    last_poll: Option<Instant>,
+}
+
+impl GateContext {
+    pub fn new(io: ReconcileIo, store: Store<PipelineGate>) -> Self {
+        Self {
+            io,
+            store,
+            hints: None,
+            memory: ObjectMemory::new(KIND),
+        }
+    }
+
+    /// Count changes that polling found before any webhook hinted them.
+    pub fn with_webhook_hints(mut self, hints: WebhookHints) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+}
+
+/// Reconcile one gate. Azure DevOps problems become status; only Kubernetes API failures are errors.
+pub async fn reconcile(gate: Arc<PipelineGate>, ctx: Arc<GateContext>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*gate);
+    ctx.memory
+        .track_reconcile(&ctx.io.metrics, &key, reconcile_inner(&gate, &ctx))
+        .await
+}
+
+/// Back off exponentially per gate on Kubernetes API errors (see [`crate::reconciler::backoff`]).
+pub fn error_policy(gate: Arc<PipelineGate>, error: &Error, ctx: Arc<GateContext>) -> Action {
+    ctx.memory
+        .requeue_after_failure(&ObjectRef::from_obj(&*gate), error)
+}
+
+async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Action, Error> {
+    let name = gate.name_any();
+    let namespace = gate.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: KIND,
+        name: name.clone(),
+    })?;
+    let key = ObjectRef::from_obj(gate);
+    let spec = &gate.spec;
+    let now = whole_seconds(Timestamp::now());
+    let stale_after = duration_or(&spec.policy.stale_after, ctx.io.config.default_stale_after);
+    let interval = duration_or(&spec.interval, ctx.io.config.default_interval);
+    let current = ctx.memory.current_status(&key, gate, gate.status.as_ref());
+
+    // Phase of the pipeline's requeue grid (see [`until_next_tick`]); known once the spec names one.
+    let (outcome, tick_phase) = if spec.suspend {
+        (Outcome::Suspended, 0)
+    } else {
+        let secret_ref = &spec.azure_devops.credentials.secret_ref;
+        match read_token(&ctx.io.client, &ctx.io.tokens, &namespace, secret_ref).await {
+            Err(CredentialError::Api(e)) => return Err(e),
+            Err(problem) => (
+                Outcome::unread(Verdict::blocked(
+                    Reason::AuthenticationFailed,
+                    problem.to_string(),
+                )),
+                0,
+            ),
+            Ok(token) => read_and_decide(gate, &token, now, current.as_ref(), ctx).await,
+        }
+    };
+
+    if let Outcome::Verdict {
+        verdict,
+        read_ok: true,
+    } = &outcome
+    {
+        // Remembered for staleness: exact, unlike lastCheckedTime in status.
+        let previous_poll = ctx.memory.with_extra(&key, |m| {
+            m.last_success = Some(now);
+            m.last_poll.replace(Instant::now())
+        });
+        let old_run = current
+            .as_ref()
+            .and_then(|s| s.latest_run.as_ref())
+            .map(|r| r.id);
+        let new_run = verdict.latest_run.as_ref().map(|r| r.id);
+        if old_run.is_some() && new_run.is_some() && old_run != new_run {
+            if let Some(hints) = &ctx.hints {
+                hints.note_polled_change(&key, previous_poll);
+            }
+        }
+    }
+    let last_success = ctx.memory.with_extra(&key, |m| m.last_success);
+    let desired = status::desired(
+        &StatusInput {
+            current: current.as_ref(),
+            generation: gate.metadata.generation,
+            now,
+            stale_after,
+            last_success,
+        },
+        &outcome,
+    );
+    let ready = conditions::find(&desired.status.conditions, READY).map(|c| c.status.clone());
+    write_status_if_changed(
+        &ctx.io.client,
+        &ctx.memory,
+        gate,
+        &namespace,
+        current.as_ref(),
+        &desired.status,
+    )
+    .await?;
+    publish_events(gate, &desired.events, ctx).await;
+    ctx.memory
+        .update_ready_gauge(&ctx.io.metrics, &ctx.store, &key, ready);
+
+    let action = match &outcome {
+        Outcome::Suspended => Action::await_change(),
+        Outcome::Verdict {
+            verdict,
+            read_ok: true,
+        } => {
+            let period = match verdict.phase {
+                Phase::Waiting => ctx.io.config.fast_interval,
+                Phase::Open | Phase::Blocked => interval,
+            };
+            let mut after = until_next_tick(period, tick_phase, SystemTime::now());
+            if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
+                after = after.min(until(deadline));
+            }
+            Action::requeue(after)
+        }
+        // Bad credentials or a missing pipeline: nothing changes until someone fixes it (the Secret watch
+        // and spec changes trigger a reconcile sooner), so the normal interval is plenty.
+        Outcome::Verdict { read_ok: false, .. } => Action::requeue(interval),
+        Outcome::Transient { error, retry_after } => {
+            let mut after = ctx.io.config.fast_interval.min(interval);
+            if let Some(retry_after) = retry_after {
+                after = after.max(*retry_after);
+            }
+            // The retry time lives here, not in status: lastError stays put while the hold counts down.
+            info!(error = %error, retry_in_s = after.as_secs(), "Azure DevOps read failed; the last verdict stands");
+            Action::requeue(after)
+        }
+    };
+    debug!(?action, "reconciled");
+    Ok(action)
+}
+
+/// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
+async fn read_and_decide(
+    gate: &PipelineGate,
+    token: &SecretString,
+    now: Timestamp,
+    current: Option<&PipelineGateStatus>,
+    ctx: &GateContext,
+) -> (Outcome, u64) {
+    let ado_spec = &gate.spec.azure_devops;
+    let pipeline = &gate.spec.pipeline;
+    let Some(key) = PipelineKey::new(
+        &ado_spec.organization_url,
+        &ado_spec.project,
+        pipeline.definition_id,
+        &pipeline.branch,
+    ) else {
+        let verdict = Verdict::blocked(
+            Reason::NotFound,
+            format!(
+                "organizationUrl {:?} is not an Azure DevOps organization or collection URL: use https://dev.azure.com/<org>",
+                ado_spec.organization_url
+            ),
+        );
+        return (Outcome::unread(verdict), 0);
+    };
+    let fetched = ctx
+        .io
+        .cache
+        .get_or_fetch(&key, token, requested_at(gate), || {
+            ctx.io.ado.list_builds(
+                &ado_spec.organization_url,
+                &ado_spec.project,
+                pipeline.definition_id,
+                &pipeline.branch,
+                RUNS_PER_LIST,
+                token,
+            )
+        })
+        .await;
+    let age = Instant::now().saturating_duration_since(fetched.finished_at);
+    let outcome = match &fetched.result {
+        Ok(runs) => {
+            let branch = full_branch_ref(&pipeline.branch);
+            let policy = Policy::from_spec(&gate.spec.policy);
+            let verdict = decision::decide(&DecisionInput {
+                runs,
+                definition_id: pipeline.definition_id,
+                branch: &branch,
+                pipeline_name: None,
+                policy: &policy,
+                now,
+                previous_wait: status::previous_wait(current),
+            });
+            return (
+                Outcome::Verdict {
+                    verdict: Box::new(verdict),
+                    read_ok: true,
+                },
+                tick_phase(&key),
+            );
+        }
+        Err(err) => match decision::decide_error(err) {
+            Some(verdict) => Outcome::unread(verdict),
+            None => Outcome::Transient {
+                error: err.to_string(),
+                retry_after: match err {
+                    AdoError::RateLimited { retry_after, .. } => {
+                        Some(retry_after.saturating_sub(age))
+                    }
+                    _ => None,
+                },
+            },
+        },
+    };
+    (outcome, 0)
+}
+
+async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {
+    for e in events {
+        let type_ = match e.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        };
+        publish_transition_event(&ctx.io.recorders, gate, type_, e.reason, &e.note).await;
+    }
+}
+
+/// Gates in the Secret's namespace that reference it: a rotated PAT re-reconciles exactly those.
+pub fn gates_using_secret(
+    store: &Store<PipelineGate>,
+    secret: &Secret,
+) -> Vec<ObjectRef<PipelineGate>> {
+    objects_using_secret(store, secret, |g| {
+        &g.spec.azure_devops.credentials.secret_ref
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    fn gate(ns: &str, name: &str, secret: &str) -> PipelineGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": secret, "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn secret(ns: &str, name: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_gates_in_its_namespace_that_reference_it() {
+        let mut writer = Writer::<PipelineGate>::default();
+        for g in [
+            gate("a", "one", "pat"),
+            gate("a", "two", "pat"),
+            gate("a", "other-secret", "different"),
+            gate("b", "same-name-elsewhere", "pat"),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(g));
+        }
+        let store = writer.as_reader();
+        let mut names: Vec<String> = gates_using_secret(&store, &secret("a", "pat"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["one", "two"]);
+        assert!(gates_using_secret(&store, &secret("c", "pat")).is_empty());
+    }
+}

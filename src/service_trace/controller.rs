@@ -1,0 +1,132 @@
+//! The ServiceTrace controller: which watches trigger a trace's reconcile, and its run loop.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DynamicObject;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use tracing::info;
+
+use super::deployed::DeployedKind;
+use super::read::{argo_application_resource, flux_kustomization_resource};
+use super::reconcile::{
+    error_policy, reconcile, traces_deployed_on, traces_using_secret, TraceContext,
+};
+use super::KIND;
+use crate::crd::{ServiceTrace, WorkloadKind};
+use crate::reconciler::runtime::{can_watch, log_result, ready_after_first_list, stop_bounded};
+use crate::reconciler::Shared;
+
+/// Reconciles in parallel: a trace makes several Azure DevOps reads, so fewer at once than the gates.
+const TRACE_CONCURRENCY: u16 = 8;
+
+/// Watch the workloads of type `W` (of `kind`), so a rollout re-traces the traces whose `spec.deployed`
+/// names the workload.
+fn watch_workloads<W>(
+    controller: Controller<ServiceTrace>,
+    shared: &Shared,
+    store: &Store<ServiceTrace>,
+    kind: WorkloadKind,
+) -> Controller<ServiceTrace>
+where
+    W: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    let store = store.clone();
+    controller.watches(
+        shared.scoped::<W>(),
+        watcher::Config::default(),
+        move |o: W| {
+            traces_deployed_on(
+                &store,
+                DeployedKind::Workload(kind),
+                o.meta().namespace.as_deref(),
+                o.meta().name.as_deref(),
+            )
+        },
+    )
+}
+
+/// Run the ServiceTrace controller until `shutdown` resolves; in-flight reconciles finish first.
+///
+/// Besides the traces and their Secrets it watches the objects traces read their deployed revision from
+/// (Flux Kustomizations and Argo CD Applications when the cluster serves those APIs; Deployments,
+/// StatefulSets, DaemonSets), so a sync or a rollout re-traces at once instead of at the next poll. All of
+/// these are read-only: get, list, watch.
+pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let controller = Controller::new(
+        shared.scoped::<ServiceTrace>(),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = controller.store();
+    let ctx = Arc::new(TraceContext::new(shared.reconcile_io(), store.clone()));
+
+    let secrets_store = store.clone();
+    let tokens_ctx = ctx.clone();
+    let mut controller = controller.watches(
+        shared.scoped::<Secret>(),
+        watcher::Config::default(),
+        move |secret: Secret| {
+            // Before the reconciles this change triggers run: they must read the new PAT.
+            tokens_ctx.io.tokens.invalidate_secret(&secret);
+            traces_using_secret(&secrets_store, &secret)
+        },
+    );
+    for (kind, resource) in [
+        (
+            DeployedKind::FluxKustomization,
+            flux_kustomization_resource(),
+        ),
+        (DeployedKind::ArgoApplication, argo_application_resource()),
+    ] {
+        let api = shared.scoped_dynamic(&resource);
+        if can_watch(&api, kind.kind_name()).await {
+            let s = store.clone();
+            controller = controller.watches_with(
+                api,
+                resource,
+                watcher::Config::default(),
+                move |o: DynamicObject| {
+                    traces_deployed_on(
+                        &s,
+                        kind,
+                        o.metadata.namespace.as_deref(),
+                        o.metadata.name.as_deref(),
+                    )
+                },
+            );
+        }
+    }
+    let controller =
+        watch_workloads::<Deployment>(controller, &shared, &store, WorkloadKind::Deployment);
+    let controller =
+        watch_workloads::<StatefulSet>(controller, &shared, &store, WorkloadKind::StatefulSet);
+    let controller =
+        watch_workloads::<DaemonSet>(controller, &shared, &store, WorkloadKind::DaemonSet);
+
+    let (first_list, mark_ready) =
+        ready_after_first_list(&store, "ServiceTraces", &shared.readiness);
+    let shutdown = shutdown.shared();
+    let running = controller
+        .with_config(controller::Config::default().concurrency(TRACE_CONCURRENCY))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move { log_result(KIND, result) });
+    // Same shutdown bound as the gate controller: without it an unreachable API server before the
+    // first list keeps the process alive after SIGTERM (STACK.md's shutdown trap).
+    stop_bounded(running, shutdown, &first_list).await;
+    mark_ready.abort();
+    info!("ServiceTrace controller stopped");
+}
