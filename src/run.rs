@@ -12,10 +12,12 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::api::{ApiCaches, ApiServer, Authenticator, CacheSlot};
+use crate::crd::{PipelineGate, ServiceTrace};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::ops_server::{serve_ops, Readiness};
 use crate::poll_cache::PollCache;
-use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::reconciler::{scoped, FirstList, HintLog, ReconcilerConfig, Shared, WebhookHints};
 use crate::telemetry::{init_logging, AdoRequestMetrics, LogFormat, Metrics, WebhookMetrics};
 use crate::webhook::{
     feed_from_watchers, AuthConfigError, HintIndex, ServeError, WebhookAuth, WebhookServer,
@@ -78,6 +80,13 @@ pub struct RunArgs {
     /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
     #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", default_value = "5s")]
     pub poll_cache_ttl: kube::core::Duration,
+    /// Address of the read API and dashboard (off unless set). Port 0 picks a free port (logged).
+    #[arg(long, env = "LOCKSTEP_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// File holding the API's static bearer token, for callers without a Kubernetes token (Azure DevOps
+    /// checks): read-only access to every gate and trace lockstep watches.
+    #[arg(long, env = "LOCKSTEP_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Why `lockstep run` could not start.
@@ -99,6 +108,8 @@ pub enum RunError {
     WebhookAuth(#[source] AuthConfigError),
     #[error(transparent)]
     WebhookServe(#[from] ServeError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
     #[error("could not install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -143,9 +154,12 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
 }
 
 /// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`.
+///
+/// With `api_caches`, each controller publishes its store there for the read API.
 async fn run_controllers(
     shared: Shared,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    api_caches: Option<ApiCaches>,
 ) {
     use futures::FutureExt as _;
     let stop = stop.shared();
@@ -174,8 +188,12 @@ async fn run_controllers(
         ..shared
     };
     futures::join!(
-        pipeline_gate::controller::run(gate_shared, stop.clone()),
-        service_trace::controller::run(trace_shared, stop),
+        pipeline_gate::controller::run(
+            gate_shared,
+            stop.clone(),
+            api_caches.as_ref().map(|c| c.gates.clone())
+        ),
+        service_trace::controller::run(trace_shared, stop, api_caches.map(|c| c.traces)),
     );
     both_listed.abort();
 }
@@ -247,6 +265,86 @@ impl HintLog for HintIndex {
     }
 }
 
+/// The read API, and where its caches come from.
+struct RunningApi {
+    server: ApiServer,
+    /// The caches the controllers fill (no leader election); `None` when the API keeps its own.
+    controller_caches: Option<ApiCaches>,
+    /// The API's own watches (leader election), stopped at shutdown.
+    feeds: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A reflector over `api` that fills `slot`, for replicas whose controllers may not run.
+fn own_reflector<K>(api: kube::Api<K>, slot: Arc<CacheSlot<K>>) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::ResourceExt as _;
+    let (store, writer) = kube::runtime::reflector::store();
+    let listed = FirstList::watch(store.clone(), "objects for the API");
+    slot.publish(store, Arc::new(move || listed.is_done()));
+    tokio::spawn(async move {
+        let watch = kube::runtime::watcher(
+            api,
+            kube::runtime::watcher::Config::default().any_semantic(),
+        )
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff();
+        kube::runtime::reflector(writer, watch)
+            .for_each(|_| async {})
+            .await;
+    })
+}
+
+/// Start the read API and dashboard on `--api-addr`. Without leader election it serves the controllers'
+/// reflector stores, which the controllers publish as they start. With leader election a standby runs no
+/// controller, so the API keeps its own watch of both kinds and every replica can answer.
+async fn start_api(
+    args: &RunArgs,
+    client: &kube::Client,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<RunningApi>, RunError> {
+    let Some(addr) = args.api_addr else {
+        return Ok(None);
+    };
+    let static_token = args
+        .api_token_file
+        .as_deref()
+        .map(crate::api::read_token_file)
+        .transpose()?;
+    let caches = ApiCaches::new();
+    let (controller_caches, feeds) = if args.leader_election {
+        let feeds = vec![
+            own_reflector(
+                scoped::<PipelineGate>(client, &args.namespace),
+                caches.gates.clone(),
+            ),
+            own_reflector(
+                scoped::<ServiceTrace>(client, &args.namespace),
+                caches.traces.clone(),
+            ),
+        ];
+        (None, feeds)
+    } else {
+        (Some(caches.clone()), Vec::new())
+    };
+    let auth = Authenticator::new(static_token, Some(client.clone()));
+    let server = crate::api::serve(addr, caches, auth, shutdown).await?;
+    Ok(Some(RunningApi {
+        server,
+        controller_caches,
+        feeds,
+    }))
+}
+
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundAddrs {
@@ -254,6 +352,8 @@ pub struct BoundAddrs {
     pub metrics: SocketAddr,
     /// The service-hook receiver; `None` when it is disabled (no webhook credentials configured).
     pub webhook: Option<SocketAddr>,
+    /// The read API and dashboard; `None` unless `--api-addr` is set.
+    pub api: Option<SocketAddr>,
 }
 
 /// The Kubernetes client, from KUBECONFIG or the in-cluster config. kube-rs sends no User-Agent of its
@@ -292,6 +392,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     let readiness = Readiness::default();
 
     let webhook = start_webhook(&args, &client, &mut registry, shutdown.clone()).await?;
+    let api = start_api(&args, &client, shutdown.clone()).await?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| RunError::MetricsListen {
@@ -308,6 +409,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     on_bound(BoundAddrs {
         metrics: metrics_addr,
         webhook: webhook.as_ref().map(|w| w.server.local_addr()),
+        api: api.as_ref().map(|a| a.server.local_addr()),
     });
     let ops = tokio::spawn(serve_ops(
         listener,
@@ -331,6 +433,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         readiness: readiness.clone(),
         webhook_hints: webhook.as_ref().map(|w| w.hints.clone()),
     };
+    let api_caches = api.as_ref().and_then(|a| a.controller_caches.clone());
     info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
         identity = %shared.identity,
@@ -368,12 +471,17 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                     move || standby_readiness.set_ready(true),
                     |stop| {
                         readiness.set_ready(false);
-                        run_controllers(shared.clone(), stop)
+                        run_controllers(shared.clone(), stop, None)
                     },
                 )
                 .await;
             } else {
-                run_controllers(shared, leader::sync_signal(shutdown_requested(shutdown))).await;
+                run_controllers(
+                    shared,
+                    leader::sync_signal(shutdown_requested(shutdown)),
+                    api_caches,
+                )
+                .await;
             }
         }
     };
@@ -385,6 +493,14 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = controllers.await;
         let _ = ops.await;
+        if let Some(api) = api {
+            for feed in api.feeds {
+                feed.abort();
+            }
+            if let Err(e) = api.server.wait().await {
+                warn!(error = %e, "API server");
+            }
+        }
         if let Some(webhook) = webhook {
             webhook.feed.abort();
             if let Err(e) = webhook.server.wait().await {

@@ -13,6 +13,7 @@ use tracing::info;
 
 use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext};
 use super::KIND;
+use crate::api::CacheSlot;
 use crate::crd::PipelineGate;
 use crate::reconciler::runtime::{
     log_result, ready_after_first_list, stop_bounded, RECONCILE_CONCURRENCY,
@@ -24,7 +25,14 @@ use crate::reconciler::Shared;
 /// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
 /// in the watched namespaces, mapped to the gates that reference them.
-pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// `api_cache`: where the read API finds this controller's store (see [`crate::api`]); the store is
+/// published there once the controller has it, and read-only from then on.
+pub async fn run(
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    api_cache: Option<Arc<CacheSlot<PipelineGate>>>,
+) {
     let gates: Api<PipelineGate> = shared.scoped();
     let secrets: Api<Secret> = shared.scoped();
     // The controller's cache holds every gate for the life of the process; managedFields are most of a
@@ -49,6 +57,10 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
 
     let (first_list, mark_ready) =
         ready_after_first_list(&store, "PipelineGates", &shared.readiness);
+    if let Some(slot) = api_cache {
+        let listed = first_list.clone();
+        slot.publish(store.clone(), Arc::new(move || listed.is_done()));
+    }
 
     let shutdown = shutdown.shared();
     let running = controller
