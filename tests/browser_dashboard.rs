@@ -99,6 +99,16 @@ fn finished(h: &Harness, definition: i64, commit: &str) -> i64 {
     id
 }
 
+/// Whether this build's ServiceTrace status records a build history (`status.history`); the page shows it
+/// in the expanded row when it does.
+fn has_history() -> bool {
+    use kube::CustomResourceExt as _;
+    let crd = serde_json::to_value(lockstep::crd::ServiceTrace::crd()).expect("CRD as JSON");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        .get("history")
+        .is_some()
+}
+
 /// The API's address, from lockstep's JSON log line "API and dashboard listening".
 async fn api_addr(log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -203,6 +213,7 @@ spec:
         .env("LOCKSTEP_URL", &url)
         .env("LOCKSTEP_TOKEN", TOKEN)
         .env("SCREENSHOTS", &shots)
+        .env("EXPECT_HISTORY", if has_history() { "1" } else { "0" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -266,10 +266,8 @@ function traceRow(t, envCols, stageCols) {
   const history = historyOf(t);
   const histId = 'history-' + key.replace(/[^A-Za-z0-9_-]/g, '_');
   const open = expanded.has(key);
-  const toggle = history.length
-    ? el('button', { type: 'button', 'aria-expanded': String(open), 'aria-controls': histId, 'data-focus': 'toggle:' + key,
-      'aria-label': 'History of ' + t.metadata.name + ' (' + history.length + ' builds)' }, open ? '▾ History' : '▸ History')
-    : null;
+  const toggle = el('button', { type: 'button', 'aria-expanded': String(open), 'aria-controls': histId, 'data-focus': 'toggle:' + key,
+    'aria-label': 'Stages and history of ' + t.metadata.name + ' (' + history.length + ' builds)' }, open ? '▾ History' : '▸ History');
   const tag = b.imageTag || b.number || (t.status && t.status.imageTag) || run.buildNumber || '—';
   const commit = b.commit || run.sourceVersion || buildStage.commit;
   const started = b.startTime || run.startTime;
@@ -291,9 +289,7 @@ function traceRow(t, envCols, stageCols) {
     cells.push(el('td', {}, s ? [chip(s.state), el('small', {}, s.run ? link(s.run.buildNumber || String(s.run.id), s.run.webUrl) : short(s.commit))] : '—'));
   }
   const rows = [el('tr', { 'data-key': key, 'data-state': t.state, class: changed.has('ServiceTrace:' + key) ? 'changed' : null }, cells)];
-  if (history.length) {
-    rows.push(historyRow(t, histId, envCols, cells.length, open));
-  }
+  rows.push(historyRow(t, histId, envCols, cells.length, open));
   return rows;
 }
 
@@ -314,9 +310,21 @@ function historyRow(t, id, envCols, span, open) {
       const a = (h.environments || {})[n];
       return el('td', {}, a ? [chip(a.state), el('small', {}, a.leadTime ? 'lead time ' + a.leadTime : ago(a.arrivedAt))] : '—');
     })));
-  const table = el('table', {}, el('caption', {}, 'Build history of ' + t.metadata.namespace + '/' + t.metadata.name),
-    el('thead', {}, head), el('tbody', {}, body));
-  return el('tr', { id, class: 'history', hidden: !open }, el('td', { colspan: String(span) }, table));
+  const name = t.metadata.namespace + '/' + t.metadata.name;
+  const stages = (t.status && t.status.stages) || [];
+  const stageTable = el('table', { class: 'stages' }, el('caption', {}, 'Stages of the newest build of ' + name),
+    el('thead', {}, el('tr', {}, ['Stage', 'State', 'Run', 'Commit', 'Updated', 'Message'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, stages.map((st) => el('tr', { 'data-stage': st.name },
+      el('th', { scope: 'row' }, st.name),
+      el('td', {}, chip(st.state)),
+      el('td', {}, st.run ? link(st.run.buildNumber || String(st.run.id), st.run.webUrl) : '—'),
+      el('td', { class: 'sha' }, st.commit ? link(short(st.commit), st.webUrl) : '—'),
+      el('td', {}, ago(st.updatedTime) || '—'),
+      el('td', {}, st.message || '')))));
+  const historyTable = body.length
+    ? el('table', {}, el('caption', {}, 'Build history of ' + name), el('thead', {}, head), el('tbody', {}, body))
+    : el('p', {}, 'No build history recorded for ' + name + ' yet.');
+  return el('tr', { id, class: 'history', hidden: !open }, el('td', { colspan: String(span) }, stageTable, historyTable));
 }
 
 function gateRow(g) {
