@@ -561,3 +561,41 @@ async fn there_is_no_route_to_anything_but_gates_and_traces() {
         "read-only: no write method is routed"
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_the_server() {
+    let mut gates = Writer::<PipelineGate>::default();
+    let mut traces = Writer::<ServiceTrace>::default();
+    gates.apply_watcher_event(&watcher::Event::Init);
+    gates.apply_watcher_event(&watcher::Event::InitDone);
+    traces.apply_watcher_event(&watcher::Event::Init);
+    traces.apply_watcher_event(&watcher::Event::InitDone);
+    let (stop, shutdown) = watch::channel(false);
+    let server = api::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        ApiCaches::from_stores(gates.as_reader(), traces.as_reader()),
+        Authenticator::new(Some(SecretString::new(TOKEN)), None),
+        shutdown,
+    )
+    .await
+    .unwrap();
+    let mut stream = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/watch", server.local_addr()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().expect("SYNCED arrives");
+    assert!(std::str::from_utf8(&first).unwrap().contains("SYNCED"));
+    stop.send(true).unwrap();
+    // A long-lived stream must not hold graceful shutdown open (STACK.md's shutdown trap).
+    tokio::time::timeout(Duration::from_secs(5), server.wait())
+        .await
+        .expect("the server stops within 5s with a stream open")
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended");
+}
