@@ -172,8 +172,9 @@ pub struct Authenticator {
     static_token: Option<SecretString>,
     /// `None`: Kubernetes tokens are not accepted (only the static token).
     kube: Option<kube::Client>,
-    /// Keyed by the token itself (kept in memory only, like the apiserver's own token cache keys).
-    tokens: TtlCache<String, Option<Arc<User>>>,
+    /// Keyed by the token's SHA-256, as kube-apiserver's cached token authenticator does: the cache
+    /// holds no token, and an entry is 32 bytes whatever the token's length.
+    tokens: TtlCache<[u8; 32], Option<Arc<User>>>,
     decisions: TtlCache<DecisionKey, bool>,
 }
 
@@ -210,7 +211,8 @@ impl Authenticator {
         let Some(client) = &self.kube else {
             return Err(AuthError::InvalidToken);
         };
-        if let Some(cached) = self.tokens.get(&token.to_string()) {
+        let key = token_key(token);
+        if let Some(cached) = self.tokens.get(&key) {
             return cached.map(Caller::User).ok_or(AuthError::InvalidToken);
         }
         let user = token_review(client, token).await?;
@@ -219,7 +221,7 @@ impl Authenticator {
         } else {
             REJECTED_TOKEN_TTL
         };
-        self.tokens.insert(token.to_string(), user.clone(), ttl);
+        self.tokens.insert(key, user.clone(), ttl);
         user.map(Caller::User).ok_or(AuthError::InvalidToken)
     }
 
@@ -301,6 +303,13 @@ impl Authenticator {
             })
         }
     }
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// The token of an `Authorization: Bearer` header (scheme case-insensitive, RFC 6750 §2.1).
