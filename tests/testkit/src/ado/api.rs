@@ -372,7 +372,7 @@ fn respond(
             "AccountNotFoundException",
         );
     };
-    if !authenticated(org, headers) {
+    if !authenticated(org, headers) && !shared.entra_accepts(&org.name, headers) {
         return unauthenticated(headers, &shared.base_url);
     }
     if method != Method::GET {

@@ -11,6 +11,7 @@ mod chaos;
 mod control;
 mod control_hooks;
 mod definitions;
+mod entra_trust;
 mod faults;
 mod hooks;
 mod ids;
@@ -26,9 +27,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 pub use chaos::{ChaosConfig, ChaosFault, RetryAfter, RetryAfterForm};
+pub use entra_trust::AdoSimOptions;
 pub use hooks::{BuildCompleteVersion, HookDelivery, HookEvent, HookOutcome};
 pub use requests::AdoRequestRecord;
 pub use state::{RunResult, RunStatus};
@@ -45,6 +46,7 @@ pub(crate) struct Shared {
     log: Mutex<Vec<AdoRequestRecord>>,
     notification_ids: Mutex<HashMap<String, i64>>,
     hooks: Mutex<subscriptions::HookStore>,
+    entra: Mutex<entra_trust::EntraTrust>,
     base_url: String,
     http: reqwest::Client,
 }
@@ -231,18 +233,8 @@ fn ser_status<S: serde::Serializer>(s: &RunStatus, ser: S) -> Result<S::Ok, S::E
 #[derive(Clone)]
 pub struct AdoSimulator {
     shared: Arc<Shared>,
-    _shutdown: Arc<ShutdownOnDrop>,
-}
-
-struct ShutdownOnDrop(Mutex<Option<oneshot::Sender<()>>>);
-
-impl Drop for ShutdownOnDrop {
-    fn drop(&mut self) {
-        if let Some(tx) = lock(&self.0).take() {
-            // The server may already be gone; nothing to do then.
-            let _ = tx.send(());
-        }
-    }
+    _shutdown: Arc<crate::tls::ServerHandle>,
+    addr: std::net::SocketAddr,
 }
 
 /// Runs `f` and panics with its error: the infallible-looking API of the test kit, for tests where a
@@ -258,52 +250,10 @@ fn or_panic<T>(what: &str, r: Result<T, TestkitError>) -> T {
 impl AdoSimulator {
     /// Starts the simulator on 127.0.0.1 with an ephemeral port, inside the current tokio runtime.
     pub async fn start() -> Result<AdoSimulator, TestkitError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(TestkitError::Bind)?;
-        let addr = listener.local_addr().map_err(|source| TestkitError::Io {
-            action: "read the ADO simulator's address".into(),
-            source,
-        })?;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| TestkitError::Http {
-                url: "(client set-up)".into(),
-                source,
-            })?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(SimState::default()),
-            faults: Mutex::new(FaultState::default()),
-            log: Mutex::new(Vec::new()),
-            notification_ids: Mutex::new(HashMap::new()),
-            hooks: Mutex::new(subscriptions::HookStore::default()),
-            base_url: format!("http://{addr}"),
-            http,
-        });
-        let app = axum::Router::new()
-            .nest("/_sim", control::router().merge(control_hooks::router()))
-            .fallback(api::handle)
-            .with_state(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::warn!(error = %e, "ADO simulator stopped with an error");
-            }
-        });
-        Ok(AdoSimulator {
-            shared,
-            _shutdown: Arc::new(ShutdownOnDrop(Mutex::new(Some(tx)))),
-        })
+        Self::start_with(AdoSimOptions::default()).await
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}` (or the HTTPS / public URL of [`AdoSimOptions`]).
     pub fn url(&self) -> String {
         self.shared.base_url.clone()
     }

@@ -308,7 +308,7 @@ impl SimState {
         })
     }
 
-    fn org_or_create(&mut self, name: &str) -> Result<&mut Org, TestkitError> {
+    pub(crate) fn org_or_create(&mut self, name: &str) -> Result<&mut Org, TestkitError> {
         if name.is_empty() || name.contains('/') || name.starts_with('_') {
             return Err(invalid(format!(
                 "organization name '{name}' must be non-empty, without '/', and not start with '_'"
