@@ -201,9 +201,11 @@ async fn argo_rollouts_web_metric_succeeds_only_when_open() {
 
 #[tokio::test]
 async fn kargo_http_step_succeeds_when_open_waits_while_closed_and_fails_without_a_gate() {
-    let steps: Value = serde_saphyr::from_str(&recipe("kargo-http-step.yaml")).unwrap();
-    let config = &steps[0]["config"];
-    assert_eq!(steps[0]["uses"], "http");
+    let stage: Value = serde_saphyr::from_str(&recipe("kargo-http-step.yaml")).unwrap();
+    assert_eq!(stage["kind"], "Stage");
+    let step = &stage["spec"]["promotionTemplate"]["spec"]["steps"][0];
+    let config = &step["config"];
+    assert_eq!(step["uses"], "http");
     let success = config["successExpression"].as_str().unwrap();
     let failure = config["failureExpression"].as_str().unwrap();
     let url = config["url"].as_str().unwrap();
