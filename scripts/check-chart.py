@@ -12,6 +12,8 @@ code is non-zero when anything failed.
 from __future__ import annotations
 
 import filecmp
+import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -92,12 +94,18 @@ def lint(values: dict[str, Any] | None) -> None:
     check(not problems_text, "helm lint reported:\n    " + "\n    ".join(problems_text))
 
 
-def render(values: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
-    """Rendered objects (templates and crds/) and the NOTES.txt text."""
+def render_raw(values: dict[str, Any] | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The rendered text per template and the chart's CRD files, as `helm template` produces them."""
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)
         manifests = chart.render(values, name=RELEASE, namespace=RELEASE_NAMESPACE, is_install=True)
         crds = chart.crds
+    return manifests, crds
+
+
+def render(values: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
+    """Rendered objects (templates and crds/) and the NOTES.txt text."""
+    manifests, crds = render_raw(values)
     objects: list[dict[str, Any]] = []
     notes = ""
     for path, text in sorted(manifests.items()):
@@ -193,6 +201,8 @@ def assert_least_privilege(objects: list[dict[str, Any]]) -> None:
         ("lockstep.dev", "servicetraces/status"): {"patch"},
         ("events.k8s.io", "events"): {"create", "patch"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"},
+        # Only the chart's webhook Secret (resourceNames), to store the generated password.
+        ("", "secrets"): {"patch"},
     }
     for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
         for rule in role["rules"]:
@@ -202,6 +212,10 @@ def assert_least_privilege(objects: list[dict[str, Any]]) -> None:
                 for resource in rule["resources"]:
                     extra = (set(rule["verbs"]) & writable) - allowed_writes.get((group, resource), set())
                     check(not extra, f"{role['kind']}/{role['metadata']['name']} may {sorted(extra)} {group or 'core'}/{resource}")
+                    if (group, resource) == ("", "secrets") and set(rule["verbs"]) & writable:
+                        check(role["kind"] == "Role" and role["metadata"]["namespace"] == RELEASE_NAMESPACE
+                              and rule.get("resourceNames") == [f"{RELEASE}-webhook-auth"],
+                              f"{role['kind']}/{role['metadata']['name']} may write Secrets beyond the webhook Secret: {rule}")
     for binding in by_kind(objects, "ClusterRoleBinding") + by_kind(objects, "RoleBinding"):
         subjects = binding["subjects"]
         check(subjects == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": RELEASE_NAMESPACE}],
@@ -259,7 +273,7 @@ def check_default_render() -> list[str]:
     assert_least_privilege(objects)
     kinds = sorted(o["kind"] for o in objects)
     check(kinds == sorted(["ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "CustomResourceDefinition",
-                           "Deployment", "Secret", "Service", "Service", "ServiceAccount"]),
+                           "Deployment", "Role", "RoleBinding", "Secret", "Service", "Service", "ServiceAccount"]),
           f"unexpected objects for default values: {kinds}")
     assert_watch_rules(one(objects, "ClusterRole"))
     deployment = one(objects, "Deployment")
@@ -270,10 +284,21 @@ def check_default_render() -> list[str]:
     check("--leader-election" not in args, "one replica must not enable leader election")
     check(not any(a.startswith("--namespace") for a in args), "default must watch all namespaces (no --namespace)")
     check("--log-format=text" in args, f"default log format must be text: {args}")
-    check(c["image"] == "lockstep:" + helm.Chart.load(CHART).metadata["appVersion"], f"image tag must default to appVersion: {c['image']}")
+    app_version = helm.Chart.load(CHART).metadata["appVersion"]
+    check(c["image"] == f"ghcr.io/lockstep-dev/lockstep:{app_version}",
+          f"image must default to the release workflow's registry path and the chart's appVersion: {c['image']}")
+    # No random data at render time: the chart renders the username only and lockstep generates the
+    # password into the Secret on its first start.
     secret = one(objects, "Secret")
-    check(set(secret["data"]) == {"username", "password"}, f"created Secret keys: {sorted(secret['data'])}")
+    check(set(secret["data"]) == {"username"}, f"created Secret keys: {sorted(secret['data'])}")
     check("--webhook-password-file=/etc/lockstep/webhook-auth/password" in args, f"password file flag missing: {args}")
+    check("--webhook-password-secret=lockstep-webhook-auth" in args, f"password Secret flag missing: {args}")
+    volume = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]
+    check(volume.get("optional") is True, f"the password key appears after the first start: the volume must be optional: {volume}")
+    role = one(objects, "Role")
+    check(role["metadata"]["namespace"] == RELEASE_NAMESPACE and role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["lockstep-webhook-auth"], "verbs": ["get", "patch"]}],
+          f"webhook Secret Role: {role}")
     check(not any(a.startswith("--webhook-token-file") for a in args), "no token configured, no token flag expected")
     env = {e["name"]: e for e in c["env"]}
     check(env["LOCKSTEP_WEBHOOK_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"],
@@ -282,6 +307,7 @@ def check_default_render() -> list[str]:
     check("port-forward svc/lockstep-webhook 9292:9292" in notes, "NOTES must show the port-forward command")
     check("/hooks/azure-devops" in notes and "kubectl get pgate" in notes, "NOTES must name the webhook path and next steps")
     check("jsonpath='{.data.password}'" in notes, "NOTES must tell how to read the webhook password")
+    check("first start" in notes and "existingSecret" in notes, "NOTES must say when the password exists and offer existingSecret")
     return skipped
 
 
@@ -387,6 +413,8 @@ def check_webhook_auth_guards() -> None:
     check(set(secret["data"]) == {"username", "password", "token"}, f"created Secret keys: {sorted(secret['data'])}")
     args = container(objects)["args"]
     check("--webhook-token-file=/etc/lockstep/webhook-auth/token" in args, f"token flag expected: {args}")
+    check(not any(a.startswith("--webhook-password-secret") for a in args), f"a given password is not generated: {args}")
+    check(not by_kind(objects, "Role"), "a given password needs no Secret write access")
     validate_objects(objects)
 
 
@@ -410,6 +438,9 @@ def check_api_render() -> None:
     token = [v for v in volumes if v["name"] == "api-token"]
     check(len(token) == 1 and token[0]["secret"]["secretName"] == "lockstep-api-token"
           and token[0]["secret"]["items"] == [{"key": "token", "path": "token"}], f"token volume: {token}")
+    objects_np, _ = render({"api": {"enabled": True}, "networkPolicy": {"enabled": True}})
+    ports = [p["port"] for p in one(objects_np, "NetworkPolicy")["spec"]["ingress"][0]["ports"]]
+    check("api" in ports, f"the NetworkPolicy must admit the API port when it is on: {ports}")
     delegator = [b for b in by_kind(objects, "ClusterRoleBinding") if b["roleRef"]["name"] == "system:auth-delegator"]
     check(len(delegator) == 1 and delegator[0]["subjects"][0]["name"] == "lockstep",
           f"the ServiceAccount needs system:auth-delegator for TokenReviews: {delegator}")
@@ -449,6 +480,72 @@ def check_examples_validate() -> list[str]:
     return notes
 
 
+def check_renders_are_identical() -> None:
+    """Argo CD renders with `helm template` on every refresh: any difference is drift, and a sync that rolls
+    the pods. Nothing random or cluster-dependent may be in a default render."""
+    first, _ = render_raw(None)
+    second, _ = render_raw(None)
+    check(first == second, "two renders with default values differ: " + ", ".join(
+        sorted(k for k in set(first) | set(second) if first.get(k) != second.get(k))))
+    for path in sorted((CHART / "templates").glob("*")):
+        text = path.read_text()
+        for forbidden in ("lookup", "randAlpha", "randAscii", "randNumeric", "uuidv4", "now", "genCA", "genPrivateKey"):
+            check(not re.search(rf"\b{forbidden}\b", text), f"{path.name} uses {forbidden}: renders must be reproducible")
+
+
+def check_optional_objects() -> list[str]:
+    values = {
+        "commonLabels": {"team": "platform", "cost-center": "42"},
+        "networkPolicy": {"enabled": True, "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                          "apiServerCIDRs": ["10.0.0.1/32"]},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "grafanaDashboard": {"enabled": True, "folder": "Platform"},
+    }
+    objects, _ = render(values)
+    skipped = validate_objects(objects)
+    for obj in objects:
+        if obj["kind"] != "CustomResourceDefinition":
+            labels = obj["metadata"].get("labels", {})
+            check(labels.get("team") == "platform" and labels.get("cost-center") == "42",
+                  f"commonLabels missing on {obj['kind']}/{obj['metadata']['name']}: {labels}")
+    policy = one(objects, "NetworkPolicy")["spec"]
+    check(policy["policyTypes"] == ["Ingress", "Egress"], f"policyTypes: {policy['policyTypes']}")
+    check(len(policy["ingress"]) == 1 and {p["port"] for p in policy["ingress"][0]["ports"]} == {"webhook", "metrics"},
+          f"ingress must allow only the webhook and metrics ports: {policy['ingress']}")
+    egress_ports = [sorted(p["port"] for p in rule["ports"]) for rule in policy["egress"]]
+    check(egress_ports == [[53, 53], [443, 6443], [443]], f"egress must be DNS, the API server and HTTPS: {egress_ports}")
+    check(policy["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}], f"API server CIDRs: {policy['egress'][1]}")
+    rule = one(objects, "PrometheusRule")
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    readme = (ROOT / "README.md").read_text()
+    for metric in ("lockstep_reconciles_total", "lockstep_ado_requests_total", "lockstep_webhook_polling_found_first_total"):
+        check(any(metric in e for e in alerts.values()) and metric in readme, f"no alert on {metric}")
+    check(all(f'namespace="{RELEASE_NAMESPACE}"' in e for e in alerts.values()), f"alerts must select the release: {alerts}")
+    check(rule["metadata"]["labels"].get("release") == "prometheus", "PrometheusRule labels")
+    dashboard = one(objects, "ConfigMap")
+    check(dashboard["metadata"]["labels"].get("grafana_dashboard") == "1", "the Grafana sidecar label is missing")
+    board = json.loads(dashboard["data"]["lockstep.json"])
+    documented = set(re.findall(r"`(lockstep_[a-z_]+)`", readme))
+    used = {m for p in board["panels"] for t in p["targets"] for m in re.findall(r"lockstep_[a-z_]+", t["expr"])}
+    bare = {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}
+    check(bare <= documented, f"dashboard queries metrics the README does not document: {sorted(bare - documented)}")
+    check(documented <= bare, f"exported metrics without a dashboard panel: {sorted(documented - bare)}")
+    return skipped
+
+
+def check_chart_metadata() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    check(meta.get("icon", "").startswith("https://"), "Chart.yaml needs an icon URL")
+    icon = ROOT / "docs" / "images" / Path(meta["icon"]).name
+    check(icon.is_file(), f"the icon {icon} must exist in the repository")
+    annotations = meta.get("annotations", {})
+    for key in ("artifacthub.io/license", "artifacthub.io/images", "artifacthub.io/crds", "artifacthub.io/links"):
+        check(key in annotations, f"Chart.yaml lacks the Artifact Hub annotation {key}")
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    check(images[0]["image"] == f"ghcr.io/lockstep-dev/lockstep:{meta['appVersion']}",
+          f"artifacthub.io/images must name the appVersion image: {images}")
+
+
 CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("helm lint, default values", check_lint_default),
     ("helm lint, non-default values", check_lint_non_default),
@@ -458,6 +555,9 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("values.schema.json rejects wrong types", check_schema_rejects_wrong_types),
     ("webhook credential guards", check_webhook_auth_guards),
     ("read API: off by default; Service, flags, token, auth-delegator when on", check_api_render),
+    ("two default renders are byte-identical (GitOps)", check_renders_are_identical),
+    ("optional NetworkPolicy, PrometheusRule, dashboard, commonLabels", check_optional_objects),
+    ("Chart.yaml icon and Artifact Hub annotations", check_chart_metadata),
     ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
 ]
 

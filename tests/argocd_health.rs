@@ -1,127 +1,23 @@
 //! The Argo CD health checks in `examples/argocd/` run inside Argo CD's Lua 5.1 interpreter, where a bug
-//! means a deployment that never waits (or never proceeds). These tests run the shipped scripts with
-//! Debian's `lua5.1` against status objects in the shape the controller writes
-//! (`tests/fixtures/{gate,trace}-status/*.json`) and check the verdict Argo CD would see; one test runs
-//! the real controller and checks the verdict on every status it writes.
-//!
-//! CI installs `lua5.1`; elsewhere set `LOCKSTEP_SKIP_LUA=1` to skip these tests explicitly.
+//! means a deployment that never waits (or never proceeds). These tests run the shipped scripts in real
+//! Lua 5.1 (PUC Lua built from source by `mlua`'s `vendored` feature: no system package) against status
+//! objects in the shape the controller writes (`tests/fixtures/{gate,trace}-status/*.json`) and check the
+//! verdict Argo CD would see; one test runs the real controller and checks the verdict on every status it
+//! writes.
 
+#[path = "common/argocd_lua.rs"]
+mod argocd_lua;
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
+use argocd_lua::run_health_check;
 
 use lockstep::crd::{PipelineGate, ServiceTrace};
 use serde_json::Value;
 
-const LUA: &str = "lua5.1";
-
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The interpreter, or `None` when the caller explicitly opted out with LOCKSTEP_SKIP_LUA=1.
-fn lua() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(LUA))
-            .find(|candidate| candidate.is_file())
-    });
-    match found {
-        Some(path) => Some(path),
-        None if std::env::var("LOCKSTEP_SKIP_LUA").as_deref() == Ok("1") => {
-            // Straight to stderr: libtest swallows eprintln! output of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!!!! {LUA} not found: Argo CD health check tests SKIPPED (LOCKSTEP_SKIP_LUA=1) !!!!!\n"
-            );
-            None
-        }
-        None => panic!(
-            "{LUA} is not installed, so the Argo CD health checks cannot be tested. \
-             Install it (`apt-get install -y lua5.1`) or set LOCKSTEP_SKIP_LUA=1 to skip these tests."
-        ),
-    }
-}
-
-/// A Lua 5.1 string literal holding exactly the bytes of `s`.
-fn lua_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            // Lua 5.1 has decimal escapes only; three digits so a following digit is not swallowed.
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\{:03}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A Lua table constructor for a JSON value, the way Argo CD hands objects to health scripts: objects
-/// become string-keyed tables, arrays 1-based sequences, null an absent field.
-fn lua_literal(value: &Value) -> String {
-    match value {
-        Value::Null => "nil".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => lua_string(s),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(lua_literal).collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        Value::Object(fields) => {
-            let fields: Vec<String> = fields
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| format!("[{}] = {}", lua_string(k), lua_literal(v)))
-                .collect();
-            format!("{{{}}}", fields.join(", "))
-        }
-    }
-}
-
-/// Runs a health script on `obj` and returns `(status, message)`.
-fn run_health_check(lua: &Path, script: &str, obj: &Value) -> (String, String) {
-    // Argo CD runs the script as a chunk with `obj` in scope and takes what it returns; wrapping it in a
-    // function gives the same `return` semantics.
-    let program = format!(
-        "local obj = {}\nlocal function health_check()\n{}\nend\nlocal hs = health_check()\n\
-         io.write(tostring(hs.status) .. \"|\" .. tostring(hs.message))\n",
-        lua_literal(obj),
-        script
-    );
-    let mut child = Command::new(lua)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start lua5.1");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(program.as_bytes())
-        .expect("write program");
-    let output = child.wait_with_output().expect("lua5.1 finished");
-    assert!(
-        output.status.success(),
-        "lua5.1 failed: {}\nprogram:\n{program}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).expect("utf-8 output");
-    let (status, message) = stdout.split_once('|').expect("status|message");
-    (status.to_owned(), message.to_owned())
 }
 
 fn fixture(dir: &str, name: &str) -> Value {
@@ -161,11 +57,10 @@ enum Expected {
 }
 
 fn check_cases(script_name: &str, fixture_dir: &str, cases: &[Case]) {
-    let Some(lua) = lua() else { return };
     let script = script(script_name);
     for case in cases {
         let obj = fixture(fixture_dir, case.fixture);
-        let (status, message) = run_health_check(&lua, &script, &obj);
+        let (status, message) = run_health_check(&script, &obj);
         let expected_message = match case.message {
             Expected::Exactly(m) => m.to_owned(),
             Expected::ConditionMessage(kind) => condition_message(&obj, kind),
@@ -266,7 +161,6 @@ fn service_trace_health() {
 /// them differ to see which one is used.)
 #[test]
 fn degraded_message_comes_from_stalled_then_ready() {
-    let Some(lua) = lua() else { return };
     let base = fixture("gate-status", "stalled-run-failed");
     let ready_message = condition_message(&base, "Ready");
     for (stalled_message, expected) in [
@@ -282,7 +176,7 @@ fn degraded_message_comes_from_stalled_then_ready() {
                 c["message"] = Value::String(stalled_message.to_owned());
             }
         }
-        let (status, message) = run_health_check(&lua, &script("health-pipelinegate.lua"), &obj);
+        let (status, message) = run_health_check(&script("health-pipelinegate.lua"), &obj);
         assert_eq!((status.as_str(), message.as_str()), ("Degraded", expected));
     }
 }
@@ -290,7 +184,6 @@ fn degraded_message_comes_from_stalled_then_ready() {
 /// Strings with quotes, backslashes, newlines and control characters reach Lua unchanged.
 #[test]
 fn lua_literal_round_trips_awkward_strings() {
-    let Some(lua) = lua() else { return };
     let awkward = "Run \"x\" \\ failed:\n\ttab\r\u{1}1 ünïcode";
     let obj = serde_json::json!({
         "metadata": {"generation": 1},
@@ -298,7 +191,7 @@ fn lua_literal_round_trips_awkward_strings() {
             {"type": "Ready", "status": "True", "message": awkward}
         ]}
     });
-    let (status, message) = run_health_check(&lua, &script("health-pipelinegate.lua"), &obj);
+    let (status, message) = run_health_check(&script("health-pipelinegate.lua"), &obj);
     assert_eq!((status.as_str(), message.as_str()), ("Healthy", awkward));
 }
 
@@ -391,7 +284,6 @@ async fn health_checks_read_statuses_the_controller_wrote() {
     use lockstep_testkit::ado::RunResult;
     use std::time::{Duration, Instant};
 
-    let Some(lua) = lua() else { return };
     let script = script("health-pipelinegate.lua");
     const PAT: &str = "lua-e2e-pat-41d0";
     const SHA: &str = "4444444444444444444444444444444444444444";
@@ -434,7 +326,7 @@ spec:
             }
         }
     };
-    let verdict = |obj: &Value| run_health_check(&lua, &script, obj);
+    let verdict = |obj: &Value| run_health_check(&script, obj);
 
     let queued = live("RunQueued").await;
     assert_eq!(

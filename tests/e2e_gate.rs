@@ -920,8 +920,10 @@ async fn namespace_flag_limits_what_is_reconciled() {
     // Give a wrongly scoped controller every chance to touch the other namespace.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let other = env.gate_json("theirs", "base").await;
-    assert!(
-        other["status"].is_null(),
+    // Untouched: it still reads as the CRD's default, not evaluated, which holds deployments.
+    assert_eq!(
+        other["status"],
+        lockstep::crd::not_evaluated_status(),
         "a gate outside --namespace got a status: {other:#}"
     );
 }

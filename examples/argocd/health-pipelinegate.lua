@@ -2,7 +2,8 @@
 -- Healthy: the gate is open (Ready=True). Degraded: the gate is blocked (Stalled=True: the newest run
 -- failed, waiting timed out, or credentials were rejected). Progressing: anything else, including a
 -- gate lockstep has not yet looked at since its spec last changed, so a sync wave never passes on a
--- verdict about an older spec.
+-- verdict about an older spec. A status without observedGeneration (the CRD's default status, reason
+-- NotEvaluated, before lockstep first wrote one) is Progressing too: a gate nobody checked never passes.
 local hs = {}
 
 local function condition(conditions, wanted)

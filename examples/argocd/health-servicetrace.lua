@@ -1,7 +1,8 @@
 -- Argo CD health check for lockstep.dev/ServiceTrace (Lua 5.1).
 -- Healthy: the cluster runs the manifest head produced from the newest successful build (Ready=True).
 -- Degraded: a stage failed or a reference cannot be read (Stalled=True). Progressing: anything else,
--- including a trace lockstep has not yet looked at since its spec last changed.
+-- including a trace lockstep has not yet looked at since its spec last changed, and one it never evaluated
+-- (the CRD's default status has no observedGeneration).
 local hs = {}
 
 local function condition(conditions, wanted)

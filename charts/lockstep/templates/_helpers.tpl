@@ -32,6 +32,9 @@ helm.sh/chart: {{ include "lockstep.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: lockstep
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "lockstep.serviceAccountName" -}}
@@ -82,6 +85,11 @@ app.kubernetes.io/part-of: lockstep
 {{- .Values.webhook.auth.tokenKey }}
 {{- else if .Values.webhook.auth.token }}token
 {{- end }}
+{{- end }}
+
+{{/* "true" when lockstep generates the webhook password into the chart's Secret on its first start. */}}
+{{- define "lockstep.generatedPassword" -}}
+{{- if not (or .Values.webhook.auth.existingSecret .Values.webhook.auth.password) }}true{{ end }}
 {{- end }}
 
 {{/* Where the webhook credential files are mounted (read-only). */}}
