@@ -79,6 +79,7 @@ impl Verdict {
                 .last_completed_run
                 .clone()
                 .or_else(|| status.last_succeeded_run.clone())
+                .or_else(|| status.latest_run.clone())
         } else {
             fallback_run
         };
