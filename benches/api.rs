@@ -183,6 +183,14 @@ async fn load(
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Duration, u16)>(MAX_IN_FLIGHT * 2);
+    // Results are drained while requests go out, so a full channel never holds a permit.
+    let collector = tokio::spawn(async move {
+        let mut results = Vec::with_capacity(total as usize);
+        while let Some(r) = rx.recv().await {
+            results.push(r);
+        }
+        results
+    });
     let started = tokio::time::Instant::now();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut skipped = 0u64;
@@ -213,19 +221,15 @@ async fn load(
                 }
                 Err(_) => 0,
             };
-            let _ = tx.send((scheduled.elapsed(), status)).await;
+            let latency = scheduled.elapsed();
             drop(permit);
+            let _ = tx.send((latency, status)).await;
         });
     }
     drop(tx);
-    let mut latencies = Vec::with_capacity(total as usize);
-    let mut not_ok = 0u64;
-    while let Some((latency, status)) = rx.recv().await {
-        latencies.push(latency);
-        if status != 200 {
-            not_ok += 1;
-        }
-    }
+    let results = collector.await.unwrap_or_default();
+    let not_ok = results.iter().filter(|(_, status)| *status != 200).count();
+    let mut latencies: Vec<Duration> = results.into_iter().map(|(l, _)| l).collect();
     let elapsed = started.elapsed();
     latencies.sort();
     let pct = |p: f64| -> f64 {
