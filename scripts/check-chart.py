@@ -440,6 +440,34 @@ def check_workload_identity() -> None:
     expect_render_error({"workloadIdentity": {"enabled": True}}, "needs workloadIdentity.clientId")
 
 
+def check_api_render() -> None:
+    """The read API (docs/api.md): a Service, the flags and the static token's Secret, TokenReview and
+    SubjectAccessReview rights (system:auth-delegator) for the ServiceAccount; nothing of it by default."""
+    objects, _ = render(None)
+    check(not [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "lockstep-api"],
+          "the API must be off by default")
+    check(not any(a.startswith("--api-") for a in container(objects)["args"]), "no --api flags by default")
+    objects, _ = render({"api": {"enabled": True, "tokenSecret": {"name": "lockstep-api-token"}}})
+    validate_objects(objects)
+    assert_hardened(objects)
+    service = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "lockstep-api"]
+    check(len(service) == 1 and service[0]["spec"]["ports"][0]["targetPort"] == "api", f"API Service: {service}")
+    c = container(objects)
+    for expected in ["--api-addr=0.0.0.0:8081", "--api-token-file=/etc/lockstep/api/token"]:
+        check(expected in c["args"], f"missing {expected} in {c['args']}")
+    check({"name": "api", "containerPort": 8081, "protocol": "TCP"} in c["ports"], f"API port: {c['ports']}")
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    token = [v for v in volumes if v["name"] == "api-token"]
+    check(len(token) == 1 and token[0]["secret"]["secretName"] == "lockstep-api-token"
+          and token[0]["secret"]["items"] == [{"key": "token", "path": "token"}], f"token volume: {token}")
+    objects_np, _ = render({"api": {"enabled": True}, "networkPolicy": {"enabled": True}})
+    ports = [p["port"] for p in one(objects_np, "NetworkPolicy")["spec"]["ingress"][0]["ports"]]
+    check("api" in ports, f"the NetworkPolicy must admit the API port when it is on: {ports}")
+    delegator = [b for b in by_kind(objects, "ClusterRoleBinding") if b["roleRef"]["name"] == "system:auth-delegator"]
+    check(len(delegator) == 1 and delegator[0]["subjects"][0]["name"] == "lockstep",
+          f"the ServiceAccount needs system:auth-delegator for TokenReviews: {delegator}")
+
+
 def check_examples_validate() -> list[str]:
     """examples/ are what users copy: validate them against our CRDs and the Kubernetes schemas."""
     crd_schemas = {}
@@ -584,6 +612,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("values.schema.json rejects wrong types", check_schema_rejects_wrong_types),
     ("webhook credential guards", check_webhook_auth_guards),
     ("workload identity label and annotations", check_workload_identity),
+    ("read API: off by default; Service, flags, token, auth-delegator when on", check_api_render),
     ("two default renders are byte-identical (GitOps)", check_renders_are_identical),
     ("optional NetworkPolicy, PrometheusRule, dashboard, commonLabels", check_optional_objects),
     ("Chart.yaml icon and Artifact Hub annotations", check_chart_metadata),

@@ -34,6 +34,7 @@
 //! ([`reconciler::events`]) and requeues on the pipeline's grid ([`reconciler::schedule`]).
 
 pub mod ado;
+pub mod api;
 pub mod check;
 pub mod conditions;
 pub mod crd;

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::ado::{AdoClient, AdoError, ClientConfig};
+use crate::api::{ApiCaches, ApiServer, Authenticator, CacheSlot};
+use crate::crd::{PipelineGate, ServiceTrace};
 use crate::entra::{AzureEnv, EntraClient, EntraClientConfig, EntraContext};
 use crate::hooks::health::HookHealthConfig;
 use crate::hooks::{HooksClient, HooksError};
@@ -20,7 +22,7 @@ use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Liveness, Readiness};
 use crate::poll_cache::PollCache;
 use crate::proxy::{Outbound, ProxyEnv};
-use crate::reconciler::{scoped, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::reconciler::{scoped, FirstList, HintLog, ReconcilerConfig, Shared, WebhookHints};
 use crate::telemetry::{
     init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
 };
@@ -109,6 +111,13 @@ pub struct RunArgs {
         default_value = crate::entra::DEFAULT_IMDS_ENDPOINT
     )]
     pub imds_endpoint: url::Url,
+    /// Address of the read API and dashboard (off unless set). Port 0 picks a free port (logged).
+    #[arg(long, env = "LOCKSTEP_API_ADDR")]
+    pub api_addr: Option<SocketAddr>,
+    /// File holding the API's static bearer token, for callers without a Kubernetes token (Azure DevOps
+    /// checks): read-only access to every gate and trace lockstep watches.
+    #[arg(long, env = "LOCKSTEP_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Why `lockstep run` could not start.
@@ -138,6 +147,8 @@ pub enum RunError {
     WebhookAllowlist(#[source] AllowlistError),
     #[error(transparent)]
     WebhookServe(#[from] ServeError),
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
     #[error("could not install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -195,11 +206,13 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
 /// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`. A controller
 /// that ends before `stop` resolved (its stream ended, for whatever reason) fails `liveness`. With
 /// `hook_health`, the hook-health check runs beside them (it writes status, so only where they run).
+/// With `api_caches`, each controller publishes its store there for the read API.
 async fn run_controllers(
     shared: Shared,
     liveness: Liveness,
     hook_health: Option<(HooksClient, HookMetrics, HookHealthConfig)>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    api_caches: Option<ApiCaches>,
 ) {
     use futures::FutureExt as _;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,11 +272,19 @@ async fn run_controllers(
     futures::join!(
         supervised(
             "PipelineGate",
-            Box::pin(pipeline_gate::controller::run(gate_shared, stop.clone()))
+            Box::pin(pipeline_gate::controller::run(
+                gate_shared,
+                stop.clone(),
+                api_caches.as_ref().map(|c| c.gates.clone())
+            ))
         ),
         supervised(
             "ServiceTrace",
-            Box::pin(service_trace::controller::run(trace_shared, stop))
+            Box::pin(service_trace::controller::run(
+                trace_shared,
+                stop,
+                api_caches.map(|c| c.traces)
+            ))
         ),
     );
     both_listed.abort();
@@ -395,6 +416,86 @@ async fn task_end<T>(
     }
 }
 
+/// The read API, and where its caches come from.
+struct RunningApi {
+    server: ApiServer,
+    /// The caches the controllers fill (no leader election); `None` when the API keeps its own.
+    controller_caches: Option<ApiCaches>,
+    /// The API's own watches (leader election), stopped at shutdown.
+    feeds: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A reflector over `api` that fills `slot`, for replicas whose controllers may not run.
+fn own_reflector<K>(api: kube::Api<K>, slot: Arc<CacheSlot<K>>) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::ResourceExt as _;
+    let (store, writer) = kube::runtime::reflector::store();
+    let listed = FirstList::watch(store.clone(), "objects for the API");
+    slot.publish(store, Arc::new(move || listed.is_done()));
+    tokio::spawn(async move {
+        let watch = kube::runtime::watcher(
+            api,
+            kube::runtime::watcher::Config::default().any_semantic(),
+        )
+        .modify(|o| o.managed_fields_mut().clear())
+        .default_backoff();
+        kube::runtime::reflector(writer, watch)
+            .for_each(|_| async {})
+            .await;
+    })
+}
+
+/// Start the read API and dashboard on `--api-addr`. Without leader election it serves the controllers'
+/// reflector stores, which the controllers publish as they start. With leader election a standby runs no
+/// controller, so the API keeps its own watch of both kinds and every replica can answer.
+async fn start_api(
+    args: &RunArgs,
+    client: &kube::Client,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<RunningApi>, RunError> {
+    let Some(addr) = args.api_addr else {
+        return Ok(None);
+    };
+    let static_token = args
+        .api_token_file
+        .as_deref()
+        .map(crate::api::read_token_file)
+        .transpose()?;
+    let caches = ApiCaches::new();
+    let (controller_caches, feeds) = if args.leader_election {
+        let feeds = vec![
+            own_reflector(
+                scoped::<PipelineGate>(client, &args.namespace),
+                caches.gates.clone(),
+            ),
+            own_reflector(
+                scoped::<ServiceTrace>(client, &args.namespace),
+                caches.traces.clone(),
+            ),
+        ];
+        (None, feeds)
+    } else {
+        (Some(caches.clone()), Vec::new())
+    };
+    let auth = Authenticator::new(static_token, Some(client.clone()));
+    let server = crate::api::serve(addr, caches, auth, shutdown).await?;
+    Ok(Some(RunningApi {
+        server,
+        controller_caches,
+        feeds,
+    }))
+}
+
 /// Where `lockstep run` listens, with port 0 resolved to the port the system picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundAddrs {
@@ -402,6 +503,8 @@ pub struct BoundAddrs {
     pub metrics: SocketAddr,
     /// The service-hook receiver; `None` when it is disabled (no webhook credentials configured).
     pub webhook: Option<SocketAddr>,
+    /// The read API and dashboard; `None` unless `--api-addr` is set.
+    pub api: Option<SocketAddr>,
 }
 
 /// The Kubernetes client, from KUBECONFIG or the in-cluster config. kube-rs sends no User-Agent of its
@@ -468,6 +571,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     let liveness = Liveness::default();
 
     let webhook = start_webhook(&args, &client, &mut registry, shutdown.clone()).await?;
+    let api = start_api(&args, &client, shutdown.clone()).await?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| RunError::MetricsListen {
@@ -484,6 +588,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     on_bound(BoundAddrs {
         metrics: metrics_addr,
         webhook: webhook.as_ref().map(|w| w.server.local_addr()),
+        api: api.as_ref().map(|a| a.server.local_addr()),
     });
     let hook_health = start_hook_health(&args, &mut registry, &identity())?;
     let ops = tokio::spawn(serve_ops(
@@ -517,6 +622,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         readiness: readiness.clone(),
         webhook_hints: webhook.as_ref().map(|w| w.hints.clone()),
     };
+    let api_caches = api.as_ref().and_then(|a| a.controller_caches.clone());
     info!(
         namespace = args.namespace.as_deref().unwrap_or("<all>"),
         identity = %shared.identity,
@@ -564,6 +670,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                             controllers_liveness.clone(),
                             hook_health.clone(),
                             stop,
+                            None,
                         )
                     },
                 )
@@ -574,6 +681,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                     controllers_liveness,
                     hook_health,
                     leader::sync_signal(shutdown_requested(shutdown)),
+                    api_caches,
                 )
                 .await;
             }
@@ -620,6 +728,14 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
             let _ = controllers.await;
         }
         let _ = ops.await;
+        if let Some(api) = api {
+            for feed in api.feeds {
+                feed.abort();
+            }
+            if let Err(e) = api.server.wait().await {
+                warn!(error = %e, "API server");
+            }
+        }
         if let Some(feed) = webhook_feed {
             feed.abort();
         }

@@ -82,6 +82,47 @@ async fn port_zero_binds_and_reports_both_addresses() {
     // Without credentials the receiver is off, and the report says so.
     let (bound, task) = start(&[]).await;
     assert_eq!(bound.webhook, None);
+    assert_eq!(
+        bound.api, None,
+        "the read API is off unless --api-addr is set"
+    );
     assert_ne!(bound.metrics.port(), 0, "{bound:?}");
     task.abort();
+
+    // The read API, from the controllers' caches and, with leader election, from its own watches.
+    let api_token = dir.path().join("api-token");
+    std::fs::write(&api_token, "api-tok-77\n").unwrap();
+    let api_token = api_token.to_string_lossy().into_owned();
+    for extra in [
+        &[][..],
+        &["--leader-election", "--lease-namespace", "default"][..],
+    ] {
+        let mut flags = vec!["--api-addr", "127.0.0.1:0", "--api-token-file", &api_token];
+        flags.extend_from_slice(extra);
+        let (bound, task) = start(&flags).await;
+        let api = bound.api.expect("--api-addr set: API on");
+        assert_ne!(api.port(), 0, "{bound:?}");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let resp = reqwest::Client::new()
+                .get(format!("http://{api}/api/v1/pipelinegates"))
+                .bearer_auth("api-tok-77")
+                .send()
+                .await
+                .expect("the reported API address answers");
+            let status = resp.status().as_u16();
+            if status == 200 {
+                let list: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(list["kind"], "PipelineGateList", "{extra:?}");
+                break;
+            }
+            assert_eq!(status, 503, "only 'not listed yet' before 200 ({extra:?})");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "API never listed ({extra:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        task.abort();
+    }
 }

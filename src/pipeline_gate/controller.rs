@@ -13,6 +13,7 @@ use tracing::info;
 
 use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext};
 use super::KIND;
+use crate::api::CacheSlot;
 use crate::crd::PipelineGate;
 use crate::reconciler::runtime::{
     log_result, ready_after_first_list, secret_changes, stop_bounded, RECONCILE_CONCURRENCY,
@@ -26,7 +27,14 @@ use kube::core::PartialObjectMeta;
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
 /// in the watched namespaces, mapped to the gates that reference them (metadata only: see
 /// [`secret_changes`]).
-pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// `api_cache`: where the read API finds this controller's store (see [`crate::api`]); the store is
+/// published there once the controller has it, and read-only from then on.
+pub async fn run(
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    api_cache: Option<Arc<CacheSlot<PipelineGate>>>,
+) {
     let gates: Api<PipelineGate> = shared.scoped();
     let secrets: Api<PartialObjectMeta<Secret>> = shared.scoped();
     // The controller's cache holds every gate for the life of the process; managedFields are most of a
@@ -51,6 +59,10 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
 
     let (first_list, mark_ready) =
         ready_after_first_list(&store, "PipelineGates", &shared.readiness);
+    if let Some(slot) = api_cache {
+        let listed = first_list.clone();
+        slot.publish(store.clone(), Arc::new(move || listed.is_done()));
+    }
 
     let shutdown = shutdown.shared();
     let running = controller

@@ -21,6 +21,7 @@ use super::reconcile::{
     error_policy, reconcile, traces_deployed_on, traces_using_secret, TraceContext,
 };
 use super::KIND;
+use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
 use crate::reconciler::runtime::{can_watch, log_result, ready_after_first_list, stop_bounded};
 use crate::reconciler::Shared;
@@ -65,7 +66,14 @@ where
 /// (Flux Kustomizations and Argo CD Applications when the cluster serves those APIs; Deployments,
 /// StatefulSets, DaemonSets), so a sync or a rollout re-traces at once instead of at the next poll. All of
 /// these are read-only: get, list, watch.
-pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// `api_cache`: where the read API finds this controller's store (see [`crate::api`]); the store is
+/// published there once the controller has it, and read-only from then on.
+pub async fn run(
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    api_cache: Option<Arc<CacheSlot<ServiceTrace>>>,
+) {
     let controller = Controller::new(
         shared.scoped::<ServiceTrace>(),
         watcher::Config::default().any_semantic(),
@@ -121,6 +129,10 @@ pub async fn run(shared: Shared, shutdown: impl Future<Output = ()> + Send + Syn
 
     let (first_list, mark_ready) =
         ready_after_first_list(&store, "ServiceTraces", &shared.readiness);
+    if let Some(slot) = api_cache {
+        let listed = first_list.clone();
+        slot.publish(store.clone(), Arc::new(move || listed.is_done()));
+    }
     let shutdown = shutdown.shared();
     let running = controller
         .with_config(controller::Config::default().concurrency(TRACE_CONCURRENCY))
