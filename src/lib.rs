@@ -17,6 +17,7 @@
 //! - [`conditions`]: kstatus Ready/Reconciling/Stalled; [`secret`]: a string that cannot be logged.
 //! - [`entra`]: Microsoft Entra ID tokens for Azure DevOps (workload identity, service principal, managed
 //!   identity), one per identity; [`proxy`]: `HTTPS_PROXY`/`NO_PROXY` decided per URL for every client.
+//! - [`api`]: the read API and dashboard (`--api-addr`), served from the controllers' reflector stores.
 //! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
 //!   [`http_server`]: bounded connections (header timeout, cap, prompt shutdown) for both listeners;
 //!   [`telemetry`]: metrics and logs; [`leader`]: leader election.
@@ -27,8 +28,8 @@
 //! (`controller.rs`), whose reconcile then ignores cached Azure DevOps answers older than the annotation.
 //!
 //! # A poll, to a status write
-//! A kind's `controller.rs` requeues each object; `reconcile.rs` reads the PAT
-//! ([`reconciler::credentials`]), reads Azure DevOps through the shared [`reconciler::BuildsCache`],
+//! A kind's `controller.rs` requeues each object; `reconcile.rs` resolves its credential (a PAT, or an
+//! Entra token shared per identity: [`reconciler::credentials`]), reads Azure DevOps through the shared [`reconciler::BuildsCache`],
 //! decides (the gate's `decision.rs`, the trace's `stages.rs`), computes the desired status (`status.rs`),
 //! writes it once when it changed ([`reconciler::status_write`]), records an Event on a transition
 //! ([`reconciler::events`]) and requeues on the pipeline's grid ([`reconciler::schedule`]).
