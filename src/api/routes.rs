@@ -204,42 +204,81 @@ fn list_body(kind: &str, mut items: Vec<(String, String, Value)>) -> Json<Value>
     }))
 }
 
-async fn list_gates(
+/// How one kind is listed: where its store is, which filters apply, how an object is shown.
+struct Listing<K: kube::Resource<DynamicType = ()> + 'static> {
+    kind: Kind,
+    list_kind: &'static str,
+    store: fn(&ApiState) -> Result<Store<K>, ApiError>,
+    matches: fn(&Filters, &K) -> bool,
+    view: fn(&K) -> Value,
+}
+
+const GATES: Listing<PipelineGate> = Listing {
+    kind: Kind::PipelineGates,
+    list_kind: "PipelineGateList",
+    store: gates_store,
+    matches: Filters::gate_matches,
+    view: view::gate,
+};
+
+const TRACES: Listing<ServiceTrace> = Listing {
+    kind: Kind::ServiceTraces,
+    list_kind: "ServiceTraceList",
+    store: traces_store,
+    matches: Filters::trace_matches,
+    view: view::trace,
+};
+
+/// Authenticate, then the objects of `listing` in the namespaces the caller may list, filtered.
+async fn list_objects<K>(
+    listing: &Listing<K>,
     state: ApiState,
     headers: HeaderMap,
     path_ns: Option<String>,
     raw: RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ApiError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
     let caller = state.auth.authenticate(&headers).await?;
     let filters = Filters::parse(raw)?;
     let namespace = path_ns.or(filters.namespace.clone());
-    let store = gates_store(&state)?;
+    let store = (listing.store)(&state)?;
     let all = store.state();
     let scope = listable(
         &state.auth,
         &caller,
-        Kind::PipelineGates,
+        listing.kind,
         namespace.as_deref(),
         &all,
     )
     .await?;
     let items = all
         .iter()
-        .filter(|g| {
+        .filter(|o| {
             scope
                 .as_ref()
-                .is_none_or(|s| g.namespace().is_some_and(|ns| s.contains(&ns)))
+                .is_none_or(|s| o.namespace().is_some_and(|ns| s.contains(&ns)))
         })
-        .filter(|g| filters.gate_matches(g))
-        .map(|g| {
+        .filter(|o| (listing.matches)(&filters, o))
+        .map(|o| {
             (
-                g.namespace().unwrap_or_default(),
-                g.name_any(),
-                view::gate(g),
+                o.namespace().unwrap_or_default(),
+                o.name_any(),
+                (listing.view)(o),
             )
         })
         .collect();
-    Ok(list_body("PipelineGateList", items))
+    Ok(list_body(listing.list_kind, items))
+}
+
+async fn list_gates(
+    state: ApiState,
+    headers: HeaderMap,
+    path_ns: Option<String>,
+    raw: RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    list_objects(&GATES, state, headers, path_ns, raw).await
 }
 
 async fn list_traces(
@@ -248,36 +287,7 @@ async fn list_traces(
     path_ns: Option<String>,
     raw: RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = state.auth.authenticate(&headers).await?;
-    let filters = Filters::parse(raw)?;
-    let namespace = path_ns.or(filters.namespace.clone());
-    let store = traces_store(&state)?;
-    let all = store.state();
-    let scope = listable(
-        &state.auth,
-        &caller,
-        Kind::ServiceTraces,
-        namespace.as_deref(),
-        &all,
-    )
-    .await?;
-    let items = all
-        .iter()
-        .filter(|t| {
-            scope
-                .as_ref()
-                .is_none_or(|s| t.namespace().is_some_and(|ns| s.contains(&ns)))
-        })
-        .filter(|t| filters.trace_matches(t))
-        .map(|t| {
-            (
-                t.namespace().unwrap_or_default(),
-                t.name_any(),
-                view::trace(t),
-            )
-        })
-        .collect();
-    Ok(list_body("ServiceTraceList", items))
+    list_objects(&TRACES, state, headers, path_ns, raw).await
 }
 
 async fn list_gates_all(
