@@ -23,6 +23,7 @@ use crate::reconciler::credentials::{
     objects_using_secret, replace_refused_token, resolve, CredentialError,
 };
 use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::idle::{poll_period, IdleInput, ProjectKey};
 use crate::reconciler::io::list_runs;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
@@ -135,7 +136,12 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         let new_run = verdict.latest_run.as_ref().map(|r| r.id);
         if old_run.is_some() && new_run.is_some() && old_run != new_run {
             if let Some(hints) = &ctx.hints {
-                hints.note_polled_change(&key, previous_poll);
+                hints.note_polled_change_in(
+                    &key,
+                    previous_poll,
+                    project_key(gate).as_ref(),
+                    requested_at(gate),
+                );
             }
         }
     }
@@ -181,7 +187,9 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         } => {
             let period = match verdict.phase {
                 Phase::Waiting => ctx.io.config.fast_interval,
-                Phase::Open | Phase::Blocked => interval,
+                Phase::Open | Phase::Blocked => {
+                    idle_period(gate, verdict, interval, stale_after, ctx)
+                }
             };
             let mut after = until_next_tick(period, tick_phase, SystemTime::now());
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
@@ -204,6 +212,41 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     };
     debug!(?action, "reconciled");
     Ok(action)
+}
+
+/// The organization+project whose hooks decide how far this gate's idle polling may stretch.
+fn project_key(gate: &PipelineGate) -> Option<ProjectKey> {
+    let ado = &gate.spec.azure_devops;
+    ProjectKey::new(&ado.organization_url, &ado.project)
+}
+
+/// The polling period of a gate that is Open or Blocked: `interval`, stretched while the pipeline is idle
+/// (no run in flight: a timed-out wait still has one) and hooks for its project have proven themselves
+/// (see [`crate::reconciler::idle`]). Never beyond half of `staleAfter`, so `lastCheckedTime` keeps its
+/// refresh rule.
+fn idle_period(
+    gate: &PipelineGate,
+    verdict: &Verdict,
+    interval: std::time::Duration,
+    stale_after: std::time::Duration,
+    ctx: &GateContext,
+) -> std::time::Duration {
+    let idle = verdict.waiting.is_none() && verdict.phase != Phase::Waiting;
+    let hooks_proven = idle
+        && ctx.io.config.idle_poll_stretch > 1
+        && match (&ctx.hints, project_key(gate)) {
+            (Some(hints), Some(project)) => {
+                hints.hooks_proven(&ObjectRef::from_obj(gate), &project, requested_at(gate))
+            }
+            _ => false,
+        };
+    poll_period(IdleInput {
+        interval,
+        stretch: ctx.io.config.idle_poll_stretch,
+        idle,
+        hooks_proven,
+        ceiling: stale_after / 2,
+    })
 }
 
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 
+use super::idle::{instant_of, HookActivity, ProjectKey};
 use crate::telemetry::WebhookMetrics;
 
 /// When a webhook last hinted an object (the receiver's index implements it).
@@ -20,12 +21,74 @@ pub trait HintLog: Send + Sync {
 pub struct WebhookHints {
     pub log: Arc<dyn HintLog>,
     pub metrics: WebhookMetrics,
+    /// Whether hooks have proven themselves per organization+project (issue 15, [`super::idle`]); shared
+    /// by both reconcilers.
+    pub activity: Arc<HookActivity>,
 }
 
 impl WebhookHints {
+    pub fn new(log: Arc<dyn HintLog>, metrics: WebhookMetrics) -> Self {
+        Self {
+            log,
+            metrics,
+            activity: Arc::default(),
+        }
+    }
+
+    /// Are hooks arriving for `project`? Folds in first what this object knows: the receiver's hint time
+    /// for it in this process, and `requested_at` (the `lockstep.dev/requested-at` a receiver on any
+    /// replica wrote). Both are written only after a delivery was authenticated and accepted.
+    pub fn hooks_proven<K>(
+        &self,
+        key: &ObjectRef<K>,
+        project: &ProjectKey,
+        requested_at: Option<jiff::Timestamp>,
+    ) -> bool
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let now = Instant::now();
+        let kind = K::kind(&());
+        let local = self
+            .log
+            .last_hint(&kind, key.namespace.as_deref(), &key.name);
+        let remote = requested_at.and_then(|at| instant_of(at, jiff::Timestamp::now(), now));
+        if let Some(at) = local.max(remote) {
+            self.activity.note_delivery(project, at);
+        }
+        self.activity.proven(project, now)
+    }
+
+    /// [`WebhookHints::note_polled_change`] for an object of `project`: a change polling found first
+    /// also makes hooks of that project unproven until the next delivery ([`super::idle`]).
+    /// `requested_at` as in [`WebhookHints::hooks_proven`]: a delivery another replica received since the
+    /// previous poll announced the change too, even though this process' hint log does not know it.
+    pub fn note_polled_change_in<K>(
+        &self,
+        key: &ObjectRef<K>,
+        previous_poll: Option<Instant>,
+        project: Option<&ProjectKey>,
+        requested_at: Option<jiff::Timestamp>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        if !self.note_polled_change(key, previous_poll) {
+            return;
+        }
+        let now = Instant::now();
+        let remote = requested_at.and_then(|at| instant_of(at, jiff::Timestamp::now(), now));
+        let announced_elsewhere = match (remote, previous_poll) {
+            (Some(hint), Some(previous)) => hint >= previous,
+            _ => false,
+        };
+        if let (Some(project), false) = (project, announced_elsewhere) {
+            self.activity.note_polling_found_first(project, now);
+        }
+    }
+
     /// Polling found a new run or commit of `key`: was it hinted since `previous_poll`? If not, webhooks
-    /// are missing, late or losing events, and the metric says so.
-    pub fn note_polled_change<K>(&self, key: &ObjectRef<K>, previous_poll: Option<Instant>)
+    /// are missing, late or losing events, and the metric says so. Returns true when polling was first.
+    pub fn note_polled_change<K>(&self, key: &ObjectRef<K>, previous_poll: Option<Instant>) -> bool
     where
         K: Resource<DynamicType = ()>,
     {
@@ -42,6 +105,7 @@ impl WebhookHints {
             self.metrics
                 .record_polling_found_first_for(kind_label(&kind));
         }
+        !hinted
     }
 }
 
