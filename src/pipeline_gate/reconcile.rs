@@ -278,6 +278,7 @@ async fn read_and_decide(
         .io
         .cache
         .get_or_fetch(&key, auth.secret(), requested_at(gate), || {
+            ctx.io.metrics.builds_list.record(&key);
             list_runs(
                 &ctx.io.ado,
                 &ado_spec.organization_url,
