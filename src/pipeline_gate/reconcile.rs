@@ -231,7 +231,7 @@ fn idle_period(
     stale_after: std::time::Duration,
     ctx: &GateContext,
 ) -> std::time::Duration {
-    let idle = verdict.waiting.is_none() && verdict.phase != Phase::Waiting;
+    let idle = is_idle(verdict);
     let hooks_proven = idle
         && ctx.io.config.idle_poll_stretch > 1
         && match (&ctx.hints, project_key(gate)) {
@@ -247,6 +247,12 @@ fn idle_period(
         hooks_proven,
         ceiling: stale_after / 2,
     })
+}
+
+/// Nothing in flight and the newest completed run decided: Open or Blocked on a completed run. A wait
+/// that timed out is Blocked but still has its run in flight, so it is not idle.
+fn is_idle(verdict: &Verdict) -> bool {
+    verdict.phase != Phase::Waiting && verdict.waiting.is_none()
 }
 
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
@@ -379,6 +385,67 @@ mod tests {
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
         }))
         .unwrap()
+    }
+
+    fn run(id: i64, status: &str, result: Option<&str>) -> crate::ado::Build {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "status": status, "result": result,
+            "queueTime": format!("2026-11-29T10:00:{id:02}Z"),
+            "sourceBranch": "refs/heads/main", "definition": {"id": 1}
+        }))
+        .unwrap()
+    }
+
+    fn verdict_for(runs: &[crate::ado::Build], timeout_s: u64) -> Verdict {
+        let spec: crate::crd::PipelineGate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": "g", "namespace": "n"},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": "s", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"},
+                "policy": {"timeout": format!("{timeout_s}s")}
+            }
+        }))
+        .unwrap();
+        let policy = Policy::from_spec(&spec.spec.policy);
+        decision::decide(&DecisionInput {
+            runs,
+            definition_id: 1,
+            branch: "refs/heads/main",
+            pipeline_name: None,
+            policy: &policy,
+            now: Timestamp::now(),
+            previous_wait: None,
+        })
+    }
+
+    #[test]
+    fn only_decided_pipelines_without_a_run_in_flight_are_idle() {
+        let done = run(1, "completed", Some("succeeded"));
+        let failed = run(1, "completed", Some("failed"));
+        let queued = run(2, "notStarted", None);
+        let running = run(2, "inProgress", None);
+        assert!(
+            is_idle(&verdict_for(std::slice::from_ref(&done), 600)),
+            "Open"
+        );
+        assert!(
+            is_idle(&verdict_for(std::slice::from_ref(&failed), 600)),
+            "Blocked on a failure"
+        );
+        for in_flight in [&queued, &running] {
+            let v = verdict_for(&[done.clone(), in_flight.clone()], 600);
+            assert_eq!(v.phase, Phase::Waiting);
+            assert!(!is_idle(&v), "a run in flight within its timeout");
+            // Timed out: Blocked, but the run is still in flight.
+            let v = verdict_for(&[done.clone(), in_flight.clone()], 0);
+            assert_eq!((v.phase, v.reason), (Phase::Blocked, Reason::TimedOut));
+            assert!(!is_idle(&v), "a timed-out wait keeps polling at interval");
+        }
+        let none = verdict_for(&[], 600);
+        assert_eq!(none.phase, Phase::Waiting);
+        assert!(!is_idle(&none), "no runs yet");
     }
 
     #[test]

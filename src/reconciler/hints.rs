@@ -117,3 +117,79 @@ fn kind_label(kind: &str) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PipelineGate;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Log(Mutex<Option<Instant>>);
+
+    impl HintLog for Log {
+        fn last_hint(&self, _: &str, _: Option<&str>, _: &str) -> Option<Instant> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn setup() -> (Arc<Log>, WebhookHints, ObjectRef<PipelineGate>, ProjectKey) {
+        let log = Arc::new(Log::default());
+        let hints = WebhookHints::new(log.clone(), WebhookMetrics::new());
+        let key = ObjectRef::new("g").within("n");
+        let project = ProjectKey::new("https://dev.azure.com/o", "P").unwrap();
+        (log, hints, key, project)
+    }
+
+    #[test]
+    fn a_local_hint_proves_hooks_and_a_change_polling_found_first_unproves_them() {
+        let (log, hints, key, project) = setup();
+        assert!(!hints.hooks_proven(&key, &project, None), "no delivery yet");
+        *log.0.lock().unwrap() = Some(Instant::now());
+        assert!(hints.hooks_proven(&key, &project, None));
+        // Another object of the same project benefits; another project does not.
+        let other: ObjectRef<PipelineGate> = ObjectRef::new("h").within("n");
+        *log.0.lock().unwrap() = None;
+        assert!(hints.hooks_proven(&other, &project, None));
+        let elsewhere = ProjectKey::new("https://dev.azure.com/o", "Q").unwrap();
+        assert!(!hints.hooks_proven(&other, &elsewhere, None));
+
+        // A poll after the hint finds a new run nobody announced.
+        let previous_poll = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(2));
+        hints.note_polled_change_in(&key, previous_poll, Some(&project), None);
+        assert!(!hints.hooks_proven(&other, &project, None));
+        // The next delivery proves them again.
+        std::thread::sleep(Duration::from_millis(2));
+        *log.0.lock().unwrap() = Some(Instant::now());
+        assert!(hints.hooks_proven(&key, &project, None));
+    }
+
+    #[test]
+    fn an_announced_change_keeps_hooks_proven() {
+        let (log, hints, key, project) = setup();
+        let previous_poll = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(2));
+        *log.0.lock().unwrap() = Some(Instant::now());
+        hints.note_polled_change_in(&key, previous_poll, Some(&project), None);
+        assert!(hints.hooks_proven(&key, &project, None));
+    }
+
+    #[test]
+    fn another_replicas_annotation_counts_as_a_delivery_unless_in_the_future() {
+        let (_log, hints, key, project) = setup();
+        let future = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600);
+        assert!(!hints.hooks_proven(&key, &project, Some(future)));
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(7200);
+        assert!(!hints.hooks_proven(&key, &project, Some(old)));
+        let previous_poll = Some(Instant::now());
+        std::thread::sleep(Duration::from_millis(5));
+        let just_now = jiff::Timestamp::now();
+        assert!(hints.hooks_proven(&key, &project, Some(just_now)));
+        // The change that annotation announced is not "polling found first" for the stretch (the
+        // metric, which reads this process' hint log only, still counts it).
+        hints.note_polled_change_in(&key, previous_poll, Some(&project), Some(just_now));
+        assert!(hints.hooks_proven(&key, &project, Some(just_now)));
+    }
+}
