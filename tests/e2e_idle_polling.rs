@@ -1,7 +1,8 @@
 //! End to end (issue 15): quieter idle polling around the real `lockstep` binary, against the Kubernetes
 //! API emulator and the Azure DevOps simulator. Two gates follow one idle pipeline with `interval: 1s`:
 //! without hooks they poll it once a second (one shared request for both); once a delivery has arrived,
-//! every 4 s (`--idle-poll-stretch 4`); after a run that polling found before any hook, once a second again.
+//! every 4 s (`--idle-poll-stretch 4`), but every second (`--fast-interval`) while a run is in flight; after
+//! a run that polling found before any hook, once a second again.
 
 mod common;
 
@@ -137,6 +138,20 @@ async fn requests_during(h: &Harness, window: Duration) -> usize {
     builds_list_requests(h) - before
 }
 
+/// Delivers until the receiver has loaded its index (503 before) and accepted the event (202).
+async fn deliver(h: &Harness, delivery: &HookDelivery, event: HookEvent) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = h.sim.deliver_hook(event.clone(), delivery).await.unwrap();
+        if outcome.status == 202 {
+            return;
+        }
+        assert_eq!(outcome.status, 503, "the receiver refused the delivery");
+        assert!(Instant::now() < deadline, "the receiver never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_polling_stretches_while_hooks_arrive_and_returns_to_interval_when_polling_finds_first(
 ) {
@@ -193,16 +208,7 @@ spec:
         run_id: first,
         resource_version: BuildCompleteVersion::V2,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let outcome = h.sim.deliver_hook(event.clone(), &delivery).await.unwrap();
-        if outcome.status == 202 {
-            break;
-        }
-        assert_eq!(outcome.status, 503, "the receiver refused the delivery");
-        assert!(Instant::now() < deadline, "the receiver never loaded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    deliver(&h, &delivery, event).await;
     // Let the hinted reconcile (one request at once) and the move onto the stretched grid happen.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let window = Duration::from_secs(12);
@@ -217,14 +223,43 @@ spec:
         "stretched polling must be well below the 1 s rate: {stretched} vs {no_hooks} per 5 s"
     );
 
-    // 3. A run completes and no hook says so: polling finds it first (within one stretched period) ...
+    // 3. A run starts and a hook announces it: the hooks stay proven, but a run in flight is never
+    // stretched: the gates wait and poll at --fast-interval (1 s).
     let second = h
         .sim
         .queue_run(ORG, PROJECT, DEFINITION, BRANCH, &"2".repeat(40));
     h.sim.start_run(second);
+    deliver(&h, &delivery, HookEvent::RunStateChanged { run_id: second }).await;
+    wait_gates(
+        &h,
+        &lockstep,
+        "both gates waiting on the announced run",
+        |g| has_condition(g, "Reconciling"),
+    )
+    .await;
+    let window = Duration::from_secs(4);
+    let in_flight = requests_during(&h, window).await;
+    assert!(
+        (3..=6).contains(&in_flight),
+        "run in flight with hooks proven: {in_flight} Builds List requests in {window:?}, expected about 4\n{}",
+        lockstep.log_text()
+    );
+    // It completes without a hook: the fast poll sees it (the run was announced, so no miss).
     h.sim.complete_run(second, RunResult::Succeeded);
-    wait_gates(&h, &lockstep, "both gates open on the silent run", |g| {
+    wait_gates(&h, &lockstep, "both gates open", |g| {
         has_condition(g, "Ready")
+    })
+    .await;
+
+    // 4. A new run completes and no hook says so: polling finds it first (within one stretched period)
+    // ...
+    let third = h
+        .sim
+        .queue_run(ORG, PROJECT, DEFINITION, BRANCH, &"3".repeat(40));
+    h.sim.start_run(third);
+    h.sim.complete_run(third, RunResult::Failed);
+    wait_gates(&h, &lockstep, "both gates blocked on the silent run", |g| {
+        has_condition(g, "Stalled")
     })
     .await;
     // ... and from then on the idle pipeline is polled every `interval` again.
@@ -239,7 +274,8 @@ spec:
 
     eprintln!(
         "Builds List requests for one pipeline (2 gates): {no_hooks} per 5 s without hooks, \
-         {stretched} per 12 s with hooks arriving, {back} per 5 s after polling found a change first"
+         {stretched} per 12 s with hooks arriving, {in_flight} per 4 s with a run in flight, \
+         {back} per 5 s after polling found a change first"
     );
 
     let metrics = lockstep.metrics().await;
