@@ -37,6 +37,7 @@ NON_DEFAULT_VALUES: dict[str, Any] = {
     "watchNamespace": "orders",
     "logFormat": "json",
     "fastInterval": "5s",
+    "idlePollStretch": 2,
     "image": {"repository": "registry.example.com/platform/lockstep", "tag": "1.2.3", "pullPolicy": "Always"},
     "webhook": {
         "ingress": {
@@ -337,7 +338,7 @@ def check_non_default_render() -> list[str]:
     c = container(objects)
     args = c["args"]
     for expected in ["--leader-election", "--lease-name=lockstep-leader", "--lease-namespace=$(POD_NAMESPACE)",
-                     "--namespace=orders", "--log-format=json", "--fast-interval=5s",
+                     "--namespace=orders", "--log-format=json", "--fast-interval=5s", "--idle-poll-stretch=2",
                      "--webhook-password-file=/etc/lockstep/webhook-auth/password",
                      "--webhook-token-file=/etc/lockstep/webhook-auth/token", "--webhook-token-header=X-Lockstep-Token"]:
         check(expected in args, f"missing {expected} in {args}")

@@ -76,6 +76,12 @@ pub struct RunArgs {
     /// Polling period while a run is queued or in progress.
     #[arg(long, env = "LOCKSTEP_FAST_INTERVAL", value_parser = crate::crd::parse_duration_flag, default_value = "10s")]
     pub fast_interval: kube::core::Duration,
+    /// While service hooks for an organization+project are arriving (an accepted delivery within the last
+    /// hour, none missed since), idle objects there (no run in flight) poll at most this many times their
+    /// `interval` apart, on the same grid. 1 turns it off. Bounded by half of staleAfter and by one hour.
+    #[arg(long, env = "LOCKSTEP_IDLE_POLL_STRETCH", default_value_t = crate::reconciler::idle::DEFAULT_STRETCH,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::reconciler::idle::MAX_STRETCH)))]
+    pub idle_poll_stretch: u32,
     /// How long one Builds List answer is shared between objects following the same pipeline. Capped at
     /// half of --fast-interval, so a waiting gate never acts on an answer older than its own period.
     #[arg(long, env = "LOCKSTEP_POLL_CACHE_TTL", value_parser = crate::crd::parse_duration_flag, default_value = "5s")]
@@ -360,10 +366,7 @@ async fn start_webhook(
         server,
         feed,
         reloader,
-        hints: WebhookHints {
-            log: index,
-            metrics,
-        },
+        hints: WebhookHints::new(index, metrics),
     }))
 }
 
@@ -608,6 +611,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         config: ReconcilerConfig {
             fast_interval,
             secret_cache_ttl: cache_ttl,
+            idle_poll_stretch: args.idle_poll_stretch,
             nudge: NudgeConfig {
                 default_enabled: args.nudge_default,
                 flux: args.nudge_flux,
@@ -628,6 +632,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         identity = %shared.identity,
         fast_interval_s = fast_interval.as_secs_f64(),
         poll_cache_ttl_s = cache_ttl.as_secs_f64(),
+        idle_poll_stretch = args.idle_poll_stretch,
         leader_election = args.leader_election,
         "starting lockstep"
     );

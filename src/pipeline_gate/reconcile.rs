@@ -23,6 +23,7 @@ use crate::reconciler::credentials::{
     objects_using_secret, replace_refused_token, resolve, CredentialError,
 };
 use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::idle::{poll_period, IdleInput, ProjectKey};
 use crate::reconciler::io::list_runs;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
 use crate::reconciler::status_write::write_status_if_changed;
@@ -135,7 +136,12 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         let new_run = verdict.latest_run.as_ref().map(|r| r.id);
         if old_run.is_some() && new_run.is_some() && old_run != new_run {
             if let Some(hints) = &ctx.hints {
-                hints.note_polled_change(&key, previous_poll);
+                hints.note_polled_change_in(
+                    &key,
+                    previous_poll,
+                    project_key(gate).as_ref(),
+                    requested_at(gate),
+                );
             }
         }
     }
@@ -181,7 +187,9 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         } => {
             let period = match verdict.phase {
                 Phase::Waiting => ctx.io.config.fast_interval,
-                Phase::Open | Phase::Blocked => interval,
+                Phase::Open | Phase::Blocked => {
+                    idle_period(gate, verdict, interval, stale_after, ctx)
+                }
             };
             let mut after = until_next_tick(period, tick_phase, SystemTime::now());
             if let Some(deadline) = verdict.deadline.filter(|_| verdict.phase == Phase::Waiting) {
@@ -204,6 +212,47 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     };
     debug!(?action, "reconciled");
     Ok(action)
+}
+
+/// The organization+project whose hooks decide how far this gate's idle polling may stretch.
+fn project_key(gate: &PipelineGate) -> Option<ProjectKey> {
+    let ado = &gate.spec.azure_devops;
+    ProjectKey::new(&ado.organization_url, &ado.project)
+}
+
+/// The polling period of a gate that is Open or Blocked: `interval`, stretched while the pipeline is idle
+/// (no run in flight: a timed-out wait still has one) and hooks for its project have proven themselves
+/// (see [`crate::reconciler::idle`]). Never beyond half of `staleAfter`, so `lastCheckedTime` keeps its
+/// refresh rule.
+fn idle_period(
+    gate: &PipelineGate,
+    verdict: &Verdict,
+    interval: std::time::Duration,
+    stale_after: std::time::Duration,
+    ctx: &GateContext,
+) -> std::time::Duration {
+    let idle = is_idle(verdict);
+    let hooks_proven = idle
+        && ctx.io.config.idle_poll_stretch > 1
+        && match (&ctx.hints, project_key(gate)) {
+            (Some(hints), Some(project)) => {
+                hints.hooks_proven(&ObjectRef::from_obj(gate), &project, requested_at(gate))
+            }
+            _ => false,
+        };
+    poll_period(IdleInput {
+        interval,
+        stretch: ctx.io.config.idle_poll_stretch,
+        idle,
+        hooks_proven,
+        ceiling: stale_after / 2,
+    })
+}
+
+/// Nothing in flight and the newest completed run decided: Open or Blocked on a completed run. A wait
+/// that timed out is Blocked but still has its run in flight, so it is not idle.
+fn is_idle(verdict: &Verdict) -> bool {
+    verdict.phase != Phase::Waiting && verdict.waiting.is_none()
 }
 
 /// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
@@ -235,6 +284,7 @@ async fn read_and_decide(
         .io
         .cache
         .get_or_fetch(&key, auth.secret(), requested_at(gate), || {
+            ctx.io.metrics.builds_list.record(&key);
             list_runs(
                 &ctx.io.ado,
                 &ado_spec.organization_url,
@@ -335,6 +385,67 @@ mod tests {
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}
         }))
         .unwrap()
+    }
+
+    fn run(id: i64, status: &str, result: Option<&str>) -> crate::ado::Build {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "status": status, "result": result,
+            "queueTime": format!("2026-11-29T10:00:{id:02}Z"),
+            "sourceBranch": "refs/heads/main", "definition": {"id": 1}
+        }))
+        .unwrap()
+    }
+
+    fn verdict_for(runs: &[crate::ado::Build], timeout_s: u64) -> Verdict {
+        let spec: crate::crd::PipelineGate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": "g", "namespace": "n"},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": "s", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"},
+                "policy": {"timeout": format!("{timeout_s}s")}
+            }
+        }))
+        .unwrap();
+        let policy = Policy::from_spec(&spec.spec.policy);
+        decision::decide(&DecisionInput {
+            runs,
+            definition_id: 1,
+            branch: "refs/heads/main",
+            pipeline_name: None,
+            policy: &policy,
+            now: Timestamp::now(),
+            previous_wait: None,
+        })
+    }
+
+    #[test]
+    fn only_decided_pipelines_without_a_run_in_flight_are_idle() {
+        let done = run(1, "completed", Some("succeeded"));
+        let failed = run(1, "completed", Some("failed"));
+        let queued = run(2, "notStarted", None);
+        let running = run(2, "inProgress", None);
+        assert!(
+            is_idle(&verdict_for(std::slice::from_ref(&done), 600)),
+            "Open"
+        );
+        assert!(
+            is_idle(&verdict_for(std::slice::from_ref(&failed), 600)),
+            "Blocked on a failure"
+        );
+        for in_flight in [&queued, &running] {
+            let v = verdict_for(&[done.clone(), in_flight.clone()], 600);
+            assert_eq!(v.phase, Phase::Waiting);
+            assert!(!is_idle(&v), "a run in flight within its timeout");
+            // Timed out: Blocked, but the run is still in flight.
+            let v = verdict_for(&[done.clone(), in_flight.clone()], 0);
+            assert_eq!((v.phase, v.reason), (Phase::Blocked, Reason::TimedOut));
+            assert!(!is_idle(&v), "a timed-out wait keeps polling at interval");
+        }
+        let none = verdict_for(&[], 600);
+        assert_eq!(none.phase, Phase::Waiting);
+        assert!(!is_idle(&none), "no runs yet");
     }
 
     #[test]

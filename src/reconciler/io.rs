@@ -86,6 +86,9 @@ pub struct ReconcilerConfig {
     pub secret_cache_ttl: Duration,
     /// What a gate nudges when it opens (issue 18; see [`crate::nudge`]).
     pub nudge: NudgeConfig,
+    /// `--idle-poll-stretch`: idle objects poll at most this many times `interval` apart while service
+    /// hooks for their project prove themselves ([`super::idle`]); 1 never stretches.
+    pub idle_poll_stretch: u32,
 }
 
 impl Default for ReconcilerConfig {
@@ -96,6 +99,7 @@ impl Default for ReconcilerConfig {
             default_stale_after: Duration::from_secs(600),
             secret_cache_ttl: Duration::ZERO,
             nudge: NudgeConfig::default(),
+            idle_poll_stretch: super::idle::DEFAULT_STRETCH,
         }
     }
 }

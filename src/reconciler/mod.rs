@@ -5,7 +5,8 @@
 //!   tunables ([`ReconcilerConfig`]).
 //! - [`runtime`]: what the process shares with its controllers ([`Shared`]), namespace scoping,
 //!   readiness after the first list, the bounded stop.
-//! - [`schedule`]: the pipeline's requeue grid ([`until_next_tick`]).
+//! - [`schedule`]: the pipeline's requeue grid ([`until_next_tick`]); [`idle`]: how far idle polling
+//!   stretches while service hooks prove themselves.
 //! - [`memory`]: per-object memory (failure streak, last write, Ready gauge); [`backoff`]: retry delays.
 //! - [`status_write`]: server-side apply of a status, only when it changed.
 //! - [`events`]: transition Events and their reasons; [`credentials`], [`token_cache`]: the PAT or Entra token.
@@ -16,6 +17,7 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod hints;
+pub mod idle;
 pub mod io;
 pub mod memory;
 pub mod runtime;

@@ -285,6 +285,7 @@ async fn cached_builds(
         .io
         .cache
         .get_or_fetch(&key, token.secret(), not_before, || {
+            ctx.io.metrics.builds_list.record(&key);
             crate::reconciler::io::list_runs(
                 &ctx.io.ado,
                 org,

@@ -17,9 +17,10 @@ use super::read::{deployed_target, read_all, Reader, Reads};
 use super::status::{apply_flow, desired_status, per_environment_verdict, with_kstatus};
 use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
-use crate::crd::{duration_or, whole_seconds, ServiceTrace, ServiceTraceStatus};
+use crate::crd::{duration_or, requested_at, whole_seconds, ServiceTrace, ServiceTraceStatus};
 use crate::reconciler::credentials::{objects_using_secret, resolve, CredentialError};
 use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::idle::{poll_period, IdleInput, ProjectKey};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
 
@@ -156,7 +157,7 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 }
                 Reads::Complete(input, flow) => {
                     let verdict = per_environment_verdict(&input, &flow.deployed);
-                    note_polled_change(ctx, &key, &previous, &verdict);
+                    note_polled_change_of(ctx, &key, &previous, &verdict, Some(trace));
                     let mut desired =
                         desired_status(&verdict, &previous, trace.metadata.generation, now);
                     let composed = apply_flow(
@@ -169,7 +170,11 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                         trace.metadata.generation,
                         now,
                     );
-                    let mut after = if verdict.in_flight { fast } else { interval };
+                    let mut after = if verdict.in_flight {
+                        fast
+                    } else {
+                        idle_period(trace, interval, ctx)
+                    };
                     // Look again when a waiting step would overrun its timeout, to report it on time.
                     if let Some(deadline) = composed.as_ref().and_then(|c| c.view.next_deadline) {
                         let until = deadline.duration_since(now).unsigned_abs();
@@ -224,11 +229,24 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
 
 /// A new CI build or a moved manifest head that polling saw before any webhook named this trace: the
 /// same webhook-health counter the gates feed (`lockstep_webhook_polling_found_first_total`).
+#[cfg(test)]
 pub(super) fn note_polled_change(
     ctx: &TraceContext,
     key: &ObjectRef<ServiceTrace>,
     previous: &ServiceTraceStatus,
     verdict: &super::stages::TraceVerdict,
+) {
+    note_polled_change_of(ctx, key, previous, verdict, None);
+}
+
+/// [`note_polled_change`] that, when polling was first, also makes hooks of the trace's project unproven
+/// (`trace`: the project and the `requested-at` another replica may have written).
+fn note_polled_change_of(
+    ctx: &TraceContext,
+    key: &ObjectRef<ServiceTrace>,
+    previous: &ServiceTraceStatus,
+    verdict: &super::stages::TraceVerdict,
+    trace: Option<&ServiceTrace>,
 ) {
     let previous_poll = ctx
         .memory
@@ -245,8 +263,45 @@ pub(super) fn note_polled_change(
         && verdict.manifest_commit_id.is_some()
         && previous.manifest_commit_id != verdict.manifest_commit_id;
     if build_moved || head_moved {
-        hints.note_polled_change(key, previous_poll);
+        let ado = trace.map(|t| &t.spec.azure_devops);
+        let project = ado.and_then(|a| ProjectKey::new(&a.organization_url, &a.project));
+        hints.note_polled_change_in(
+            key,
+            previous_poll,
+            project.as_ref(),
+            trace.and_then(requested_at),
+        );
     }
+}
+
+/// The period of a trace with nothing in flight: `interval`, stretched while hooks for its project have
+/// proven themselves (see [`crate::reconciler::idle`]). Deployments it follows reconcile it through their
+/// own watches whatever this says; its waiting steps' deadlines still cut the requeue short.
+fn idle_period(
+    trace: &ServiceTrace,
+    interval: std::time::Duration,
+    ctx: &TraceContext,
+) -> std::time::Duration {
+    let ado = &trace.spec.azure_devops;
+    let stretch = ctx.io.config.idle_poll_stretch;
+    let hooks_proven = stretch > 1
+        && match (
+            &ctx.hints,
+            ProjectKey::new(&ado.organization_url, &ado.project),
+        ) {
+            (Some(hints), Some(project)) => {
+                hints.hooks_proven(&ObjectRef::from_obj(trace), &project, requested_at(trace))
+            }
+            _ => false,
+        };
+    poll_period(IdleInput {
+        interval,
+        stretch,
+        idle: true,
+        hooks_proven,
+        // Traces have no staleAfter; the hook window bounds them.
+        ceiling: crate::reconciler::idle::HOOK_WINDOW,
+    })
 }
 
 /// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.

@@ -920,10 +920,7 @@ async fn a_new_build_found_by_polling_before_any_hook_counts_for_webhook_health(
         .expect("sole owner");
     let mut registry = Registry::default();
     let metrics = WebhookMetrics::register(&mut registry);
-    let ctx = ctx.with_webhook_hints(WebhookHints {
-        log: Arc::new(NeverHinted),
-        metrics,
-    });
+    let ctx = ctx.with_webhook_hints(WebhookHints::new(Arc::new(NeverHinted), metrics));
     let trace = trace_object("https://x", "orders", "r", flux_deployed());
     let key = kube::runtime::reflector::ObjectRef::from_obj(&trace);
     let verdict = |build: i64, head: &str| {

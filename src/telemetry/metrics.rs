@@ -43,6 +43,8 @@ pub struct Metrics {
     pub ado_requests: Family<AdoRequestLabels, Counter>,
     pub ado_request_duration: Histogram,
     pub objects_by_ready: Family<ReadyLabels, Gauge>,
+    /// Builds List requests per pipeline-hour (issue 15); fed where the shared cache misses.
+    pub builds_list: Arc<super::poll_metrics::BuildsListRate>,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             ado_requests: Family::default(),
             ado_request_duration: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             objects_by_ready: Family::default(),
+            builds_list: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("lockstep");
         r.register(
@@ -81,6 +84,7 @@ impl Metrics {
             "Objects by kind and Ready condition status",
             m.objects_by_ready.clone(),
         );
+        r.register_collector(Box::new(m.builds_list.clone()));
         Arc::new(m)
     }
 

@@ -4,9 +4,11 @@
 pub mod hook_metrics;
 pub mod logging;
 pub mod metrics;
+pub mod poll_metrics;
 pub mod webhook_metrics;
 
 pub use hook_metrics::HookMetrics;
 pub use logging::{init_logging, LogFormat};
 pub use metrics::{AdoRequestMetrics, Metrics, ReconcileTimer};
+pub use poll_metrics::BuildsListRate;
 pub use webhook_metrics::WebhookMetrics;
