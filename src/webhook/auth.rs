@@ -124,6 +124,14 @@ struct HeaderToken {
     token: SecretString,
 }
 
+/// See [`WebhookAuth::for_subscriptions`].
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionCredentials {
+    pub basic: Option<(String, SecretString)>,
+    /// Header name and token.
+    pub token: Option<(String, SecretString)>,
+}
+
 /// Why a delivery was refused; also the metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -395,6 +403,37 @@ impl WebhookAuth {
 
     pub fn uses_basic(&self) -> bool {
         self.read().current.basic.is_some()
+    }
+
+    /// The credentials in force, as a service-hook subscription must send them (the controller's hook
+    /// set-up writes them into its subscriptions): the Basic username and password, and the token
+    /// header as the flag spells it with its token. Secrets: never log them.
+    pub fn for_subscriptions(&self) -> SubscriptionCredentials {
+        let state = self.read();
+        SubscriptionCredentials {
+            basic: state
+                .current
+                .basic
+                .as_ref()
+                .map(|b| (b.username.clone(), b.password.clone())),
+            token: state.current.token.as_ref().map(|t| {
+                // Azure DevOps sends the header as written; keep the operator's spelling, not the
+                // lower-case normal form HeaderName holds.
+                let spelled = self
+                    .sources
+                    .token_header
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|h| h.eq_ignore_ascii_case(t.header.as_str()))
+                    .unwrap_or(DEFAULT_TOKEN_HEADER);
+                let name = if spelled.eq_ignore_ascii_case(t.header.as_str()) {
+                    spelled.to_string()
+                } else {
+                    t.header.as_str().to_string()
+                };
+                (name, t.token.clone())
+            }),
+        }
     }
 
     /// Check a delivery's headers. Every configured method must pass, with the credentials in force or,
