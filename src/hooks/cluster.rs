@@ -31,8 +31,8 @@ const MAX_PAGES: usize = 200;
 /// A gate or a trace: what needs hooks, and where `status.hooks` goes.
 #[derive(Clone, Debug)]
 pub enum Watched {
-    Gate(PipelineGate),
-    Trace(ServiceTrace),
+    Gate(Box<PipelineGate>),
+    Trace(Box<ServiceTrace>),
 }
 
 impl Watched {
@@ -125,8 +125,8 @@ pub async fn list_by_org(
     let mut by_org: BTreeMap<String, Vec<Watched>> = BTreeMap::new();
     for w in gates
         .into_iter()
-        .map(Watched::Gate)
-        .chain(traces.into_iter().map(Watched::Trace))
+        .map(|g| Watched::Gate(Box::new(g)))
+        .chain(traces.into_iter().map(|t| Watched::Trace(Box::new(t))))
     {
         by_org
             .entry(org_key(&w.ado().organization_url))
@@ -187,8 +187,8 @@ pub async fn write_coverage(client: &kube::Client, object: &Watched, coverage: &
         return;
     }
     let result = match object {
-        Watched::Gate(g) => patch_hooks(client, g, coverage).await,
-        Watched::Trace(t) => patch_hooks(client, t, coverage).await,
+        Watched::Gate(g) => patch_hooks(client, &**g, coverage).await,
+        Watched::Trace(t) => patch_hooks(client, &**t, coverage).await,
     };
     let (ns, name) = (object.namespace(), object.name());
     match result {

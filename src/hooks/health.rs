@@ -211,10 +211,12 @@ impl Check<'_> {
     async fn event(&self, object: &Watched, reason: &str, note: &str) {
         match object {
             Watched::Gate(g) => {
-                publish_transition_event(self.recorders, g, EventType::Warning, reason, note).await
+                publish_transition_event(self.recorders, &**g, EventType::Warning, reason, note)
+                    .await
             }
             Watched::Trace(t) => {
-                publish_transition_event(self.recorders, t, EventType::Warning, reason, note).await
+                publish_transition_event(self.recorders, &**t, EventType::Warning, reason, note)
+                    .await
             }
         }
     }

@@ -175,7 +175,7 @@ impl Pass<'_> {
                     Watched::Gate(g) => {
                         publish_transition_event(
                             self.recorders,
-                            g,
+                            &**g,
                             EventType::Normal,
                             reasons::HOOKS_SYNCED,
                             &note,
@@ -185,7 +185,7 @@ impl Pass<'_> {
                     Watched::Trace(t) => {
                         publish_transition_event(
                             self.recorders,
-                            t,
+                            &**t,
                             EventType::Normal,
                             reasons::HOOKS_SYNCED,
                             &note,

@@ -411,3 +411,63 @@ async fn sync(args: &SyncArgs) -> Result<(), SyncError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::coverage::{GIT_PUSH, RUN_STATE_CHANGED};
+
+    fn object(kind: &str, project: &str) -> Watched {
+        let spec = serde_json::json!({
+            "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": project,
+                            "credentials": {"secretRef": {"name": "s", "key": "token"}}},
+            "pipeline": {"definitionId": 7, "branch": "main"},
+            "build": {"definitionId": 7, "branch": "main"},
+            "manifest": {"repository": "m", "branch": "main"},
+            "deployed": {"workload": {"kind": "Deployment", "name": "w"}}
+        });
+        let obj = serde_json::json!({"apiVersion": "lockstep.dev/v1alpha1", "kind": kind,
+                                     "metadata": {"name": "x", "namespace": "n"}, "spec": spec});
+        match kind {
+            "PipelineGate" => Watched::Gate(serde_json::from_value(obj).unwrap()),
+            _ => Watched::Trace(serde_json::from_value(obj).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_cluster_decides_the_events_unless_the_flag_does() {
+        let objects = [
+            object("PipelineGate", "Gates"),
+            object("ServiceTrace", "Shop"),
+            object("PipelineGate", "shop"),
+        ];
+        let needs = needs_of(&objects, &[]).unwrap();
+        let events = |n: &ProjectNeed| n.events.iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(needs.len(), 2);
+        assert_eq!(needs[0].project, "Gates");
+        assert_eq!(events(&needs[0]), [RUN_STATE_CHANGED]);
+        assert_eq!(needs[1].project, "Shop");
+        assert_eq!(events(&needs[1]), [RUN_STATE_CHANGED, GIT_PUSH]);
+
+        let flag = events_named(&["build-complete"]).unwrap();
+        let needs = needs_of(&objects, &flag).unwrap();
+        assert!(needs.iter().all(|n| events(n) == ["build.complete"]));
+        assert!(matches!(
+            events_named(&["nope"]),
+            Err(SyncError::UnknownEvent(e)) if e == "nope"
+        ));
+    }
+
+    #[test]
+    fn consumer_inputs_carry_the_receiver_credentials() {
+        let (pw, tok) = (SecretString::new("pw"), SecretString::new("tok"));
+        let inputs = consumer_inputs("https://h/hooks", Some(("u", &pw)), Some(("X-T", &tok)));
+        assert_eq!(inputs["url"], "https://h/hooks");
+        assert_eq!(inputs["basicAuthUsername"], "u");
+        assert_eq!(inputs["basicAuthPassword"], "pw");
+        assert_eq!(inputs["httpHeaders"], "X-T:tok");
+        assert_eq!(inputs["messagesToSend"], "none");
+        let bare = consumer_inputs("https://h/hooks", None, None);
+        assert!(!bare.contains_key("httpHeaders") && !bare.contains_key("basicAuthPassword"));
+    }
+}

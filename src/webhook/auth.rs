@@ -1085,4 +1085,35 @@ mod tests {
         let err = WebhookAuth::from_files(Some("bad user"), Some(&f), None, None).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
     }
+
+    #[test]
+    fn subscriptions_get_the_credentials_in_force_with_the_header_as_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (password, token) = (dir.path().join("password"), dir.path().join("token"));
+        std::fs::write(&password, "pw-1\n").unwrap();
+        std::fs::write(&token, "tok-1").unwrap();
+        let auth = WebhookAuth::from_files(
+            Some("ado"),
+            Some(&password),
+            Some(&token),
+            Some("X-Lockstep-Token"),
+        )
+        .unwrap();
+        let creds = auth.for_subscriptions();
+        let (user, pw) = creds.basic.unwrap();
+        assert_eq!((user.as_str(), pw.expose()), ("ado", "pw-1"));
+        let (header, tok) = creds.token.unwrap();
+        assert_eq!(
+            (header.as_str(), tok.expose()),
+            ("X-Lockstep-Token", "tok-1")
+        );
+
+        std::fs::write(&token, "tok-2").unwrap();
+        auth.reload();
+        assert_eq!(auth.for_subscriptions().token.unwrap().1.expose(), "tok-2");
+        assert!(WebhookAuth::allow_unauthenticated()
+            .for_subscriptions()
+            .basic
+            .is_none());
+    }
 }
