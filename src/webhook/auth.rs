@@ -417,20 +417,18 @@ impl WebhookAuth {
                 .as_ref()
                 .map(|b| (b.username.clone(), b.password.clone())),
             token: state.current.token.as_ref().map(|t| {
-                // Azure DevOps sends the header as written; keep the operator's spelling, not the
-                // lower-case normal form HeaderName holds.
-                let spelled = self
-                    .sources
-                    .token_header
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|h| h.eq_ignore_ascii_case(t.header.as_str()))
-                    .unwrap_or(DEFAULT_TOKEN_HEADER);
-                let name = if spelled.eq_ignore_ascii_case(t.header.as_str()) {
-                    spelled.to_string()
-                } else {
-                    t.header.as_str().to_string()
-                };
+                // Azure DevOps sends the header as written; keep the operator's spelling (or the
+                // default's), not the lower-case normal form HeaderName holds.
+                let name = [
+                    self.sources.token_header.as_deref(),
+                    Some(DEFAULT_TOKEN_HEADER),
+                ]
+                .into_iter()
+                .flatten()
+                .map(str::trim)
+                .find(|h| h.eq_ignore_ascii_case(t.header.as_str()))
+                .unwrap_or(t.header.as_str())
+                .to_string();
                 (name, t.token.clone())
             }),
         }
