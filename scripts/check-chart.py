@@ -604,6 +604,22 @@ def check_nudge_rbac() -> None:
     expect_render_error({"webhook": {"allowedSubscriptions": ["not-a-guid"]}}, "allowedSubscriptions")
 
 
+
+def check_hooks_sync() -> None:
+    """--hooks-sync only with hooks.sync.enabled, which needs hookHealth.url; no RBAC change."""
+    objects, _ = render(None)
+    args = container(objects)["args"]
+    check(not any(a.startswith("--hooks-sync") for a in args), f"hook set-up is off by default: {args}")
+    default_role = one(objects, "ClusterRole")
+    url = "https://lockstep.example.com/hooks/azure-devops"
+    objects, _ = render({"hookHealth": {"url": url}, "hooks": {"sync": {"enabled": True, "interval": "15m"}}})
+    args = container(objects)["args"]
+    check("--hooks-sync" in args and "--hooks-sync-interval=15m" in args and f"--hooks-url={url}" in args,
+          f"hook set-up flags: {args}")
+    check(one(objects, "ClusterRole") == default_role, "the hook set-up needs no extra RBAC")
+    expect_render_error({"hooks": {"sync": {"enabled": True}}}, "hookHealth.url")
+
+
 CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("helm lint, default values", check_lint_default),
     ("helm lint, non-default values", check_lint_non_default),
@@ -619,6 +635,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("Chart.yaml icon and Artifact Hub annotations", check_chart_metadata),
     ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
     ("nudge RBAC and flags follow the values", check_nudge_rbac),
+    ("hook set-up: off by default, flags and URL guard when on", check_hooks_sync),
 ]
 
 

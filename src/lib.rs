@@ -7,7 +7,8 @@
 //!   and its controller. `lockstep check` ([`check`]) reuses the decision.
 //! - [`service_trace`]: everything about one ServiceTrace: the pure stage logic, its status, what it
 //!   reads, the reconciler and its controller.
-//! - [`hooks`]: service-hook subscriptions: the hook-health check and `lockstep hooks sync`.
+//! - [`hooks`]: service-hook subscriptions: the hook-health check, `lockstep hooks sync` and the opt-in
+//!   controller set-up (`--hooks-sync`).
 //! - [`nudge`]: when a gate opens, ask the Flux Kustomizations and Argo CD Applications waiting on it to
 //!   reconcile now.
 //! - [`reconciler`]: the machinery both kinds' reconcilers share; it imports no kind.

@@ -16,6 +16,7 @@ use crate::api::{ApiCaches, ApiServer, Authenticator, CacheSlot};
 use crate::crd::{PipelineGate, ServiceTrace};
 use crate::entra::{AzureEnv, EntraClient, EntraClientConfig, EntraContext};
 use crate::hooks::health::HookHealthConfig;
+use crate::hooks::setup::HooksSetupConfig;
 use crate::hooks::{HooksClient, HooksError};
 use crate::leader::{self, shutdown_requested, LeaseConfig};
 use crate::nudge::NudgeConfig;
@@ -103,6 +104,15 @@ pub struct RunArgs {
     /// any Web Hooks subscription).
     #[arg(long, env = "LOCKSTEP_HOOKS_URL")]
     pub hooks_url: Option<String>,
+    /// Set up the service hooks from the controller (leader only): on start and every
+    /// --hooks-sync-interval, create the subscriptions the gates and traces need, pointing at --hooks-url
+    /// with the receiver's credentials, and re-enable disabled ones, as `lockstep hooks sync` does. Uses
+    /// the objects' own credentials, which then need Service Hooks (read & write). Off by default.
+    #[arg(long, env = "LOCKSTEP_HOOKS_SYNC")]
+    pub hooks_sync: bool,
+    /// Period of --hooks-sync (at least 1s, at most 24h).
+    #[arg(long, env = "LOCKSTEP_HOOKS_SYNC_INTERVAL", value_parser = crate::crd::parse_duration_flag, default_value = "10m")]
+    pub hooks_sync_interval: kube::core::Duration,
     /// Namespace of Argo CD's Applications when a gate's tracking id names none.
     #[arg(long, env = "LOCKSTEP_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
@@ -149,6 +159,8 @@ pub enum RunError {
     WebhookAuth(#[source] AuthConfigError),
     #[error("could not set up the service-hooks client: {0}")]
     HooksClient(#[source] HooksError),
+    #[error("--hooks-sync needs {0}")]
+    HooksSync(&'static str),
     #[error("invalid --webhook-allowed-subscriptions: {0}")]
     WebhookAllowlist(#[source] AllowlistError),
     #[error(transparent)]
@@ -211,12 +223,13 @@ fn spawn_signal_handler(shutdown: watch::Sender<bool>) -> Result<(), RunError> {
 
 /// The PipelineGate and ServiceTrace controllers side by side, both stopping on `stop`. A controller
 /// that ends before `stop` resolved (its stream ended, for whatever reason) fails `liveness`. With
-/// `hook_health`, the hook-health check runs beside them (it writes status, so only where they run).
+/// `hooks`, the hook-health check and the hook set-up run beside them (they write status and
+/// subscriptions, so only where the controllers run: on the leader).
 /// With `api_caches`, each controller publishes its store there for the read API.
 async fn run_controllers(
     shared: Shared,
     liveness: Liveness,
-    hook_health: Option<(HooksClient, HookMetrics, HookHealthConfig)>,
+    hooks: Option<HookTasks>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     api_caches: Option<ApiCaches>,
 ) {
@@ -242,15 +255,30 @@ async fn run_controllers(
                 }
             }
         };
-    let health = hook_health.map(|(hooks, metrics, config)| {
-        tokio::spawn(crate::hooks::health::run(
-            shared.client.clone(),
-            hooks,
-            metrics,
-            config,
-            stop.clone(),
-        ))
-    });
+    let mut hook_tasks = Vec::new();
+    if let Some(tasks) = hooks {
+        if let Some(config) = tasks.health {
+            hook_tasks.push(tokio::spawn(crate::hooks::health::run(
+                shared.client.clone(),
+                tasks.client.clone(),
+                shared.entra.clone(),
+                tasks.metrics.clone(),
+                config,
+                stop.clone(),
+            )));
+        }
+        if let Some((config, receiver)) = tasks.setup {
+            hook_tasks.push(tokio::spawn(crate::hooks::setup::run(
+                shared.client.clone(),
+                tasks.client,
+                shared.entra.clone(),
+                tasks.metrics,
+                receiver,
+                config,
+                stop.clone(),
+            )));
+        }
+    }
     // Each controller reports its own first list; the process is ready only when both have listed, so
     // a replica never answers /readyz while one kind is still unknown to it.
     let (gates_listed, traces_listed) = (Readiness::default(), Readiness::default());
@@ -294,14 +322,17 @@ async fn run_controllers(
         ),
     );
     both_listed.abort();
-    if let Some(health) = health {
-        let _ = health.await;
+    for task in hook_tasks {
+        let _ = task.await;
     }
 }
 
 /// The receiver, the watches feeding its index, and what the reconcilers read from it.
 struct RunningWebhook {
     server: WebhookServer,
+    /// The credentials in force, shared with the receiver (the hook set-up writes them into
+    /// subscriptions).
+    auth: WebhookAuth,
     feed: tokio::task::JoinHandle<()>,
     /// Re-reads the credential files; `None` when no credential comes from a file.
     reloader: Option<tokio::task::JoinHandle<()>>,
@@ -353,7 +384,7 @@ async fn start_webhook(
     let state = WebhookState::with_config(
         client.clone(),
         index.clone(),
-        auth,
+        auth.clone(),
         metrics.clone(),
         WebhookConfig {
             allowed_subscriptions,
@@ -364,6 +395,7 @@ async fn start_webhook(
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {
         server,
+        auth,
         feed,
         reloader,
         hints: WebhookHints::new(index, metrics),
@@ -382,31 +414,69 @@ impl HintLog for HintIndex {
     }
 }
 
-/// The hook-health check's client and settings, unless `--hook-health-interval 0s` turned it off.
-fn start_hook_health(
+/// The service-hook tasks of the controllers: the hook-health check and the hook set-up.
+#[derive(Clone)]
+struct HookTasks {
+    client: HooksClient,
+    metrics: HookMetrics,
+    /// `None` when `--hook-health-interval 0s` turned the check off.
+    health: Option<HookHealthConfig>,
+    /// `Some` with `--hooks-sync`: its settings and the receiver's credentials.
+    setup: Option<(HooksSetupConfig, WebhookAuth)>,
+}
+
+/// The hook tasks' client and settings; `None` when neither runs.
+fn start_hooks(
     args: &RunArgs,
     registry: &mut Registry,
     identity: &str,
-) -> Result<Option<(HooksClient, HookMetrics, HookHealthConfig)>, RunError> {
+    receiver: Option<&WebhookAuth>,
+) -> Result<Option<HookTasks>, RunError> {
     let interval = std_duration(
         args.hook_health_interval,
         Duration::ZERO,
         crate::crd::MAX_SPEC_DURATION,
     );
-    if interval.is_zero() {
-        return Ok(None);
-    }
-    let hooks = HooksClient::new().map_err(RunError::HooksClient)?;
-    Ok(Some((
-        hooks,
-        HookMetrics::register(registry),
-        HookHealthConfig {
-            interval,
-            receiver_url: args.hooks_url.clone(),
+    let health = (!interval.is_zero()).then(|| HookHealthConfig {
+        interval,
+        receiver_url: args.hooks_url.clone(),
+        namespace: args.namespace.clone(),
+        identity: identity.to_string(),
+    });
+    let setup = if args.hooks_sync {
+        let url = args
+            .hooks_url
+            .clone()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .ok_or(RunError::HooksSync(
+                "--hooks-url, the receiver's public http(s) URL the subscriptions post to",
+            ))?;
+        let receiver = receiver.cloned().ok_or(RunError::HooksSync(
+            "the receiver running: configure its credentials (--webhook-username/--webhook-password-file or --webhook-token-file)",
+        ))?;
+        let config = HooksSetupConfig {
+            interval: std_duration(
+                args.hooks_sync_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(24 * 3600),
+            ),
+            url,
             namespace: args.namespace.clone(),
             identity: identity.to_string(),
-        },
-    )))
+        };
+        Some((config, receiver))
+    } else {
+        None
+    };
+    if health.is_none() && setup.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(HookTasks {
+        client: HooksClient::new().map_err(RunError::HooksClient)?,
+        metrics: HookMetrics::register(registry),
+        health,
+        setup,
+    }))
 }
 
 /// Resolves when the task ends (never when there is none).
@@ -593,7 +663,12 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         webhook: webhook.as_ref().map(|w| w.server.local_addr()),
         api: api.as_ref().map(|a| a.server.local_addr()),
     });
-    let hook_health = start_hook_health(&args, &mut registry, &identity())?;
+    let hook_tasks = start_hooks(
+        &args,
+        &mut registry,
+        &identity(),
+        webhook.as_ref().map(|w| &w.auth),
+    )?;
     let ops = tokio::spawn(serve_ops(
         listener,
         Arc::new(registry),
@@ -673,7 +748,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                         run_controllers(
                             shared.clone(),
                             controllers_liveness.clone(),
-                            hook_health.clone(),
+                            hook_tasks.clone(),
                             stop,
                             None,
                         )
@@ -684,7 +759,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
                 run_controllers(
                     shared,
                     controllers_liveness,
-                    hook_health,
+                    hook_tasks,
                     leader::sync_signal(shutdown_requested(shutdown)),
                     api_caches,
                 )

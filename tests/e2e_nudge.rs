@@ -464,3 +464,120 @@ async fn a_refused_nudge_is_a_warning_event_and_the_gate_stays_ready() {
         lockstep.log_text()
     );
 }
+
+impl Env {
+    /// An Application whose last sync failed (as the application controller leaves it when the sync's
+    /// health check failed on a closed gate), managing the gate through its tracking id.
+    async fn failed_application(&self, name: &str) {
+        self.apply(&format!(
+            "apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {{name: {name}, namespace: argocd}}
+spec: {{project: default, destination: {{server: https://kubernetes.default.svc, namespace: {NS}}}, source: {{repoURL: https://example.test/repo.git, path: deploy}}}}
+status:
+  sync: {{status: OutOfSync, revision: {rev}}}
+  health: {{status: Degraded}}
+  operationState:
+    phase: Failed
+    message: 'one or more objects failed to apply: PipelineGate {NS}/base is not healthy'
+    startedAt: '2026-11-30T01:00:00Z'
+    finishedAt: '2026-11-30T01:00:30Z'
+    operation:
+      sync: {{revision: {rev}, prune: true, syncOptions: [ServerSideApply=true]}}
+      retry: {{limit: 2}}
+      initiatedBy: {{automated: true}}
+",
+            rev = "a".repeat(40)
+        ))
+        .await;
+    }
+}
+
+const TRACKED_BY_WEB: &str =
+    "  annotations:\n    argocd.argoproj.io/tracking-id: web:lockstep.dev/PipelineGate:web/base\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retry_failed_sync_an_opening_gate_starts_the_failed_argo_cd_sync_again() {
+    let env = Env::start().await;
+    env.failed_application("web").await;
+    env.closed_gate(
+        TRACKED_BY_WEB,
+        "  nudge: {enabled: true, retryFailedSync: true}\n",
+    )
+    .await;
+    let lockstep = env.lockstep(&[]).await;
+    env.wait_gate(&lockstep, "the gate blocked", stalled).await;
+    assert_eq!(
+        env.writes_to("applications"),
+        0,
+        "a closed gate retries nothing"
+    );
+    let before = env.get("argocd", "application", "web").await;
+    assert!(before["operation"].is_null(), "{before:#}");
+
+    let succeeded_at = env.succeed_and_deliver(&lockstep).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let app = loop {
+        let app = env.get("argocd", "application", "web").await;
+        if !app["operation"].is_null() {
+            break app;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed sync was never retried:\n{app:#}\n{}",
+            lockstep.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seen_after = jiff::Timestamp::now().duration_since(succeeded_at);
+    eprintln!("sync retry seen {seen_after:?} after the run succeeded");
+    // The same sync again (revision, options, retry strategy), initiated by lockstep: what
+    // `argocd app sync` with the last operation's parameters sets.
+    let op = &app["operation"];
+    assert_eq!(op["sync"]["revision"], "a".repeat(40), "{op:#}");
+    assert_eq!(op["sync"]["prune"], true);
+    assert_eq!(op["sync"]["syncOptions"][0], "ServerSideApply=true");
+    assert_eq!(op["retry"]["limit"], 2);
+    assert_eq!(op["initiatedBy"]["username"], "lockstep");
+    assert_eq!(app["metadata"]["annotations"][REFRESH], "normal");
+    assert!(
+        seen_after < jiff::SignedDuration::from_secs(2),
+        "retry seen {seen_after:?} after success (includes the test's own kubectl polling)"
+    );
+    let note = env.wait_event("Nudged").await["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains("Application argocd/web (manages this gate, failed sync retried)"),
+        "{note}"
+    );
+    // One refresh patch and one operation patch; nothing more while the gate stays open.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.writes_to("applications"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_retry_failed_sync_a_failed_argo_cd_sync_is_only_refreshed() {
+    let env = Env::start().await;
+    env.failed_application("web").await;
+    env.closed_gate(TRACKED_BY_WEB, "  nudge: {enabled: true}\n")
+        .await;
+    let lockstep = env.lockstep(&[]).await;
+    env.wait_gate(&lockstep, "the gate blocked", stalled).await;
+    env.succeed_and_deliver(&lockstep).await;
+    let refresh = env
+        .wait_annotation("argocd", "application", "web", REFRESH)
+        .await;
+    assert_eq!(refresh, "normal");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let app = env.get("argocd", "application", "web").await;
+    assert!(app["operation"].is_null(), "no sync started:\n{app:#}");
+    assert_eq!(app["status"]["operationState"]["phase"], "Failed");
+    assert_eq!(env.writes_to("applications"), 1, "the refresh only");
+    let note = env.wait_event("Nudged").await["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!note.contains("retried"), "{note}");
+}

@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AzureDevOpsSpec, PipelineRef, RunSummary};
+use super::{AzureDevOpsSpec, HookCoverage, PipelineRef, RunSummary};
 
 /// Go duration syntax with every part bounded (at most 4 parts of at most 5 digits, `ms|s|m|h`), so the
 /// largest value the API server accepts (4 × 99999h ≈ 45 years) fits a `std::time::Duration` and any
@@ -61,6 +61,13 @@ pub const MAX_NAME_CHARS: usize = 100;
         type_ = "string",
         priority = 1,
         json_path = ".status.deployedRevisionShort"
+    ),
+    printcolumn(
+        name = "Hooks",
+        type_ = "string",
+        json_path = ".status.hooks.state",
+        description = "Whether enabled Azure DevOps service hooks cover the CI pipeline and the repositories",
+        priority = 1
     ),
     printcolumn(
         name = "Age",
@@ -353,6 +360,11 @@ pub struct ServiceTraceStatus {
     pub last_checked_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Whether Azure DevOps service hooks cover this trace's CI pipeline and the repositories it reads,
+    /// from the hook-health check (`--hook-health-interval`); the reconciler's status writes leave it
+    /// alone.
+    #[serde(default, skip_serializing)]
+    pub hooks: Option<HookCoverage>,
 }
 
 /// One step of the flow from commit to cluster.

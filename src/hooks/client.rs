@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::model::{Subscription, SubscriptionList};
-use crate::secret::SecretString;
+use crate::ado::{AdoAuth, Credential as _};
 
 const API_VERSION: &str = "7.1";
 /// A list of every subscription of a large organization stays well below this.
@@ -22,7 +21,7 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// Why a Subscriptions call failed; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {
-    #[error("Azure DevOps refused the token for {organization} (HTTP {status}): give the PAT the Service Hooks (read) scope, and Service Hooks (read & write) for `lockstep hooks sync`")]
+    #[error("Azure DevOps refused the token for {organization} (HTTP {status}): give the PAT the Service Hooks (read) scope (a Microsoft Entra identity: the View subscriptions permission of Service Hooks), and Service Hooks (read & write) for `lockstep hooks sync`")]
     Unauthorized { organization: String, status: u16 },
     #[error("the token may not do this in {organization} (HTTP 403: {message}): `lockstep hooks sync` needs Service Hooks (read & write)")]
     Forbidden {
@@ -76,7 +75,7 @@ impl HooksClient {
     pub async fn list(
         &self,
         org_url: &str,
-        token: &SecretString,
+        token: &AdoAuth,
     ) -> Result<Vec<Subscription>, HooksError> {
         let url = url(org_url, &["_apis", "hooks", "subscriptions"])?;
         let list: SubscriptionList = self
@@ -97,7 +96,7 @@ impl HooksClient {
         &self,
         org_url: &str,
         project: &str,
-        token: &SecretString,
+        token: &AdoAuth,
     ) -> Result<String, HooksError> {
         let url = url(org_url, &["_apis", "projects", project])?;
         let answer: Value = self
@@ -122,7 +121,7 @@ impl HooksClient {
     pub async fn create(
         &self,
         org_url: &str,
-        token: &SecretString,
+        token: &AdoAuth,
         body: &Value,
     ) -> Result<Subscription, HooksError> {
         let url = url(org_url, &["_apis", "hooks", "subscriptions"])?;
@@ -140,7 +139,7 @@ impl HooksClient {
     pub async fn replace(
         &self,
         org_url: &str,
-        token: &SecretString,
+        token: &AdoAuth,
         id: &str,
         body: &Value,
     ) -> Result<Subscription, HooksError> {
@@ -161,14 +160,15 @@ impl HooksClient {
         method: reqwest::Method,
         url: url::Url,
         org_url: &str,
-        token: &SecretString,
+        token: &AdoAuth,
         body: Option<&Value>,
         what: &str,
     ) -> Result<T, HooksError> {
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!(":{}", token.expose()))
-        );
+        // A PAT as Basic, an Entra token as Bearer: the same header the reconcilers send.
+        let auth = token.authorization().map_err(|e| HooksError::Transport {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })?;
         let mut request = self
             .http
             .request(method, url)

@@ -37,6 +37,69 @@ pub fn covers_pipeline(sub: &Subscription, project_id: &str, definition_id: i64)
         }
 }
 
+/// Whether `sub` delivers pushes to `repository` (as the trace spells it: name or id) in the project
+/// with id `project_id`: a `git.push` with the project (or none) and no repository filter naming
+/// another repository. A filter holding the repository's id while the trace names it (or the reverse)
+/// does not count: telling them equal would cost a Repositories - Get per repository and period.
+pub fn covers_repository(sub: &Subscription, project_id: &str, repository: &str) -> bool {
+    let inputs = &sub.publisher_inputs;
+    sub.event_type == GIT_PUSH
+        && inputs
+            .get("projectId")
+            .is_none_or(|p| p.is_empty() || p.eq_ignore_ascii_case(project_id))
+        && inputs
+            .get("repository")
+            .is_none_or(|r| r.is_empty() || r.trim().eq_ignore_ascii_case(repository.trim()))
+}
+
+/// The Web Hooks subscriptions (to `receiver_url` when known) among `subs` that `covers` accepts.
+fn covering<'a>(
+    subs: &'a [Subscription],
+    receiver_url: Option<&str>,
+    covers: impl Fn(&Subscription) -> bool,
+) -> Vec<&'a Subscription> {
+    subs.iter()
+        .filter(|s| covers(s))
+        .filter(|s| match receiver_url {
+            Some(url) => s.posts_to(url),
+            None => s.consumer_id == "webHooks",
+        })
+        .collect()
+}
+
+/// How one thing (a pipeline, a repository) is covered: Covered, Degraded or NotCovered.
+fn state_of(covering: &[&Subscription]) -> HookCoverageState {
+    if covering.is_empty() {
+        HookCoverageState::NotCovered
+    } else if covering.iter().any(|s| s.is_healthy()) {
+        HookCoverageState::Covered
+    } else {
+        HookCoverageState::Degraded
+    }
+}
+
+fn unhealthy_list(covering: &[&Subscription]) -> String {
+    covering
+        .iter()
+        .take(MAX_LISTED)
+        .map(|s| format!("{} is {}", s.id, s.state()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ids_of<'a>(covering: impl IntoIterator<Item = &'a Subscription>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for s in covering {
+        if ids.len() == MAX_LISTED {
+            break;
+        }
+        if !ids.contains(&s.id) {
+            ids.push(s.id.clone());
+        }
+    }
+    ids
+}
+
 /// `status.hooks` for a gate: the Web Hooks subscriptions (to `receiver_url` when known) covering it.
 pub fn pipeline_coverage(
     subs: &[Subscription],
@@ -44,46 +107,75 @@ pub fn pipeline_coverage(
     definition_id: i64,
     receiver_url: Option<&str>,
 ) -> HookCoverage {
-    let covering: Vec<&Subscription> = subs
-        .iter()
-        .filter(|s| covers_pipeline(s, project_id, definition_id))
-        .filter(|s| match receiver_url {
-            Some(url) => s.posts_to(url),
-            None => s.consumer_id == "webHooks",
-        })
-        .collect();
-    let ids: Vec<String> = covering
-        .iter()
-        .take(MAX_LISTED)
-        .map(|s| s.id.clone())
-        .collect();
-    let (state, message) = if covering.is_empty() {
-        (
-            HookCoverageState::NotCovered,
-            "no service-hook subscription delivers this pipeline's events to lockstep; run `lockstep hooks sync` (polling still works)".to_string(),
-        )
-    } else if covering.iter().any(|s| s.is_healthy()) {
-        (
-            HookCoverageState::Covered,
-            "an enabled service-hook subscription covers this pipeline".to_string(),
-        )
+    let covering = covering(subs, receiver_url, |s| {
+        covers_pipeline(s, project_id, definition_id)
+    });
+    let state = state_of(&covering);
+    let message = match state {
+        HookCoverageState::NotCovered => "no service-hook subscription delivers this pipeline's events to lockstep; run `lockstep hooks sync` (polling still works)".to_string(),
+        HookCoverageState::Covered => "an enabled service-hook subscription covers this pipeline".to_string(),
+        _ => format!(
+            "no enabled subscription covers this pipeline ({}); Azure DevOps drops events meanwhile; run `lockstep hooks sync` to re-enable",
+            unhealthy_list(&covering)
+        ),
+    };
+    HookCoverage {
+        state,
+        subscriptions: ids_of(covering),
+        message,
+    }
+}
+
+/// `status.hooks` for a trace: its CI pipeline (pipeline events or `build.complete`) and each repository
+/// it reads (`git.push`). Covered only when every one of them is; otherwise Degraded when one is covered
+/// only by subscriptions on probation or disabled, else NotCovered; the message names what is missing.
+pub fn trace_coverage(
+    subs: &[Subscription],
+    project_id: &str,
+    definition_id: i64,
+    repositories: &[&str],
+    receiver_url: Option<&str>,
+) -> HookCoverage {
+    let pipeline = covering(subs, receiver_url, |s| {
+        covers_pipeline(s, project_id, definition_id)
+    });
+    let mut parts = vec![(format!("CI pipeline {definition_id}"), pipeline)];
+    for repo in repositories {
+        parts.push((
+            format!("git.push of repository {repo}"),
+            covering(subs, receiver_url, |s| {
+                covers_repository(s, project_id, repo)
+            }),
+        ));
+    }
+    let states: Vec<HookCoverageState> = parts.iter().map(|(_, c)| state_of(c)).collect();
+    let state = if states.iter().all(|s| *s == HookCoverageState::Covered) {
+        HookCoverageState::Covered
+    } else if states.contains(&HookCoverageState::Degraded) {
+        HookCoverageState::Degraded
     } else {
-        let states: Vec<String> = covering
+        HookCoverageState::NotCovered
+    };
+    let message = if state == HookCoverageState::Covered {
+        "enabled service-hook subscriptions cover the CI pipeline and every repository".to_string()
+    } else {
+        let gaps: Vec<String> = parts
             .iter()
-            .take(MAX_LISTED)
-            .map(|s| format!("{} is {}", s.id, s.state()))
+            .zip(&states)
+            .filter_map(|((what, c), s)| match s {
+                HookCoverageState::NotCovered => Some(format!("{what}: no subscription")),
+                HookCoverageState::Degraded => Some(format!("{what}: {}", unhealthy_list(c))),
+                _ => None,
+            })
             .collect();
-        (
-            HookCoverageState::Degraded,
-            format!(
-                "no enabled subscription covers this pipeline ({}); Azure DevOps drops events meanwhile; run `lockstep hooks sync` to re-enable",
-                states.join(", ")
-            ),
+        format!(
+            "not every event reaches lockstep ({}); run `lockstep hooks sync` (polling still works)",
+            gaps.join("; ")
         )
     };
     HookCoverage {
         state,
-        subscriptions: ids,
+        subscriptions: ids_of(parts.iter().flat_map(|(_, c)| c.iter().copied())),
         message,
     }
 }
@@ -296,5 +388,45 @@ mod tests {
             .consumer_inputs
             .insert("url".into(), "https://other/hook".into());
         assert_eq!(plan(&[w], &[elsewhere])[0].1, Action::Create);
+    }
+
+    #[test]
+    fn a_trace_is_covered_only_with_its_pipeline_and_every_repository() {
+        let mut push = sub("p", GIT_PUSH, &[("projectId", "P1")], None);
+        push.publisher_id = "tfs".into();
+        let run = sub("r", RUN_STATE_CHANGED, &[("projectId", "P1")], None);
+        let repos = ["manifests", "hld"];
+        let cov = trace_coverage(&[run.clone(), push.clone()], "p1", 7, &repos, None);
+        assert_eq!(cov.state, HookCoverageState::Covered, "{}", cov.message);
+        assert_eq!(cov.subscriptions, ["r", "p"]);
+
+        let cov = trace_coverage(std::slice::from_ref(&run), "P1", 7, &repos, None);
+        assert_eq!(cov.state, HookCoverageState::NotCovered);
+        assert!(
+            cov.message
+                .contains("git.push of repository manifests: no subscription"),
+            "{}",
+            cov.message
+        );
+
+        let mut filtered = push.clone();
+        filtered
+            .publisher_inputs
+            .insert("repository".into(), "other-repo".into());
+        assert!(!covers_repository(&filtered, "P1", "manifests"));
+        filtered
+            .publisher_inputs
+            .insert("repository".into(), "Manifests".into());
+        assert!(covers_repository(&filtered, "P1", "manifests"));
+
+        let mut probation = push;
+        probation.status = Some("disabledBySystem".into());
+        let cov = trace_coverage(&[run, probation], "P1", 7, &repos, None);
+        assert_eq!(cov.state, HookCoverageState::Degraded);
+        assert!(
+            cov.message.contains("p is disabledBySystem"),
+            "{}",
+            cov.message
+        );
     }
 }

@@ -1,37 +1,31 @@
 //! The hook-health check in `lockstep run` (`--hook-health-interval`): every period (the first one
-//! period after start), for each
-//! organization the gates use, one Subscriptions - List; then a metric per state and event type,
-//! `status.hooks` on every gate whose coverage changed, and a Warning Event on a gate when a subscription
-//! covering it goes on probation or is disabled.
+//! period after start), for each organization the gates and traces use, one Subscriptions - List with the
+//! credential one of them uses (a PAT or a Microsoft Entra token); then a metric per state and event
+//! type, `status.hooks` on every gate and trace whose coverage changed, and a Warning Event on an object
+//! when a subscription covering it goes on probation or is disabled.
 //!
-//! A token without the Service Hooks (read) scope is logged once per organization (and the gates say
-//! `Unknown` with the reason), not as an error every period.
+//! A credential without the Service Hooks (read) permission is reported once per organization (one log
+//! line, one Warning Event per object, and `status.hooks` `Unknown` with the reason), not as an error
+//! every period.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::events::{EventType, Reporter};
-use kube::ResourceExt;
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::client::HooksClient;
-use super::coverage::pipeline_coverage;
+use super::cluster::{first_credential, list_by_org, write_coverage, Watched};
 use super::model::Subscription;
-use crate::crd::{HookCoverage, HookCoverageState, PipelineGate};
-use crate::reconciler::credentials::read_key;
+use crate::crd::{HookCoverage, HookCoverageState};
+use crate::entra::EntraContext;
 use crate::reconciler::events::{publish_transition_event, reasons, EventRecorders};
-use crate::reconciler::scoped;
 use crate::reconciler::token_cache::TokenCache;
 use crate::telemetry::HookMetrics;
 
-/// Field manager of `status.hooks` writes: not `lockstep`, whose server-side applies own the rest.
-pub const HOOKS_FIELD_MANAGER: &str = "lockstep-hooks";
-/// Gates read per page, and at most this many pages per check.
-const LIST_PAGE: u32 = 500;
-const MAX_PAGES: usize = 200;
+pub use super::cluster::HOOKS_FIELD_MANAGER;
 
 /// Settings of the check.
 #[derive(Clone, Debug)]
@@ -49,9 +43,9 @@ pub struct HookHealthConfig {
 struct Memory {
     /// Last seen state per subscription id: an Event fires only on a change to unhealthy.
     states: HashMap<String, String>,
-    /// Organizations whose missing permission was already logged.
+    /// Organizations whose missing permission was already reported.
     permission_reported: HashSet<String>,
-    /// Project GUIDs by (organization, project as the gate spells it).
+    /// Project GUIDs by (organization, project as the object spells it).
     project_ids: HashMap<(String, String), String>,
 }
 
@@ -59,6 +53,7 @@ struct Memory {
 pub async fn run(
     client: kube::Client,
     hooks: HooksClient,
+    entra: Arc<EntraContext>,
     metrics: HookMetrics,
     config: HookHealthConfig,
     stop: impl Future<Output = ()>,
@@ -84,17 +79,17 @@ pub async fn run(
         _ = &mut stop => return,
         _ = tokio::time::sleep(config.interval) => {}
     }
+    let ctx = Check {
+        client: &client,
+        hooks: &hooks,
+        entra: &entra,
+        metrics: &metrics,
+        config: &config,
+        recorders: &recorders,
+        tokens: &tokens,
+    };
     loop {
-        check_once(
-            &client,
-            &hooks,
-            &metrics,
-            &config,
-            &recorders,
-            &tokens,
-            &mut memory,
-        )
-        .await;
+        ctx.once(&mut memory).await;
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(config.interval) => {}
@@ -102,203 +97,135 @@ pub async fn run(
     }
 }
 
-async fn check_once(
-    client: &kube::Client,
-    hooks: &HooksClient,
-    metrics: &HookMetrics,
-    config: &HookHealthConfig,
-    recorders: &EventRecorders,
-    tokens: &TokenCache,
-    memory: &mut Memory,
-) {
-    let gates = match list_gates(client, &config.namespace).await {
-        Ok(g) => g,
-        Err(e) => {
-            warn!(error = %e, "hook-health check could not list PipelineGates; next period retries");
-            return;
-        }
-    };
-    let mut by_org: BTreeMap<String, Vec<PipelineGate>> = BTreeMap::new();
-    for gate in gates {
-        let org = gate
-            .spec
-            .azure_devops
-            .organization_url
-            .trim()
-            .trim_end_matches('/')
-            .to_ascii_lowercase();
-        by_org.entry(org).or_default().push(gate);
-    }
-    let mut all_states: Vec<(String, String)> = Vec::new();
-    for (org, gates) in &by_org {
-        let org_url = gates[0].spec.azure_devops.organization_url.clone();
-        let Some(token) = first_token(client, tokens, gates).await else {
-            debug!(organization = %org, "no readable PAT for the hook-health check");
-            continue;
-        };
-        let subs = match hooks.list(&org_url, &token).await {
-            Ok(subs) => {
-                metrics.record_check("ok");
-                if memory.permission_reported.remove(org) {
-                    info!(organization = %org, "service-hook subscriptions readable again");
-                }
-                subs
-            }
-            Err(e) if e.is_permission() => {
-                metrics.record_check("permission");
-                if memory.permission_reported.insert(org.clone()) {
-                    warn!(organization = %org, error = %e, "cannot read service-hook subscriptions: hook health is unknown for this organization's gates (reported once; gates still work by polling)");
-                }
-                let unknown = HookCoverage {
-                    state: HookCoverageState::Unknown,
-                    subscriptions: Vec::new(),
-                    message: format!("cannot read the service-hook subscriptions: {e}"),
-                };
-                for gate in gates {
-                    write_coverage(client, gate, &unknown).await;
-                }
-                continue;
-            }
+/// What one check works with.
+struct Check<'a> {
+    client: &'a kube::Client,
+    hooks: &'a HooksClient,
+    entra: &'a EntraContext,
+    metrics: &'a HookMetrics,
+    config: &'a HookHealthConfig,
+    recorders: &'a EventRecorders,
+    tokens: &'a TokenCache,
+}
+
+impl Check<'_> {
+    async fn once(&self, memory: &mut Memory) {
+        let by_org = match list_by_org(self.client, &self.config.namespace).await {
+            Ok(o) => o,
             Err(e) => {
-                metrics.record_check("error");
-                warn!(organization = %org, error = %e, "hook-health check failed; next period retries");
-                continue;
+                warn!(error = %e, "hook-health check could not list PipelineGates and ServiceTraces; next period retries");
+                return;
             }
         };
-        all_states.extend(
-            subs.iter()
-                .map(|s| (s.state().to_string(), s.event_type.clone())),
-        );
-        for gate in gates {
-            let project = &gate.spec.azure_devops.project;
-            let key = (org.clone(), project.to_ascii_lowercase());
-            let project_id = match memory.project_ids.get(&key) {
-                Some(id) => id.clone(),
-                None => match hooks.project_id(&org_url, project, &token).await {
-                    Ok(id) => {
-                        memory.project_ids.insert(key, id.clone());
-                        id
-                    }
-                    Err(e) => {
-                        debug!(project = %project, error = %e, "could not resolve the project id");
-                        continue;
-                    }
-                },
+        let mut all_states: Vec<(String, String)> = Vec::new();
+        for (org, objects) in &by_org {
+            let org_url = objects[0].ado().organization_url.clone();
+            let Some(auth) = first_credential(self.client, self.tokens, self.entra, objects).await
+            else {
+                debug!(organization = %org, "no usable credential for the hook-health check");
+                continue;
             };
-            let coverage = pipeline_coverage(
-                &subs,
-                &project_id,
-                gate.spec.pipeline.definition_id,
-                config.receiver_url.as_deref(),
+            let subs = match self.hooks.list(&org_url, &auth).await {
+                Ok(subs) => {
+                    self.metrics.record_check("ok");
+                    if memory.permission_reported.remove(org) {
+                        info!(organization = %org, "service-hook subscriptions readable again");
+                    }
+                    subs
+                }
+                Err(e) if e.is_permission() => {
+                    self.metrics.record_check("permission");
+                    let first = memory.permission_reported.insert(org.clone());
+                    if first {
+                        warn!(organization = %org, error = %e, "cannot read service-hook subscriptions: hook health is unknown for this organization's gates and traces (reported once; they still work by polling)");
+                    }
+                    let unknown = HookCoverage {
+                        state: HookCoverageState::Unknown,
+                        subscriptions: Vec::new(),
+                        message: format!("cannot read the service-hook subscriptions: {e}"),
+                    };
+                    for object in objects {
+                        write_coverage(self.client, object, &unknown).await;
+                        if first {
+                            self.event(object, reasons::HOOKS_UNREADABLE, &unknown.message)
+                                .await;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.metrics.record_check("error");
+                    warn!(organization = %org, error = %e, "hook-health check failed; next period retries");
+                    continue;
+                }
+            };
+            all_states.extend(
+                subs.iter()
+                    .map(|s| (s.state().to_string(), s.event_type.clone())),
             );
-            write_coverage(client, gate, &coverage).await;
-            for sub in subs
-                .iter()
-                .filter(|s| coverage.subscriptions.contains(&s.id))
-            {
-                if became_unhealthy(memory, sub) {
-                    let note = format!(
-                        "Service-hook subscription {} ({}) is {}: Azure DevOps drops this pipeline's events until it is enabled again; run `lockstep hooks sync` or re-enable it under Project settings > Service hooks",
-                        sub.id, sub.event_type, sub.state()
-                    );
-                    publish_transition_event(
-                        recorders,
-                        gate,
-                        EventType::Warning,
-                        reasons::HOOK_UNHEALTHY,
-                        &note,
-                    )
-                    .await;
+            for object in objects {
+                let project = &object.ado().project;
+                let key = (org.clone(), project.to_ascii_lowercase());
+                let project_id = match memory.project_ids.get(&key) {
+                    Some(id) => id.clone(),
+                    None => match self.hooks.project_id(&org_url, project, &auth).await {
+                        Ok(id) => {
+                            memory.project_ids.insert(key, id.clone());
+                            id
+                        }
+                        Err(e) => {
+                            debug!(project = %project, error = %e, "could not resolve the project id");
+                            continue;
+                        }
+                    },
+                };
+                let coverage =
+                    object.coverage(&subs, &project_id, self.config.receiver_url.as_deref());
+                write_coverage(self.client, object, &coverage).await;
+                for sub in subs
+                    .iter()
+                    .filter(|s| coverage.subscriptions.contains(&s.id))
+                {
+                    if became_unhealthy(memory, sub) {
+                        let note = format!(
+                            "Service-hook subscription {} ({}) is {}: Azure DevOps drops these events until it is enabled again; run `lockstep hooks sync` or re-enable it under Project settings > Service hooks",
+                            sub.id, sub.event_type, sub.state()
+                        );
+                        self.event(object, reasons::HOOK_UNHEALTHY, &note).await;
+                    }
                 }
             }
+            for sub in &subs {
+                memory
+                    .states
+                    .insert(sub.id.clone(), sub.state().to_string());
+            }
         }
-        for sub in &subs {
-            memory
-                .states
-                .insert(sub.id.clone(), sub.state().to_string());
+        self.metrics.set_subscriptions(
+            all_states
+                .iter()
+                .map(|(state, event)| (state.as_str(), event.as_str())),
+        );
+    }
+
+    async fn event(&self, object: &Watched, reason: &str, note: &str) {
+        match object {
+            Watched::Gate(g) => {
+                publish_transition_event(self.recorders, &**g, EventType::Warning, reason, note)
+                    .await
+            }
+            Watched::Trace(t) => {
+                publish_transition_event(self.recorders, &**t, EventType::Warning, reason, note)
+                    .await
+            }
         }
     }
-    metrics.set_subscriptions(
-        all_states
-            .iter()
-            .map(|(state, event)| (state.as_str(), event.as_str())),
-    );
 }
 
 /// Whether `sub` is unhealthy now and was not at the last check (or was not seen yet). Pure over
-/// `memory`; the caller records the new state after every gate had its Event.
+/// `memory`; the caller records the new state after every object had its Event.
 fn became_unhealthy(memory: &Memory, sub: &Subscription) -> bool {
     !sub.is_healthy() && memory.states.get(&sub.id).map(String::as_str) != Some(sub.state())
-}
-
-/// The PAT of the first gate whose Secret reads: every gate of one organization may read its
-/// subscriptions, if any may. Gates on Microsoft Entra identities are not used for this yet (the hooks
-/// client authenticates with a PAT); an organization whose gates all use Entra reads as `Unknown`.
-async fn first_token(
-    client: &kube::Client,
-    tokens: &TokenCache,
-    gates: &[PipelineGate],
-) -> Option<crate::secret::SecretString> {
-    let mut tried = HashSet::new();
-    for gate in gates {
-        let ns = gate.namespace().unwrap_or_default();
-        let Some(secret_ref) = gate.spec.azure_devops.credentials.secret_ref.as_ref() else {
-            continue;
-        };
-        if !tried.insert((ns.clone(), secret_ref.name.clone(), secret_ref.key.clone())) {
-            continue;
-        }
-        if let Ok(token) =
-            read_key(client, tokens, &ns, secret_ref, "the personal access token").await
-        {
-            return Some(token);
-        }
-    }
-    None
-}
-
-/// Merge-patch `status.hooks` when it differs from what the gate shows.
-async fn write_coverage(client: &kube::Client, gate: &PipelineGate, coverage: &HookCoverage) {
-    if gate.status.as_ref().and_then(|s| s.hooks.as_ref()) == Some(coverage) {
-        return;
-    }
-    let Some(ns) = gate.namespace() else { return };
-    let api: Api<PipelineGate> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({"status": {"hooks": coverage}});
-    let params = PatchParams {
-        field_manager: Some(HOOKS_FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    };
-    match api
-        .patch_status(&gate.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            info!(namespace = %ns, gate = %gate.name_any(), hooks = coverage.state.as_str(), "hook coverage updated")
-        }
-        Err(e) => {
-            warn!(namespace = %ns, gate = %gate.name_any(), error = %e, "could not write status.hooks")
-        }
-    }
-}
-
-async fn list_gates(
-    client: &kube::Client,
-    namespace: &Option<String>,
-) -> Result<Vec<PipelineGate>, kube::Error> {
-    let api: Api<PipelineGate> = scoped(client, namespace);
-    let mut out = Vec::new();
-    let mut params = ListParams::default().limit(LIST_PAGE);
-    for _ in 0..MAX_PAGES {
-        let page = api.list(&params).await?;
-        let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        out.extend(page.items);
-        match next {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::Error;
 use crate::ado::{AdoAuth, AdoError};
 use crate::crd::{CredentialSource, Credentials, SecretKeyRef};
 use crate::entra::sources::{self, ServicePrincipalMaterial};
-use crate::entra::{EntraError, EntraIdentity};
+use crate::entra::{EntraContext, EntraError, EntraIdentity};
 use crate::secret::SecretString;
 
 /// Why no credential could be had. [`CredentialError::Api`] fails the reconcile (retried with backoff);
@@ -71,14 +71,26 @@ pub async fn resolve(
     namespace: &str,
     credentials: &Credentials,
 ) -> Result<AdoAuth, CredentialError> {
+    resolve_with(&io.client, &io.tokens, &io.entra, namespace, credentials).await
+}
+
+/// [`resolve`] for callers outside a reconciler (the hook-health check, the hook set-up), which hold the
+/// same three parts without a [`ReconcileIo`].
+pub async fn resolve_with(
+    client: &kube::Client,
+    tokens: &TokenCache,
+    entra: &EntraContext,
+    namespace: &str,
+    credentials: &Credentials,
+) -> Result<AdoAuth, CredentialError> {
     let source = credentials.source().map_err(CredentialError::Source)?;
     let identity = match source {
         CredentialSource::PersonalAccessToken(secret_ref) => {
-            let token = read_key(&io.client, &io.tokens, namespace, secret_ref, PAT).await?;
+            let token = read_key(client, tokens, namespace, secret_ref, PAT).await?;
             return Ok(AdoAuth::Pat(token));
         }
         CredentialSource::WorkloadIdentity(spec) => {
-            sources::workload_identity(spec, &io.entra.env).map_err(CredentialError::Source)?
+            sources::workload_identity(spec, &entra.env).map_err(CredentialError::Source)?
         }
         CredentialSource::ManagedIdentity(spec) => sources::managed_identity(spec),
         CredentialSource::ServicePrincipal(spec) => {
@@ -93,7 +105,7 @@ pub async fn resolve(
                         .to_string(),
                 )),
             };
-            let value = read_key(&io.client, &io.tokens, namespace, secret_ref, what).await?;
+            let value = read_key(client, tokens, namespace, secret_ref, what).await?;
             let material = if certificate {
                 ServicePrincipalMaterial::CertificatePem(value)
             } else {
@@ -102,13 +114,13 @@ pub async fn resolve(
             sources::service_principal(
                 spec,
                 material,
-                &io.entra.env,
+                &entra.env,
                 &format!("{namespace}/{}", secret_ref.name),
             )
             .map_err(CredentialError::Source)?
         }
     };
-    entra_token(io, identity).await
+    entra_token(entra, identity).await
 }
 
 /// A cached Entra token refused after at least this long in use is replaced and the refusal treated as
@@ -137,11 +149,10 @@ pub async fn replace_refused_token(
 }
 
 async fn entra_token(
-    io: &ReconcileIo,
+    entra: &EntraContext,
     identity: EntraIdentity,
 ) -> Result<AdoAuth, CredentialError> {
-    let token = io
-        .entra
+    let token = entra
         .tokens
         .token(&identity)
         .await

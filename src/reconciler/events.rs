@@ -46,6 +46,10 @@ pub mod reasons {
     /// A service-hook subscription covering the object's pipeline went on probation or was disabled:
     /// Azure DevOps drops its events until it is enabled again (`lockstep hooks sync`).
     pub const HOOK_UNHEALTHY: &str = "HookSubscriptionUnhealthy";
+    /// The credential may not read the service-hook subscriptions (said once per organization).
+    pub const HOOKS_UNREADABLE: &str = "HookSubscriptionsUnreadable";
+    /// The hook set-up (`--hooks-sync`) created or re-enabled subscriptions the object needs.
+    pub const HOOKS_SYNCED: &str = "HookSubscriptionsSynced";
     /// A trace's newest build reached one of its environments.
     pub const TRACE_ARRIVED: &str = "BuildArrived";
 }

@@ -20,10 +20,25 @@ pub struct CheckLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// `create` or `replace` (re-enabled, or inputs brought back to the receiver's).
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncRunLabels {
+    /// `ok`, `permission` or `error`, per organization.
+    pub result: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct HookMetrics {
     pub subscriptions: Family<SubscriptionLabels, Gauge>,
     pub checks: Family<CheckLabels, Counter>,
+    /// Subscriptions the controller's hook set-up (`--hooks-sync`) wrote.
+    pub sync_writes: Family<SyncLabels, Counter>,
+    pub sync_runs: Family<SyncRunLabels, Counter>,
 }
 
 impl HookMetrics {
@@ -40,6 +55,16 @@ impl HookMetrics {
             "Hook-health checks per organization, by result",
             m.checks.clone(),
         );
+        r.register(
+            "hook_sync_writes",
+            "Service-hook subscriptions the hook set-up (--hooks-sync) created or replaced",
+            m.sync_writes.clone(),
+        );
+        r.register(
+            "hook_sync_runs",
+            "Hook set-up passes per organization, by result",
+            m.sync_runs.clone(),
+        );
         m
     }
 
@@ -54,6 +79,22 @@ impl HookMetrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn record_sync(&self, created: usize, replaced: usize) {
+        for (action, n) in [("create", created), ("replace", replaced)] {
+            if n > 0 {
+                self.sync_writes
+                    .get_or_create(&SyncLabels { action })
+                    .inc_by(n as u64);
+            }
+        }
+    }
+
+    pub fn record_sync_run(&self, result: &'static str) {
+        self.sync_runs
+            .get_or_create(&SyncRunLabels { result })
+            .inc();
     }
 
     pub fn record_check(&self, result: &'static str) {

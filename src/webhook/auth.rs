@@ -124,6 +124,14 @@ struct HeaderToken {
     token: SecretString,
 }
 
+/// See [`WebhookAuth::for_subscriptions`].
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionCredentials {
+    pub basic: Option<(String, SecretString)>,
+    /// Header name and token.
+    pub token: Option<(String, SecretString)>,
+}
+
 /// Why a delivery was refused; also the metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -395,6 +403,35 @@ impl WebhookAuth {
 
     pub fn uses_basic(&self) -> bool {
         self.read().current.basic.is_some()
+    }
+
+    /// The credentials in force, as a service-hook subscription must send them (the controller's hook
+    /// set-up writes them into its subscriptions): the Basic username and password, and the token
+    /// header as the flag spells it with its token. Secrets: never log them.
+    pub fn for_subscriptions(&self) -> SubscriptionCredentials {
+        let state = self.read();
+        SubscriptionCredentials {
+            basic: state
+                .current
+                .basic
+                .as_ref()
+                .map(|b| (b.username.clone(), b.password.clone())),
+            token: state.current.token.as_ref().map(|t| {
+                // Azure DevOps sends the header as written; keep the operator's spelling (or the
+                // default's), not the lower-case normal form HeaderName holds.
+                let name = [
+                    self.sources.token_header.as_deref(),
+                    Some(DEFAULT_TOKEN_HEADER),
+                ]
+                .into_iter()
+                .flatten()
+                .map(str::trim)
+                .find(|h| h.eq_ignore_ascii_case(t.header.as_str()))
+                .unwrap_or(t.header.as_str())
+                .to_string();
+                (name, t.token.clone())
+            }),
+        }
     }
 
     /// Check a delivery's headers. Every configured method must pass, with the credentials in force or,
@@ -1045,5 +1082,36 @@ mod tests {
         std::fs::write(&f, "hunter2-password").unwrap();
         let err = WebhookAuth::from_files(Some("bad user"), Some(&f), None, None).unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn subscriptions_get_the_credentials_in_force_with_the_header_as_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (password, token) = (dir.path().join("password"), dir.path().join("token"));
+        std::fs::write(&password, "pw-1\n").unwrap();
+        std::fs::write(&token, "tok-1").unwrap();
+        let auth = WebhookAuth::from_files(
+            Some("ado"),
+            Some(&password),
+            Some(&token),
+            Some("X-Lockstep-Token"),
+        )
+        .unwrap();
+        let creds = auth.for_subscriptions();
+        let (user, pw) = creds.basic.unwrap();
+        assert_eq!((user.as_str(), pw.expose()), ("ado", "pw-1"));
+        let (header, tok) = creds.token.unwrap();
+        assert_eq!(
+            (header.as_str(), tok.expose()),
+            ("X-Lockstep-Token", "tok-1")
+        );
+
+        std::fs::write(&token, "tok-2").unwrap();
+        auth.reload();
+        assert_eq!(auth.for_subscriptions().token.unwrap().1.expose(), "tok-2");
+        assert!(WebhookAuth::allow_unauthenticated()
+            .for_subscriptions()
+            .basic
+            .is_none());
     }
 }

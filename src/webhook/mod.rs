@@ -21,8 +21,8 @@ pub mod server;
 
 pub use allowlist::{AllowlistError, SubscriptionAllowlist};
 pub use auth::{
-    AuthConfigError, Reload, WebhookAuth, WebhookAuthFlags, DEFAULT_TOKEN_HEADER, RELOAD_INTERVAL,
-    ROTATION_GRACE,
+    AuthConfigError, Reload, SubscriptionCredentials, WebhookAuth, WebhookAuthFlags,
+    DEFAULT_TOKEN_HEADER, RELOAD_INTERVAL, ROTATION_GRACE,
 };
 pub use index::{feed_from_watchers, Affected, GateRef, HintIndex, TraceRef};
 pub use payload::{parse_event, EventKind, HintTarget, PayloadError, WebhookEvent};

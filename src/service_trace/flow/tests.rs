@@ -1373,6 +1373,8 @@ fn full_status(envs: usize, name: impl Fn(usize) -> String) -> ServiceTraceStatu
         image_tag: Some("20261122.99".into()),
         last_checked_time: Some(Time(Timestamp::MAX)),
         last_error: Some(long(10_000)),
+        // The hook-health check's merge patch writes it; the reconciler's status never carries it.
+        hooks: None,
     }
 }
 

@@ -297,7 +297,8 @@ fn project_reply(
             "AccountNotFoundException",
         );
     };
-    if !authenticated(org, headers) {
+    // An Entra token of a user of the organization works on every REST API, as a PAT does.
+    if !authenticated(org, headers) && !shared.entra_accepts(&org.name, headers) {
         return unauthenticated(headers, &shared.base_url);
     }
     if !has_api_version(&Params::parse(uri.query()), headers) {
@@ -345,7 +346,7 @@ fn hooks_reply(
             "AccountNotFoundException",
         );
     };
-    if !authenticated(org, headers) {
+    if !authenticated(org, headers) && !shared.entra_accepts(&org.name, headers) {
         return unauthenticated(headers, &shared.base_url);
     }
     let params = Params::parse(uri.query());
