@@ -549,6 +549,7 @@ fn last_checked_time_is_kept_while_nothing_changes_and_refreshed_later() {
                     reference: None,
                     commit: MANIFEST.into(),
                 })),
+                attempted: None,
                 agent: AgentState::Settled,
             }),
         },

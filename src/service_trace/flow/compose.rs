@@ -29,6 +29,8 @@ pub struct FlowReads {
     pub environments: Vec<EnvRead>,
     /// The newest build's source commit (author, message) and pull request.
     pub source: SourceFacts,
+    /// The same for older builds entering the history this reconcile, by build id.
+    pub sources: std::collections::BTreeMap<i64, SourceFacts>,
     /// Recent HLD branch commits, newest first.
     pub hld_commits: Vec<CommitFacts>,
     /// Recent runs of `spec.hld.definitionId`, when set and not the CI pipeline.
@@ -146,7 +148,7 @@ pub fn compose(
         let source = if facts.id == newest.id {
             reads.source.clone()
         } else {
-            SourceFacts::default()
+            reads.sources.get(&facts.id).cloned().unwrap_or_default()
         };
         upsert(
             &mut history,

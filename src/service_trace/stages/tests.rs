@@ -75,6 +75,7 @@ fn at(commit: &str, agent: AgentState) -> Observed<DeployedObservation> {
             reference: Some("main".into()),
             commit: commit.into(),
         })),
+        attempted: None,
         agent,
     })
 }
@@ -940,7 +941,11 @@ fn nothing_applied_yet() {
         (AgentState::Suspended, TraceReason::DeploySuspended, "Kustomization flux-system/orders is suspended and has not applied a revision", true),
     ] {
         let mut input = in_sync();
-        input.deployed.observed = Ok(DeployedObservation { revision: None, agent });
+        input.deployed.observed = Ok(DeployedObservation {
+            revision: None,
+            attempted: None,
+            agent,
+        });
         let v = trace(&input);
         if stalled {
             assert_stalled(&v, reason, message);
@@ -997,6 +1002,7 @@ fn workload(tag: &str, agent: AgentState) -> DeployedInput {
         },
         observed: Ok(DeployedObservation {
             revision: Some(DeployedRevision::ImageTag(tag.into())),
+            attempted: None,
             agent,
         }),
     }
