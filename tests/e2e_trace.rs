@@ -7,9 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    condition, Harness, ARGO_APPLICATION_CRD, FLUX_KUSTOMIZATION_CRD, ORG, PROJECT,
-};
+use common::{condition, Harness, ARGO_APPLICATION_CRD, FLUX_KUSTOMIZATION_CRD, ORG, PROJECT};
 use lockstep_testkit::ado::{HookDelivery, HookEvent, RunResult};
 use serde_json::Value;
 use tokio::process::Child;
@@ -34,11 +32,7 @@ impl std::ops::Deref for Env {
 
 impl Env {
     async fn start() -> Env {
-        let harness = Harness::start(
-            PAT,
-            &[FLUX_KUSTOMIZATION_CRD, ARGO_APPLICATION_CRD],
-        )
-        .await;
+        let harness = Harness::start(PAT, &[FLUX_KUSTOMIZATION_CRD, ARGO_APPLICATION_CRD]).await;
         let sim = &harness.sim;
         sim.add_definition(ORG, PROJECT, 12, "orders-ci");
         sim.add_definition(ORG, PROJECT, 14, "orders-manifests");
@@ -790,12 +784,7 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         arrival_state(t, b2, "dev") == "Arrived"
     })
     .await;
-    argo_at(
-        &env,
-        "orders-prod",
-        argo_failed(MANS[1]),
-    )
-    .await;
+    argo_at(&env, "orders-prod", argo_failed(MANS[1])).await;
     let t = env
         .wait_trace("orders", WAIT, "build 2 failed in prod", |t| {
             arrival_state(t, b2, "prod") == "Failed" && ready_is(t, "False", "DeployFailed")
@@ -817,12 +806,20 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
     // failure stays with build 2 (Argo CD's syncResult.revision names it), build 3 is pending in prod.
     let (b3, n3) = change(&env, 2).await;
     let t = env
-        .wait_trace("orders", WAIT, "build 3 seen, prod failure still build 2's", |t| {
-            history_row(t, b3).is_some()
-        })
+        .wait_trace(
+            "orders",
+            WAIT,
+            "build 3 seen, prod failure still build 2's",
+            |t| history_row(t, b3).is_some(),
+        )
         .await;
     assert_eq!(arrival_state(&t, b2, "prod"), "Failed", "{:#}", t["status"]);
-    assert_eq!(arrival_state(&t, b3, "prod"), "Pending", "{:#}", t["status"]);
+    assert_eq!(
+        arrival_state(&t, b3, "prod"),
+        "Pending",
+        "{:#}",
+        t["status"]
+    );
     flux_at(&env, "orders-dev", MANS[2]).await;
     argo_at(&env, "orders-prod", argo_synced(MANS[2])).await;
     let t = env

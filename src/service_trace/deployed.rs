@@ -182,7 +182,9 @@ fn argo_attempted(obj: &Value) -> Option<DeployedRevision> {
         })
         .or_else(|| first("/status/operationState/operation/sync/revisions"))
         .filter(|v| !v.is_empty())?;
-    parse_argo_revision(value).ok().map(DeployedRevision::Commit)
+    parse_argo_revision(value)
+        .ok()
+        .map(DeployedRevision::Commit)
 }
 
 fn argo_agent_state(obj: &Value) -> AgentState {
@@ -493,10 +495,20 @@ mod tests {
         assert!(matches!(seen.agent, AgentState::Failed(_)));
         // Without it (older Flux, or nothing attempted yet) there is no attribution, and no error.
         let obj = kustomization(json!({"lastAppliedRevision": format!("main@sha1:{SHA}")}));
-        assert_eq!(observe_flux_kustomization(&obj).expect("readable").attempted, None);
+        assert_eq!(
+            observe_flux_kustomization(&obj)
+                .expect("readable")
+                .attempted,
+            None
+        );
         let obj = kustomization(json!({"lastAppliedRevision": format!("main@sha1:{SHA}"),
                                        "lastAttemptedRevision": "not a revision"}));
-        assert_eq!(observe_flux_kustomization(&obj).expect("readable").attempted, None);
+        assert_eq!(
+            observe_flux_kustomization(&obj)
+                .expect("readable")
+                .attempted,
+            None
+        );
     }
 
     #[test]
@@ -518,7 +530,10 @@ mod tests {
             "operationState": {"phase": "Error", "syncResult": {"revisions": [new, "1.2.3"]}}
         }));
         assert_eq!(
-            observe_argo_application(&obj).expect("readable").attempted.map(|r| r.value().to_string()),
+            observe_argo_application(&obj)
+                .expect("readable")
+                .attempted
+                .map(|r| r.value().to_string()),
             Some(new.to_string())
         );
         // An operation that failed before producing a result: the revision it was asked to sync.
@@ -527,11 +542,17 @@ mod tests {
             "operationState": {"phase": "Error", "operation": {"sync": {"revision": new}}}
         }));
         assert_eq!(
-            observe_argo_application(&obj).expect("readable").attempted.map(|r| r.value().to_string()),
+            observe_argo_application(&obj)
+                .expect("readable")
+                .attempted
+                .map(|r| r.value().to_string()),
             Some(new.to_string())
         );
         let obj = application(json!({"sync": {"status": "Synced", "revision": SHA}}));
-        assert_eq!(observe_argo_application(&obj).expect("readable").attempted, None);
+        assert_eq!(
+            observe_argo_application(&obj).expect("readable").attempted,
+            None
+        );
     }
 
     #[test]

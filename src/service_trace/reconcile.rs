@@ -48,7 +48,7 @@ pub struct TraceExtra {
 }
 
 impl TraceContext {
-    fn reader(&self) -> Reader<'_> {
+    pub(super) fn reader(&self) -> Reader<'_> {
         Reader {
             io: &self.io,
             commit_dates: &self.commit_dates,

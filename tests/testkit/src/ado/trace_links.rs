@@ -122,8 +122,7 @@ pub(crate) fn touches(commit: &super::state::Commit, item_path: &str) -> bool {
     }
     commit.paths.iter().any(|p| {
         p == &want
-            || p
-                .strip_prefix(want.as_str())
+            || p.strip_prefix(want.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))
     })
 }
@@ -187,7 +186,10 @@ pub(crate) fn pull_request_query(ctx: &Ctx, repo: &Repository, body: &[u8]) -> s
     };
     let mut results = Vec::with_capacity(queries.len());
     for query in queries {
-        let type_ = query.get("type").and_then(Value::as_str).unwrap_or("notSet");
+        let type_ = query
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("notSet");
         if !type_.eq_ignore_ascii_case("lastMergeCommit") {
             return Reply::bad_request(&format!(
                 "The simulator implements Pull Request Query for type lastMergeCommit only, not '{type_}'."
@@ -204,7 +206,11 @@ pub(crate) fn pull_request_query(ctx: &Ctx, repo: &Repository, body: &[u8]) -> s
             let prs: Vec<Value> = repo
                 .pull_requests
                 .values()
-                .filter(|pr| pr.merge_commit.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(item)))
+                .filter(|pr| {
+                    pr.merge_commit
+                        .as_deref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(item))
+                })
                 .map(|pr| pull_request(ctx, repo, pr))
                 .collect();
             if !prs.is_empty() {
