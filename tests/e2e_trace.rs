@@ -810,10 +810,20 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
             "orders",
             WAIT,
             "build 3 seen, prod failure still build 2's",
-            |t| history_row(t, b3).is_some(),
+            |t| {
+                history_row(t, b3).is_some_and(|h| h["manifestCommit"] == MANS[2])
+                    && t["status"]["latest"]["build"]["id"] == b3
+            },
         )
         .await;
     assert_eq!(arrival_state(&t, b2, "prod"), "Failed", "{:#}", t["status"]);
+    let prod_now = t["status"]["latest"]["environments"][1]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        prod_now.contains(&format!("it failed applying {}", &MANS[1][..7])),
+        "{prod_now}"
+    );
     assert_eq!(
         arrival_state(&t, b3, "prod"),
         "Pending",

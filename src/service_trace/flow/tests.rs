@@ -322,6 +322,41 @@ fn bedrock_flow_is_tied_together_by_resource_trigger_messages_and_source_version
 }
 
 #[test]
+fn a_per_path_environment_links_the_commit_that_touched_its_folder() {
+    // `prod` reads `/prod` of the manifest branch: Commits - Get Commits with `itemPath=/prod`
+    // (`commits-item-path-prod.json`) holds the promotion commit, not the render every environment
+    // shares (`commits-manifest-bedrock.json`, what `dev` reads).
+    let b = ci_build();
+    let hld_runs = hld_update_runs();
+    let hld = commits("commits-hld-bedrock.json");
+    let whole_branch = commits("commits-manifest-bedrock.json");
+    let prod_folder = commits("commits-item-path-prod.json");
+    let facts = |manifest_commits| FlowFacts {
+        build: &b,
+        ci_definition_id: 42,
+        hld: Some(HldFacts {
+            definition_id: Some(57),
+            runs: &hld_runs,
+            commits: &hld,
+        }),
+        generation: None,
+        manifest_commits,
+    };
+    let dev = correlate(&facts(&whole_branch));
+    let prod = correlate(&facts(&prod_folder));
+    assert_eq!(
+        dev.manifest_commit.value.as_ref().map(|c| &c.id[..8]),
+        Some("a1b2c3d4")
+    );
+    assert_eq!(prod.manifest_commit.rule, LinkRule::CommitMessage);
+    assert_eq!(
+        prod.manifest_commit.value.as_ref().map(|c| &c.id[..8]),
+        Some("b7c8d9e0"),
+        "the promotion that names the tag under /prod"
+    );
+}
+
+#[test]
 fn the_previous_build_gets_its_own_commits_not_the_heads() {
     // Build 20261121.71 is the older tag in the same fixtures: its HLD and manifest commits are the
     // older ones even though newer commits sit on top of them.
