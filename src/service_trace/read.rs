@@ -689,8 +689,14 @@ mod flow_reads {
         for (env, read) in envs.iter().zip(reads) {
             let (input, cluster) = read?;
             let own = ManifestSource::of(spec, env);
-            // `manifest_sources` lists every environment's source, so the lookup always succeeds.
+            let whole_branch = ManifestSource {
+                path: None,
+                ..own.clone()
+            };
+            // `manifest_sources` lists every environment's source and its whole branch, so both lookups
+            // succeed.
             let manifest_source = sources.iter().position(|s| *s == own).unwrap_or(0);
+            let branch_source = sources.iter().position(|s| *s == whole_branch).unwrap_or(0);
             let (revision, attempted, health) = health(&input.observed);
             let target = deployed_target(&env.deployed(), namespace)
                 .map(|t| t.to_string())
@@ -709,6 +715,7 @@ mod flow_reads {
                     by_image_tag: matches!(input.target.kind, DeployedKind::Workload(_)),
                 },
                 manifest_source,
+                branch_source,
             });
             inputs.push(input);
         }
@@ -742,7 +749,8 @@ mod flow_reads {
     }
 
     /// The manifest sources the environments read, in `manifest_source` order: the trace's own
-    /// branch (no path) first, then each other (branch, path) once.
+    /// branch (no path) first, then each other (branch, path) once, and for a folder also its whole
+    /// branch (see `EnvRead::branch_source`).
     pub fn manifest_sources(trace: &ServiceTrace) -> Vec<ManifestSource> {
         let spec = &trace.spec;
         let mut sources = vec![ManifestSource {
@@ -751,8 +759,14 @@ mod flow_reads {
         }];
         for env in spec.environment_list() {
             let own = ManifestSource::of(spec, &env);
-            if !sources.contains(&own) {
-                sources.push(own);
+            let whole_branch = ManifestSource {
+                path: None,
+                ..own.clone()
+            };
+            for source in [own, whole_branch] {
+                if !sources.contains(&source) {
+                    sources.push(source);
+                }
             }
         }
         sources

@@ -1080,7 +1080,16 @@ async fn a_per_path_environment_reads_only_its_folder_and_the_pr_comes_from_the_
         DEV_ONLY,
         &["/dev/app.yaml"],
     );
-    ado.ci_succeeded();
+    let build = ado.ci_succeeded();
+    let number = sim.run(build).map(|r| r.build_number).expect("run");
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        PROD,
+        "Norman Paulk",
+        &format!("Merged PR 31: Promote orders main-{number} to prod"),
+    );
 
     let org_url = sim.org_url(ORG);
     let trace: ServiceTrace = serde_json::from_value(json!({
@@ -1132,6 +1141,7 @@ async fn a_per_path_environment_reads_only_its_folder_and_the_pr_comes_from_the_
             by_image_tag: false,
         },
         manifest_source: source,
+        branch_source: 0,
     };
     let read = || async {
         read_flow(
@@ -1214,4 +1224,23 @@ async fn a_per_path_environment_reads_only_its_folder_and_the_pr_comes_from_the_
         commits_before,
         "nothing re-read"
     );
+
+    // Both Kustomizations fetched the branch head, DEV_ONLY (Flux and Argo CD report the repository's
+    // revision, not the folder's). prod's manifest commit is the promotion under /prod, and the branch
+    // at DEV_ONLY contains it: arrived.
+    use super::flow::compose::compose;
+    let mut reads = flow.reads.clone();
+    for e in &mut reads.environments {
+        e.observation.revision = Some(DEV_ONLY.into());
+        e.observation.health = EnvHealth::Settled;
+    }
+    let now = jiff::Timestamp::now();
+    let composed = compose(&trace.spec, &ci, &[], None, &reads, &[], now).expect("a build");
+    let prod = &composed.view.latest.environments[1];
+    assert_eq!(prod.manifest_commit.as_deref(), Some(PROD), "{prod:?}");
+    assert_eq!(composed.history[0].environments["prod"].state, "Arrived");
+    // Asked of the folder's history alone, the branch head is not in it: the arrival would be missed.
+    reads.environments[1].branch_source = 1;
+    let composed = compose(&trace.spec, &ci, &[], None, &reads, &[], now).expect("a build");
+    assert_eq!(composed.history[0].environments["prod"].state, "Pending");
 }
