@@ -732,6 +732,19 @@ async fn change(env: &Env, k: usize) -> (i64, String) {
     (build, number)
 }
 
+/// `status.stages` as (name, state).
+fn stage_states(trace: &Value) -> Vec<(String, String)> {
+    trace["status"]["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&s["name"]), text(&s["state"]))
+        })
+        .collect()
+}
+
 fn history_row(trace: &Value, build: i64) -> Option<&Value> {
     trace["status"]["history"]
         .as_array()?
@@ -797,6 +810,18 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         "{message}"
     );
     assert_eq!(t["status"]["summary"], "dev ✓ prod ✗");
+    // The legacy stages say the same, one deployment entry per environment.
+    assert_eq!(
+        stage_states(&t),
+        [
+            ("build", "Succeeded"),
+            ("hld", "Succeeded"),
+            ("manifest", "Succeeded"),
+            ("deployed/dev", "Succeeded"),
+            ("deployed/prod", "Failed"),
+        ]
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+    );
     assert_eq!(
         condition(&t, "Stalled").map(|c| c["status"].clone()),
         Some(Value::from("True"))
@@ -841,6 +866,18 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         .await;
     let status = &t["status"];
     assert_eq!(status["summary"], "dev ✓ prod ✓");
+    assert!(
+        stage_states(&t).iter().map(|(n, _)| n.as_str()).eq([
+            "build",
+            "hld",
+            "manifest",
+            "deployed/dev",
+            "deployed/prod"
+        ]),
+        "{:?}",
+        stage_states(&t)
+    );
+    assert!(stage_states(&t).iter().all(|(_, s)| s == "Succeeded"));
     // History: newest first, each build with its author, pull request, runs and per-environment arrivals.
     let ids: Vec<i64> = status["history"]
         .as_array()
@@ -855,6 +892,10 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         assert_eq!(row["commit"], SRCS[k], "{row:#}");
         assert_eq!(row["hldCommit"], HLDS[k], "{row:#}");
         assert_eq!(row["manifestCommit"], MANS[k], "{row:#}");
+        // Every build's commit carries its author and pull request (Pull Request Query by commit).
+        assert_eq!(row["author"], AUTHORS[k], "{row:#}");
+        assert_eq!(row["pullRequest"]["id"], 100 + k as i64, "{row:#}");
+        assert_eq!(row["pullRequest"]["title"], TITLES[k], "{row:#}");
         assert_eq!(
             row["manifestRun"]["id"].as_i64().map(|id| id > b),
             Some(true),
