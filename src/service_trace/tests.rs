@@ -1243,4 +1243,56 @@ async fn a_per_path_environment_reads_only_its_folder_and_the_pr_comes_from_the_
     reads.environments[1].branch_source = 1;
     let composed = compose(&trace.spec, &ci, &[], None, &reads, &[], now).expect("a build");
     assert_eq!(composed.history[0].environments["prod"].state, "Pending");
+
+    // Two builds finished between polls: the older one enters the history too, with its commit's
+    // author and pull request, not only the newest.
+    let newer = ado.ci_succeeded();
+    let ci = crate::reconciler::io::list_runs(&ctx.io.ado, &org_url, PROJECT, 12, "main", &token)
+        .await
+        .expect("builds");
+    let mut seen = trace.clone();
+    seen.status = Some(ServiceTraceStatus {
+        history: vec![crate::crd::HistoryEntry {
+            build_id: build - 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let flow = read_flow(
+        &seen,
+        &token,
+        &ctx.reader(),
+        &ci,
+        Vec::new(),
+        (vec![env("dev", 0), env("prod", 1)], Vec::new()),
+        Heads {
+            hld: None,
+            manifest: Some(DEV_ONLY.into()),
+        },
+    )
+    .await
+    .expect("read");
+    assert!(newer > build);
+    assert_eq!(
+        flow.reads.sources.keys().copied().collect::<Vec<_>>(),
+        vec![build],
+        "the newest build's source is `source`; the older one entering is in `sources`"
+    );
+    assert_eq!(
+        flow.reads.sources[&build]
+            .pull_request
+            .as_ref()
+            .map(|p| p.id),
+        Some(42)
+    );
+    let previous = seen.status.clone().unwrap_or_default().history;
+    let composed =
+        compose(&seen.spec, &ci, &[], None, &flow.reads, &previous, now).expect("a build");
+    let older = composed
+        .history
+        .iter()
+        .find(|h| h.build_id == build)
+        .expect("row");
+    assert_eq!(older.author.as_deref(), Some("Jamal Hartnett"));
+    assert_eq!(older.pull_request.as_ref().map(|p| p.id), Some(42));
 }
