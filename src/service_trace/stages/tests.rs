@@ -1344,7 +1344,8 @@ fn status_stages_carry_one_deployed_entry_per_environment() {
 
     // The `deployed:` shorthand keeps its single `deployed` entry (what older readers look for).
     let one = spec(serde_json::Value::Null);
-    let verdict = crate::service_trace::status::per_environment_verdict(&input, &[dev.clone()]);
+    let verdict =
+        crate::service_trace::status::per_environment_verdict(&input, std::slice::from_ref(&dev));
     let single = desired_status_with(
         &verdict,
         &ServiceTraceStatus::default(),
