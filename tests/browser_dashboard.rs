@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Harness, ORG, PROJECT};
+use common::{Harness, FLUX_KUSTOMIZATION_CRD, ORG, PROJECT};
 use lockstep_testkit::ado::RunResult;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -27,48 +27,8 @@ const M1: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
 const M2: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
 const P1: &str = "3333333ddddddddddddddddddddddddddddddddd";
 
-const FLUX_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: kustomizations.kustomize.toolkit.fluxcd.io
-spec:
-  group: kustomize.toolkit.fluxcd.io
-  names: {kind: Kustomization, listKind: KustomizationList, plural: kustomizations, singular: kustomization, shortNames: [ks]}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-";
-
 async fn kustomization_at(h: &Harness, name: &str, revision: &str) {
-    h.apply(&format!(
-        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, path: ./, prune: true}}\n"
-    ))
-    .await;
-    let status = serde_json::json!({"status": {
-        "observedGeneration": 1,
-        "lastAppliedRevision": format!("main@sha1:{revision}"),
-        "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
-                        "message": "Applied revision", "lastTransitionTime": "2026-11-29T10:00:00Z"}]
-    }});
-    h.kubectl(&[
-        "-n",
-        "flux-system",
-        "patch",
-        "kustomization",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ])
-    .await;
+    h.kustomization_at(name, revision).await;
 }
 
 async fn trace(h: &Harness, name: &str, build: i64, manifests: &str, manifest_definition: i64) {
@@ -141,7 +101,7 @@ async fn the_dashboard_follows_a_trace_live_and_filters_by_commit() {
         "run `npm ci` in {} first",
         browser_dir.display()
     );
-    let h = Harness::start(PAT, &[("kustomization.yaml", FLUX_CRD)]).await;
+    let h = Harness::start(PAT, &[FLUX_KUSTOMIZATION_CRD]).await;
     for (id, name) in [
         (12, "orders-ci"),
         (14, "orders-manifests"),

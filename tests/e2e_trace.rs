@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{condition, Harness, ORG, PROJECT};
+use common::{condition, Harness, ARGO_APPLICATION_CRD, FLUX_KUSTOMIZATION_CRD, ORG, PROJECT};
 use lockstep_testkit::ado::{HookDelivery, HookEvent, RunResult};
 use serde_json::Value;
 use tokio::process::Child;
@@ -17,46 +17,6 @@ const NS: &str = "orders";
 const SRC: &str = "1234567bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const M1: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
 const M2: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
-
-/// Just enough of Flux's Kustomization CRD for lockstep to read and watch it.
-const FLUX_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: kustomizations.kustomize.toolkit.fluxcd.io
-spec:
-  group: kustomize.toolkit.fluxcd.io
-  names: {kind: Kustomization, listKind: KustomizationList, plural: kustomizations, singular: kustomization, shortNames: [ks]}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-";
-
-/// Just enough of Argo CD's Application CRD.
-const ARGO_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: applications.argoproj.io
-spec:
-  group: argoproj.io
-  names: {kind: Application, listKind: ApplicationList, plural: applications, singular: application, shortNames: [app]}
-  scope: Namespaced
-  versions:
-  - name: v1alpha1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-";
 
 /// The shared harness plus the trace tests' repositories, pipelines and Flux/Argo CD stand-ins.
 struct Env {
@@ -72,14 +32,7 @@ impl std::ops::Deref for Env {
 
 impl Env {
     async fn start() -> Env {
-        let harness = Harness::start(
-            PAT,
-            &[
-                ("kustomization.yaml", FLUX_CRD),
-                ("application.yaml", ARGO_CRD),
-            ],
-        )
-        .await;
+        let harness = Harness::start(PAT, &[FLUX_KUSTOMIZATION_CRD, ARGO_APPLICATION_CRD]).await;
         let sim = &harness.sim;
         sim.add_definition(ORG, PROJECT, 12, "orders-ci");
         sim.add_definition(ORG, PROJECT, 14, "orders-manifests");
@@ -91,30 +44,9 @@ impl Env {
         Env { harness }
     }
 
-    /// A Kustomization that reports `revision` as applied and Ready.
+    /// The Kustomization `flux-system/orders`, applied and Ready at `revision`.
     async fn kustomization_at(&self, revision: &str) {
-        self.apply(
-            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: orders, namespace: flux-system}\nspec: {interval: 5m, path: ./, prune: true}\n",
-        )
-        .await;
-        let status = serde_json::json!({"status": {
-            "observedGeneration": 1,
-            "lastAppliedRevision": format!("main@sha1:{revision}"),
-            "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
-                            "message": "Applied revision", "lastTransitionTime": "2026-11-22T10:00:00Z"}]
-        }});
-        self.kubectl(&[
-            "-n",
-            "flux-system",
-            "patch",
-            "kustomization",
-            "orders",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ])
-        .await;
+        self.harness.kustomization_at("orders", revision).await;
     }
 
     async fn trace(&self, name: &str, repository: &str) {
@@ -346,20 +278,8 @@ async fn missing_repository_stalls_only_its_own_trace() {
     assert!(ready_message(&trace).starts_with("manifest generation "));
 }
 
-/// Merge-patches the status of `kind/name` in `ns`.
 async fn patch_status(env: &Env, ns: &str, kind: &str, name: &str, status: Value) {
-    env.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        kind,
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &serde_json::json!({ "status": status }).to_string(),
-    ])
-    .await;
+    env.harness.patch_status(ns, kind, name, status).await;
 }
 
 async fn deployed_change(env: &Env) -> i64 {
@@ -377,7 +297,7 @@ async fn deployed_change(env: &Env) -> i64 {
 async fn argo_application_variant() {
     let env = Env::start().await;
     deployed_change(&env).await;
-    env.apply("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: orders, namespace: argocd}\nspec: {project: default}\n").await;
+    env.apply("apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: orders, namespace: argocd}\nspec: {project: default, destination: {name: in-cluster, namespace: orders}}\n").await;
     let synced = |revision: &str| serde_json::json!({"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"}});
     patch_status(&env, "argocd", "application", "orders", synced(M1)).await;
     env.trace_deployed(
@@ -732,16 +652,7 @@ spec:
 }
 
 async fn flux_at(env: &Env, name: &str, revision: &str) {
-    env.apply(&format!(
-        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, path: ./, prune: true}}\n"
-    ))
-    .await;
-    patch_status(env, "flux-system", "kustomization", name, serde_json::json!({
-        "observedGeneration": 1,
-        "lastAppliedRevision": format!("main@sha1:{revision}"),
-        "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
-                        "message": "Applied revision", "lastTransitionTime": "2026-11-22T10:00:00Z"}]
-    })).await;
+    env.harness.kustomization_at(name, revision).await;
 }
 
 async fn argo_at(env: &Env, name: &str, status: Value) {
@@ -752,9 +663,19 @@ async fn argo_at(env: &Env, name: &str, status: Value) {
     patch_status(env, "argocd", "application", name, status).await;
 }
 
+/// What Argo CD writes when the sync of `revision` fails: it compared against the new revision
+/// (`sync.revision`), the operation failed, and its result names the revision it tried.
+fn argo_failed(revision: &str) -> Value {
+    serde_json::json!({"sync": {"status": "OutOfSync", "revision": revision}, "health": {"status": "Healthy"},
+                       "operationState": {"phase": "Failed", "message": "one or more objects failed to apply",
+                                          "operation": {"sync": {"revision": revision}},
+                                          "syncResult": {"revision": revision}}})
+}
+
 fn argo_synced(revision: &str) -> Value {
     serde_json::json!({"sync": {"status": "Synced", "revision": revision}, "health": {"status": "Healthy"},
-                       "operationState": {"phase": "Succeeded", "message": "successfully synced"}})
+                       "operationState": {"phase": "Succeeded", "message": "successfully synced",
+                                          "syncResult": {"revision": revision}}})
 }
 
 /// Build `k` (0-based) of the Bedrock-style flow, up to its manifest commit: a merged pull request
@@ -811,6 +732,19 @@ async fn change(env: &Env, k: usize) -> (i64, String) {
     (build, number)
 }
 
+/// `status.stages` as (name, state).
+fn stage_states(trace: &Value) -> Vec<(String, String)> {
+    trace["status"]["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&s["name"]), text(&s["state"]))
+        })
+        .collect()
+}
+
 fn history_row(trace: &Value, build: i64) -> Option<&Value> {
     trace["status"]["history"]
         .as_array()?
@@ -863,13 +797,7 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         arrival_state(t, b2, "dev") == "Arrived"
     })
     .await;
-    argo_at(
-        &env,
-        "orders-prod",
-        serde_json::json!({"sync": {"status": "OutOfSync", "revision": MANS[1]}, "health": {"status": "Healthy"},
-                           "operationState": {"phase": "Failed", "message": "one or more objects failed to apply"}}),
-    )
-    .await;
+    argo_at(&env, "orders-prod", argo_failed(MANS[1])).await;
     let t = env
         .wait_trace("orders", WAIT, "build 2 failed in prod", |t| {
             arrival_state(t, b2, "prod") == "Failed" && ready_is(t, "False", "DeployFailed")
@@ -882,13 +810,51 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         "{message}"
     );
     assert_eq!(t["status"]["summary"], "dev ✓ prod ✗");
+    // The legacy stages say the same, one deployment entry per environment.
+    assert_eq!(
+        stage_states(&t),
+        [
+            ("build", "Succeeded"),
+            ("hld", "Succeeded"),
+            ("manifest", "Succeeded"),
+            ("deployed/dev", "Succeeded"),
+            ("deployed/prod", "Failed"),
+        ]
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+    );
     assert_eq!(
         condition(&t, "Stalled").map(|c| c["status"].clone()),
         Some(Value::from("True"))
     );
 
-    // Build 3 reaches both.
+    // Build 3's manifest is pushed while prod still reports the failed sync of build 2's revision: the
+    // failure stays with build 2 (Argo CD's syncResult.revision names it), build 3 is pending in prod.
     let (b3, n3) = change(&env, 2).await;
+    let t = env
+        .wait_trace(
+            "orders",
+            WAIT,
+            "build 3 seen, prod failure still build 2's",
+            |t| {
+                history_row(t, b3).is_some_and(|h| h["manifestCommit"] == MANS[2])
+                    && t["status"]["latest"]["build"]["id"] == b3
+            },
+        )
+        .await;
+    assert_eq!(arrival_state(&t, b2, "prod"), "Failed", "{:#}", t["status"]);
+    let prod_now = t["status"]["latest"]["environments"][1]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        prod_now.contains(&format!("it failed applying {}", &MANS[1][..7])),
+        "{prod_now}"
+    );
+    assert_eq!(
+        arrival_state(&t, b3, "prod"),
+        "Pending",
+        "{:#}",
+        t["status"]
+    );
     flux_at(&env, "orders-dev", MANS[2]).await;
     argo_at(&env, "orders-prod", argo_synced(MANS[2])).await;
     let t = env
@@ -900,6 +866,18 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         .await;
     let status = &t["status"];
     assert_eq!(status["summary"], "dev ✓ prod ✓");
+    assert!(
+        stage_states(&t).iter().map(|(n, _)| n.as_str()).eq([
+            "build",
+            "hld",
+            "manifest",
+            "deployed/dev",
+            "deployed/prod"
+        ]),
+        "{:?}",
+        stage_states(&t)
+    );
+    assert!(stage_states(&t).iter().all(|(_, s)| s == "Succeeded"));
     // History: newest first, each build with its author, pull request, runs and per-environment arrivals.
     let ids: Vec<i64> = status["history"]
         .as_array()
@@ -914,6 +892,10 @@ async fn two_environments_three_builds_history_and_a_failed_prod_sync() {
         assert_eq!(row["commit"], SRCS[k], "{row:#}");
         assert_eq!(row["hldCommit"], HLDS[k], "{row:#}");
         assert_eq!(row["manifestCommit"], MANS[k], "{row:#}");
+        // Every build's commit carries its author and pull request (Pull Request Query by commit).
+        assert_eq!(row["author"], AUTHORS[k], "{row:#}");
+        assert_eq!(row["pullRequest"]["id"], 100 + k as i64, "{row:#}");
+        assert_eq!(row["pullRequest"]["title"], TITLES[k], "{row:#}");
         assert_eq!(
             row["manifestRun"]["id"].as_i64().map(|id| id > b),
             Some(true),

@@ -124,6 +124,8 @@ struct Call<'a> {
     query: Vec<(&'static str, String)>,
     /// Names the thing requested in a NotFound error.
     what: String,
+    /// A JSON body: the request is a POST (a query that reads, such as Pull Request Query), else a GET.
+    body: Option<serde_json::Value>,
 }
 
 /// Result of one attempt: done (success or a final error) or worth another try.
@@ -173,6 +175,7 @@ impl AdoClient {
         token: &(impl Credential + ?Sized),
     ) -> Result<Vec<Build>, AdoError> {
         let call = Call {
+            body: None,
             endpoint: "build.builds.list",
             org_url,
             segments: vec![project, "_apis", "build", "builds"],
@@ -198,6 +201,7 @@ impl AdoClient {
     ) -> Result<Build, AdoError> {
         let id = build_id.to_string();
         let call = Call {
+            body: None,
             endpoint: "build.builds.get",
             org_url,
             segments: vec![project, "_apis", "build", "builds", &id],
@@ -218,6 +222,7 @@ impl AdoClient {
     ) -> Result<crate::ado::GitPullRequest, AdoError> {
         let id = pull_request_id.to_string();
         let call = Call {
+            body: None,
             endpoint: "git.pullRequests.get",
             org_url,
             segments: vec![
@@ -235,6 +240,37 @@ impl AdoClient {
         self.get_json(call, token).await
     }
 
+    /// Pull Request Query (`POST …/git/repositories/{repo}/pullrequestquery`, `type: lastMergeCommit`):
+    /// the pull requests whose merge commit is one of `commits` (`pull-request-query-*.json`). A read,
+    /// although a POST: it needs the same Code (read) scope as Pull Requests - Get.
+    pub async fn pull_request_query(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        commits: &[&str],
+        token: &(impl Credential + ?Sized),
+    ) -> Result<crate::ado::GitPullRequestQuery, AdoError> {
+        let call = Call {
+            body: Some(serde_json::json!({
+                "queries": [{"type": "lastMergeCommit", "items": commits}]
+            })),
+            endpoint: "git.pullRequestQuery.get",
+            org_url,
+            segments: vec![
+                project,
+                "_apis",
+                "git",
+                "repositories",
+                repository,
+                "pullrequestquery",
+            ],
+            query: Vec::new(),
+            what: format!("Repository \"{repository}\" in project \"{project}\""),
+        };
+        self.get_json(call, token).await
+    }
+
     /// Refs - List with `filter` (a prefix without `refs/`, e.g. `heads/main`) and `peelTags=true`.
     /// The filter is a prefix match: callers pick the exact ref name from the result.
     pub async fn list_refs(
@@ -246,6 +282,7 @@ impl AdoClient {
         token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitRef>, AdoError> {
         let call = Call {
+            body: None,
             endpoint: "git.refs.list",
             org_url,
             segments: vec![project, "_apis", "git", "repositories", repository, "refs"],
@@ -269,6 +306,7 @@ impl AdoClient {
         token: &(impl Credential + ?Sized),
     ) -> Result<GitAnnotatedTag, AdoError> {
         let call = Call {
+            body: None,
             endpoint: "git.annotatedtags.get",
             org_url,
             segments: vec![
@@ -300,7 +338,48 @@ impl AdoClient {
         top: u32,
         token: &(impl Credential + ?Sized),
     ) -> Result<Vec<GitCommitRef>, AdoError> {
+        self.get_commits_under(
+            org_url,
+            project,
+            repository,
+            version,
+            version_type,
+            None,
+            top,
+            token,
+        )
+        .await
+    }
+
+    /// [`Self::get_commits`], with `item_path` (`/prod`): only the commits that changed something at or
+    /// under that path (`searchCriteria.itemPath`, "path of item to search under"; with the default
+    /// `historyMode`, `simplifiedHistory`, the history `git log -- <path>` shows).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn get_commits_under(
+        &self,
+        org_url: &str,
+        project: &str,
+        repository: &str,
+        version: &str,
+        version_type: &str,
+        item_path: Option<&str>,
+        top: u32,
+        token: &(impl Credential + ?Sized),
+    ) -> Result<Vec<GitCommitRef>, AdoError> {
+        let mut query = vec![
+            ("searchCriteria.itemVersion.version", version.to_string()),
+            (
+                "searchCriteria.itemVersion.versionType",
+                version_type.to_string(),
+            ),
+            ("searchCriteria.$top", top.to_string()),
+        ];
+        if let Some(path) = item_path {
+            query.push(("searchCriteria.itemPath", path.to_string()));
+        }
         let call = Call {
+            query,
+            body: None,
             endpoint: "git.commits.list",
             org_url,
             segments: vec![
@@ -310,14 +389,6 @@ impl AdoClient {
                 "repositories",
                 repository,
                 "commits",
-            ],
-            query: vec![
-                ("searchCriteria.itemVersion.version", version.to_string()),
-                (
-                    "searchCriteria.itemVersion.versionType",
-                    version_type.to_string(),
-                ),
-                ("searchCriteria.$top", top.to_string()),
             ],
             what: format!(
                 "{version_type} {version} in repository \"{repository}\" of project \"{project}\""
@@ -336,6 +407,7 @@ impl AdoClient {
         token: &(impl Credential + ?Sized),
     ) -> Result<GitRepository, AdoError> {
         let call = Call {
+            body: None,
             endpoint: "git.repositories.get",
             org_url,
             segments: vec![project, "_apis", "git", "repositories", repository],
@@ -357,6 +429,7 @@ impl AdoClient {
     ) -> Result<super::models::DefinitionRef, AdoError> {
         let id = definition_id.to_string();
         let call = Call {
+            body: None,
             endpoint: "build.definitions.get",
             org_url,
             segments: vec![project, "_apis", "build", "definitions", &id],
@@ -422,10 +495,11 @@ impl AdoClient {
         entra_identity: Option<&str>,
     ) -> Attempt<T> {
         let started = Instant::now();
-        let sent = self
-            .inner
-            .http
-            .get(url.clone())
+        let request = match &call.body {
+            Some(body) => self.inner.http.post(url.clone()).json(body),
+            None => self.inner.http.get(url.clone()),
+        };
+        let sent = request
             .header(AUTHORIZATION, auth.clone())
             .header(ACCEPT, "application/json")
             .header("X-TFS-FedAuthRedirect", "Suppress")
@@ -867,6 +941,7 @@ mod tests {
 
     fn call<'a>(org_url: &'a str, segments: Vec<&'a str>) -> Call<'a> {
         Call {
+            body: None,
             endpoint: "test",
             org_url,
             segments,

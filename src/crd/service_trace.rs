@@ -8,11 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{AzureDevOpsSpec, HookCoverage, PipelineRef, RunSummary};
 
-/// Go duration syntax with every part bounded (at most 4 parts of at most 5 digits, `ms|s|m|h`), so the
-/// largest value the API server accepts (4 × 99999h ≈ 45 years) fits a `std::time::Duration` and any
-/// `Instant`/`Timestamp` arithmetic done with it saturates instead of overflowing.
-pub const BOUNDED_DURATION_PATTERN: &str = r"^([0-9]{1,5}(\.[0-9]{1,3})?(ms|s|m|h)){1,4}$";
-
 /// Default and upper bound of `spec.historyLimit`: 20 builds, at most 50 (Spektate's page size), which
 /// keeps a full status far below etcd's object size limit (see `MAX_STATUS_BYTES`).
 pub const DEFAULT_HISTORY_LIMIT: u32 = 20;
@@ -124,16 +119,28 @@ pub struct ServiceTraceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TracePolicy {
     /// How long any stage may take after the previous one finished (default 30m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = BOUNDED_DURATION_PATTERN), length(max = 32))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub timeout: Option<Duration>,
     /// Overrides `timeout` for writing the image tag into the HLD repository after the build.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = BOUNDED_DURATION_PATTERN), length(max = 32))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub hld_timeout: Option<Duration>,
     /// Overrides `timeout` for generating the manifests after the HLD commit (or the build).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = BOUNDED_DURATION_PATTERN), length(max = 32))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub manifest_timeout: Option<Duration>,
 }
 
@@ -167,8 +174,12 @@ pub struct EnvironmentSpec {
     pub manifest: Option<EnvironmentManifest>,
     /// How long this environment may take to run the change after the previous stage (the manifest
     /// commit, or the previous environment) got it; overrides `policy.timeout`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = BOUNDED_DURATION_PATTERN), length(max = 32))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::common::deserialize_duration"
+    )]
+    #[schemars(schema_with = "super::common::timeout_schema")]
     pub timeout: Option<Duration>,
 }
 

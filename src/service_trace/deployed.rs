@@ -75,6 +75,11 @@ pub enum AgentState {
 pub struct DeployedObservation {
     /// `None` until the agent has applied anything.
     pub revision: Option<DeployedRevision>,
+    /// What the agent last tried to apply, when it says: Flux `status.lastAttemptedRevision`, Argo CD
+    /// `status.operationState.syncResult.revision` (else the operation's own `sync.revision`), a
+    /// workload's template tag. When an apply of a *new* revision fails, this is the new one while
+    /// `revision` still names the old: it tells which build the failure belongs to.
+    pub attempted: Option<DeployedRevision>,
     pub agent: AgentState,
 }
 
@@ -100,8 +105,14 @@ pub fn observe_flux_kustomization(obj: &Value) -> Result<DeployedObservation, De
         None | Some("") => None,
         Some(value) => Some(DeployedRevision::Commit(parse_flux_revision(value)?)),
     };
+    // An attempted revision that cannot be parsed only loses the failure's attribution, not the read.
+    let attempted = str_at(obj, &["status", "lastAttemptedRevision"])
+        .filter(|v| !v.is_empty())
+        .and_then(|v| parse_flux_revision(v).ok())
+        .map(DeployedRevision::Commit);
     Ok(DeployedObservation {
         revision,
+        attempted,
         agent: flux_agent_state(obj),
     })
 }
@@ -144,8 +155,36 @@ pub fn observe_argo_application(obj: &Value) -> Result<DeployedObservation, Depl
     };
     Ok(DeployedObservation {
         revision,
+        attempted: argo_attempted(obj),
         agent: argo_agent_state(obj),
     })
+}
+
+/// The revision of the last sync operation: `syncResult.revision` (multi-source: the first of
+/// `syncResult.revisions`), else, for an operation that failed before it produced a result, the
+/// revision it was asked to sync (`operation.sync.revision`). Argo CD's `status.sync.revision` is the
+/// revision it *compared* against, not the one it applied, so it cannot say this.
+fn argo_attempted(obj: &Value) -> Option<DeployedRevision> {
+    let first = |pointer: &str| {
+        obj.pointer(pointer)
+            .and_then(Value::as_array)?
+            .first()?
+            .as_str()
+    };
+    let value = str_at(obj, &["status", "operationState", "syncResult", "revision"])
+        .filter(|v| !v.is_empty())
+        .or_else(|| first("/status/operationState/syncResult/revisions"))
+        .or_else(|| {
+            str_at(
+                obj,
+                &["status", "operationState", "operation", "sync", "revision"],
+            )
+        })
+        .or_else(|| first("/status/operationState/operation/sync/revisions"))
+        .filter(|v| !v.is_empty())?;
+    parse_argo_revision(value)
+        .ok()
+        .map(DeployedRevision::Commit)
 }
 
 fn argo_agent_state(obj: &Value) -> AgentState {
@@ -212,8 +251,11 @@ pub fn observe_workload(
         container: name,
         image: image.to_string(),
     })?;
+    // The template is what the controller is rolling out: a failed rollout failed on this tag.
+    let revision = Some(DeployedRevision::ImageTag(tag));
     Ok(DeployedObservation {
-        revision: Some(DeployedRevision::ImageTag(tag)),
+        attempted: revision.clone(),
+        revision,
         agent: rollout_state(kind, obj),
     })
 }
@@ -431,6 +473,85 @@ mod tests {
         assert_eq!(
             seen.agent,
             AgentState::Failed("ReconciliationFailed: Deployment/orders dry-run failed".into())
+        );
+    }
+
+    #[test]
+    fn flux_failed_apply_of_a_new_revision_names_it_as_attempted() {
+        // Flux keeps lastAppliedRevision at the old revision and records the one that failed in
+        // lastAttemptedRevision (kustomize-controller `status.lastAttemptedRevision`).
+        let obj = kustomization(json!({
+            "observedGeneration": 2,
+            "lastAppliedRevision": format!("main@sha1:{SHA}"),
+            "lastAttemptedRevision": "main@sha1:a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ReconciliationFailed", "message": "apply failed"}]
+        }));
+        let seen = observe_flux_kustomization(&obj).expect("readable");
+        assert_eq!(seen.revision.as_ref().map(|r| r.value()), Some(SHA));
+        assert_eq!(
+            seen.attempted.as_ref().map(|r| r.value()),
+            Some("a1b2c3d4e5f60718293a4b5c6d7e8f9012345678")
+        );
+        assert!(matches!(seen.agent, AgentState::Failed(_)));
+        // Without it (older Flux, or nothing attempted yet) there is no attribution, and no error.
+        let obj = kustomization(json!({"lastAppliedRevision": format!("main@sha1:{SHA}")}));
+        assert_eq!(
+            observe_flux_kustomization(&obj)
+                .expect("readable")
+                .attempted,
+            None
+        );
+        let obj = kustomization(json!({"lastAppliedRevision": format!("main@sha1:{SHA}"),
+                                       "lastAttemptedRevision": "not a revision"}));
+        assert_eq!(
+            observe_flux_kustomization(&obj)
+                .expect("readable")
+                .attempted,
+            None
+        );
+    }
+
+    #[test]
+    fn argo_failed_sync_names_the_revision_it_tried() {
+        let new = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
+        // `sync.revision` is what Argo CD compared against; the operation's result says what it synced.
+        let obj = application(json!({
+            "sync": {"status": "OutOfSync", "revision": new},
+            "health": {"status": "Healthy"},
+            "operationState": {"phase": "Failed", "message": "one or more objects failed to apply",
+                               "syncResult": {"revision": new}}
+        }));
+        let seen = observe_argo_application(&obj).expect("readable");
+        assert_eq!(seen.attempted.as_ref().map(|r| r.value()), Some(new));
+        assert!(matches!(seen.agent, AgentState::Failed(_)));
+        // Multi-source: the first of syncResult.revisions.
+        let obj = application(json!({
+            "sync": {"status": "Synced", "revisions": [SHA]},
+            "operationState": {"phase": "Error", "syncResult": {"revisions": [new, "1.2.3"]}}
+        }));
+        assert_eq!(
+            observe_argo_application(&obj)
+                .expect("readable")
+                .attempted
+                .map(|r| r.value().to_string()),
+            Some(new.to_string())
+        );
+        // An operation that failed before producing a result: the revision it was asked to sync.
+        let obj = application(json!({
+            "sync": {"status": "OutOfSync", "revision": SHA},
+            "operationState": {"phase": "Error", "operation": {"sync": {"revision": new}}}
+        }));
+        assert_eq!(
+            observe_argo_application(&obj)
+                .expect("readable")
+                .attempted
+                .map(|r| r.value().to_string()),
+            Some(new.to_string())
+        );
+        let obj = application(json!({"sync": {"status": "Synced", "revision": SHA}}));
+        assert_eq!(
+            observe_argo_application(&obj).expect("readable").attempted,
+            None
         );
     }
 

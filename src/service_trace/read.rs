@@ -579,8 +579,8 @@ async fn get_workload(
 }
 
 pub use flow_reads::{
-    manifest_branches, read_environments, read_flow, FlowCache, FlowRead, Heads, COMMITS_PER_READ,
-    FLOW_CACHE_CAPACITY,
+    manifest_sources, read_environments, read_flow, FlowCache, FlowRead, Heads, ManifestSource,
+    COMMITS_PER_READ, FLOW_CACHE_CAPACITY,
 };
 
 mod flow_reads {
@@ -591,9 +591,10 @@ mod flow_reads {
     //! ([`super::super::flow::correlate`]) ties to one change.
     //!
     //! Cost: Commits - Get Commits per HLD and manifest branch (`$top` = [`COMMITS_PER_READ`]) once per new
-    //! head, Commits - Get for the source commit once per new build (Azure Repos only), Pull Requests - Get
-    //! only for an old-style merge message without a title, and the HLD-update pipeline's Builds List
-    //! through the shared poll cache.
+    //! head, Commits - Get and Pull Request Query for the source commit once per new build (Azure Repos
+    //! only; cached, the answers never change), Pull Requests - Get only for an old-style merge message
+    //! that the query did not answer, and the HLD-update pipeline's Builds List through the shared poll
+    //! cache.
     use super::super::deployed::{AgentState, DeployedKind};
     use super::super::flow::compose::{EnvRead, FlowReads};
     use super::super::flow::facts::{CommitFacts, PullRequestFacts, RunFacts};
@@ -654,10 +655,11 @@ mod flow_reads {
             super::super::deployed::DeployedObservation,
             super::super::stages::ReadFailure,
         >,
-    ) -> (Option<String>, EnvHealth) {
+    ) -> (Option<String>, Option<String>, EnvHealth) {
         match observed {
             Ok(o) => (
                 o.revision.as_ref().map(|r| r.value().to_string()),
+                o.attempted.as_ref().map(|r| r.value().to_string()),
                 match &o.agent {
                     AgentState::Settled => EnvHealth::Settled,
                     AgentState::Progressing(_) => EnvHealth::Progressing,
@@ -665,7 +667,7 @@ mod flow_reads {
                     AgentState::Suspended => EnvHealth::Suspended,
                 },
             ),
-            Err(failure) => (None, EnvHealth::Unreadable(failure.0.clone())),
+            Err(failure) => (None, None, EnvHealth::Unreadable(failure.0.clone())),
         }
     }
 
@@ -677,7 +679,7 @@ mod flow_reads {
     ) -> Result<(Vec<EnvRead>, Vec<DeployedInput>), Error> {
         let spec = &trace.spec;
         let envs = spec.environment_list();
-        let mut branches: Vec<String> = vec![spec.manifest.branch.clone()];
+        let sources = manifest_sources(trace);
         let reads = futures::future::join_all(
             envs.iter()
                 .map(|e| read_deployed_with_cluster(client, e.deployed(), namespace)),
@@ -687,19 +689,16 @@ mod flow_reads {
         let mut inputs = Vec::with_capacity(envs.len());
         for (env, read) in envs.iter().zip(reads) {
             let (input, cluster) = read?;
-            let branch = env
-                .manifest
-                .as_ref()
-                .and_then(|m| m.branch.clone())
-                .unwrap_or_else(|| spec.manifest.branch.clone());
-            let manifest_source = match branches.iter().position(|b| *b == branch) {
-                Some(i) => i,
-                None => {
-                    branches.push(branch);
-                    branches.len() - 1
-                }
+            let own = ManifestSource::of(spec, env);
+            let whole_branch = ManifestSource {
+                path: None,
+                ..own.clone()
             };
-            let (revision, health) = health(&input.observed);
+            // `manifest_sources` lists every environment's source and its whole branch, so both lookups
+            // succeed.
+            let manifest_source = sources.iter().position(|s| *s == own).unwrap_or(0);
+            let branch_source = sources.iter().position(|s| *s == whole_branch).unwrap_or(0);
+            let (revision, attempted, health) = health(&input.observed);
             let target = deployed_target(&env.deployed(), namespace)
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "nothing".to_string());
@@ -712,29 +711,66 @@ mod flow_reads {
                 observation: EnvObservation {
                     name: env.name.clone(),
                     revision,
-                    attempted: None,
+                    attempted,
                     health,
                     by_image_tag: matches!(input.target.kind, DeployedKind::Workload(_)),
                 },
                 manifest_source,
+                branch_source,
             });
             inputs.push(input);
         }
         Ok((out, inputs))
     }
 
-    /// The manifest branches the environments read, in `manifest_source` order.
-    pub fn manifest_branches(trace: &ServiceTrace) -> Vec<String> {
+    /// Where one environment's manifest commits are: a branch of the manifest repository and, when the
+    /// environment names one, a folder in it (only commits touching it count for that environment).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ManifestSource {
+        pub branch: String,
+        /// `/prod`: always with a leading slash, without a trailing one (`searchCriteria.itemPath`).
+        pub path: Option<String>,
+    }
+
+    impl ManifestSource {
+        pub fn of(spec: &crate::crd::ServiceTraceSpec, env: &crate::crd::EnvironmentSpec) -> Self {
+            let m = env.manifest.as_ref();
+            Self {
+                branch: m
+                    .and_then(|m| m.branch.clone())
+                    .unwrap_or_else(|| spec.manifest.branch.clone()),
+                path: m
+                    .and_then(|m| m.path.as_deref())
+                    .map(|p| p.trim_matches('/'))
+                    // The repository root is no filter at all.
+                    .filter(|p| !p.is_empty())
+                    .map(|p| format!("/{p}")),
+            }
+        }
+    }
+
+    /// The manifest sources the environments read, in `manifest_source` order: the trace's own
+    /// branch (no path) first, then each other (branch, path) once, and for a folder also its whole
+    /// branch (see `EnvRead::branch_source`).
+    pub fn manifest_sources(trace: &ServiceTrace) -> Vec<ManifestSource> {
         let spec = &trace.spec;
-        let mut branches = vec![spec.manifest.branch.clone()];
+        let mut sources = vec![ManifestSource {
+            branch: spec.manifest.branch.clone(),
+            path: None,
+        }];
         for env in spec.environment_list() {
-            if let Some(b) = env.manifest.as_ref().and_then(|m| m.branch.clone()) {
-                if !branches.contains(&b) {
-                    branches.push(b);
+            let own = ManifestSource::of(spec, &env);
+            let whole_branch = ManifestSource {
+                path: None,
+                ..own.clone()
+            };
+            for source in [own, whole_branch] {
+                if !sources.contains(&source) {
+                    sources.push(source);
                 }
             }
         }
-        branches
+        sources
     }
 
     /// A non-transient Azure DevOps error leaves the link unknown; a transient one is returned so the last
@@ -750,17 +786,26 @@ mod flow_reads {
         }
     }
 
+    /// Recent commits of `branch` (only those touching `path`, when given), cached by the branch head:
+    /// a head that did not move has the same history under every path.
+    #[allow(clippy::too_many_arguments)]
     async fn commits(
         ctx: &Reader<'_>,
         org: &str,
         project: &str,
         repository: &str,
         branch: &str,
+        path: Option<&str>,
         head: Option<&str>,
         token: &AdoAuth,
     ) -> Result<Vec<CommitFacts>, AdoError> {
-        let key =
-            head.map(|h| format!("{org}|{project}|{repository}|{branch}|{h}").to_ascii_lowercase());
+        let key = head.map(|h| {
+            format!(
+                "{org}|{project}|{repository}|{branch}|{}|{h}",
+                path.unwrap_or_default()
+            )
+            .to_ascii_lowercase()
+        });
         if let Some(hit) = key
             .as_deref()
             .and_then(|k| cached(&ctx.flow_cache.branches, k))
@@ -770,12 +815,13 @@ mod flow_reads {
         let got = ctx
             .io
             .ado
-            .get_commits(
+            .get_commits_under(
                 org,
                 project,
                 repository,
                 branch,
                 "branch",
+                path,
                 COMMITS_PER_READ,
                 token,
             )
@@ -822,9 +868,22 @@ mod flow_reads {
         .into_iter()
         .find(|c| c.commit_id.eq_ignore_ascii_case(sha))
         .map(|c| CommitFacts::from_commit(&c));
+        // Pull Request Query: the pull request whose merge commit this is, with its title, when Azure
+        // DevOps knows one (also for squash merges and edited messages, which the message rule misses).
+        let query = soft(
+            ctx.io
+                .ado
+                .pull_request_query(org, project, repo_id, &[sha], token)
+                .await
+                .map(Some),
+            "pull request query",
+        )?;
         let facts = RunFacts::from_build(build);
-        let mut pr =
-            super::super::flow::correlate::source_pull_request(&facts, commit.as_ref(), None);
+        let mut pr = super::super::flow::correlate::source_pull_request(
+            &facts,
+            commit.as_ref(),
+            query.as_ref(),
+        );
         if let Some(p) = pr.as_mut().filter(|p| p.title.is_none()) {
             if let Ok(Some(got)) = soft(
                 ctx.io
@@ -889,6 +948,30 @@ mod flow_reads {
                 None => Ok(SourceFacts::default()),
             }
         };
+        // Older builds that enter the history this reconcile (several finished between two polls):
+        // their commits too, so every history entry carries its author and pull request. Each is read
+        // once (cached per commit), and at most `historyLimit` of them.
+        let known = trace
+            .status
+            .as_ref()
+            .and_then(|s| s.history.iter().map(|h| h.build_id).max());
+        let entering: Vec<&Build> = ci_runs
+            .iter()
+            .filter(|b| newest.is_none_or(|n| n.id != b.id))
+            .filter(|b| b.result == Some(crate::ado::BuildResult::Succeeded))
+            .filter(|b| known.is_some_and(|k| b.id > k))
+            .filter(|b| {
+                b.source_branch
+                    .as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(&branch))
+            })
+            .take(spec.history_limit())
+            .collect();
+        let others_read = futures::future::join_all(
+            entering
+                .iter()
+                .map(|b| async move { (b.id, source(ctx, org, project, b, token).await) }),
+        );
         let hld_read = async {
             match &spec.hld {
                 Some(h) => {
@@ -898,6 +981,7 @@ mod flow_reads {
                         project,
                         &h.repository,
                         &h.branch,
+                        None,
                         heads.hld.as_deref(),
                         token,
                     )
@@ -906,17 +990,32 @@ mod flow_reads {
                 None => Ok(Vec::new()),
             }
         };
-        let branches = manifest_branches(trace);
-        let manifest_read = futures::future::join_all(branches.iter().enumerate().map(|(i, b)| {
-            // Only the trace's own manifest branch had its head read.
-            let head = if i == 0 {
+        let sources = manifest_sources(trace);
+        let manifest_read = futures::future::join_all(sources.iter().map(|source| {
+            // Only the trace's own manifest branch had its head read (that head also keys its
+            // path-filtered histories).
+            let head = if source.branch == spec.manifest.branch {
                 heads.manifest.as_deref()
             } else {
                 None
             };
-            commits(ctx, org, project, &spec.manifest.repository, b, head, token)
+            commits(
+                ctx,
+                org,
+                project,
+                &spec.manifest.repository,
+                &source.branch,
+                source.path.as_deref(),
+                head,
+                token,
+            )
         }));
-        let (source, hld_commits, manifests) = futures::join!(source_read, hld_read, manifest_read);
+        let (source, others, hld_commits, manifests) =
+            futures::join!(source_read, others_read, hld_read, manifest_read);
+        let mut sources = std::collections::BTreeMap::new();
+        for (id, facts) in others {
+            sources.insert(id, facts?);
+        }
         let mut manifest_commits = Vec::with_capacity(manifests.len());
         for m in manifests {
             manifest_commits.push(m?);
@@ -925,6 +1024,7 @@ mod flow_reads {
             reads: FlowReads {
                 environments,
                 source: source?,
+                sources,
                 hld_commits: hld_commits?,
                 hld_runs: hld_runs.iter().map(RunFacts::from_build).collect(),
                 manifest_commits,

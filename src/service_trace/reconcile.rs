@@ -14,7 +14,9 @@ use tracing::{debug, info};
 use super::commit_dates::CommitDates;
 use super::deployed::DeployedKind;
 use super::read::{deployed_target, read_all, Reader, Reads};
-use super::status::{apply_flow, desired_status, per_environment_verdict, with_kstatus};
+use super::status::{
+    apply_flow, desired_status_with, environment_stages, per_environment_verdict, with_kstatus,
+};
 use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{duration_or, requested_at, whole_seconds, ServiceTrace, ServiceTraceStatus};
@@ -49,7 +51,7 @@ pub struct TraceExtra {
 }
 
 impl TraceContext {
-    fn reader(&self) -> Reader<'_> {
+    pub(super) fn reader(&self) -> Reader<'_> {
         Reader {
             io: &self.io,
             commit_dates: &self.commit_dates,
@@ -158,8 +160,22 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 Reads::Complete(input, flow) => {
                     let verdict = per_environment_verdict(&input, &flow.deployed);
                     note_polled_change_of(ctx, &key, &previous, &verdict, Some(trace));
-                    let mut desired =
-                        desired_status(&verdict, &previous, trace.metadata.generation, now);
+                    let mut desired = desired_status_with(
+                        &verdict,
+                        &previous,
+                        trace.metadata.generation,
+                        now,
+                        |next| {
+                            environment_stages(
+                                &trace.spec,
+                                &input,
+                                &flow.deployed,
+                                &previous.stages,
+                                next,
+                                now,
+                            )
+                        },
+                    );
                     let composed = apply_flow(
                         &trace.spec,
                         &input,

@@ -675,8 +675,18 @@ impl Stage {
 
     /// The status entry; `updatedTime` stays at `previous`'s when nothing else about the stage changed.
     pub fn to_status(&self, previous: Option<&TraceStage>, now: Timestamp) -> TraceStage {
+        self.to_status_named(self.name.as_str(), previous, now)
+    }
+
+    /// [`Self::to_status`] under another name (`deployed/<environment>`).
+    pub fn to_status_named(
+        &self,
+        name: &str,
+        previous: Option<&TraceStage>,
+        now: Timestamp,
+    ) -> TraceStage {
         let mut entry = TraceStage {
-            name: self.name.as_str().to_string(),
+            name: name.to_string(),
             commit: self.commit.clone(),
             run: self.run.as_ref().map(run_summary),
             state: self.state.as_str().to_string(),

@@ -26,8 +26,22 @@ pub fn desired_status(
     generation: Option<i64>,
     now: Timestamp,
 ) -> ServiceTraceStatus {
+    desired_status_with(verdict, previous, generation, now, |_| {})
+}
+
+/// [`desired_status`], with `adjust` run on the verdict's fields before the `lastCheckedTime` rule
+/// compares them with the previous status (e.g. [`environment_stages`]), so an adjustment that is the
+/// same as last time does not count as a change.
+pub fn desired_status_with(
+    verdict: &TraceVerdict,
+    previous: &ServiceTraceStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    adjust: impl FnOnce(&mut ServiceTraceStatus),
+) -> ServiceTraceStatus {
     let mut next = previous.clone();
     verdict.apply_to(&mut next);
+    adjust(&mut next);
     next.last_error = None;
     next.observed_generation = generation;
     next.conditions = verdict
@@ -75,6 +89,51 @@ pub fn per_environment_verdict(
         last = Some(verdict);
     }
     last.unwrap_or_else(|| super::stages::trace(input))
+}
+
+/// `status.stages` with one deployed entry per environment, each traced with its own deployed object
+/// (the verdict's single `deployed` entry is the environment that decided it). The `deployed:`
+/// shorthand keeps the one entry named `deployed`; with `environments:` they are `deployed/<name>`, in
+/// promotion order, so the stages say the same as `latest.environments` and never name only one of
+/// several environments as "the" deployment.
+pub fn environment_stages(
+    spec: &crate::crd::ServiceTraceSpec,
+    input: &super::stages::TraceInput,
+    environments: &[super::stages::DeployedInput],
+    previous: &[crate::crd::TraceStage],
+    desired: &mut ServiceTraceStatus,
+    now: Timestamp,
+) {
+    use super::stages::StageName;
+    let deployed = StageName::Deployed.as_str();
+    let names: Vec<String> = match &spec.environments {
+        Some(envs) => envs
+            .iter()
+            .take(crate::crd::MAX_ENVIRONMENTS)
+            .map(|e| format!("{deployed}/{}", e.name))
+            .collect(),
+        None => vec![deployed.to_string()],
+    };
+    let mut entries = Vec::with_capacity(names.len());
+    for (name, env) in names.into_iter().zip(environments) {
+        let mut one = input.clone();
+        one.deployed = env.clone();
+        let verdict = super::stages::trace(&one);
+        let Some(stage) = verdict
+            .stages
+            .iter()
+            .find(|s| s.name == StageName::Deployed)
+        else {
+            continue;
+        };
+        let entry = stage.to_status_named(&name, previous.iter().find(|p| p.name == name), now);
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        return;
+    }
+    desired.stages.retain(|s| s.name != deployed);
+    desired.stages.extend(entries);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -549,6 +549,7 @@ fn last_checked_time_is_kept_while_nothing_changes_and_refreshed_later() {
                     reference: None,
                     commit: MANIFEST.into(),
                 })),
+                attempted: None,
                 agent: AgentState::Settled,
             }),
         },
@@ -1021,4 +1022,274 @@ async fn a_suspended_failed_trace_stays_stalled_and_says_suspended() {
         );
     }
     assert_eq!(condition(status, "Ready")["reason"], "DeployFailed");
+}
+
+/// `environments[].manifest.path`: the environment's manifest commits come from Commits - Get Commits with
+/// `searchCriteria.itemPath`, so a newer commit that does not touch its folder is not its manifest; and
+/// the source commit's pull request comes from Pull Request Query (a squash merge whose message names no
+/// pull request), read once per commit.
+#[tokio::test]
+async fn a_per_path_environment_reads_only_its_folder_and_the_pr_comes_from_the_query() {
+    use super::flow::compose::EnvRead;
+    use super::flow::history::{EnvHealth, EnvObservation};
+    use super::flow::view::EnvTarget;
+    use super::read::{manifest_sources, read_flow, Heads, ManifestSource};
+
+    const PROD: &str = "b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80";
+    const DEV_ONLY: &str = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+    let ado = Ado::start().await;
+    let sim = &ado.sim;
+    sim.add_repository(ORG, PROJECT, PROJECT, &[("main", SRC)]);
+    // A squash merge: the message is the PR title only, so the merge-message rule finds nothing.
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        PROJECT,
+        SRC,
+        "Jamal Hartnett",
+        "Add retries to the payment client",
+    );
+    sim.add_pull_request(
+        ORG,
+        PROJECT,
+        PROJECT,
+        42,
+        "Add retries to the payment client",
+        "feature/retries",
+        "main",
+        Some(SRC),
+    );
+    // Manifests: every folder rendered (MANIFEST), the prod promotion (PROD), then a dev-only render.
+    sim.set_commit_paths(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        MANIFEST,
+        &["/dev/app.yaml", "/prod/app.yaml"],
+    );
+    sim.push(ORG, PROJECT, "orders-manifests", "main", PROD);
+    sim.set_commit_paths(ORG, PROJECT, "orders-manifests", PROD, &["/prod/app.yaml"]);
+    sim.push(ORG, PROJECT, "orders-manifests", "main", DEV_ONLY);
+    sim.set_commit_paths(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        DEV_ONLY,
+        &["/dev/app.yaml"],
+    );
+    let build = ado.ci_succeeded();
+    let number = sim.run(build).map(|r| r.build_number).expect("run");
+    sim.describe_commit(
+        ORG,
+        PROJECT,
+        "orders-manifests",
+        PROD,
+        "Norman Paulk",
+        &format!("Merged PR 31: Promote orders main-{number} to prod"),
+    );
+
+    let org_url = sim.org_url(ORG);
+    let trace: ServiceTrace = serde_json::from_value(json!({
+        "apiVersion": "lockstep.dev/v1alpha1",
+        "kind": "ServiceTrace",
+        "metadata": {"name": "orders", "namespace": NS, "generation": 1, "resourceVersion": "1", "uid": "u-orders"},
+        "spec": {
+            "azureDevOps": {"organizationUrl": org_url, "project": PROJECT, "credentials": {"secretRef": {"name": "ado-pat", "key": "token"}}},
+            "build": {"definitionId": 12, "branch": "main"},
+            "manifest": {"repository": "orders-manifests", "branch": "main", "definitionId": 14},
+            "environments": [
+                {"name": "dev", "fluxKustomization": {"name": "orders-dev"}},
+                {"name": "prod", "fluxKustomization": {"name": "orders-prod"}, "manifest": {"path": "prod/"}},
+            ],
+        }
+    }))
+    .expect("valid ServiceTrace");
+    assert_eq!(
+        manifest_sources(&trace),
+        vec![
+            ManifestSource {
+                branch: "main".into(),
+                path: None
+            },
+            ManifestSource {
+                branch: "main".into(),
+                path: Some("/prod".into())
+            },
+        ]
+    );
+
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let token = crate::ado::AdoAuth::Pat(crate::secret::SecretString::new(PAT));
+    let ci = crate::reconciler::io::list_runs(&ctx.io.ado, &org_url, PROJECT, 12, "main", &token)
+        .await
+        .expect("builds");
+    let env = |name: &str, source: usize| EnvRead {
+        target: EnvTarget {
+            name: name.into(),
+            target: format!("Kustomization flux-system/orders-{name}"),
+            cluster: None,
+        },
+        observation: EnvObservation {
+            name: name.into(),
+            revision: None,
+            attempted: None,
+            health: EnvHealth::Progressing,
+            by_image_tag: false,
+        },
+        manifest_source: source,
+        branch_source: 0,
+    };
+    let read = || async {
+        read_flow(
+            &trace,
+            &token,
+            &ctx.reader(),
+            &ci,
+            Vec::new(),
+            (vec![env("dev", 0), env("prod", 1)], Vec::new()),
+            Heads {
+                hld: None,
+                manifest: Some(DEV_ONLY.into()),
+            },
+        )
+        .await
+        .expect("read")
+    };
+    let flow = read().await;
+    let ids = |i: usize| -> Vec<String> {
+        flow.reads.manifest_commits[i]
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    assert_eq!(
+        ids(0),
+        vec![DEV_ONLY, PROD, MANIFEST],
+        "the branch, unfiltered"
+    );
+    assert_eq!(
+        ids(1),
+        vec![PROD, MANIFEST],
+        "only the commits touching /prod"
+    );
+    let path_queries: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "git.commits")
+        .filter_map(|r| r.query.clone())
+        .filter(|q| q.contains("itemPath"))
+        .collect();
+    assert_eq!(path_queries.len(), 1, "{path_queries:?}");
+    assert!(
+        path_queries[0].contains("searchCriteria.itemPath=/prod"),
+        "{}",
+        path_queries[0]
+    );
+
+    let pr = flow
+        .reads
+        .source
+        .pull_request
+        .clone()
+        .expect("the query found the PR");
+    assert_eq!(pr.id, 42);
+    assert_eq!(
+        pr.title.as_deref(),
+        Some("Add retries to the payment client")
+    );
+    assert!(
+        pr.url
+            .as_deref()
+            .is_some_and(|u| u.ends_with("/_git/Shop/pullrequest/42")),
+        "{pr:?}"
+    );
+    assert_eq!(flow.reads.source.author.as_deref(), Some("Jamal Hartnett"));
+    assert_eq!(sim.count_endpoint("git.pullRequestQuery"), 1);
+
+    // Polling again: the commit's pull request and the branch histories at this head come from memory.
+    let commits_before = sim.count_endpoint("git.commits");
+    let again = read().await;
+    assert_eq!(again.reads.source, flow.reads.source);
+    assert_eq!(
+        sim.count_endpoint("git.pullRequestQuery"),
+        1,
+        "one query per commit"
+    );
+    assert_eq!(
+        sim.count_endpoint("git.commits"),
+        commits_before,
+        "nothing re-read"
+    );
+
+    // Both Kustomizations fetched the branch head, DEV_ONLY (Flux and Argo CD report the repository's
+    // revision, not the folder's). prod's manifest commit is the promotion under /prod, and the branch
+    // at DEV_ONLY contains it: arrived.
+    use super::flow::compose::compose;
+    let mut reads = flow.reads.clone();
+    for e in &mut reads.environments {
+        e.observation.revision = Some(DEV_ONLY.into());
+        e.observation.health = EnvHealth::Settled;
+    }
+    let now = jiff::Timestamp::now();
+    let composed = compose(&trace.spec, &ci, &[], None, &reads, &[], now).expect("a build");
+    let prod = &composed.view.latest.environments[1];
+    assert_eq!(prod.manifest_commit.as_deref(), Some(PROD), "{prod:?}");
+    assert_eq!(composed.history[0].environments["prod"].state, "Arrived");
+    // Asked of the folder's history alone, the branch head is not in it: the arrival would be missed.
+    reads.environments[1].branch_source = 1;
+    let composed = compose(&trace.spec, &ci, &[], None, &reads, &[], now).expect("a build");
+    assert_eq!(composed.history[0].environments["prod"].state, "Pending");
+
+    // Two builds finished between polls: the older one enters the history too, with its commit's
+    // author and pull request, not only the newest.
+    let newer = ado.ci_succeeded();
+    let ci = crate::reconciler::io::list_runs(&ctx.io.ado, &org_url, PROJECT, 12, "main", &token)
+        .await
+        .expect("builds");
+    let mut seen = trace.clone();
+    seen.status = Some(ServiceTraceStatus {
+        history: vec![crate::crd::HistoryEntry {
+            build_id: build - 1,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let flow = read_flow(
+        &seen,
+        &token,
+        &ctx.reader(),
+        &ci,
+        Vec::new(),
+        (vec![env("dev", 0), env("prod", 1)], Vec::new()),
+        Heads {
+            hld: None,
+            manifest: Some(DEV_ONLY.into()),
+        },
+    )
+    .await
+    .expect("read");
+    assert!(newer > build);
+    assert_eq!(
+        flow.reads.sources.keys().copied().collect::<Vec<_>>(),
+        vec![build],
+        "the newest build's source is `source`; the older one entering is in `sources`"
+    );
+    assert_eq!(
+        flow.reads.sources[&build]
+            .pull_request
+            .as_ref()
+            .map(|p| p.id),
+        Some(42)
+    );
+    let previous = seen.status.clone().unwrap_or_default().history;
+    let composed =
+        compose(&seen.spec, &ci, &[], None, &flow.reads, &previous, now).expect("a build");
+    let older = composed
+        .history
+        .iter()
+        .find(|h| h.build_id == build)
+        .expect("row");
+    assert_eq!(older.author.as_deref(), Some("Jamal Hartnett"));
+    assert_eq!(older.pull_request.as_ref().map(|p| p.id), Some(42));
 }

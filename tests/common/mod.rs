@@ -17,6 +17,19 @@ use tokio::process::{Child, Command};
 pub const ORG: &str = "contoso";
 pub const PROJECT: &str = "Shop";
 
+/// Flux's Kustomization CRD, trimmed from upstream in `tests/testkit/crds/` (with its status subresource
+/// and the spec fields it requires), as `(file name, YAML)` for [`Harness::start`].
+pub const FLUX_KUSTOMIZATION_CRD: (&str, &str) = (
+    "kustomizations.kustomize.toolkit.fluxcd.io.yaml",
+    include_str!("../testkit/crds/kustomizations.kustomize.toolkit.fluxcd.io.yaml"),
+);
+/// Argo CD's Application CRD, trimmed from upstream in `tests/testkit/crds/` (no status subresource, as
+/// upstream: see [`Harness::patch_status`]).
+pub const ARGO_APPLICATION_CRD: (&str, &str) = (
+    "applications.argoproj.io.yaml",
+    include_str!("../testkit/crds/applications.argoproj.io.yaml"),
+);
+
 /// Emulator, simulator (knowing `pat` for [`ORG`] and the project [`PROJECT`]), a scratch directory for
 /// logs and files, and the kubeconfig that points kubectl and lockstep at the emulator.
 pub struct Harness {
@@ -111,6 +124,39 @@ impl Harness {
         self.apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ado-pat, namespace: {ns}}}\ndata: {{token: {token}}}\n"
         ))
+        .await;
+    }
+
+    /// Merge-patches the status of `kind/name` in `ns` the way its controller writes it: through the
+    /// status subresource, except for Argo CD Applications, whose CRD has none upstream (the application
+    /// controller updates `.status` through the main endpoint).
+    pub async fn patch_status(&self, ns: &str, kind: &str, name: &str, status: serde_json::Value) {
+        let patch = serde_json::json!({ "status": status }).to_string();
+        let mut args = vec!["-n", ns, "patch", kind, name, "--type=merge", "-p", &patch];
+        if !matches!(kind, "application" | "applications" | "app") {
+            args.push("--subresource=status");
+        }
+        self.kubectl(&args).await;
+    }
+
+    /// A Flux Kustomization `flux-system/name` (Namespace `flux-system` must exist) that reports
+    /// `revision` of branch `main` as applied and is Ready.
+    pub async fn kustomization_at(&self, name: &str, revision: &str) {
+        self.apply(&format!(
+            "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: flux-system}}\nspec: {{interval: 5m, path: ./, prune: true, sourceRef: {{kind: GitRepository, name: {name}}}}}\n"
+        ))
+        .await;
+        self.patch_status(
+            "flux-system",
+            "kustomization",
+            name,
+            serde_json::json!({
+                "observedGeneration": 1,
+                "lastAppliedRevision": format!("main@sha1:{revision}"),
+                "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded",
+                                "message": "Applied revision", "lastTransitionTime": "2026-11-22T10:00:00Z"}]
+            }),
+        )
         .await;
     }
 

@@ -19,8 +19,13 @@ use crate::crd::{HistoryEntry, ServiceTraceSpec};
 pub struct EnvRead {
     pub target: EnvTarget,
     pub observation: EnvObservation,
-    /// Index into [`FlowReads::manifest_commits`]: the environment's manifest branch.
+    /// Index into [`FlowReads::manifest_commits`]: the environment's manifest commits (its branch, only
+    /// those touching its folder when it has one).
     pub manifest_source: usize,
+    /// Index into [`FlowReads::manifest_commits`]: its whole branch. Agents report the branch revision
+    /// they fetched, which for a folder need not be a commit that touched it, so "does the environment
+    /// run this build's manifest commit or a newer one" is asked of the branch, not the folder.
+    pub branch_source: usize,
 }
 
 /// Everything the flow reads beyond the existing trace inputs.
@@ -29,6 +34,8 @@ pub struct FlowReads {
     pub environments: Vec<EnvRead>,
     /// The newest build's source commit (author, message) and pull request.
     pub source: SourceFacts,
+    /// The same for older builds entering the history this reconcile, by build id.
+    pub sources: std::collections::BTreeMap<i64, SourceFacts>,
     /// Recent HLD branch commits, newest first.
     pub hld_commits: Vec<CommitFacts>,
     /// Recent runs of `spec.hld.definitionId`, when set and not the CI pipeline.
@@ -146,7 +153,7 @@ pub fn compose(
         let source = if facts.id == newest.id {
             reads.source.clone()
         } else {
-            SourceFacts::default()
+            reads.sources.get(&facts.id).cloned().unwrap_or_default()
         };
         upsert(
             &mut history,
@@ -160,7 +167,7 @@ pub fn compose(
         .iter()
         .map(|e| EnvView {
             obs: &e.observation,
-            manifest_commits: sources(e.manifest_source),
+            manifest_commits: sources(e.branch_source),
         })
         .collect();
     let before: Vec<(String, bool)> = arrived_flags(&history, newest.id, &names);

@@ -20,9 +20,11 @@ pub struct Timeouts {
     pub environments: Vec<SignedDuration>,
 }
 
-/// A Kubernetes duration as a `SignedDuration`, saturating instead of failing.
+/// A Kubernetes duration as a `SignedDuration`, capped at a year like every spec duration (the schema
+/// refuses longer values; an object stored under an older CRD may still hold one).
 pub fn signed(d: &kube::core::Duration) -> SignedDuration {
-    SignedDuration::try_from(std::time::Duration::from(*d)).unwrap_or(SignedDuration::MAX)
+    let capped = std::time::Duration::from(*d).min(crate::crd::MAX_SPEC_DURATION);
+    SignedDuration::try_from(capped).unwrap_or(SignedDuration::MAX)
 }
 
 impl Timeouts {

@@ -322,6 +322,41 @@ fn bedrock_flow_is_tied_together_by_resource_trigger_messages_and_source_version
 }
 
 #[test]
+fn a_per_path_environment_links_the_commit_that_touched_its_folder() {
+    // `prod` reads `/prod` of the manifest branch: Commits - Get Commits with `itemPath=/prod`
+    // (`commits-item-path-prod.json`) holds the promotion commit, not the render every environment
+    // shares (`commits-manifest-bedrock.json`, what `dev` reads).
+    let b = ci_build();
+    let hld_runs = hld_update_runs();
+    let hld = commits("commits-hld-bedrock.json");
+    let whole_branch = commits("commits-manifest-bedrock.json");
+    let prod_folder = commits("commits-item-path-prod.json");
+    let facts = |manifest_commits| FlowFacts {
+        build: &b,
+        ci_definition_id: 42,
+        hld: Some(HldFacts {
+            definition_id: Some(57),
+            runs: &hld_runs,
+            commits: &hld,
+        }),
+        generation: None,
+        manifest_commits,
+    };
+    let dev = correlate(&facts(&whole_branch));
+    let prod = correlate(&facts(&prod_folder));
+    assert_eq!(
+        dev.manifest_commit.value.as_ref().map(|c| &c.id[..8]),
+        Some("a1b2c3d4")
+    );
+    assert_eq!(prod.manifest_commit.rule, LinkRule::CommitMessage);
+    assert_eq!(
+        prod.manifest_commit.value.as_ref().map(|c| &c.id[..8]),
+        Some("b7c8d9e0"),
+        "the promotion that names the tag under /prod"
+    );
+}
+
+#[test]
 fn the_previous_build_gets_its_own_commits_not_the_heads() {
     // Build 20261121.71 is the older tag in the same fixtures: its HLD and manifest commits are the
     // older ones even though newer commits sit on top of them.
@@ -1167,8 +1202,9 @@ fn timeouts_default_override_and_saturate() {
     assert_eq!(t.hld, SignedDuration::from_mins(15));
     assert_eq!(t.manifest, SignedDuration::from_mins(10));
     assert_eq!(t.environments[0], SignedDuration::from_mins(10));
-    assert_eq!(t.environments[1], SignedDuration::from_hours(4 * 99999));
-    // The largest schema value, from the latest representable time: saturates, never panics.
+    // Longer than the schema's one-year cap (an object stored under an older CRD): saturates to it.
+    assert_eq!(t.environments[1], SignedDuration::from_hours(8760));
+    // The largest value, from the latest representable time: saturates, never panics.
     assert_eq!(deadline(Timestamp::MAX, t.environments[1]), Timestamp::MAX);
     assert!(!overdue(
         Some(Timestamp::MAX),
@@ -1185,52 +1221,68 @@ fn timeouts_default_override_and_saturate() {
     assert_eq!(human(SignedDuration::from_secs(45)), "45s");
 }
 
+/// Every property of a schema, as (dotted path, schema), walking objects, arrays and maps.
+fn schema_properties<'a>(
+    path: &str,
+    schema: &'a serde_json::Value,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+) {
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, prop) in props {
+            let here = format!("{path}.{name}");
+            out.push((here.clone(), prop));
+            schema_properties(&here, prop, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        schema_properties(&format!("{path}[]"), items, out);
+    }
+}
+
 #[test]
 fn the_schema_bounds_every_duration() {
-    let re = |s: &str| {
-        // The pattern is anchored and simple enough to check by hand: 1–4 parts of ≤5 digits, an
-        // optional ≤3-digit fraction, and a unit.
-        let mut rest = s;
-        let mut parts = 0;
-        while !rest.is_empty() {
-            let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
-            if !(1..=5).contains(&digits) {
-                return false;
-            }
-            rest = &rest[digits..];
-            if let Some(r) = rest.strip_prefix('.') {
-                let frac = r.chars().take_while(|c| c.is_ascii_digit()).count();
-                if !(1..=3).contains(&frac) {
-                    return false;
-                }
-                rest = &r[frac..];
-            }
-            let unit = ["ms", "s", "m", "h"]
-                .into_iter()
-                .find(|u| rest.starts_with(u));
-            let Some(u) = unit else { return false };
-            rest = &rest[u.len()..];
-            parts += 1;
-        }
-        (1..=4).contains(&parts)
-    };
-    assert_eq!(
-        BOUNDED_DURATION_PATTERN,
-        r"^([0-9]{1,5}(\.[0-9]{1,3})?(ms|s|m|h)){1,4}$"
-    );
-    for ok in ["30m", "1h30m", "99999h99999h99999h99999h", "1.5h", "250ms"] {
-        assert!(re(ok), "{ok}");
-    }
-    for bad in ["999999h", "1h1h1h1h1h", "", "30", "1.2345h", "1d"] {
-        assert!(!re(bad), "{bad}");
-    }
     let crd = serde_json::to_value(<ServiceTrace as kube::CustomResourceExt>::crd()).expect("crd");
-    let text = crd.to_string();
-    // The trace's own timeouts use this pattern; `interval` uses the shared, CEL-capped one.
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut props = Vec::new();
+    schema_properties("", root, &mut props);
+    let durations: Vec<_> = props
+        .iter()
+        .filter(|(_, p)| {
+            p.get("pattern")
+                .and_then(|v| v.as_str())
+                .is_some_and(|pat| pat.contains("(ms|s|m|h)"))
+        })
+        .collect();
+    let mut names: Vec<&str> = durations.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
     assert_eq!(
-        text.matches("[0-9]{1,5}").count(),
-        4,
-        "policy.timeout, hldTimeout, manifestTimeout, environments[].timeout"
+        names,
+        [
+            ".spec.environments[].timeout",
+            ".spec.interval",
+            ".spec.policy.hldTimeout",
+            ".spec.policy.manifestTimeout",
+            ".spec.policy.timeout",
+        ],
+        "every duration field of the spec, and nothing else, looks like a duration"
+    );
+    for (name, p) in durations {
+        // The shared pattern (what PipelineGate uses), and the one-year CEL cap: a longer value is
+        // refused at `kubectl apply`, so no accepted value can overflow a clock.
+        assert_eq!(p["pattern"], crate::crd::DURATION_PATTERN, "{name}");
+        let rules = p["x-kubernetes-validations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no CEL rule"));
+        assert!(
+            rules.iter().any(|r| r["rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("duration(self) <= duration('8760h')"))),
+            "{name}: {rules:?}"
+        );
+    }
+    assert_eq!(
+        crate::crd::MAX_SPEC_DURATION,
+        std::time::Duration::from_secs(8760 * 3600)
     );
 }
 

@@ -4,7 +4,7 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::correlate::{CorrelatedPath, Linked};
+use super::correlate::{same_commit, CorrelatedPath, Linked};
 use super::facts::{CommitFacts, PullRequestFacts, RunFacts, RunPhase};
 use super::fit::{go_duration, summary, truncate_chars};
 use super::history::{EnvHealth, EnvObservation, ARRIVED, PENDING};
@@ -422,7 +422,21 @@ pub fn view(v: &ViewInput) -> FlowView {
         let ready_input = built && (by_tag || manifest.is_some());
         let (state, message) = match obs.map(|o| &o.health) {
             Some(EnvHealth::Failed(why)) if ready_input => {
-                let m = format!("{what} not applied by {} ({}): {why}", env.target, env.name);
+                // The agent may have failed on an older build's revision (history names that build);
+                // say which, so the message does not pin the failure on this build.
+                let other = obs
+                    .and_then(|o| o.attempted.as_deref())
+                    .filter(|a| !by_tag && manifest.is_some_and(|m| !same_commit(&m.id, a)))
+                    .filter(|_| arrival.is_none_or(|a| a.state != FAILED));
+                let m = match other {
+                    Some(a) => format!(
+                        "{what} not applied by {} ({}): it failed applying {}: {why}",
+                        env.target,
+                        env.name,
+                        short_sha(a)
+                    ),
+                    None => format!("{what} not applied by {} ({}): {why}", env.target, env.name),
+                };
                 hold(&mut failed, &step_name, "DeployFailed", &m);
                 (FAILED, m)
             }

@@ -75,6 +75,7 @@ fn at(commit: &str, agent: AgentState) -> Observed<DeployedObservation> {
             reference: Some("main".into()),
             commit: commit.into(),
         })),
+        attempted: None,
         agent,
     })
 }
@@ -940,7 +941,11 @@ fn nothing_applied_yet() {
         (AgentState::Suspended, TraceReason::DeploySuspended, "Kustomization flux-system/orders is suspended and has not applied a revision", true),
     ] {
         let mut input = in_sync();
-        input.deployed.observed = Ok(DeployedObservation { revision: None, agent });
+        input.deployed.observed = Ok(DeployedObservation {
+            revision: None,
+            attempted: None,
+            agent,
+        });
         let v = trace(&input);
         if stalled {
             assert_stalled(&v, reason, message);
@@ -997,6 +1002,7 @@ fn workload(tag: &str, agent: AgentState) -> DeployedInput {
         },
         observed: Ok(DeployedObservation {
             revision: Some(DeployedRevision::ImageTag(tag.into())),
+            attempted: None,
             agent,
         }),
     }
@@ -1270,4 +1276,83 @@ fn run_summary_times_are_whole_seconds_like_the_api_server_returns_them() {
     let round_trip: RunSummary =
         serde_json::from_value(serde_json::to_value(&summary).expect("json")).expect("summary");
     assert_eq!(round_trip, summary);
+}
+
+#[test]
+fn status_stages_carry_one_deployed_entry_per_environment() {
+    use crate::service_trace::status::{desired_status_with, environment_stages};
+    let spec = |envs: serde_json::Value| -> crate::crd::ServiceTraceSpec {
+        let mut spec = json!({
+            "azureDevOps": {"organizationUrl": "https://dev.azure.com/contoso", "project": "Shop",
+                            "credentials": {"secretRef": {"name": "ado", "key": "token"}}},
+            "build": {"definitionId": 12, "branch": "main"},
+            "manifest": {"repository": "orders-manifests", "branch": "main", "definitionId": 14},
+        });
+        match envs {
+            serde_json::Value::Null => {
+                spec["deployed"] = json!({"fluxKustomization": {"name": "orders"}});
+            }
+            envs => spec["environments"] = envs,
+        }
+        serde_json::from_value(spec).expect("spec")
+    };
+    let input = in_sync();
+    let dev = input.deployed.clone();
+    let prod = DeployedInput {
+        target: DeployedTarget {
+            kind: DeployedKind::ArgoApplication,
+            namespace: "argocd".into(),
+            name: "orders-prod".into(),
+        },
+        observed: at(CLUSTER, AgentState::Settled),
+    };
+    let two = spec(json!([
+        {"name": "dev", "fluxKustomization": {"name": "orders"}},
+        {"name": "prod", "argoApplication": {"name": "orders-prod", "namespace": "argocd"}},
+    ]));
+    let envs = [dev.clone(), prod];
+    let verdict = crate::service_trace::status::per_environment_verdict(&input, &envs);
+    let status = |previous: &ServiceTraceStatus, now: Timestamp| {
+        desired_status_with(&verdict, previous, Some(1), now, |next| {
+            environment_stages(&two, &input, &envs, &previous.stages, next, now)
+        })
+    };
+    let first = status(&ServiceTraceStatus::default(), input.now);
+    let names: Vec<(&str, &str)> = first
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.state.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("build", "Succeeded"),
+            ("hld", "Succeeded"),
+            ("manifest", "Succeeded"),
+            ("deployed/dev", "Succeeded"),
+            ("deployed/prod", "InProgress"),
+        ],
+        "each environment as its own deployment, like latest.environments"
+    );
+    assert!(first.stages[4]
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("Application argocd/orders-prod")));
+    // Nothing changed a minute later: the same stages, times and lastCheckedTime (no status write).
+    let later = status(&first, ts("2026-11-22T10:11:00Z"));
+    assert_eq!(later, first);
+
+    // The `deployed:` shorthand keeps its single `deployed` entry (what older readers look for).
+    let one = spec(serde_json::Value::Null);
+    let verdict =
+        crate::service_trace::status::per_environment_verdict(&input, std::slice::from_ref(&dev));
+    let single = desired_status_with(
+        &verdict,
+        &ServiceTraceStatus::default(),
+        Some(1),
+        input.now,
+        |next| environment_stages(&one, &input, &[dev], &[], next, input.now),
+    );
+    let names: Vec<&str> = single.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["build", "hld", "manifest", "deployed"]);
 }

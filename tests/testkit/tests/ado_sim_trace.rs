@@ -2,7 +2,9 @@
 //! queued by another build or consuming another pipeline's run, pull requests. Every answer must read
 //! with lockstep's own models and carry the keys of the recorded fixtures it imitates.
 
-use lockstep::ado::{Build, GitCommitRef, GitPullRequest, ListResponse, PipelineRun};
+use lockstep::ado::{
+    Build, GitCommitRef, GitPullRequest, GitPullRequestQuery, ListResponse, PipelineRun,
+};
 use lockstep_testkit::ado::{AdoSimulator, RunResult};
 use serde_json::Value;
 
@@ -23,6 +25,22 @@ async fn get(sim: &AdoSimulator, path: &str) -> (u16, Value) {
         .get(format!("{}/{PROJECT}/{path}", sim.org_url(ORG)))
         .basic_auth("x", Some(PAT))
         .header("X-TFS-FedAuthRedirect", "Suppress")
+        .send()
+        .await
+        .expect("simulator answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON"))
+}
+
+async fn post(sim: &AdoSimulator, path: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/{PROJECT}/{path}", sim.org_url(ORG)))
+        .basic_auth("x", Some(PAT))
+        .header("X-TFS-FedAuthRedirect", "Suppress")
+        .json(body)
         .send()
         .await
         .expect("simulator answers");
@@ -192,4 +210,141 @@ async fn pull_requests_answer_like_pull_requests_get() {
     .await;
     assert_eq!(status, 404);
     assert_eq!(body["typeKey"], "GitPullRequestNotFoundException");
+}
+
+#[tokio::test]
+async fn pull_request_query_maps_merge_commits_to_their_pull_requests() {
+    let sim = setup().await;
+    let merged = "2222222222222222222222222222222222222222";
+    sim.push(ORG, PROJECT, PROJECT, "main", merged);
+    sim.add_pull_request(
+        ORG,
+        PROJECT,
+        PROJECT,
+        42,
+        "Add retries",
+        "feature/retries",
+        "main",
+        Some(merged),
+    );
+    sim.add_pull_request(
+        ORG,
+        PROJECT,
+        PROJECT,
+        43,
+        "Still open",
+        "feature/open",
+        "main",
+        None,
+    );
+    let path = format!("_apis/git/repositories/{PROJECT}/pullrequestquery?api-version=7.1");
+    let query = serde_json::json!({"queries": [{"type": "lastMergeCommit", "items": [merged.to_uppercase(), SRC]}]});
+    let (status, body) = post(&sim, &path, &query).await;
+    assert_eq!(status, 200, "{body}");
+    keys_within(
+        &body,
+        &fixture("pull-request-query-last-merge-commit.json"),
+        "query",
+    );
+    keys_within(
+        &body["results"][0][merged.to_uppercase()][0],
+        &fixture("pull-request-get.json"),
+        "query result",
+    );
+    let answer: GitPullRequestQuery =
+        serde_json::from_value(body.clone()).expect("lockstep reads it");
+    assert_eq!(answer.results.len(), 1);
+    let found = &answer.results[0];
+    assert_eq!(
+        found.len(),
+        1,
+        "a commit no pull request merged is left out: {body}"
+    );
+    assert_eq!(found[&merged.to_uppercase()][0].pull_request_id, 42);
+
+    // Nothing merged: one empty map per query (`pull-request-query-no-match.json`).
+    let (_, body) = post(
+        &sim,
+        &path,
+        &serde_json::json!({"queries": [{"type": "lastMergeCommit", "items": [SRC]}]}),
+    )
+    .await;
+    assert_eq!(
+        body["results"],
+        fixture("pull-request-query-no-match.json")["results"]
+    );
+    // A read by POST: a GET is refused, as is a type the simulator cannot answer honestly.
+    let (status, _) = get(&sim, &path).await;
+    assert_eq!(status, 405);
+    let (status, _) = post(
+        &sim,
+        &path,
+        &serde_json::json!({"queries": [{"type": "commit", "items": [merged]}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, body) = post(
+        &sim,
+        "_apis/git/repositories/nope/pullrequestquery?api-version=7.1",
+        &query,
+    )
+    .await;
+    assert_eq!(
+        (status, body["typeKey"].as_str()),
+        (404, Some("GitRepositoryNotFoundException"))
+    );
+}
+
+#[tokio::test]
+async fn commits_under_an_item_path_are_the_ones_that_touched_it() {
+    let sim = setup().await;
+    let prod = "b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80";
+    let dev = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0";
+    sim.set_commit_paths(
+        ORG,
+        PROJECT,
+        "orders-hld",
+        HLD1,
+        &["/dev/app.yaml", "/prod/app.yaml"],
+    );
+    sim.push(ORG, PROJECT, "orders-hld", "main", prod);
+    sim.set_commit_paths(ORG, PROJECT, "orders-hld", prod, &["prod/app.yaml"]);
+    sim.push(ORG, PROJECT, "orders-hld", "main", dev);
+    sim.set_commit_paths(
+        ORG,
+        PROJECT,
+        "orders-hld",
+        dev,
+        &["/dev/app.yaml", "/production/x.yaml"],
+    );
+    let ids = |body: &Value| -> Vec<String> {
+        let list: ListResponse<GitCommitRef> =
+            serde_json::from_value(body.clone()).expect("lockstep reads it");
+        list.value.into_iter().map(|c| c.commit_id).collect()
+    };
+    let base = "_apis/git/repositories/orders-hld/commits?searchCriteria.itemVersion.version=main&api-version=7.1";
+    let (status, body) = get(&sim, &format!("{base}&searchCriteria.itemPath=/prod")).await;
+    assert_eq!(status, 200);
+    keys_within(&body, &fixture("commits-item-path-prod.json"), "commits");
+    keys_within(
+        &body["value"][0],
+        &fixture("commits-item-path-prod.json")["value"][0],
+        "commit",
+    );
+    // `/production/x.yaml` is not under `/prod`: a folder, not a string prefix.
+    assert_eq!(ids(&body), vec![prod, HLD1]);
+    let (_, body) = get(
+        &sim,
+        &format!("{base}&searchCriteria.itemPath=%2Fprod%2Fapp.yaml&searchCriteria.$top=1"),
+    )
+    .await;
+    assert_eq!(ids(&body), vec![prod], "a file path, then paging");
+    let (_, body) = get(&sim, &format!("{base}&searchCriteria.itemPath=/")).await;
+    assert_eq!(
+        ids(&body),
+        vec![dev, prod, HLD1],
+        "the root is every commit"
+    );
+    let (_, body) = get(&sim, &format!("{base}&itemPath=/staging")).await;
+    assert_eq!(ids(&body), Vec::<String>::new());
 }

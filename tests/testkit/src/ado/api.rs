@@ -34,6 +34,7 @@ pub(crate) enum Endpoint {
     RunsList(String),
     RunsGet(String, String),
     PullRequest(String, String),
+    PullRequestQuery(String),
     DefinitionsGet(String),
 }
 
@@ -50,6 +51,7 @@ impl Endpoint {
             Self::RunsList(_) => "pipelines.runs.list",
             Self::RunsGet(..) => "pipelines.runs.get",
             Self::PullRequest(..) => "git.pullRequest",
+            Self::PullRequestQuery(_) => "git.pullRequestQuery",
             Self::DefinitionsGet(_) => "build.definitions.get",
         }
     }
@@ -88,6 +90,7 @@ pub(crate) fn parse_route(path: &str) -> Option<Route> {
         ["git", "repositories", _, "commits"] => Endpoint::Commits(s(5)),
         ["git", "repositories", _, "annotatedtags", _] => Endpoint::AnnotatedTag(s(5), s(7)),
         ["git", "repositories", _, "pullrequests", _] => Endpoint::PullRequest(s(5), s(7)),
+        ["git", "repositories", _, "pullrequestquery"] => Endpoint::PullRequestQuery(s(5)),
         ["pipelines", _, "runs"] => Endpoint::RunsList(s(4)),
         ["pipelines", _, "runs", _] => Endpoint::RunsGet(s(4), s(6)),
         _ => return None,
@@ -126,7 +129,7 @@ impl Reply {
         }
     }
 
-    fn ok(value: &Value) -> Self {
+    pub(crate) fn ok(value: &Value) -> Self {
         Self::json(StatusCode::OK, value)
     }
 
@@ -134,7 +137,7 @@ impl Reply {
         Self::json(status, &render::error_body(message, type_name, type_key))
     }
 
-    fn bad_request(message: &str) -> Self {
+    pub(crate) fn bad_request(message: &str) -> Self {
         Self::error(
             StatusCode::BAD_REQUEST,
             message,
@@ -170,7 +173,7 @@ pub(crate) async fn handle(
         (Some(reply), _) => reply,
         (None, Some(p)) if p.kind == "projects.get" => project_reply(&shared, p, &uri, &headers),
         (None, Some(hooks)) => hooks_reply(&shared, hooks, &uri, &headers, &body),
-        (None, None) => respond(&shared, &method, &uri, &headers, route.as_ref()),
+        (None, None) => respond(&shared, &method, &uri, &headers, &body, route.as_ref()),
     };
     let (bom, truncate, oversize) = {
         let mut faults = shared.faults();
@@ -423,6 +426,7 @@ fn respond(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    body: &[u8],
     route: Option<&Route>,
 ) -> Reply {
     let Some(route) = route else {
@@ -446,10 +450,15 @@ fn respond(
     if !authenticated(org, headers) && !shared.entra_accepts(&org.name, headers) {
         return unauthenticated(headers, &shared.base_url);
     }
-    if method != Method::GET {
+    // Pull Request Query is a read that takes its query as a POST body; everything else is a GET.
+    let allowed = match route.endpoint {
+        Endpoint::PullRequestQuery(_) => Method::POST,
+        _ => Method::GET,
+    };
+    if *method != allowed {
         return Reply::error(
             StatusCode::METHOD_NOT_ALLOWED,
-            &format!("The simulator only implements GET for {}.", route.endpoint.kind()),
+            &format!("The simulator only implements {allowed} for {}.", route.endpoint.kind()),
             "Microsoft.VisualStudio.Services.WebApi.VssMethodNotAllowedException, Microsoft.VisualStudio.Services.WebApi",
             "VssMethodNotAllowedException",
         );
@@ -468,7 +477,13 @@ fn respond(
         );
     };
     let ctx = Ctx::new(&shared.base_url, org, project);
-    let mut reply = endpoint(&ctx, &route.endpoint, &params);
+    let mut reply = match &route.endpoint {
+        Endpoint::PullRequestQuery(name) => match project.repository(name) {
+            Some(repo) => super::trace_links::pull_request_query(&ctx, repo, body),
+            None => repo_not_found(name),
+        },
+        other => endpoint(&ctx, other, &params),
+    };
     drop(state);
     if reply.status.is_success() {
         if let Some(throttle) = shared.faults().take_warning() {
@@ -749,6 +764,8 @@ fn endpoint(ctx: &Ctx, endpoint: &Endpoint, params: &Params) -> Reply {
             };
             commits(ctx, repo, params)
         }
+        // Answered in `respond`, which has the body.
+        Endpoint::PullRequestQuery(name) => repo_not_found(name),
         Endpoint::PullRequest(name, id) => {
             let Some(repo) = project.repository(name) else {
                 return repo_not_found(name);
@@ -813,9 +830,12 @@ fn commits(ctx: &Ctx, repo: &super::state::Repository, params: &Params) -> Reply
         Ok(s) => s.unwrap_or(0),
         Err(reply) => return reply,
     };
+    // `itemPath` narrows the history to commits touching the path before paging, as `git log -- path`.
+    let item_path = params.get_any(&["searchCriteria.itemPath", "itemPath"]);
     let values = repo
         .history(&head)
         .into_iter()
+        .filter(|c| item_path.is_none_or(|p| super::trace_links::touches(c, p)))
         .skip(skip)
         .take(top)
         .map(|c| render::commit(ctx, repo, c))

@@ -123,6 +123,9 @@ pub(crate) struct Commit {
     pub date: Timestamp,
     /// Author name; `Example User` when unset (see `trace_links::describe_commit`).
     pub author: Option<String>,
+    /// Paths of the files the commit changed (`/prod/deployment.yaml`), what `searchCriteria.itemPath`
+    /// filters on; empty unless `trace_links::set_commit_paths` named some.
+    pub paths: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -286,6 +289,7 @@ impl Repository {
                 comment,
                 date,
                 author: None,
+                paths: Vec::new(),
             });
     }
 }

@@ -70,6 +70,24 @@ impl SimState {
         Ok(())
     }
 
+    /// Records which files a pushed commit changed (for `searchCriteria.itemPath`).
+    pub(crate) fn set_commit_paths(
+        &mut self,
+        org: &str,
+        project: &str,
+        repository: &str,
+        sha: &str,
+        paths: &[&str],
+    ) -> Result<(), TestkitError> {
+        let repo = self.repository_mut_in(org, project, repository)?;
+        let commit = repo
+            .commits
+            .get_mut(&sha.to_ascii_lowercase())
+            .ok_or_else(|| not_found("commit", format!("{sha} in {repository}; push it first")))?;
+        commit.paths = paths.iter().map(|p| normalize_item_path(p)).collect();
+        Ok(())
+    }
+
     pub(crate) fn set_run_links(&mut self, id: i64, links: RunLinks) -> Result<(), TestkitError> {
         self.run_mut(None, id)?.links = links;
         Ok(())
@@ -86,6 +104,27 @@ impl SimState {
         repo.pull_requests.insert(pr.id, pr);
         Ok(())
     }
+}
+
+/// `prod/app.yaml`, `/prod/app.yaml/` → `/prod/app.yaml`: item paths are absolute in Azure Repos.
+pub(crate) fn normalize_item_path(path: &str) -> String {
+    format!("/{}", path.trim_matches('/'))
+}
+
+/// Whether a commit changed something at or under `item_path` (Commits - Get Commits'
+/// `searchCriteria.itemPath`, "path of item to search under"). The root (`/`) is every commit. A commit
+/// whose changed paths were never recorded touched no path the filter can see. Git paths are
+/// case-sensitive, and so is this match.
+pub(crate) fn touches(commit: &super::state::Commit, item_path: &str) -> bool {
+    let want = normalize_item_path(item_path);
+    if want == "/" {
+        return true;
+    }
+    commit.paths.iter().any(|p| {
+        p == &want
+            || p.strip_prefix(want.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// The `reason` and `triggeredByBuild` of a Builds API answer.
@@ -129,6 +168,58 @@ pub(crate) fn run_pipelines(ctx: &Ctx, run: &Run) -> Option<Value> {
         })
         .collect();
     Some(Value::Object(map))
+}
+
+/// Pull Request Query (`POST …/pullrequestquery`, `pull-request-query-*.json` shapes): for each query
+/// of type `lastMergeCommit`, each listed commit that is a completed pull request's merge commit maps to
+/// that pull request; commits no pull request merged are left out of the result map, as in
+/// `pull-request-query-no-match.json`. The `commit` type (pull requests whose source contains the commit)
+/// needs a pull request's commits, which the simulator does not keep: it answers 400 rather than a
+/// made-up empty result.
+pub(crate) fn pull_request_query(ctx: &Ctx, repo: &Repository, body: &[u8]) -> super::api::Reply {
+    use super::api::Reply;
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return Reply::bad_request("The body of the request contains invalid Json.");
+    };
+    let Some(queries) = request.get("queries").and_then(Value::as_array) else {
+        return Reply::bad_request("Value cannot be null.\r\nParameter name: queries");
+    };
+    let mut results = Vec::with_capacity(queries.len());
+    for query in queries {
+        let type_ = query
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("notSet");
+        if !type_.eq_ignore_ascii_case("lastMergeCommit") {
+            return Reply::bad_request(&format!(
+                "The simulator implements Pull Request Query for type lastMergeCommit only, not '{type_}'."
+            ));
+        }
+        let mut found = Map::new();
+        for item in query
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            let prs: Vec<Value> = repo
+                .pull_requests
+                .values()
+                .filter(|pr| {
+                    pr.merge_commit
+                        .as_deref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(item))
+                })
+                .map(|pr| pull_request(ctx, repo, pr))
+                .collect();
+            if !prs.is_empty() {
+                found.insert(item.to_string(), Value::Array(prs));
+            }
+        }
+        results.push(Value::Object(found));
+    }
+    Reply::ok(&json!({"queries": queries, "results": results}))
 }
 
 /// Pull Requests - Get (`pull-request-get.json` shape).
@@ -180,6 +271,26 @@ impl AdoSimulator {
             self.shared
                 .state()
                 .describe_commit(org, project, repository, sha, author, message),
+        )
+    }
+
+    /// Records the files a pushed commit changed (`/prod/deployment.yaml`), so Commits - Get Commits with
+    /// `searchCriteria.itemPath=/prod` returns it; a commit without recorded paths matches no path but
+    /// the root.
+    #[track_caller]
+    pub fn set_commit_paths(
+        &self,
+        org: &str,
+        project: &str,
+        repository: &str,
+        sha: &str,
+        paths: &[&str],
+    ) {
+        or_panic(
+            "set_commit_paths",
+            self.shared
+                .state()
+                .set_commit_paths(org, project, repository, sha, paths),
         )
     }
 
