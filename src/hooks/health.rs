@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{EventType, Reporter};
 use kube::ResourceExt;
 use serde_json::json;
@@ -40,6 +40,8 @@ pub struct HookHealthConfig {
     /// The receiver's public URL: only subscriptions posting there count. `None`: any Web Hooks one.
     pub receiver_url: Option<String>,
     pub namespace: Option<String>,
+    /// Only this shard's gates: another shard checks (and writes `status.hooks` of) its own.
+    pub sharding: crate::shard::Sharding,
     /// Reported on Events.
     pub identity: String,
 }
@@ -111,7 +113,7 @@ async fn check_once(
     tokens: &TokenCache,
     memory: &mut Memory,
 ) {
-    let gates = match list_gates(client, &config.namespace).await {
+    let gates = match list_gates(client, &config.namespace, &config.sharding).await {
         Ok(g) => g,
         Err(e) => {
             warn!(error = %e, "hook-health check could not list PipelineGates; next period retries");
@@ -285,10 +287,11 @@ async fn write_coverage(client: &kube::Client, gate: &PipelineGate, coverage: &H
 async fn list_gates(
     client: &kube::Client,
     namespace: &Option<String>,
+    sharding: &crate::shard::Sharding,
 ) -> Result<Vec<PipelineGate>, kube::Error> {
     let api: Api<PipelineGate> = scoped(client, namespace);
     let mut out = Vec::new();
-    let mut params = ListParams::default().limit(LIST_PAGE);
+    let mut params = sharding.list_params().limit(LIST_PAGE);
     for _ in 0..MAX_PAGES {
         let page = api.list(&params).await?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
