@@ -300,6 +300,63 @@ async fn two_shards_and_the_main_instance_each_serve_only_their_own_gates() {
         };
         assert_eq!(got, want, "status writers of {name}");
     }
+
+    // Relabelling moves a gate: a-2 goes to shard b, whose hook then moves it with b's own gates, and
+    // shard a writes it no more.
+    h.kubectl(&[
+        "-n",
+        NS,
+        "label",
+        "pipelinegate",
+        "a-2",
+        "sharding.lockstep.dev/key=b",
+        "--overwrite",
+    ])
+    .await;
+    // Give shard b's watch the change before the hook, so its index holds a-2.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.emu.clear_requests();
+    let third = h
+        .sim
+        .queue_run(ORG, PROJECT, DEFINITION, BRANCH, &"3".repeat(40));
+    h.sim.start_run(third);
+    h.sim.complete_run(third, RunResult::Succeeded);
+    let third_build = h.sim.run(third).expect("run").build_number;
+    let delivery =
+        HookDelivery::to(procs[1].hook_url().await).header("X-Lockstep-Token", HOOK_TOKEN);
+    let outcome = h
+        .sim
+        .deliver_hook(HookEvent::RunStateChanged { run_id: third }, &delivery)
+        .await
+        .expect("delivery");
+    assert_eq!(outcome.status, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = gate_states(&h).await;
+        if ["a-2", "b-1", "b-2"]
+            .iter()
+            .all(|n| states[*n] == ("True".to_string(), third_build.clone()))
+        {
+            assert_eq!(
+                states["a-1"],
+                ("False".to_string(), second_build.clone()),
+                "a-1 moved on a hook delivered to shard b"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a-2 did not move with shard b: {states:?}\n{}",
+            procs[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writers = status_writers(&h);
+    assert_eq!(
+        writers.get("a-2").cloned().unwrap_or_default(),
+        BTreeSet::from([user_of(Some("b"))]),
+        "after the move only shard b writes a-2"
+    );
 }
 
 /// A `--shard` that is no label value, or both flags at once, stops the process at start with a message
