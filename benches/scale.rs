@@ -1046,7 +1046,8 @@ struct ShardRun {
     settle_seconds: f64,
     /// Every pipeline gets a run, announced to every instance's receiver (each shard has its own
     /// subscription), then the runs succeed and are announced again: until every gate is Ready again.
-    hook_round_seconds: f64,
+    /// `None`: the round did not finish (see stderr).
+    hook_round_seconds: Option<f64>,
     /// Deliveries answered 503 and sent again.
     hook_retries: usize,
     /// Gates whose status two processes wrote, and gates written by a process that does not serve them:
@@ -1151,11 +1152,12 @@ fn shard_table(runs: &[ShardRun]) -> String {
             .fold(0.0, f64::max);
         let ratio = if single > 0.0 { worst / single } else { 0.0 };
         out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} | {} | {:.2} | {} | {} |\n",
+            "| {} | {} | {:.1} | {} | {} | {:.2} | {} | {} |\n",
             run.gates,
             run.instances,
             run.settle_seconds,
-            run.hook_round_seconds,
+            run.hook_round_seconds
+                .map_or_else(|| "failed".to_string(), |s| format!("{s:.1}")),
             peaks.join(" / "),
             ratio,
             cpus.join(" / "),
@@ -1298,33 +1300,45 @@ async fn measure_shards(
         .map(|(_, p)| HookDelivery::to(p.webhook_url.clone()).basic_auth(HOOK_USER, HOOK_PASSWORD))
         .collect();
     let round = Instant::now();
-    let mut runs = Vec::new();
-    for p in 1..=pipelines as i64 {
-        sha += 1;
-        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
-        sim.start_run(run);
-        runs.push(run);
+    // On a loaded machine the receivers may not keep up (503 past every retry); the memory figures
+    // still stand, so a failed hook round is reported, not fatal.
+    let hooked: Result<usize, BenchError> = async {
+        let mut runs = Vec::new();
+        for p in 1..=pipelines as i64 {
+            sha += 1;
+            let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+            sim.start_run(run);
+            runs.push(run);
+        }
+        let mut hook_retries = deliver_everywhere(&sim, &runs, &deliveries).await?;
+        wait_for("all gates waiting", Duration::from_secs(120), first, || {
+            let count = seen(&state).ready_count;
+            (count == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{count} of {gates} still Ready"))
+        })
+        .await?;
+        for &run in &runs {
+            sim.complete_run(run, RunResult::Succeeded);
+        }
+        hook_retries += deliver_everywhere(&sim, &runs, &deliveries).await?;
+        wait_for(
+            "all gates Ready again",
+            Duration::from_secs(120),
+            first,
+            || all_ready(&state),
+        )
+        .await?;
+        Ok(hook_retries)
     }
-    let mut hook_retries = deliver_everywhere(&sim, &runs, &deliveries).await?;
-    wait_for("all gates waiting", Duration::from_secs(120), first, || {
-        let count = seen(&state).ready_count;
-        (count == 0)
-            .then_some(())
-            .ok_or_else(|| format!("{count} of {gates} still Ready"))
-    })
-    .await?;
-    for &run in &runs {
-        sim.complete_run(run, RunResult::Succeeded);
-    }
-    hook_retries += deliver_everywhere(&sim, &runs, &deliveries).await?;
-    wait_for(
-        "all gates Ready again",
-        Duration::from_secs(120),
-        first,
-        || all_ready(&state),
-    )
-    .await?;
-    let hook_round = round.elapsed();
+    .await;
+    let (hook_round_seconds, hook_retries) = match hooked {
+        Ok(retries) => (Some(round.elapsed().as_secs_f64()), retries),
+        Err(e) => {
+            eprintln!("hook round failed: {e}");
+            (None, 0)
+        }
+    };
     quiesce(&emu).await;
     watch_task.abort();
 
@@ -1376,7 +1390,7 @@ async fn measure_shards(
         gates,
         instances,
         settle_seconds: settle.as_secs_f64(),
-        hook_round_seconds: hook_round.as_secs_f64(),
+        hook_round_seconds,
         hook_retries,
         gates_written_twice,
         gates_written_by_other,
@@ -1384,7 +1398,7 @@ async fn measure_shards(
     })
 }
 
-/// One `run-state-changed` delivery per run to every receiver, 8 at a time. A 503 (the receiver could
+/// One `run-state-changed` delivery per run to every receiver, 2 at a time. A 503 (the receiver could
 /// not annotate every object within its deadline, on a loaded machine) is retried a second later, as
 /// Azure DevOps retries it, at most [`HOOK_ATTEMPTS`] times; returns how many retries it took.
 async fn deliver_everywhere(
@@ -1409,7 +1423,7 @@ async fn deliver_everywhere(
                 }
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(2)
         .collect::<Vec<_>>()
         .await;
     results.into_iter().sum()
