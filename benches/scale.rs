@@ -115,6 +115,8 @@ struct Options {
     logs: Option<PathBuf>,
     /// RUST_LOG for lockstep (default: its own default level).
     rust_log: Option<String>,
+    /// `--shards K`: compare one instance with K shards instead of the usual measurements.
+    shards: Option<usize>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench scale [-- OPTIONS]
@@ -127,7 +129,9 @@ const USAGE: &str = "usage: cargo bench --bench scale [-- OPTIONS]
   --hook-rounds R          pipelines changed one after another for webhook latency (default min(M, 5))
   --settle-timeout SECS    give up waiting for all gates Ready after this long (default 300)
   --logs DIR               keep lockstep's log of each size as DIR/lockstep-<gates>.log
-  --rust-log FILTER        RUST_LOG for lockstep (default: unset, lockstep's default level)";
+  --rust-log FILTER        RUST_LOG for lockstep (default: unset, lockstep's default level)
+  --shards K               instead: per size, one instance against K shards (`lockstep run --shard`,
+                           gates split by label), settle, a hook round and each process's peak RSS";
 
 impl Options {
     /// `None` when not started by `cargo bench` (which passes `--bench`): `cargo test --benches` only
@@ -143,6 +147,7 @@ impl Options {
             settle_timeout: Duration::from_secs(300),
             logs: None,
             rust_log: None,
+            shards: None,
         };
         let mut benching = false;
         let mut args = args.peekable();
@@ -191,6 +196,10 @@ impl Options {
                 }
                 "--logs" => options.logs = Some(PathBuf::from(value("--logs")?)),
                 "--rust-log" => options.rust_log = Some(value("--rust-log")?),
+                "--shards" => {
+                    let v = value("--shards")?;
+                    options.shards = Some(number("--shards", v)?.clamp(2, 8) as usize);
+                }
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
@@ -228,6 +237,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(shards) = options.shards {
+        return runtime.block_on(shard_comparison(&options, shards));
+    }
     let mut results = Vec::new();
     for &gates in &options.sizes {
         eprintln!(
@@ -445,7 +457,18 @@ impl Lockstep {
         dir: &Path,
         kubeconfig: &Path,
     ) -> Result<Lockstep, BenchError> {
-        let log = dir.join("lockstep.log");
+        Lockstep::start_as(options, dir, kubeconfig, "lockstep", &[]).await
+    }
+
+    /// [`Lockstep::start`] with its log as `dir/<name>.log` and `extra` flags (a shard's `--shard`).
+    async fn start_as(
+        options: &Options,
+        dir: &Path,
+        kubeconfig: &Path,
+        name: &str,
+        extra: &[String],
+    ) -> Result<Lockstep, BenchError> {
+        let log = dir.join(format!("{name}.log"));
         let password = dir.join("hook-password");
         std::fs::write(&password, HOOK_PASSWORD)
             .map_err(|e| start_err("the webhook password file")(e.to_string()))?;
@@ -458,6 +481,7 @@ impl Lockstep {
             .args(["--fast-interval", &fast, "--webhook-username", HOOK_USER])
             .arg("--webhook-password-file")
             .arg(&password)
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -991,3 +1015,421 @@ async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Resul
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// `--shards K`: one instance against K shards on the same gates, kept apart from the measurements above.
+
+/// Labels a gate for shard `k` (`lockstep run --shard s<k>`).
+const SHARD_LABEL: &str = "sharding.lockstep.dev/key";
+
+/// What one lockstep process of a sharded (or single-instance) run cost and did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceResult {
+    /// Its `--shard` value; "" for the unsharded instance.
+    shard: String,
+    peak_rss_mib: f64,
+    rss_mib: f64,
+    cpu_seconds: f64,
+    /// Gates whose status this process wrote.
+    gates_written: usize,
+    log_warnings: usize,
+}
+
+/// One instance or K shards serving the same N gates.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardRun {
+    gates: usize,
+    instances: usize,
+    /// First create → every gate seen Ready=True.
+    settle_seconds: f64,
+    /// Every pipeline gets a run, announced to every instance's receiver (each shard has its own
+    /// subscription), then the runs succeed and are announced again: until every gate is Ready again.
+    /// `None`: the round did not finish (see stderr).
+    hook_round_seconds: Option<f64>,
+    /// Deliveries answered 503 and sent again.
+    hook_retries: usize,
+    /// Gates whose status two processes wrote, and gates written by a process that does not serve them:
+    /// both must be 0.
+    gates_written_twice: usize,
+    gates_written_by_other: usize,
+    per_instance: Vec<InstanceResult>,
+}
+
+async fn shard_comparison(options: &Options, shards: usize) -> ExitCode {
+    let mut runs = Vec::new();
+    for &gates in &options.sizes {
+        for instances in [1, shards] {
+            eprintln!("--- {gates} gates, {instances} instance(s)");
+            let dir = match tempfile::Builder::new()
+                .prefix("lockstep-bench-shards-")
+                .tempdir()
+            {
+                Ok(dir) => dir,
+                Err(e) => {
+                    eprintln!("could not create a temporary directory: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = measure_shards(options, gates, instances, dir.path()).await;
+            if let Some(logs) = &options.logs {
+                for k in 0..instances {
+                    let name = instance_name(instances, k);
+                    let kept = logs.join(format!("lockstep-{gates}-{instances}x-{name}.log"));
+                    if let Err(e) = std::fs::create_dir_all(logs)
+                        .and_then(|()| std::fs::copy(dir.path().join(format!("{name}.log")), &kept))
+                    {
+                        eprintln!("could not keep the log as {}: {e}", kept.display());
+                    }
+                }
+            }
+            match result {
+                Ok(run) => {
+                    eprintln!("{}", serde_json::to_string(&run).unwrap_or_default());
+                    runs.push(run);
+                }
+                Err(e) => {
+                    eprintln!("{gates} gates, {instances} instance(s): {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    let machine = Machine::read();
+    if options.json {
+        let out = json!({"machine": machine, "shards": runs});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", shard_table(&runs));
+        println!(
+            "\nmachine: {} cores, {} memory, {}",
+            machine.cores, machine.memory, machine.cpu
+        );
+    }
+    if runs
+        .iter()
+        .any(|r| r.gates_written_twice + r.gates_written_by_other > 0)
+    {
+        eprintln!("a gate was written by two instances, or by one that does not serve it");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn instance_name(instances: usize, k: usize) -> String {
+    if instances == 1 {
+        "lockstep".to_string()
+    } else {
+        format!("s{k}")
+    }
+}
+
+fn shard_table(runs: &[ShardRun]) -> String {
+    let mut out = String::from(
+        "| gates | instances | settle s | hook round s | peak RSS MiB per instance | vs one instance | CPU s per instance | written twice |\n|---:|---:|---:|---:|---|---:|---|---:|\n",
+    );
+    for run in runs {
+        let single = runs
+            .iter()
+            .find(|r| r.gates == run.gates && r.instances == 1)
+            .and_then(|r| r.per_instance.first())
+            .map_or(0.0, |i| i.peak_rss_mib);
+        let peaks: Vec<String> = run
+            .per_instance
+            .iter()
+            .map(|i| format!("{:.1}", i.peak_rss_mib))
+            .collect();
+        let cpus: Vec<String> = run
+            .per_instance
+            .iter()
+            .map(|i| format!("{:.1}", i.cpu_seconds))
+            .collect();
+        let worst = run
+            .per_instance
+            .iter()
+            .map(|i| i.peak_rss_mib)
+            .fold(0.0, f64::max);
+        let ratio = if single > 0.0 { worst / single } else { 0.0 };
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {:.2} | {} | {} |\n",
+            run.gates,
+            run.instances,
+            run.settle_seconds,
+            run.hook_round_seconds
+                .map_or_else(|| "failed".to_string(), |s| format!("{s:.1}")),
+            peaks.join(" / "),
+            ratio,
+            cpus.join(" / "),
+            run.gates_written_twice + run.gates_written_by_other,
+        ));
+    }
+    out
+}
+
+async fn measure_shards(
+    options: &Options,
+    gates: usize,
+    instances: usize,
+    dir: &Path,
+) -> Result<ShardRun, BenchError> {
+    let pipelines = (gates / GATES_PER_PIPELINE).max(1);
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    // Every status write is attributed afterwards, so the log must hold the whole run.
+    let emu = KubeEmulator::start(
+        EmulatorConfig::default()
+            .crds_dir(crds)
+            .request_log_capacity(4_000_000),
+    )
+    .await
+    .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
+    let kubeconfig = dir.join("kubeconfig");
+    emu.write_kubeconfig(&kubeconfig)
+        .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
+    let sim = AdoSimulator::start()
+        .await
+        .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
+    sim.add_token(ORG, PAT);
+    sim.add_project(ORG, PROJECT);
+    let mut sha = 0u64;
+    for p in 1..=pipelines as i64 {
+        sim.add_definition(ORG, PROJECT, p, &format!("pipeline-{p}"));
+        sha += 1;
+        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+        sim.start_run(run);
+        sim.complete_run(run, RunResult::Succeeded);
+    }
+    let client = bench_client(&kubeconfig).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
+                .map_err(|e| start_err("the namespace")(e.to_string()))?,
+        )
+        .await
+        .map_err(kube_err("the namespace"))?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "ado-pat"},
+                "stringData": {"token": PAT}
+            }))
+            .map_err(|e| start_err("the Secret")(e.to_string()))?,
+        )
+        .await
+        .map_err(kube_err("the Secret"))?;
+
+    // Each process has its own user, so the request log tells their writes apart.
+    let mut procs = Vec::new();
+    for k in 0..instances {
+        let name = instance_name(instances, k);
+        let token = format!("bench-token-{name}");
+        emu.auth().add_token(&token, &format!("bench-{name}"), &[]);
+        let own = dir.join(format!("kubeconfig-{name}"));
+        emu.write_kubeconfig_with_token(&own, &token)
+            .map_err(|e| start_err("a kubeconfig")(e.to_string()))?;
+        let extra = if instances == 1 {
+            Vec::new()
+        } else {
+            vec!["--shard".to_string(), name.clone()]
+        };
+        procs.push((
+            name.clone(),
+            Lockstep::start_as(options, dir, &own, &name, &extra).await?,
+        ));
+    }
+    let api: Api<PipelineGate> = Api::namespaced(client.clone(), NAMESPACE);
+    let state = SharedSeen::default();
+    let watch_task = spawn_watcher(api.clone(), state.clone());
+    let owner_of = |i: usize| instance_name(instances, i % instances);
+
+    let org_url = sim.org_url(ORG);
+    let started = Instant::now();
+    let creates = futures::stream::iter(0..gates)
+        .map(|i| {
+            let api = api.clone();
+            let labels = if instances == 1 {
+                json!({})
+            } else {
+                json!({ SHARD_LABEL: owner_of(i) })
+            };
+            let gate = json!({
+                "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+                "metadata": {"name": gate_name(i), "namespace": NAMESPACE, "labels": labels},
+                "spec": {
+                    "azureDevOps": {"organizationUrl": org_url, "project": PROJECT,
+                                    "credentials": {"secretRef": {"name": "ado-pat", "key": "token"}}},
+                    "pipeline": {"definitionId": pipeline_of(i, pipelines), "branch": BRANCH},
+                    "interval": IDLE_INTERVAL
+                }
+            });
+            async move {
+                let gate: PipelineGate = serde_json::from_value(gate)
+                    .map_err(|e| start_err("a gate")(e.to_string()))?;
+                api.create(&PostParams::default(), &gate)
+                    .await
+                    .map_err(kube_err(format!("creating {}", gate.name_any())))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for created in creates {
+        created?;
+    }
+    let first = &procs[0].1;
+    let all_ready = |state: &SharedSeen| {
+        let count = seen(state).ready_count;
+        (count == gates)
+            .then_some(())
+            .ok_or_else(|| format!("{count} of {gates} Ready"))
+    };
+    wait_for("all gates Ready", options.settle_timeout, first, || {
+        all_ready(&state)
+    })
+    .await?;
+    let settle = started.elapsed();
+    quiesce(&emu).await;
+
+    // A hook round: every instance's receiver gets every delivery, as with one subscription per shard.
+    let deliveries: Vec<HookDelivery> = procs
+        .iter()
+        .map(|(_, p)| HookDelivery::to(p.webhook_url.clone()).basic_auth(HOOK_USER, HOOK_PASSWORD))
+        .collect();
+    let round = Instant::now();
+    // On a loaded machine the receivers may not keep up (503 past every retry); the memory figures
+    // still stand, so a failed hook round is reported, not fatal.
+    let hooked: Result<usize, BenchError> = async {
+        let mut runs = Vec::new();
+        for p in 1..=pipelines as i64 {
+            sha += 1;
+            let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+            sim.start_run(run);
+            runs.push(run);
+        }
+        let mut hook_retries = deliver_everywhere(&sim, &runs, &deliveries).await?;
+        wait_for("all gates waiting", Duration::from_secs(120), first, || {
+            let count = seen(&state).ready_count;
+            (count == 0)
+                .then_some(())
+                .ok_or_else(|| format!("{count} of {gates} still Ready"))
+        })
+        .await?;
+        for &run in &runs {
+            sim.complete_run(run, RunResult::Succeeded);
+        }
+        hook_retries += deliver_everywhere(&sim, &runs, &deliveries).await?;
+        wait_for(
+            "all gates Ready again",
+            Duration::from_secs(120),
+            first,
+            || all_ready(&state),
+        )
+        .await?;
+        Ok(hook_retries)
+    }
+    .await;
+    let (hook_round_seconds, hook_retries) = match hooked {
+        Ok(retries) => (Some(round.elapsed().as_secs_f64()), retries),
+        Err(e) => {
+            eprintln!("hook round failed: {e}");
+            (None, 0)
+        }
+    };
+    quiesce(&emu).await;
+    watch_task.abort();
+
+    if emu.dropped_requests() > 0 {
+        return Err(start_err("the request log")(format!(
+            "{} records dropped; raise request_log_capacity",
+            emu.dropped_requests()
+        )));
+    }
+    // Who wrote each gate's status.
+    let prefix = format!("/apis/lockstep.dev/v1alpha1/namespaces/{NAMESPACE}/pipelinegates/");
+    let mut writers: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    for r in emu.requests().iter().filter(|r| is_write(r)) {
+        if let Some(name) = r
+            .path
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix("/status"))
+        {
+            writers
+                .entry(name.to_string())
+                .or_default()
+                .insert(r.client.clone());
+        }
+    }
+    let gates_written_twice = writers.values().filter(|w| w.len() > 1).count();
+    let gates_written_by_other = (0..gates)
+        .filter(|&i| {
+            writers.get(&gate_name(i)).is_some_and(|w| {
+                w.iter()
+                    .any(|c| *c != format!("user:bench-{}", owner_of(i)))
+            })
+        })
+        .count();
+    let mut per_instance = Vec::new();
+    for (name, proc) in procs {
+        let (peak_rss_mib, rss_mib, cpu_seconds) = proc.usage();
+        let client = format!("user:bench-{name}");
+        per_instance.push(InstanceResult {
+            shard: if instances == 1 { String::new() } else { name },
+            peak_rss_mib,
+            rss_mib,
+            cpu_seconds,
+            gates_written: writers.values().filter(|w| w.contains(&client)).count(),
+            log_warnings: proc.warnings(),
+        });
+        proc.stop().await;
+    }
+    Ok(ShardRun {
+        gates,
+        instances,
+        settle_seconds: settle.as_secs_f64(),
+        hook_round_seconds,
+        hook_retries,
+        gates_written_twice,
+        gates_written_by_other,
+        per_instance,
+    })
+}
+
+/// One `run-state-changed` delivery per run to every receiver, 2 at a time. A 503 (the receiver could
+/// not annotate every object within its deadline, on a loaded machine) is retried a second later, as
+/// Azure DevOps retries it, at most [`HOOK_ATTEMPTS`] times; returns how many retries it took.
+async fn deliver_everywhere(
+    sim: &AdoSimulator,
+    runs: &[i64],
+    deliveries: &[HookDelivery],
+) -> Result<usize, BenchError> {
+    let all: Vec<(i64, &HookDelivery)> = runs
+        .iter()
+        .flat_map(|&run| deliveries.iter().map(move |d| (run, d)))
+        .collect();
+    let results = futures::stream::iter(all)
+        .map(|(run, delivery)| async move {
+            let mut retries = 0;
+            loop {
+                match deliver(sim, run, delivery).await {
+                    Err(BenchError::HookRejected(503)) if retries + 1 < HOOK_ATTEMPTS => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    // A retry of an event whose 503'd attempt finished its patches after all: the
+                    // receiver's dedup answers 200 "duplicate", and the event was processed.
+                    Err(BenchError::HookRejected(200)) if retries > 0 => return Ok(retries),
+                    other => return other.map(|()| retries),
+                }
+            }
+        })
+        .buffer_unordered(2)
+        .collect::<Vec<_>>()
+        .await;
+    results.into_iter().sum()
+}
+
+const HOOK_ATTEMPTS: usize = 10;

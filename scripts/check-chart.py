@@ -604,7 +604,6 @@ def check_nudge_rbac() -> None:
     expect_render_error({"webhook": {"allowedSubscriptions": ["not-a-guid"]}}, "allowedSubscriptions")
 
 
-
 def check_hooks_sync() -> None:
     """--hooks-sync only with hooks.sync.enabled, which needs hookHealth.url; no RBAC change."""
     objects, _ = render(None)
@@ -618,6 +617,70 @@ def check_hooks_sync() -> None:
           f"hook set-up flags: {args}")
     check(one(objects, "ClusterRole") == default_role, "the hook set-up needs no extra RBAC")
     expect_render_error({"hooks": {"sync": {"enabled": True}}}, "hookHealth.url")
+
+
+def check_sharding() -> list[str]:
+    """sharding.shards: one Deployment, two Services, a PDB and a Lease per shard beside the main instance,
+    selectors that never overlap, RBAC shared, and bad shard names refused."""
+    objects, notes = render({"replicas": 2, "sharding": {"shards": ["a", "team-b"]},
+                             "networkPolicy": {"enabled": True}, "api": {"enabled": True},
+                             "hookHealth": {"url": "https://lockstep.example.com/hooks/azure-devops"}})
+    skipped = validate_objects(objects)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    check(set(deployments) == {"lockstep", "lockstep-shard-a", "lockstep-shard-team-b"},
+          f"Deployments: {sorted(deployments)}")
+    selectors = {}
+    for name, d in deployments.items():
+        sel = d["spec"]["selector"]["matchLabels"]
+        check(sel == d["spec"]["template"]["metadata"]["labels"] | sel, f"{name}: pod labels lack its selector")
+        selectors[name] = sel
+        args = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        shard = name.removeprefix("lockstep-shard-") if name != "lockstep" else None
+        lease = "lockstep-leader" + (f"-shard-{shard}" if shard else "")
+        check(f"--lease-name={lease}" in args, f"{name}: Lease flag: {args}")
+        check(("--shard=" + shard in args) if shard else not any(a.startswith("--shard") for a in args),
+              f"{name}: shard flag: {args}")
+        # The read API and hookHealth.url belong to the main instance only.
+        check(any(a.startswith("--api-addr") for a in args) == (shard is None), f"{name}: API flags: {args}")
+        check(any(a.startswith("--hooks-url") for a in args) == (shard is None), f"{name}: hooks URL: {args}")
+    check(selectors["lockstep"] == {"app.kubernetes.io/name": "lockstep", "app.kubernetes.io/instance": "lockstep"},
+          f"the main Deployment's selector must not change (it is immutable): {selectors['lockstep']}")
+    # No Deployment's selector matches another's pods.
+    for name, sel in selectors.items():
+        for other, d in deployments.items():
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            matches = all(labels.get(k) == v for k, v in sel.items())
+            check(matches == (name == other), f"{name}'s selector {'misses' if name == other else 'matches'} {other}'s pods")
+    services = {s["metadata"]["name"]: s for s in by_kind(objects, "Service")}
+    for name, sel in selectors.items():
+        for suffix in ("webhook", "metrics"):
+            svc = services.get(f"{name}-{suffix}")
+            check(svc is not None, f"no Service {name}-{suffix}: {sorted(services)}")
+            check(svc["spec"]["selector"] == sel, f"{name}-{suffix} selects {svc['spec']['selector']}, not {sel}")
+            # The ServiceMonitor selects Services by the main selector labels: every instance is scraped.
+            check(all(svc["metadata"]["labels"].get(k) == v for k, v in selectors["lockstep"].items()),
+                  f"{name}-{suffix} lacks the labels the ServiceMonitor selects")
+    pdbs = {p["metadata"]["name"]: p["spec"]["selector"]["matchLabels"] for p in by_kind(objects, "PodDisruptionBudget")}
+    check(pdbs == selectors, f"PDBs {pdbs} do not match the Deployments {selectors}")
+    check(len(by_kind(objects, "ClusterRole")) == 1 and len(by_kind(objects, "ServiceAccount")) == 1,
+          "RBAC and the service account are shared by every instance")
+    policy = one(objects, "NetworkPolicy")["spec"]["podSelector"]
+    instances = set(policy["matchExpressions"][0]["values"])
+    check(instances == {sel["app.kubernetes.io/instance"] for sel in selectors.values()},
+          f"NetworkPolicy covers {instances}")
+    check("lockstep-shard-team-b-webhook" in notes and "lockstep-leader-shard-a" in notes, f"NOTES:\n{notes}")
+    # Without shards nothing changes: one Deployment, its two Services.
+    objects, _ = render(None)
+    check(len(by_kind(objects, "Deployment")) == 1 and len(by_kind(objects, "Service")) == 2, "default render")
+    with helm.Chart.load(CHART) as chart:
+        for bad in (["A"], ["a_b"], ["a", "a"], ["x" * 21]):
+            try:
+                chart.validate_schema({"sharding": {"shards": bad}})
+            except helm.HelmValuesError:
+                continue
+            raise CheckFailed(f"values.schema.json accepted shards {bad}")
+    expect_render_error({"fullnameOverride": "x" * 40, "sharding": {"shards": ["abcdefghijklmn"]}}, "longer than 52")
+    return skipped
 
 
 CHECKS: list[tuple[str, Callable[[], Any]]] = [
@@ -636,6 +699,7 @@ CHECKS: list[tuple[str, Callable[[], Any]]] = [
     ("examples/ match the CRDs and Kubernetes schemas", check_examples_validate),
     ("nudge RBAC and flags follow the values", check_nudge_rbac),
     ("hook set-up: off by default, flags and URL guard when on", check_hooks_sync),
+    ("sharding: a Deployment, Services, PDB and Lease per shard; selectors disjoint", check_sharding),
 ]
 
 

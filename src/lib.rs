@@ -54,5 +54,6 @@ pub mod reconciler;
 pub mod run;
 pub mod secret;
 pub mod service_trace;
+pub mod shard;
 pub mod telemetry;
 pub mod webhook;

@@ -24,6 +24,7 @@ use crate::ops_server::{serve_ops, Liveness, Readiness};
 use crate::poll_cache::PollCache;
 use crate::proxy::{Outbound, ProxyEnv};
 use crate::reconciler::{scoped, FirstList, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::shard::Sharding;
 use crate::telemetry::{
     init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
 };
@@ -54,8 +55,19 @@ pub struct RunArgs {
     /// Run the controllers only while holding a coordination.k8s.io/v1 Lease.
     #[arg(long, env = "LOCKSTEP_LEADER_ELECTION")]
     pub leader_election: bool,
-    #[arg(long, env = "LOCKSTEP_LEASE_NAME", default_value = "lockstep-leader")]
-    pub lease_name: String,
+    /// The Lease's name (default: `lockstep-leader`, or one derived from --shard or
+    /// --watch-label-selector, so each shard elects its own leader; see docs/sharding.md).
+    #[arg(long, env = "LOCKSTEP_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Serve only the PipelineGates and ServiceTraces labelled `sharding.lockstep.dev/key: SHARD` (a
+    /// label value). Without this flag and --watch-label-selector, lockstep serves only the objects
+    /// without that label, so adding shards never makes two instances serve one object.
+    #[arg(long, env = "LOCKSTEP_SHARD", conflicts_with = "watch_label_selector")]
+    pub shard: Option<String>,
+    /// Serve only the PipelineGates and ServiceTraces this Kubernetes label selector matches, instead of
+    /// --shard. Keeping selectors of several instances disjoint is then the operator's duty.
+    #[arg(long, env = "LOCKSTEP_WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
     /// Namespace of the Lease (default: $POD_NAMESPACE, else "default").
     #[arg(long, env = "LOCKSTEP_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -167,6 +179,8 @@ pub enum RunError {
     WebhookServe(#[from] ServeError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiStartError),
+    #[error(transparent)]
+    Shard(#[from] crate::shard::ShardError),
     #[error("could not install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -345,6 +359,7 @@ struct RunningWebhook {
 /// endpoint would let anyone trigger reads, and polling alone still keeps every object correct.
 async fn start_webhook(
     args: &RunArgs,
+    sharding: &Sharding,
     client: &kube::Client,
     registry: &mut Registry,
     shutdown: watch::Receiver<bool>,
@@ -374,10 +389,12 @@ async fn start_webhook(
     }
     let reloader = auth.spawn_reloader(RELOAD_INTERVAL, shutdown_requested(shutdown.clone()));
     let index = Arc::new(HintIndex::new());
+    // The index knows this shard's objects only: a delivery annotates the gates and traces this instance
+    // serves, and a shard's receiver gets its own subscriptions (docs/sharding.md).
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
         scoped(client, &args.namespace),
-        kube::runtime::watcher::Config::default().any_semantic(),
+        sharding.watcher_config().any_semantic(),
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
@@ -428,6 +445,7 @@ struct HookTasks {
 /// The hook tasks' client and settings; `None` when neither runs.
 fn start_hooks(
     args: &RunArgs,
+    sharding: &Sharding,
     registry: &mut Registry,
     identity: &str,
     receiver: Option<&WebhookAuth>,
@@ -441,6 +459,7 @@ fn start_hooks(
         interval,
         receiver_url: args.hooks_url.clone(),
         namespace: args.namespace.clone(),
+        sharding: sharding.clone(),
         identity: identity.to_string(),
     });
     let setup = if args.hooks_sync {
@@ -462,6 +481,7 @@ fn start_hooks(
             ),
             url,
             namespace: args.namespace.clone(),
+            sharding: sharding.clone(),
             identity: identity.to_string(),
         };
         Some((config, receiver))
@@ -499,7 +519,11 @@ struct RunningApi {
 }
 
 /// A reflector over `api` that fills `slot`, for replicas whose controllers may not run.
-fn own_reflector<K>(api: kube::Api<K>, slot: Arc<CacheSlot<K>>) -> tokio::task::JoinHandle<()>
+fn own_reflector<K>(
+    api: kube::Api<K>,
+    sharding: &Sharding,
+    slot: Arc<CacheSlot<K>>,
+) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -515,13 +539,11 @@ where
     let (store, writer) = kube::runtime::reflector::store();
     let listed = FirstList::watch(store.clone(), "objects for the API");
     slot.publish(store, Arc::new(move || listed.is_done()));
+    let config = sharding.watcher_config().any_semantic();
     tokio::spawn(async move {
-        let watch = kube::runtime::watcher(
-            api,
-            kube::runtime::watcher::Config::default().any_semantic(),
-        )
-        .modify(|o| o.managed_fields_mut().clear())
-        .default_backoff();
+        let watch = kube::runtime::watcher(api, config)
+            .modify(|o| o.managed_fields_mut().clear())
+            .default_backoff();
         kube::runtime::reflector(writer, watch)
             .for_each(|_| async {})
             .await;
@@ -533,6 +555,7 @@ where
 /// controller, so the API keeps its own watch of both kinds and every replica can answer.
 async fn start_api(
     args: &RunArgs,
+    sharding: &Sharding,
     client: &kube::Client,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Option<RunningApi>, RunError> {
@@ -549,10 +572,12 @@ async fn start_api(
         let feeds = vec![
             own_reflector(
                 scoped::<PipelineGate>(client, &args.namespace),
+                sharding,
                 caches.gates.clone(),
             ),
             own_reflector(
                 scoped::<ServiceTrace>(client, &args.namespace),
+                sharding,
                 caches.traces.clone(),
             ),
         ];
@@ -609,6 +634,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 /// servers are bound and before any controller starts, so a caller can pass port 0 and still reach them.
 pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Result<(), RunError> {
     init_logging(args.log_format);
+    let sharding =
+        Sharding::from_flags(args.shard.as_deref(), args.watch_label_selector.as_deref())?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     spawn_signal_handler(shutdown_tx)?;
 
@@ -643,8 +670,8 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     let readiness = Readiness::default();
     let liveness = Liveness::default();
 
-    let webhook = start_webhook(&args, &client, &mut registry, shutdown.clone()).await?;
-    let api = start_api(&args, &client, shutdown.clone()).await?;
+    let webhook = start_webhook(&args, &sharding, &client, &mut registry, shutdown.clone()).await?;
+    let api = start_api(&args, &sharding, &client, shutdown.clone()).await?;
     let listener = TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| RunError::MetricsListen {
@@ -665,6 +692,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
     });
     let hook_tasks = start_hooks(
         &args,
+        &sharding,
         &mut registry,
         &identity(),
         webhook.as_ref().map(|w| &w.auth),
@@ -697,6 +725,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
             ..ReconcilerConfig::default()
         },
         namespace: args.namespace.clone(),
+        sharding: sharding.clone(),
         identity: identity(),
         readiness: readiness.clone(),
         webhook_hints: webhook.as_ref().map(|w| w.hints.clone()),
@@ -709,6 +738,8 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         poll_cache_ttl_s = cache_ttl.as_secs_f64(),
         idle_poll_stretch = args.idle_poll_stretch,
         leader_election = args.leader_election,
+        shard = %sharding.describe(),
+        label_selector = %sharding.label_selector(),
         "starting lockstep"
     );
 
@@ -718,7 +749,7 @@ pub async fn run_with(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> Resul
         async move {
             if args.leader_election {
                 let lease = LeaseConfig {
-                    name: args.lease_name.clone(),
+                    name: sharding.lease_name(args.lease_name.as_deref()),
                     namespace: args
                         .lease_namespace
                         .clone()

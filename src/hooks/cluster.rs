@@ -119,9 +119,10 @@ pub fn org_key(url: &str) -> String {
 pub async fn list_by_org(
     client: &kube::Client,
     namespace: &Option<String>,
+    params: &ListParams,
 ) -> Result<BTreeMap<String, Vec<Watched>>, kube::Error> {
-    let gates = list_all::<PipelineGate>(client, namespace).await?;
-    let traces = list_all::<ServiceTrace>(client, namespace).await?;
+    let gates = list_all::<PipelineGate>(client, namespace, params).await?;
+    let traces = list_all::<ServiceTrace>(client, namespace, params).await?;
     let mut by_org: BTreeMap<String, Vec<Watched>> = BTreeMap::new();
     for w in gates
         .into_iter()
@@ -227,6 +228,7 @@ where
 async fn list_all<K>(
     client: &kube::Client,
     namespace: &Option<String>,
+    params: &ListParams,
 ) -> Result<Vec<K>, kube::Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -236,7 +238,7 @@ where
 {
     let api: Api<K> = scoped(client, namespace);
     let mut out = Vec::new();
-    let mut params = ListParams::default().limit(LIST_PAGE);
+    let mut params = params.clone().limit(LIST_PAGE);
     for _ in 0..MAX_PAGES {
         let page = api.list(&params).await?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());

@@ -34,6 +34,8 @@ pub struct HookHealthConfig {
     /// The receiver's public URL: only subscriptions posting there count. `None`: any Web Hooks one.
     pub receiver_url: Option<String>,
     pub namespace: Option<String>,
+    /// Only this shard's gates: another shard checks (and writes `status.hooks` of) its own.
+    pub sharding: crate::shard::Sharding,
     /// Reported on Events.
     pub identity: String,
 }
@@ -110,7 +112,13 @@ struct Check<'a> {
 
 impl Check<'_> {
     async fn once(&self, memory: &mut Memory) {
-        let by_org = match list_by_org(self.client, &self.config.namespace).await {
+        let by_org = match list_by_org(
+            self.client,
+            &self.config.namespace,
+            &self.config.sharding.list_params(),
+        )
+        .await
+        {
             Ok(o) => o,
             Err(e) => {
                 warn!(error = %e, "hook-health check could not list PipelineGates and ServiceTraces; next period retries");

@@ -32,6 +32,8 @@ pub struct HooksSetupConfig {
     /// The receiver's public URL the subscriptions post to (`--hooks-url`).
     pub url: String,
     pub namespace: Option<String>,
+    /// Only this shard's objects: each shard sets up the subscriptions posting to its own URL.
+    pub sharding: crate::shard::Sharding,
     /// Reported on Events.
     pub identity: String,
 }
@@ -96,7 +98,13 @@ struct Pass<'a> {
 
 impl Pass<'_> {
     async fn once(&self, reported: &mut HashSet<String>) {
-        let by_org = match list_by_org(self.client, &self.config.namespace).await {
+        let by_org = match list_by_org(
+            self.client,
+            &self.config.namespace,
+            &self.config.sharding.list_params(),
+        )
+        .await
+        {
             Ok(o) => o,
             Err(e) => {
                 warn!(error = %e, "hook set-up could not list PipelineGates and ServiceTraces; next period retries");

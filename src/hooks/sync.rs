@@ -363,7 +363,7 @@ async fn sync(args: &SyncArgs) -> Result<(), SyncError> {
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| SyncError::Cluster(e.to_string()))?;
-            let by_org = list_by_org(&client, &args.namespace)
+            let by_org = list_by_org(&client, &args.namespace, &kube::api::ListParams::default())
                 .await
                 .map_err(|e| SyncError::Cluster(e.to_string()))?;
             let keys = org_filter(&by_org, org.as_deref());

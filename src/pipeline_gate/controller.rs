@@ -43,7 +43,7 @@ pub async fn run(
     let (store, writer) = reflector::store();
     let gate_stream = reflector(
         writer,
-        watcher::watcher(gates, watcher::Config::default().any_semantic()).modify(|gate| {
+        watcher::watcher(gates, shared.sharding.watcher_config().any_semantic()).modify(|gate| {
             gate.managed_fields_mut().clear();
         }),
     )

@@ -43,6 +43,9 @@ pub struct Shared {
     pub config: ReconcilerConfig,
     /// `None`: all namespaces.
     pub namespace: Option<String>,
+    /// Which PipelineGates and ServiceTraces this instance serves: every watch of them carries its
+    /// label selector.
+    pub sharding: crate::shard::Sharding,
     /// Reported on Events, to tell replicas apart.
     pub identity: String,
     pub readiness: Readiness,

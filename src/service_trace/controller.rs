@@ -76,7 +76,7 @@ pub async fn run(
 ) {
     let controller = Controller::new(
         shared.scoped::<ServiceTrace>(),
-        watcher::Config::default().any_semantic(),
+        shared.sharding.watcher_config().any_semantic(),
     );
     let store = controller.store();
     let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());

@@ -26,6 +26,56 @@ app.kubernetes.io/name: {{ include "lockstep.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The instances to run, as a JSON list: "" (the main instance) and every sharding.shards entry. */}}
+{{- define "lockstep.instances" -}}
+{{- $shards := .Values.sharding.shards | default list }}
+{{- if ne (len $shards) (len ($shards | uniq)) }}
+{{- fail "sharding.shards: every shard must be named once" }}
+{{- end }}
+{{- prepend $shards "" | toJson }}
+{{- end }}
+
+{{/* Name of one instance's Deployment (and prefix of its Services): the release's full name, plus
+     -shard-<name> for a shard. Capped like the full name, so the Services' suffixes still fit 63. */}}
+{{- define "lockstep.instanceName" -}}
+{{- $fullname := include "lockstep.fullname" .root }}
+{{- if .shard }}
+{{- $name := printf "%s-shard-%s" $fullname .shard }}
+{{- if gt (len $name) 52 }}
+{{- fail (printf "sharding.shards: %q makes the name %q longer than 52 characters; use a shorter shard name or fullnameOverride" .shard $name) }}
+{{- end }}
+{{- $name }}
+{{- else }}
+{{- $fullname }}
+{{- end }}
+{{- end }}
+
+{{/* Pod labels a Deployment selects on. The main instance keeps lockstep.selectorLabels (a Deployment's
+     selector is immutable, so upgrades must not change it); a shard's app.kubernetes.io/instance names the
+     shard, so the main Deployment and Services never select a shard's pods. */}}
+{{- define "lockstep.instanceSelectorLabels" -}}
+{{- if .shard }}
+{{- $instance := printf "%s-shard-%s" .root.Release.Name .shard }}
+{{- if gt (len $instance) 63 }}
+{{- fail (printf "sharding.shards: %q makes the label value %q longer than 63 characters; use a shorter shard or release name" .shard $instance) }}
+{{- end }}
+app.kubernetes.io/name: {{ include "lockstep.name" .root }}
+app.kubernetes.io/instance: {{ $instance }}
+lockstep.dev/shard: {{ .shard }}
+{{- else }}
+{{- include "lockstep.selectorLabels" .root }}
+{{- end }}
+{{- end }}
+
+{{/* The Lease an instance elects its leader on: each shard its own, so each shard has a leader. */}}
+{{- define "lockstep.leaseName" -}}
+{{- if .shard }}
+{{- printf "%s-shard-%s" .root.Values.leaderElection.leaseName .shard }}
+{{- else }}
+{{- .root.Values.leaderElection.leaseName }}
+{{- end }}
+{{- end }}
+
 {{- define "lockstep.labels" -}}
 helm.sh/chart: {{ include "lockstep.chart" . }}
 {{ include "lockstep.selectorLabels" . }}
