@@ -83,7 +83,11 @@ impl Shared {
     }
 
     /// [`Shared::scoped`] for a resource known only at run time (Flux, Argo CD).
-    pub fn scoped_dynamic(&self, resource: &ApiResource) -> Api<DynamicObject> {
+    /// `K` is `DynamicObject`, or `PartialObjectMeta<DynamicObject>` for metadata-only reads.
+    pub fn scoped_dynamic<K>(&self, resource: &ApiResource) -> Api<K>
+    where
+        K: Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>,
+    {
         match &self.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
