@@ -438,7 +438,6 @@ where
 {
     use futures::StreamExt as _;
     use kube::runtime::WatchStreamExt as _;
-    use kube::ResourceExt as _;
     let (store, writer) = kube::runtime::reflector::store();
     let listed = FirstList::watch(store.clone(), "objects for the API");
     slot.publish(store, Arc::new(move || listed.is_done()));
@@ -447,7 +446,7 @@ where
             api,
             kube::runtime::watcher::Config::default().any_semantic(),
         )
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(|o| crate::reconciler::runtime::strip_unread(o.meta_mut()))
         .default_backoff();
         kube::runtime::reflector(writer, watch)
             .for_each(|_| async {})

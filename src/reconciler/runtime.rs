@@ -107,6 +107,23 @@ where
     }
 }
 
+/// Drop from an object what no reader of the controllers' caches uses, before it enters a cache that
+/// holds every object for the life of the process: managedFields (status is written by server-side
+/// apply, which the API server resolves) and `kubectl apply`'s copy of the whole object in
+/// `kubectl.kubernetes.io/last-applied-configuration` (the read API hides it too, see
+/// `crate::api::view`). Together they are most of a small object's size.
+pub fn strip_unread(meta: &mut kube::core::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Changes of the Secrets in `api`, metadata only (`PartialObjectMetadata`): a Secret's data is read
 /// only when a reconcile needs its PAT, and only that Secret. Watching full Secrets would hold every
 /// Secret of the cluster in memory (Helm keeps each release revision in one of up to 1 MiB), though
@@ -264,6 +281,37 @@ mod tests {
     use crate::crd::PipelineGate;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
+
+    #[test]
+    fn caches_drop_managed_fields_and_the_last_applied_copy_but_keep_other_annotations() {
+        let mut gate: PipelineGate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": "g", "namespace": "ns",
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                         "annotations": {LAST_APPLIED_ANNOTATION: "{\"spec\":{}}",
+                                         "lockstep.dev/requested-at": "2026-11-30T03:00:00Z"}},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "p",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap();
+        strip_unread(&mut gate.metadata);
+        assert_eq!(gate.metadata.managed_fields, None);
+        let annotations = gate.metadata.annotations.clone().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["lockstep.dev/requested-at"]
+        );
+
+        let mut only_last_applied = kube::core::ObjectMeta {
+            annotations: Some([(LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string())].into()),
+            ..Default::default()
+        };
+        strip_unread(&mut only_last_applied);
+        assert_eq!(only_last_applied.annotations, None);
+    }
 
     #[tokio::test]
     async fn first_list_resolves_once_the_store_is_ready() {

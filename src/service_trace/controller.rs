@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, reflector, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use serde::de::DeserializeOwned;
@@ -24,7 +24,9 @@ use super::reconcile::{
 use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
-use crate::reconciler::runtime::{can_watch, log_result, ready_after_first_list, stop_bounded};
+use crate::reconciler::runtime::{
+    can_watch, log_result, ready_after_first_list, stop_bounded, strip_unread,
+};
 use crate::reconciler::Shared;
 
 /// Reconciles in parallel: a trace makes several Azure DevOps reads, so fewer at once than the gates.
@@ -83,11 +85,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     api_cache: Option<Arc<CacheSlot<ServiceTrace>>>,
 ) {
-    let controller = Controller::new(
-        shared.scoped::<ServiceTrace>(),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    // As the gate controller's cache: every trace for the life of the process, without what nothing reads.
+    let (store, writer) = reflector::store();
+    let trace_stream = reflector(
+        writer,
+        watcher::watcher(
+            shared.scoped::<ServiceTrace>(),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(|trace| strip_unread(&mut trace.metadata)),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(trace_stream, store.clone());
     let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());
     if let Some(hints) = shared.webhook_hints.clone() {
         ctx = ctx.with_webhook_hints(hints);
