@@ -1094,9 +1094,9 @@ async fn measure_in(
 }
 
 /// Deliver a `run-state-changed` hook for `run`; a 503 (lockstep could not annotate every gate in time,
-/// as happens on a loaded machine) is retried a second later, as Azure DevOps retries it.
+/// as happens on a loaded machine) is retried two seconds later, as Azure DevOps retries it.
 async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Result<(), BenchError> {
-    const ATTEMPTS: usize = 3;
+    const ATTEMPTS: usize = 10;
     for attempt in 1..=ATTEMPTS {
         let outcome = sim
             .deliver_hook(HookEvent::RunStateChanged { run_id: run }, delivery)
@@ -1104,7 +1104,7 @@ async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Resul
             .map_err(|e| BenchError::HookUndelivered(e.to_string()))?;
         match outcome.status {
             202 => return Ok(()),
-            503 if attempt < ATTEMPTS => tokio::time::sleep(Duration::from_secs(1)).await,
+            503 if attempt < ATTEMPTS => tokio::time::sleep(Duration::from_secs(2)).await,
             status => return Err(BenchError::HookRejected(status)),
         }
     }
