@@ -1115,7 +1115,7 @@ async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Resul
 async fn create_foreign(client: &kube::Client, foreign: Foreign) -> Result<(), BenchError> {
     use base64::Engine as _;
     let namespace = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             NAMESPACE
         } else {
             OTHER_NAMESPACE
