@@ -35,6 +35,12 @@
 //! 5. **process cost**: peak RSS (`VmHWM` of /proc/<pid>/status) and CPU seconds (utime + stime of
 //!    /proc/<pid>/stat) of the lockstep process, at settle and at the end.
 //!
+//! **Foreign objects** (`--foreign-secrets N --secret-size KIB`, `--foreign-deployments N`): objects
+//! lockstep watches but does not serve, created before lockstep starts, half in the gates' namespace and
+//! half in another. With either option every size runs twice, without and then with them, and the
+//! difference in peak RSS is printed: a cluster's size beyond the objects lockstep serves should not show
+//! in its memory.
+//!
 //! Kubernetes requests are attributed by User-Agent: this harness sends `lockstep-bench`, so every write
 //! with another agent is lockstep's.
 
@@ -45,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -61,6 +68,8 @@ const ORG: &str = "bench";
 const PROJECT: &str = "Scale";
 const PAT: &str = "bench-pat-5e1f0c2a";
 const NAMESPACE: &str = "bench";
+/// Where the other half of the foreign objects live.
+const OTHER_NAMESPACE: &str = "bench-other";
 const BRANCH: &str = "main";
 const HOOK_USER: &str = "bench";
 const HOOK_PASSWORD: &str = "bench-hook-password-0b7d";
@@ -117,6 +126,22 @@ struct Options {
     rust_log: Option<String>,
     /// `--shards K`: compare one instance with K shards instead of the usual measurements.
     shards: Option<usize>,
+    foreign: Foreign,
+}
+
+/// Objects lockstep watches but does not serve, created before it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Foreign {
+    secrets: usize,
+    secret_kib: usize,
+    deployments: usize,
+}
+
+impl Foreign {
+    fn any(&self) -> bool {
+        self.secrets > 0 || self.deployments > 0
+    }
 }
 
 const USAGE: &str = "usage: cargo bench --bench scale [-- OPTIONS]
@@ -131,7 +156,11 @@ const USAGE: &str = "usage: cargo bench --bench scale [-- OPTIONS]
   --logs DIR               keep lockstep's log of each size as DIR/lockstep-<gates>.log
   --rust-log FILTER        RUST_LOG for lockstep (default: unset, lockstep's default level)
   --shards K               instead: per size, one instance against K shards (`lockstep run --shard`,
-                           gates split by label), settle, a hook round and each process's peak RSS";
+                           gates split by label), settle, a hook round and each process's peak RSS
+  --foreign-secrets N      N Secrets lockstep does not use, created before it starts (half in the gates'
+                           namespace, half in another); each size then runs without and with them
+  --secret-size KIB        data per foreign Secret (default 512; the API server allows up to 1024)
+  --foreign-deployments N  N Deployments lockstep does not trace, created the same way";
 
 impl Options {
     /// `None` when not started by `cargo bench` (which passes `--bench`): `cargo test --benches` only
@@ -148,6 +177,10 @@ impl Options {
             logs: None,
             rust_log: None,
             shards: None,
+            foreign: Foreign {
+                secret_kib: 512,
+                ..Foreign::default()
+            },
         };
         let mut benching = false;
         let mut args = args.peekable();
@@ -200,6 +233,19 @@ impl Options {
                     let v = value("--shards")?;
                     options.shards = Some(number("--shards", v)?.clamp(2, 8) as usize);
                 }
+                "--foreign-secrets" => {
+                    let v = value("--foreign-secrets")?;
+                    options.foreign.secrets = number("--foreign-secrets", v)? as usize;
+                }
+                "--secret-size" => {
+                    let v = value("--secret-size")?;
+                    options.foreign.secret_kib =
+                        number("--secret-size", v)?.clamp(1, 1000) as usize;
+                }
+                "--foreign-deployments" => {
+                    let v = value("--foreign-deployments")?;
+                    options.foreign.deployments = number("--foreign-deployments", v)? as usize;
+                }
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
@@ -241,19 +287,34 @@ fn main() -> ExitCode {
         return runtime.block_on(shard_comparison(&options, shards));
     }
     let mut results = Vec::new();
+    let loads: Vec<Foreign> = if options.foreign.any() {
+        let none = Foreign {
+            secrets: 0,
+            deployments: 0,
+            ..options.foreign
+        };
+        vec![none, options.foreign]
+    } else {
+        vec![Foreign::default()]
+    };
     for &gates in &options.sizes {
-        eprintln!(
-            "--- {gates} gates over {} pipelines",
-            gates / GATES_PER_PIPELINE
-        );
-        match runtime.block_on(measure(&options, gates)) {
-            Ok(result) => {
-                eprintln!("{}", serde_json::to_string(&result).unwrap_or_default());
-                results.push(result);
-            }
-            Err(e) => {
-                eprintln!("{gates} gates: {e}");
-                return ExitCode::FAILURE;
+        for &foreign in &loads {
+            eprintln!(
+                "--- {gates} gates over {} pipelines; foreign: {} Secrets of {} KiB, {} Deployments",
+                gates / GATES_PER_PIPELINE,
+                foreign.secrets,
+                foreign.secret_kib,
+                foreign.deployments
+            );
+            match runtime.block_on(measure(&options, gates, foreign)) {
+                Ok(result) => {
+                    eprintln!("{}", serde_json::to_string(&result).unwrap_or_default());
+                    results.push(result);
+                }
+                Err(e) => {
+                    eprintln!("{gates} gates: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }
@@ -263,11 +324,26 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
         print!("{}", table(&results));
+        for pair in results.chunks(2).filter(|_| options.foreign.any()) {
+            if let [without, with] = pair {
+                println!(
+                    "{} gates: peak RSS {:.1} MiB without foreign objects, {:.1} MiB with {} Secrets of {} KiB and {} Deployments: {:+.1} MiB",
+                    without.gates,
+                    without.peak_rss_mib,
+                    with.peak_rss_mib,
+                    with.foreign.secrets,
+                    with.foreign.secret_kib,
+                    with.foreign.deployments,
+                    with.peak_rss_mib - without.peak_rss_mib
+                );
+            }
+        }
         println!(
-            "\nmachine: {} cores, {} memory, {}; fast interval {}s, idle interval {IDLE_INTERVAL}",
+            "\nmachine: {} cores, {} memory, {}; load average at the end {}; fast interval {}s, idle interval {IDLE_INTERVAL}",
             machine.cores,
             machine.memory,
             machine.cpu,
+            machine.load,
             options.fast_interval.as_secs()
         );
     }
@@ -280,6 +356,8 @@ fn main() -> ExitCode {
 struct SizeResult {
     gates: usize,
     pipelines: usize,
+    /// Objects lockstep watches but does not serve, present from the start.
+    foreign: Foreign,
     /// Creating all gates (the API server's work).
     apply_seconds: f64,
     /// First create → every gate seen Ready=True.
@@ -316,6 +394,8 @@ struct Machine {
     cores: String,
     memory: String,
     cpu: String,
+    /// /proc/loadavg's 1, 5 and 15 minute averages: the machine is shared, so figures need it.
+    load: String,
 }
 
 impl Machine {
@@ -344,7 +424,16 @@ impl Machine {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "?".into());
-        Machine { cores, memory, cpu }
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "?".into());
+        Machine {
+            cores,
+            memory,
+            cpu,
+            load,
+        }
     }
 }
 
@@ -352,6 +441,7 @@ fn table(results: &[SizeResult]) -> String {
     let header = [
         "gates",
         "pipelines",
+        "foreign",
         "apply s",
         "settle s",
         "ADO req/period",
@@ -368,6 +458,14 @@ fn table(results: &[SizeResult]) -> String {
             vec![
                 r.gates.to_string(),
                 r.pipelines.to_string(),
+                if r.foreign.any() {
+                    format!(
+                        "{} Secrets × {} KiB, {} Deployments",
+                        r.foreign.secrets, r.foreign.secret_kib, r.foreign.deployments
+                    )
+                } else {
+                    "-".into()
+                },
                 format!("{:.1}", r.apply_seconds),
                 format!("{:.1}", r.settle_seconds),
                 format!("{:.1}", r.ado_requests_per_period),
@@ -757,14 +855,19 @@ async fn bench_client(kubeconfig: &Path) -> Result<kube::Client, BenchError> {
     kube::Client::try_from(config).map_err(|e| start_err("the Kubernetes client")(e.to_string()))
 }
 
-async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchError> {
+async fn measure(
+    options: &Options,
+    gates: usize,
+    foreign: Foreign,
+) -> Result<SizeResult, BenchError> {
     let dir = tempfile::Builder::new()
         .prefix("lockstep-bench-")
         .tempdir()
         .map_err(|e| start_err("a temporary directory")(e.to_string()))?;
-    let result = measure_in(options, gates, dir.path()).await;
+    let result = measure_in(options, gates, foreign, dir.path()).await;
     if let Some(logs) = &options.logs {
-        let kept = logs.join(format!("lockstep-{gates}.log"));
+        let suffix = if foreign.any() { "-foreign" } else { "" };
+        let kept = logs.join(format!("lockstep-{gates}{suffix}.log"));
         if let Err(e) = std::fs::create_dir_all(logs)
             .and_then(|()| std::fs::copy(dir.path().join("lockstep.log"), &kept))
         {
@@ -774,7 +877,12 @@ async fn measure(options: &Options, gates: usize) -> Result<SizeResult, BenchErr
     result
 }
 
-async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeResult, BenchError> {
+async fn measure_in(
+    options: &Options,
+    gates: usize,
+    foreign: Foreign,
+    dir: &Path,
+) -> Result<SizeResult, BenchError> {
     let pipelines = (gates / GATES_PER_PIPELINE).max(1);
     let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
@@ -799,14 +907,17 @@ async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeR
 
     let client = bench_client(&kubeconfig).await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
-                .map_err(|e| start_err("the namespace")(e.to_string()))?,
-        )
-        .await
-        .map_err(kube_err("the namespace"))?;
+    for ns in [NAMESPACE, OTHER_NAMESPACE] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))
+                    .map_err(|e| start_err("the namespace")(e.to_string()))?,
+            )
+            .await
+            .map_err(kube_err("the namespace"))?;
+    }
+    create_foreign(&client, foreign).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     secrets
         .create(
@@ -979,6 +1090,7 @@ async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeR
     Ok(SizeResult {
         gates,
         pipelines,
+        foreign,
         apply_seconds: apply.as_secs_f64(),
         settle_seconds: settle.as_secs_f64(),
         settle_ado_requests,
@@ -1005,13 +1117,105 @@ async fn measure_in(options: &Options, gates: usize, dir: &Path) -> Result<SizeR
     })
 }
 
+/// Deliver a `run-state-changed` hook for `run`; a 503 (lockstep could not annotate every gate in time,
+/// as happens on a loaded machine) is retried two seconds later, as Azure DevOps retries it.
 async fn deliver(sim: &AdoSimulator, run: i64, delivery: &HookDelivery) -> Result<(), BenchError> {
-    let outcome = sim
-        .deliver_hook(HookEvent::RunStateChanged { run_id: run }, delivery)
-        .await
-        .map_err(|e| BenchError::HookUndelivered(e.to_string()))?;
-    if outcome.status != 202 {
-        return Err(BenchError::HookRejected(outcome.status));
+    const ATTEMPTS: usize = 10;
+    for attempt in 1..=ATTEMPTS {
+        let outcome = sim
+            .deliver_hook(HookEvent::RunStateChanged { run_id: run }, delivery)
+            .await
+            .map_err(|e| BenchError::HookUndelivered(e.to_string()))?;
+        match outcome.status {
+            202 => return Ok(()),
+            503 if attempt < ATTEMPTS => tokio::time::sleep(Duration::from_secs(2)).await,
+            status => return Err(BenchError::HookRejected(status)),
+        }
+    }
+    Ok(())
+}
+
+/// Create the foreign objects, alternating between the gates' namespace and another one.
+async fn create_foreign(client: &kube::Client, foreign: Foreign) -> Result<(), BenchError> {
+    use base64::Engine as _;
+    let namespace = |i: usize| {
+        if i.is_multiple_of(2) {
+            NAMESPACE
+        } else {
+            OTHER_NAMESPACE
+        }
+    };
+    // Incompressible bytes (xorshift), as a Helm release Secret's gzip payload would be.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let payload: Vec<u8> = (0..foreign.secret_kib * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let data = base64::engine::general_purpose::STANDARD.encode(&payload);
+    let secrets = futures::stream::iter(0..foreign.secrets)
+        .map(|i| {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace(i));
+            let secret = json!({
+                "metadata": {"name": format!("sh.helm.release.v1.foreign-{i}.v1"),
+                             "labels": {"owner": "helm", "name": format!("foreign-{i}")}},
+                "type": "helm.sh/release.v1",
+                "data": {"release": data}
+            });
+            async move {
+                let secret: Secret = serde_json::from_value(secret)
+                    .map_err(|e| start_err("a foreign Secret")(e.to_string()))?;
+                api.create(&PostParams::default(), &secret)
+                    .await
+                    .map_err(kube_err(format!("creating Secret {}", secret.name_any())))
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for created in secrets {
+        created?;
+    }
+    let deployments = futures::stream::iter(0..foreign.deployments)
+        .map(|i| {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace(i));
+            let name = format!("foreign-{i}");
+            let labels = json!({"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name});
+            let container = json!({
+                "name": "app", "image": format!("registry.example/team/app-{i}:1.{i}.0"),
+                "ports": [{"containerPort": 8080, "name": "http"}],
+                "env": (0..10).map(|e| json!({"name": format!("SETTING_{e}"), "value": format!("value-{i}-{e}")})).collect::<Vec<_>>(),
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}}
+            });
+            let mut deployment = json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
+                }
+            });
+            // What `kubectl apply` leaves on every object it applied: the whole object again.
+            let applied = deployment.to_string();
+            deployment["metadata"]["annotations"] =
+                json!({"kubectl.kubernetes.io/last-applied-configuration": applied});
+            async move {
+                let deployment: Deployment = serde_json::from_value(deployment)
+                    .map_err(|e| start_err("a foreign Deployment")(e.to_string()))?;
+                api.create(&PostParams::default(), &deployment)
+                    .await
+                    .map_err(kube_err(format!("creating Deployment {}", deployment.name_any())))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    for created in deployments {
+        created?;
     }
     Ok(())
 }

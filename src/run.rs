@@ -535,14 +535,13 @@ where
 {
     use futures::StreamExt as _;
     use kube::runtime::WatchStreamExt as _;
-    use kube::ResourceExt as _;
     let (store, writer) = kube::runtime::reflector::store();
     let listed = FirstList::watch(store.clone(), "objects for the API");
     slot.publish(store, Arc::new(move || listed.is_done()));
     let config = sharding.watcher_config().any_semantic();
     tokio::spawn(async move {
         let watch = kube::runtime::watcher(api, config)
-            .modify(|o| o.managed_fields_mut().clear())
+            .modify(|o| crate::reconciler::runtime::strip_unread(o.meta_mut()))
             .default_backoff();
         kube::runtime::reflector(writer, watch)
             .for_each(|_| async {})

@@ -260,9 +260,14 @@ async fn list_kustomizations(
     for _ in 0..MAX_LIST_PAGES {
         let page = bounded(api.list(&params)).await?;
         let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-        for item in page.items {
-            out.push(serde_json::to_value(item).map_err(|e| e.to_string())?);
-        }
+        // Only what `targets::dependents_of` reads: a page of whole Kustomizations (inventories of
+        // every object they apply) must not stay in memory while the rest is listed.
+        out.extend(page.items.into_iter().map(|k| {
+            json!({
+                "metadata": {"namespace": k.metadata.namespace, "name": k.metadata.name},
+                "spec": {"dependsOn": k.data.get("spec").and_then(|s| s.get("dependsOn"))},
+            })
+        }));
         match next {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(out),

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, ResourceExt};
+use kube::Api;
 use tracing::info;
 
 use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext};
@@ -16,7 +16,8 @@ use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::PipelineGate;
 use crate::reconciler::runtime::{
-    log_result, ready_after_first_list, secret_changes, stop_bounded, RECONCILE_CONCURRENCY,
+    log_result, ready_after_first_list, secret_changes, stop_bounded, strip_unread,
+    RECONCILE_CONCURRENCY,
 };
 use crate::reconciler::Shared;
 use kube::core::PartialObjectMeta;
@@ -37,15 +38,13 @@ pub async fn run(
 ) {
     let gates: Api<PipelineGate> = shared.scoped();
     let secrets: Api<PartialObjectMeta<Secret>> = shared.scoped();
-    // The controller's cache holds every gate for the life of the process; managedFields are most of a
-    // gate's size and nothing here reads them (status is written by server-side apply, which the API
-    // server resolves), so they are dropped on the way in.
+    // The controller's cache holds every gate for the life of the process: what nothing reads is
+    // dropped on the way in.
     let (store, writer) = reflector::store();
     let gate_stream = reflector(
         writer,
-        watcher::watcher(gates, shared.sharding.watcher_config().any_semantic()).modify(|gate| {
-            gate.managed_fields_mut().clear();
-        }),
+        watcher::watcher(gates, shared.sharding.watcher_config().any_semantic())
+            .modify(|gate| strip_unread(&mut gate.metadata)),
     )
     .applied_objects();
     let controller = Controller::for_stream(gate_stream, store.clone());

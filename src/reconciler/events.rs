@@ -1,17 +1,30 @@
-//! The Events both controllers record, built so kube's `Recorder` groups only true repeats into a series.
+//! The Events both controllers record, and the recorder that posts them as `events.k8s.io/v1` series.
 //!
-//! `Recorder::publish` folds an Event into an existing series when type, reason, action, reporter and
-//! object match, and then only bumps the count: the note of the first Event stays. Two different
-//! transitions with one reason (`GateWaiting` for run .1, then for run .2) would so show the first run's
-//! message "x2 over 6s" in `kubectl describe`. The action carries a digest of the note, so an Event joins a
-//! series only when it says exactly the same thing again. Both controllers publish on transitions only, so
-//! a series still means a real recurrence (a gate flapping back to the same state), never a poll.
+//! An Event joins an existing series when type, reason, action, reporter, regarded and related object
+//! match, and then only bumps the count: the note of the first Event stays. Two different transitions
+//! with one reason (`GateWaiting` for run .1, then for run .2) would so show the first run's message
+//! "x2 over 6s" in `kubectl describe`. The action carries a digest of the note, so an Event joins a series
+//! only when it says exactly the same thing again. Both controllers publish on transitions only, so a
+//! series still means a real recurrence (a gate flapping back to the same state), never a poll.
+//!
+//! [`EventRecorders`] sends what kube-runtime 5's `Recorder` sends (a create for the first Event of a
+//! series, then a patch of `series.count` / `series.lastObservedTime` for each repeat within six minutes),
+//! but remembers only a hash of each series key with its count and times. kube's `Recorder` keeps every
+//! Event it posted, whole, for six minutes: at 10 000 gates that was about 50 MiB after a settle.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
+use std::sync::Mutex;
 
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
+use serde_json::json;
 use tracing::warn;
 
 /// Every Event reason lockstep records, so `kubectl describe` readers and alerts have one list to look up.
@@ -68,35 +81,214 @@ pub fn transition_event(type_: EventType, reason: &str, note: &str) -> Event {
     }
 }
 
-/// Recorders that Events go through, one chosen per object.
-///
-/// kube's `Recorder` keeps every Event it recorded for six minutes (to count repeats as a series) and
-/// sweeps that whole cache, under one lock, on every publish. With one recorder, N objects changing at
-/// once cost O(N²) and serialize on the lock; spread over shards, each sweep sees N / shards entries. An
-/// object always maps to the same shard, so its repeats still form one series.
-pub struct EventRecorders(Vec<Recorder>);
+/// How long a series stays open after its last Event: kube-runtime's `Recorder` (and client-go's
+/// `EventSeries` logic, `k8s.io/client-go/tools/events`) use six minutes.
+const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
 
-/// Enough that a sweep stays short at tens of thousands of objects; a recorder is a few pointers.
-const EVENT_RECORDER_SHARDS: usize = 64;
+/// Open series remembered at most. Far above what transitions produce (one per object and state within
+/// six minutes); past it the series idle longest are forgotten, so a repeat starts a new Event instead of
+/// joining the old one (what kube does after the TTL too).
+const MAX_SERIES: usize = 65_536;
+
+/// Expired series are swept at most this often (and whenever the map is full); an expired entry found
+/// on lookup is never used, so the sweep only bounds memory.
+const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(60);
+
+/// What the recorder knows of one open series: enough to name its Event and count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Series {
+    /// When the series' Event was created; its name ends in these nanoseconds, as kube names it.
+    first: Timestamp,
+    last: Timestamp,
+    count: i32,
+}
+
+#[derive(Default)]
+struct SeriesCache {
+    /// Keyed by a hash of the series key (see [`EventRecorders::series_key`]). A collision at most joins
+    /// an Event to a series whose Event then has another name: the patch finds nothing, and a new Event is
+    /// created instead.
+    open: HashMap<u64, Series>,
+    last_sweep: Option<Timestamp>,
+}
+
+impl SeriesCache {
+    /// The open series for `key` at `now`, if it has not expired.
+    fn get(&self, key: u64, now: Timestamp) -> Option<Series> {
+        self.open
+            .get(&key)
+            .copied()
+            .filter(|s| s.last + SERIES_TTL > now)
+    }
+
+    fn record(&mut self, key: u64, series: Series) {
+        let now = series.last;
+        let due = self
+            .last_sweep
+            .is_none_or(|last| now.duration_since(last) >= SWEEP_EVERY);
+        if due || (self.open.len() >= MAX_SERIES && !self.open.contains_key(&key)) {
+            self.open.retain(|_, s| s.last + SERIES_TTL > now);
+            self.last_sweep = Some(now);
+        }
+        if self.open.len() >= MAX_SERIES && !self.open.contains_key(&key) {
+            // Every series is live: forget the one idle longest (O(n), only when over the bound).
+            if let Some(oldest) = self
+                .open
+                .iter()
+                .min_by_key(|(_, s)| s.last)
+                .map(|(k, _)| *k)
+            {
+                self.open.remove(&oldest);
+            }
+        }
+        self.open.insert(key, series);
+    }
+}
+
+/// Posts Events about objects, counting repeats within six minutes as a series of one Event.
+///
+/// Memory is one small entry per open series (a key hash, two times and a count), bounded by
+/// [`MAX_SERIES`]; the lock is never held across a request.
+pub struct EventRecorders {
+    client: kube::Client,
+    reporter: Reporter,
+    /// Random keys: names of the cluster's objects feed the hash, so its buckets must not be predictable.
+    hasher: RandomState,
+    series: Mutex<SeriesCache>,
+}
 
 impl EventRecorders {
     pub fn new(client: &kube::Client, reporter: &Reporter) -> Self {
-        Self(
-            (0..EVENT_RECORDER_SHARDS)
-                .map(|_| Recorder::new(client.clone(), reporter.clone()))
-                .collect(),
+        Self {
+            client: client.clone(),
+            reporter: reporter.clone(),
+            hasher: RandomState::new(),
+            series: Mutex::new(SeriesCache::default()),
+        }
+    }
+
+    /// The series key kube-runtime uses: type, action, reason, reporter (fixed per recorder) and the
+    /// regarded and related objects by apiVersion, kind, name, namespace and uid.
+    fn series_key(&self, ev: &Event, regarding: &ObjectReference) -> u64 {
+        fn reference(r: &ObjectReference, h: &mut impl Hasher) {
+            (&r.api_version, &r.kind, &r.name, &r.namespace, &r.uid).hash(h);
+        }
+        let mut h = self.hasher.build_hasher();
+        ev.type_.hash(&mut h);
+        ev.action.hash(&mut h);
+        ev.reason.hash(&mut h);
+        reference(regarding, &mut h);
+        match &ev.secondary {
+            Some(r) => {
+                1u8.hash(&mut h);
+                reference(r, &mut h);
+            }
+            None => 0u8.hash(&mut h),
+        }
+        h.finish()
+    }
+
+    fn event_name(&self, regarding: &ObjectReference, first: Timestamp) -> String {
+        format!(
+            "{}.{:x}",
+            regarding.name.as_ref().unwrap_or(&self.reporter.controller),
+            first.as_nanosecond()
         )
     }
 
-    /// The recorder for `key`: always the same one for the same object.
-    pub fn for_object<K>(&self, key: &ObjectRef<K>) -> &Recorder
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        // DefaultHasher::new() has fixed keys: the same object picks the same shard for the process's life.
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        &self.0[(h.finish() % self.0.len() as u64) as usize]
+    fn series(&self) -> std::sync::MutexGuard<'_, SeriesCache> {
+        // A panic while holding the lock leaves a consistent map (every write is one insert or retain).
+        self.series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Post `ev` about `regarding`: a new Event, or a count bump of the open series it repeats.
+    pub async fn publish(
+        &self,
+        ev: &Event,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let key = self.series_key(ev, regarding);
+        let open = self.series().get(key, now);
+        let events: Api<K8sEvent> = Api::namespaced(
+            self.client.clone(),
+            regarding.namespace.as_deref().unwrap_or("default"),
+        );
+        if let Some(open) = open {
+            let count = open.count + 1;
+            // Only the series changes; the API server keeps the rest (a merge patch, as kube sends).
+            let patch = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
+            match events
+                .patch(
+                    &self.event_name(regarding, open.first),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.series().record(
+                        key,
+                        Series {
+                            first: open.first,
+                            last: now,
+                            count,
+                        },
+                    );
+                    return Ok(());
+                }
+                // Deleted meanwhile (the API server's event TTL, or a hash collision): start anew.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        events
+            .create(&PostParams::default(), &self.new_event(ev, regarding, now))
+            .await?;
+        self.series().record(
+            key,
+            Series {
+                first: now,
+                last: now,
+                count: 1,
+            },
+        );
+        Ok(())
+    }
+
+    /// The first Event of a series, field for field what kube-runtime 5's `Recorder` creates.
+    fn new_event(&self, ev: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
+        K8sEvent {
+            action: Some(ev.action.clone()),
+            reason: Some(ev.reason.clone()),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(regarding.clone()),
+            note: ev.note.clone(),
+            metadata: ObjectMeta {
+                namespace: regarding.namespace.clone(),
+                name: Some(self.event_name(regarding, now)),
+                ..ObjectMeta::default()
+            },
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            series: None,
+            type_: Some(
+                match ev.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_string(),
+            ),
+            related: ev.secondary.clone(),
+            ..K8sEvent::default()
+        }
     }
 }
 
@@ -112,18 +304,14 @@ pub async fn publish_transition_event<K>(
     K: Resource<DynamicType = ()>,
 {
     let event = transition_event(type_, reason, note);
-    let key = ObjectRef::from_obj(obj);
-    if let Err(err) = recorders
-        .for_object(&key)
-        .publish(&event, &obj.object_ref(&()))
-        .await
-    {
+    if let Err(err) = recorders.publish(&event, &obj.object_ref(&())).await {
+        let key = ObjectRef::from_obj(obj);
         warn!(object = %key, reason, error = %err, "could not record Event");
     }
 }
 
 /// `Reconcile/<digest of the note>`: well under the 128 characters the API allows. `DefaultHasher::new()`
-/// is the same in every call, which is all the Recorder's in-process series cache needs.
+/// is the same in every call and every process, so a restarted replica names the same series alike.
 fn series_action(note: &str) -> String {
     let mut hasher = DefaultHasher::new();
     note.hash(&mut hasher);
@@ -159,30 +347,54 @@ mod tests {
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::events::v1::Event as K8sEvent;
     use kube::api::{Api, ListParams};
+    use kube::ResourceExt;
     use lockstep_testkit::kube::{EmulatorConfig, KubeEmulator};
 
-    #[tokio::test]
-    async fn an_object_always_records_through_the_same_recorder() {
-        let (service, _handle) = tower_test::mock::pair::<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >();
-        let client = kube::Client::new(service, "default");
-        let recorders = EventRecorders::new(
-            &client,
-            &Reporter {
-                controller: "lockstep".into(),
-                instance: None,
-            },
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn series(first: i64, last: i64, count: i32) -> Series {
+        Series {
+            first: at(first),
+            last: at(last),
+            count,
+        }
+    }
+
+    #[test]
+    fn a_series_expires_six_minutes_after_its_last_event() {
+        let mut cache = SeriesCache::default();
+        cache.record(1, series(0, 100, 3));
+        assert_eq!(cache.get(1, at(100 + 359)), Some(series(0, 100, 3)));
+        assert_eq!(cache.get(1, at(100 + 360)), None, "expired on lookup");
+        assert_eq!(cache.get(2, at(101)), None);
+    }
+
+    #[test]
+    fn expired_series_are_swept_and_the_cache_stays_bounded() {
+        let mut cache = SeriesCache::default();
+        cache.record(1, series(0, 0, 1));
+        // A minute later the sweep runs; at 6 minutes series 1 has expired and goes.
+        cache.record(2, series(360, 360, 1));
+        assert_eq!(cache.open.len(), 1);
+        assert!(cache.open.contains_key(&2));
+
+        let mut full = SeriesCache::default();
+        for k in 0..MAX_SERIES as u64 {
+            full.record(k, series(0, k as i64 % 300, 1));
+        }
+        assert_eq!(full.open.len(), MAX_SERIES);
+        // All live: the one idle longest (key 0, last at 0; 300 shares it) makes room.
+        full.record(u64::MAX, series(301, 301, 1));
+        assert_eq!(full.open.len(), MAX_SERIES);
+        assert!(full.open.contains_key(&u64::MAX));
+        assert_eq!(
+            (0..MAX_SERIES as u64)
+                .filter(|k| !full.open.contains_key(k))
+                .count(),
+            1
         );
-        let shard = |name: &str| {
-            let key = ObjectRef::<crate::crd::PipelineGate>::new(name).within("ns");
-            recorders.for_object(&key) as *const Recorder
-        };
-        assert_eq!(shard("a"), shard("a"));
-        let distinct: std::collections::HashSet<_> =
-            (0..200).map(|i| shard(&format!("gate-{i}"))).collect();
-        assert!(distinct.len() > 1, "objects spread over the shards");
     }
 
     #[test]
@@ -229,7 +441,6 @@ mod tests {
             "Run 20261122.2 is queued",
         ] {
             recorders
-                .for_object(&ObjectRef::<crate::crd::PipelineGate>::new("base").within("default"))
                 .publish(
                     &transition_event(EventType::Normal, "GateWaiting", note),
                     &reference,
@@ -256,5 +467,35 @@ mod tests {
                 ("Run 20261122.2 is queued".to_string(), 2),
             ]
         );
+
+        // A third repeat patches the same Event again; what the create set stays.
+        let repeat = transition_event(EventType::Normal, "GateWaiting", "Run 20261122.2 is queued");
+        recorders.publish(&repeat, &reference).await.unwrap();
+        let queued = |list: Vec<K8sEvent>| {
+            list.into_iter()
+                .filter(|e| e.note.as_deref() == Some("Run 20261122.2 is queued"))
+                .collect::<Vec<_>>()
+        };
+        let found = queued(events.list(&ListParams::default()).await.unwrap().items);
+        assert_eq!(found.len(), 1);
+        let event = &found[0];
+        let series = event.series.as_ref().unwrap();
+        assert_eq!(series.count, 3);
+        assert!(series.last_observed_time.0 >= event.event_time.as_ref().unwrap().0);
+        assert_eq!(event.reporting_controller.as_deref(), Some("lockstep"));
+        assert_eq!(event.reporting_instance.as_deref(), Some("test"));
+        assert_eq!(event.action, Some(repeat.action.clone()));
+        assert_eq!(event.regarding.as_ref(), Some(&reference));
+
+        // The Event is gone (the API server's event TTL): the next repeat starts a new one.
+        events
+            .delete(&event.name_any(), &Default::default())
+            .await
+            .unwrap();
+        recorders.publish(&repeat, &reference).await.unwrap();
+        let found = queued(events.list(&ListParams::default()).await.unwrap().items);
+        assert_eq!(found.len(), 1);
+        assert_ne!(found[0].name_any(), event.name_any());
+        assert_eq!(found[0].series, None);
     }
 }

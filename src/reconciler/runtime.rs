@@ -86,7 +86,11 @@ impl Shared {
     }
 
     /// [`Shared::scoped`] for a resource known only at run time (Flux, Argo CD).
-    pub fn scoped_dynamic(&self, resource: &ApiResource) -> Api<DynamicObject> {
+    /// `K` is `DynamicObject`, or `PartialObjectMeta<DynamicObject>` for metadata-only reads.
+    pub fn scoped_dynamic<K>(&self, resource: &ApiResource) -> Api<K>
+    where
+        K: Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>,
+    {
         match &self.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, resource),
             None => Api::all_with(self.client.clone(), resource),
@@ -105,6 +109,23 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+/// Drop from an object what no reader of the controllers' caches uses, before it enters a cache that
+/// holds every object for the life of the process: managedFields (status is written by server-side
+/// apply, which the API server resolves) and `kubectl apply`'s copy of the whole object in
+/// `kubectl.kubernetes.io/last-applied-configuration` (the read API hides it too, see
+/// `crate::api::view`). Together they are most of a small object's size.
+pub fn strip_unread(meta: &mut kube::core::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Changes of the Secrets in `api`, metadata only (`PartialObjectMetadata`): a Secret's data is read
 /// only when a reconcile needs its PAT, and only that Secret. Watching full Secrets would hold every
@@ -263,6 +284,37 @@ mod tests {
     use crate::crd::PipelineGate;
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher;
+
+    #[test]
+    fn caches_drop_managed_fields_and_the_last_applied_copy_but_keep_other_annotations() {
+        let mut gate: PipelineGate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": "g", "namespace": "ns",
+                         "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                         "annotations": {LAST_APPLIED_ANNOTATION: "{\"spec\":{}}",
+                                         "lockstep.dev/requested-at": "2026-11-30T03:00:00Z"}},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "p",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap();
+        strip_unread(&mut gate.metadata);
+        assert_eq!(gate.metadata.managed_fields, None);
+        let annotations = gate.metadata.annotations.clone().unwrap();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["lockstep.dev/requested-at"]
+        );
+
+        let mut only_last_applied = kube::core::ObjectMeta {
+            annotations: Some([(LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string())].into()),
+            ..Default::default()
+        };
+        strip_unread(&mut only_last_applied);
+        assert_eq!(only_last_applied.annotations, None);
+    }
 
     #[tokio::test]
     async fn first_list_resolves_once_the_store_is_ready() {

@@ -8,9 +8,10 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use tracing::info;
@@ -23,7 +24,9 @@ use super::reconcile::{
 use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
-use crate::reconciler::runtime::{can_watch, log_result, ready_after_first_list, stop_bounded};
+use crate::reconciler::runtime::{
+    can_watch, log_result, ready_after_first_list, stop_bounded, strip_unread,
+};
 use crate::reconciler::Shared;
 
 /// Reconciles in parallel: a trace makes several Azure DevOps reads, so fewer at once than the gates.
@@ -31,6 +34,10 @@ const TRACE_CONCURRENCY: u16 = 8;
 
 /// Watch the workloads of type `W` (of `kind`), so a rollout re-traces the traces whose `spec.deployed`
 /// names the workload.
+///
+/// Metadata only: the mapper reads namespace and name, and a rollout changes the resourceVersion, so
+/// a full watch would only stream every Deployment's pod template of the cluster through this process
+/// (a trace reads its own workload with a GET when it reconciles).
 fn watch_workloads<W>(
     controller: Controller<ServiceTrace>,
     shared: &Shared,
@@ -46,15 +53,19 @@ where
         + 'static,
 {
     let store = store.clone();
-    controller.watches(
-        shared.scoped::<W>(),
-        watcher::Config::default(),
-        move |o: W| {
+    controller.watches_stream(
+        // kube 5: a watcher over `Api<PartialObjectMeta<W>>` sends metadata-only requests.
+        watcher::watcher(
+            shared.scoped::<PartialObjectMeta<W>>(),
+            watcher::Config::default(),
+        )
+        .touched_objects(),
+        move |o: PartialObjectMeta<W>| {
             traces_deployed_on(
                 &store,
                 DeployedKind::Workload(kind),
-                o.meta().namespace.as_deref(),
-                o.meta().name.as_deref(),
+                o.metadata.namespace.as_deref(),
+                o.metadata.name.as_deref(),
             )
         },
     )
@@ -74,11 +85,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     api_cache: Option<Arc<CacheSlot<ServiceTrace>>>,
 ) {
-    let controller = Controller::new(
-        shared.scoped::<ServiceTrace>(),
-        shared.sharding.watcher_config().any_semantic(),
-    );
-    let store = controller.store();
+    // As the gate controller's cache: every trace for the life of the process, without what nothing reads.
+    let (store, writer) = reflector::store();
+    let trace_stream = reflector(
+        writer,
+        watcher::watcher(
+            shared.scoped::<ServiceTrace>(),
+            shared.sharding.watcher_config().any_semantic(),
+        )
+        .modify(|trace| strip_unread(&mut trace.metadata)),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(trace_stream, store.clone());
     let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());
     if let Some(hints) = shared.webhook_hints.clone() {
         ctx = ctx.with_webhook_hints(hints);
@@ -102,14 +120,18 @@ pub async fn run(
         ),
         (DeployedKind::ArgoApplication, argo_application_resource()),
     ] {
-        let api = shared.scoped_dynamic(&resource);
+        let api = shared.scoped_dynamic::<DynamicObject>(&resource);
         if can_watch(&api, kind.kind_name()).await {
             let s = store.clone();
-            controller = controller.watches_with(
-                api,
-                resource,
-                watcher::Config::default(),
-                move |o: DynamicObject| {
+            // Metadata only, as for workloads: a sync changes the resourceVersion, and the trace reads
+            // its own Kustomization / Application with a GET.
+            controller = controller.watches_stream_with(
+                watcher::watcher(
+                    shared.scoped_dynamic::<PartialObjectMeta<DynamicObject>>(&resource),
+                    watcher::Config::default(),
+                )
+                .touched_objects(),
+                move |o: PartialObjectMeta<DynamicObject>| {
                     traces_deployed_on(
                         &s,
                         kind,
@@ -117,6 +139,7 @@ pub async fn run(
                         o.metadata.name.as_deref(),
                     )
                 },
+                resource,
             );
         }
     }
