@@ -22,7 +22,9 @@ use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Liveness, Readiness};
 use crate::poll_cache::PollCache;
 use crate::proxy::{Outbound, ProxyEnv};
-use crate::reconciler::{scoped, FirstList, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::reconciler::{
+    scoped, FirstList, HintLog, HookRelay, ReconcilerConfig, Shared, WebhookHints,
+};
 use crate::telemetry::{
     init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
 };
@@ -354,6 +356,8 @@ async fn start_webhook(
             ..WebhookConfig::default()
         },
     );
+    let gate_relay = Arc::new(HookRelay::new());
+    let state = state.with_gate_relay(gate_relay.clone());
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {
@@ -363,6 +367,7 @@ async fn start_webhook(
         hints: WebhookHints {
             log: index,
             metrics,
+            gate_relay,
         },
     }))
 }

@@ -8,6 +8,8 @@ use std::time::Instant;
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 
+use super::hook_relay::HookRelay;
+use crate::crd::PipelineGate;
 use crate::telemetry::WebhookMetrics;
 
 /// When a webhook last hinted an object (the receiver's index implements it).
@@ -20,6 +22,8 @@ pub trait HintLog: Send + Sync {
 pub struct WebhookHints {
     pub log: Arc<dyn HintLog>,
     pub metrics: WebhookMetrics,
+    /// Gates the receiver hands straight to the PipelineGate controller (see [`HookRelay`]).
+    pub gate_relay: Arc<HookRelay<PipelineGate>>,
 }
 
 impl WebhookHints {

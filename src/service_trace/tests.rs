@@ -923,6 +923,7 @@ async fn a_new_build_found_by_polling_before_any_hook_counts_for_webhook_health(
     let ctx = ctx.with_webhook_hints(WebhookHints {
         log: Arc::new(NeverHinted),
         metrics,
+        gate_relay: Default::default(),
     });
     let trace = trace_object("https://x", "orders", "r", flux_deployed());
     let key = kube::runtime::reflector::ObjectRef::from_obj(&trace);

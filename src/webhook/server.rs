@@ -36,6 +36,7 @@ use super::index::HintIndex;
 use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
 use crate::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION, WEBHOOK_FIELD_MANAGER};
 use crate::http_server::{serve_bounded, ConnectionLimits, OnRefused};
+use crate::reconciler::hook_relay::HookRelay;
 use crate::telemetry::WebhookMetrics;
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
@@ -57,6 +58,9 @@ pub struct WebhookConfig {
     pub allowed_subscriptions: SubscriptionAllowlist,
     /// Header-read timeout, connection cap and shutdown drain of the listening socket.
     pub connections: ConnectionLimits,
+    /// How long a delivery waits for the gates it handed to this process's controller (see
+    /// [`HookRelay`]) before it annotates those not reconciled yet. Part of `patch_timeout`.
+    pub relay_wait: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +73,7 @@ impl Default for WebhookConfig {
             body_read_timeout: Duration::from_secs(10),
             allowed_subscriptions: SubscriptionAllowlist::default(),
             connections: ConnectionLimits::default(),
+            relay_wait: Duration::from_secs(2),
         }
     }
 }
@@ -86,6 +91,8 @@ struct Receiver {
     metrics: WebhookMetrics,
     dedup: EventDedup,
     config: WebhookConfig,
+    /// The PipelineGate controller of this process, when it runs here (this replica leads).
+    gate_relay: Option<Arc<HookRelay<PipelineGate>>>,
 }
 
 impl WebhookState {
@@ -114,8 +121,18 @@ impl WebhookState {
                 metrics,
                 dedup,
                 config,
+                gate_relay: None,
             }),
         }
+    }
+
+    /// Hand gates straight to the PipelineGate controller attached to `relay`, annotating only those it
+    /// does not reconcile within [`WebhookConfig::relay_wait`].
+    pub fn with_gate_relay(mut self, relay: Arc<HookRelay<PipelineGate>>) -> Self {
+        if let Some(receiver) = Arc::get_mut(&mut self.receiver) {
+            receiver.gate_relay = Some(relay);
+        }
+        self
     }
 
     pub fn index(&self) -> &Arc<HintIndex> {
@@ -247,9 +264,13 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
     }
 
     let started = Instant::now();
-    let requested_at = jiff::Timestamp::now().to_string();
+    let floor = jiff::Timestamp::now();
+    let requested_at = floor.to_string();
     let patched = tokio::time::timeout(s.config.patch_timeout, async {
-        let gates = annotate_all::<PipelineGate>(s, &affected.gates, &requested_at);
+        let gates = async {
+            let to_annotate = relay_gates(s, &affected.gates, floor).await;
+            annotate_all::<PipelineGate>(s, &to_annotate, &requested_at).await
+        };
         let traces = annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at);
         let (g, t) = futures::join!(gates, traces);
         g.and(t)
@@ -389,6 +410,31 @@ async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookE
         ));
     }
     Ok(event)
+}
+
+/// Hand `gates` to this process's controller and wait (bounded) for their reconciles; the gates that
+/// still need the annotation. Without a controller here, all of them.
+async fn relay_gates(
+    s: &Receiver,
+    gates: &[ObjectRef<PipelineGate>],
+    floor: jiff::Timestamp,
+) -> Vec<ObjectRef<PipelineGate>> {
+    let Some(relay) = &s.gate_relay else {
+        return gates.to_vec();
+    };
+    let offered = relay.offer(gates, floor);
+    if offered.taken() == 0 {
+        return offered.wait(Duration::ZERO).await;
+    }
+    // The hint arrived now, whether or not the annotation is ever written: polling that finds this run
+    // later did not find it first.
+    let now = Instant::now();
+    let refused: std::collections::HashSet<_> = offered.refused().iter().collect();
+    for gate in gates.iter().filter(|g| !refused.contains(g)) {
+        s.index.record_hint(gate, now);
+    }
+    let wait = s.config.relay_wait.min(s.config.patch_timeout / 2);
+    offered.wait(wait).await
 }
 
 async fn annotate_all<K>(
