@@ -346,6 +346,7 @@ async fn start_webhook(
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
+    let gate_relay = Arc::new(HookRelay::new());
     let state = WebhookState::with_config(
         client.clone(),
         index.clone(),
@@ -353,11 +354,10 @@ async fn start_webhook(
         metrics.clone(),
         WebhookConfig {
             allowed_subscriptions,
+            gate_relay: Some(gate_relay.clone()),
             ..WebhookConfig::default()
         },
     );
-    let gate_relay = Arc::new(HookRelay::new());
-    let state = state.with_gate_relay(gate_relay.clone());
     let server =
         crate::webhook::serve(args.webhook_addr, state, shutdown_requested(shutdown)).await?;
     Ok(Some(RunningWebhook {

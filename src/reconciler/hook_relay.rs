@@ -57,6 +57,14 @@ where
     }
 }
 
+impl<K: Resource> std::fmt::Debug for HookRelay<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRelay")
+            .field("attached", &lock(&self.trigger).is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a single insert, remove or lookup: a panic cannot leave a half-done
     // update behind, so a poisoned lock is still consistent.

@@ -58,8 +58,10 @@ pub struct WebhookConfig {
     pub allowed_subscriptions: SubscriptionAllowlist,
     /// Header-read timeout, connection cap and shutdown drain of the listening socket.
     pub connections: ConnectionLimits,
-    /// How long a delivery waits for the gates it handed to this process's controller (see
-    /// [`HookRelay`]) before it annotates those not reconciled yet. Part of `patch_timeout`.
+    /// The PipelineGate controller of this process, when one runs here: gates are handed to it directly
+    /// ([`HookRelay`]) and annotated only when it does not reconcile them within `relay_wait`.
+    pub gate_relay: Option<Arc<HookRelay<PipelineGate>>>,
+    /// How long a delivery waits for the gates it handed to `gate_relay`; within `patch_timeout`.
     pub relay_wait: Duration,
 }
 
@@ -73,6 +75,7 @@ impl Default for WebhookConfig {
             body_read_timeout: Duration::from_secs(10),
             allowed_subscriptions: SubscriptionAllowlist::default(),
             connections: ConnectionLimits::default(),
+            gate_relay: None,
             relay_wait: Duration::from_secs(2),
         }
     }
@@ -91,8 +94,6 @@ struct Receiver {
     metrics: WebhookMetrics,
     dedup: EventDedup,
     config: WebhookConfig,
-    /// The PipelineGate controller of this process, when it runs here (this replica leads).
-    gate_relay: Option<Arc<HookRelay<PipelineGate>>>,
 }
 
 impl WebhookState {
@@ -121,18 +122,8 @@ impl WebhookState {
                 metrics,
                 dedup,
                 config,
-                gate_relay: None,
             }),
         }
-    }
-
-    /// Hand gates straight to the PipelineGate controller attached to `relay`, annotating only those it
-    /// does not reconcile within [`WebhookConfig::relay_wait`].
-    pub fn with_gate_relay(mut self, relay: Arc<HookRelay<PipelineGate>>) -> Self {
-        if let Some(receiver) = Arc::get_mut(&mut self.receiver) {
-            receiver.gate_relay = Some(relay);
-        }
-        self
     }
 
     pub fn index(&self) -> &Arc<HintIndex> {
@@ -419,7 +410,7 @@ async fn relay_gates(
     gates: &[ObjectRef<PipelineGate>],
     floor: jiff::Timestamp,
 ) -> Vec<ObjectRef<PipelineGate>> {
-    let Some(relay) = &s.gate_relay else {
+    let Some(relay) = &s.config.gate_relay else {
         return gates.to_vec();
     };
     let offered = relay.offer(gates, floor);
@@ -948,6 +939,92 @@ mod tests {
             assert_eq!(versions(&h).await, before, "{what} changed an object");
         }
         assert_eq!(patches(&h), 0);
+    }
+
+    /// A stand-in for the PipelineGate controller of this process: takes what the receiver hands over
+    /// and reports each gate reconciled (on an answer asked for now) when `serve` says so.
+    fn controller(
+        relay: &Arc<HookRelay<PipelineGate>>,
+        serve: fn(&ObjectRef<PipelineGate>) -> bool,
+    ) -> tokio::task::JoinHandle<Vec<ObjectRef<PipelineGate>>> {
+        let mut triggers = relay.attach();
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            while let Ok(Some(gate)) =
+                tokio::time::timeout(Duration::from_millis(500), triggers.next()).await
+            {
+                assert!(relay.floor(&gate).is_some(), "the floor travels with it");
+                if serve(&gate) {
+                    relay.served(&gate, jiff::Timestamp::now());
+                }
+                taken.push(gate);
+            }
+            taken
+        })
+    }
+
+    #[tokio::test]
+    async fn gates_the_controller_here_reconciles_are_not_annotated() {
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay.clone()),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let taken = controller(&relay, |_| true);
+        let (status, body) = send(&h, run_event("e-relayed")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["pipelineGates"], 1);
+        assert_eq!(
+            patches(&h),
+            0,
+            "no annotation: the status already rests on a fresh read"
+        );
+        assert_eq!(annotation(&h, "/pipelinegates/base").await, None);
+        let base = ObjectRef::<PipelineGate>::new("base").within("shop");
+        assert!(
+            h.state.index().last_hint(&base).is_some(),
+            "the hint counts"
+        );
+        assert_eq!(taken.await.unwrap(), [base]);
+        assert_eq!(relay.pending_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn gates_not_reconciled_within_the_wait_are_annotated() {
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay.clone()),
+            relay_wait: Duration::from_millis(100),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let taken = controller(&relay, |_| false);
+        let started = Instant::now();
+        let (status, body) = send(&h, run_event("e-slow")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(started.elapsed() >= Duration::from_millis(100), "it waited");
+        assert_eq!(patches(&h), 1);
+        assert!(annotation(&h, "/pipelinegates/base").await.is_some());
+        assert_eq!(taken.await.unwrap().len(), 1);
+        assert_eq!(relay.pending_len(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn without_a_controller_attached_every_gate_is_annotated_at_once() {
+        // A standby replica: the relay exists but no controller took it.
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let started = Instant::now();
+        let (status, _) = send(&h, run_event("e-standby")).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(started.elapsed() < Duration::from_secs(1), "no wait");
+        assert!(annotation(&h, "/pipelinegates/base").await.is_some());
     }
 
     #[tokio::test]
