@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 pub const TRIGGER_CAPACITY: usize = 4096;
 
 type Key<K> = ObjectRef<K>;
+/// Per object, the deliveries waiting for it.
+type Waiting<K> = HashMap<Key<K>, Vec<Arc<Batch<K>>>>;
 
 /// One delivery's objects that the controller took: what is still waiting for a fresh reconcile.
 struct Batch<K: Resource> {
@@ -39,9 +41,9 @@ struct Batch<K: Resource> {
 /// Hand-off between the receiver and one kind's controller; see the module docs.
 pub struct HookRelay<K: Resource> {
     trigger: Mutex<Option<mpsc::Sender<Key<K>>>>,
-    /// Per object, the deliveries waiting for it. Entries live only while a receiver waits (bounded by its
-    /// deadline); [`Offered`] removes its own when it ends, however it ends.
-    pending: Mutex<HashMap<Key<K>, Vec<Arc<Batch<K>>>>>,
+    /// Entries live only while a receiver waits (bounded by its deadline); [`Offered`] removes its own when
+    /// it ends, however it ends.
+    pending: Mutex<Waiting<K>>,
 }
 
 impl<K> Default for HookRelay<K>

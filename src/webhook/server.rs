@@ -2,13 +2,18 @@
 //!
 //! Order of checks, each answering before the next is attempted, so bad input changes nothing:
 //! authentication (401) → content type (415) → body size (413) → JSON (400) → test delivery or unknown
-//! event (200, ignored) → duplicate event id (200) → routing through the index → annotation patches.
+//! event (200, ignored) → duplicate event id (200) → routing through the index → gates handed to the
+//! controller in this process → annotation patches.
 //!
 //! The patches happen before the answer so that a Kubernetes outage is reported as 503, which Azure DevOps
 //! retries (1 s, 2 s, 4 s … for about three minutes), instead of a 202 for a hint that was lost. They run
 //! concurrently and under a short deadline, so a healthy delivery is answered in milliseconds. Nothing here
 //! ever answers 410 (Azure DevOps disables the subscription on 410) or 500 (it puts the subscription on
 //! probation, during which events are dropped).
+//!
+//! When this process runs the PipelineGate controller (it leads), affected gates are first handed to it
+//! directly ([`HookRelay`]): a gate whose status already rests on an answer read after the delivery needs no
+//! annotation, and only those not reconciled within `relay_wait` are patched. Traces are always patched.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -61,7 +66,8 @@ pub struct WebhookConfig {
     /// The PipelineGate controller of this process, when one runs here: gates are handed to it directly
     /// ([`HookRelay`]) and annotated only when it does not reconcile them within `relay_wait`.
     pub gate_relay: Option<Arc<HookRelay<PipelineGate>>>,
-    /// How long a delivery waits for the gates it handed to `gate_relay`; within `patch_timeout`.
+    /// How long a delivery waits for the gates it handed to `gate_relay` before patching the rest (which
+    /// then has `patch_timeout`).
     pub relay_wait: Duration,
 }
 
@@ -257,16 +263,22 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
     let started = Instant::now();
     let floor = jiff::Timestamp::now();
     let requested_at = floor.to_string();
-    let patched = tokio::time::timeout(s.config.patch_timeout, async {
-        let gates = async {
-            let to_annotate = relay_gates(s, &affected.gates, floor).await;
-            annotate_all::<PipelineGate>(s, &to_annotate, &requested_at).await
-        };
-        let traces = annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at);
-        let (g, t) = futures::join!(gates, traces);
-        g.and(t)
-    })
-    .await;
+    let deadline = s.config.patch_timeout;
+    // The patch deadline counts from when patching starts: a relayed gate's wait (bounded on its own)
+    // must not eat the time its annotation needs when the controller was too busy to serve it.
+    let gates = async {
+        let to_annotate = relay_gates(s, &affected.gates, floor).await;
+        let patches = annotate_all::<PipelineGate>(s, &to_annotate, &requested_at);
+        tokio::time::timeout(deadline, patches).await
+    };
+    let traces = tokio::time::timeout(
+        deadline,
+        annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at),
+    );
+    let patched = match futures::join!(gates, traces) {
+        (Ok(g), Ok(t)) => Ok(g.and(t)),
+        _ => Err(()),
+    };
     s.metrics.observe_patch(started.elapsed());
 
     match patched {
@@ -424,8 +436,7 @@ async fn relay_gates(
     for gate in gates.iter().filter(|g| !refused.contains(g)) {
         s.index.record_hint(gate, now);
     }
-    let wait = s.config.relay_wait.min(s.config.patch_timeout / 2);
-    offered.wait(wait).await
+    offered.wait(s.config.relay_wait).await
 }
 
 async fn annotate_all<K>(
