@@ -93,10 +93,10 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     // it did not write (see [`crate::reconciler::HookRelay`]).
     let relayed = ctx.hints.as_ref().and_then(|h| h.gate_relay.floor(&key));
     let not_before = requested_at(gate).max(relayed);
-
-    // Phase of the pipeline's requeue grid (see [`until_next_tick`]); known once the spec names one.
     // When the answer the verdict rests on was asked for: what a relayed delivery waits on.
     let mut fresh_from = None;
+
+    // Phase of the pipeline's requeue grid (see [`until_next_tick`]); known once the spec names one.
     let (outcome, tick_phase) = if spec.suspend {
         fresh_from = Some(Timestamp::now());
         (Outcome::Suspended, 0)
@@ -174,6 +174,11 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         &desired.status,
     )
     .await?;
+    if let (Some(hints), Some(fresh_from), Some(_)) = (&ctx.hints, fresh_from, relayed) {
+        // The status now shows this answer: a delivery waiting for it needs no annotation (Events are not
+        // what a restart could lose).
+        hints.gate_relay.served(&key, fresh_from);
+    }
     publish_events(gate, &desired.events, ctx).await;
     if desired
         .events
@@ -184,10 +189,6 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     }
     ctx.memory
         .update_ready_gauge(&ctx.io.metrics, &ctx.store, &key, ready);
-    if let (Some(hints), Some(fresh_from), Some(_)) = (&ctx.hints, fresh_from, relayed) {
-        // The status now shows this answer: a delivery waiting for it needs no annotation.
-        hints.gate_relay.served(&key, fresh_from);
-    }
 
     let action = match &outcome {
         Outcome::Suspended => Action::await_change(),
