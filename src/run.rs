@@ -23,7 +23,9 @@ use crate::nudge::NudgeConfig;
 use crate::ops_server::{serve_ops, Liveness, Readiness};
 use crate::poll_cache::PollCache;
 use crate::proxy::{Outbound, ProxyEnv};
-use crate::reconciler::{scoped, FirstList, HintLog, ReconcilerConfig, Shared, WebhookHints};
+use crate::reconciler::{
+    scoped, FirstList, HintLog, HookRelay, ReconcilerConfig, Shared, WebhookHints,
+};
 use crate::shard::Sharding;
 use crate::telemetry::{
     init_logging, AdoRequestMetrics, HookMetrics, LogFormat, Metrics, WebhookMetrics,
@@ -398,6 +400,7 @@ async fn start_webhook(
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
+    let gate_relay = Arc::new(HookRelay::new());
     let state = WebhookState::with_config(
         client.clone(),
         index.clone(),
@@ -405,6 +408,7 @@ async fn start_webhook(
         metrics.clone(),
         WebhookConfig {
             allowed_subscriptions,
+            gate_relay: Some(gate_relay.clone()),
             ..WebhookConfig::default()
         },
     );
@@ -415,7 +419,10 @@ async fn start_webhook(
         auth,
         feed,
         reloader,
-        hints: WebhookHints::new(index, metrics),
+        hints: WebhookHints {
+            gate_relay,
+            ..WebhookHints::new(index, metrics)
+        },
     }))
 }
 

@@ -915,3 +915,45 @@ async fn the_controller_sets_up_the_hooks_keeps_them_enabled_and_writes_nothing_
     let log = lockstep.log_text();
     assert!(!log.contains(HOOK_TOKEN) && !log.contains(PAT), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leading_replica_opens_a_gate_from_a_hook_without_annotating_it() {
+    let env = Env::start().await;
+    env.closed_gate("base").await;
+    let lockstep = env.lockstep(&[]).await;
+    env.wait_gate(&lockstep, "base", "the gate blocked", stalled)
+        .await;
+    let run = env
+        .sim
+        .queue_run(ORG, PROJECT, DEFINITION, BRANCH, &"2".repeat(40));
+    env.sim.start_run(run);
+    env.sim.complete_run(run, RunResult::Succeeded);
+    let delivery =
+        HookDelivery::to(lockstep.hook_url.as_str()).header("X-Lockstep-Token", HOOK_TOKEN);
+    let status = env
+        .deliver(&HookEvent::RunStateChanged { run_id: run }, &delivery)
+        .await;
+    assert_eq!(status, 202);
+    // The controller in this process took the gate and the 202 waited for its reconcile (up to 2 s): the
+    // status already shows the new run, so no annotation was needed.
+    let gate = env.gate("base").await;
+    assert!(
+        ready(&gate),
+        "Ready before the 202:\n{gate:#}\nlog:\n{}",
+        lockstep.log_text()
+    );
+    assert_eq!(env.gate_annotation_writes(), 0, "no annotation patch");
+    assert!(
+        gate["metadata"]["annotations"]["lockstep.dev/requested-at"].is_null(),
+        "{gate:#}"
+    );
+    let metrics = lockstep.metrics().await;
+    assert!(
+        metrics.contains(r#"lockstep_webhook_hinted_objects_total{kind="PipelineGate"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"lockstep_webhook_polling_found_first_total{kind="PipelineGate"} 1"#),
+        "the hint was recorded, so polling did not find the run first:\n{metrics}"
+    );
+}

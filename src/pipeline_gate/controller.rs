@@ -27,7 +27,8 @@ use kube::core::PartialObjectMeta;
 /// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
 /// in the watched namespaces, mapped to the gates that reference them (metadata only: see
-/// [`secret_changes`]).
+/// [`secret_changes`]). When the webhook receiver runs in this process, it also hands over the gates a
+/// delivery names directly ([`crate::reconciler::HookRelay`]).
 ///
 /// `api_cache`: where the read API finds this controller's store (see [`crate::api`]); the store is
 /// published there once the controller has it, and read-only from then on.
@@ -47,7 +48,11 @@ pub async fn run(
             .modify(|gate| strip_unread(&mut gate.metadata)),
     )
     .applied_objects();
-    let controller = Controller::for_stream(gate_stream, store.clone());
+    let mut controller = Controller::for_stream(gate_stream, store.clone());
+    if let Some(hints) = &shared.webhook_hints {
+        // Gates a delivery names, straight from the receiver: no annotation round trip first.
+        controller = controller.reconcile_on(hints.gate_relay.attach());
+    }
     let mapper_store = store.clone();
     let mut ctx = GateContext::new(shared.reconcile_io(), store.clone());
     if let Some(hints) = shared.webhook_hints.clone() {

@@ -90,9 +90,16 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
     let stale_after = duration_or(&spec.policy.stale_after, ctx.io.config.default_stale_after);
     let interval = duration_or(&spec.interval, ctx.io.config.default_interval);
     let current = ctx.memory.current_status(&key, gate, gate.status.as_ref());
+    // A delivery handed this gate over directly asks for an answer at least as fresh as the annotation
+    // it did not write (see [`crate::reconciler::HookRelay`]).
+    let relayed = ctx.hints.as_ref().and_then(|h| h.gate_relay.floor(&key));
+    let not_before = requested_at(gate).max(relayed);
+    // When the answer the verdict rests on was asked for: what a relayed delivery waits on.
+    let mut fresh_from = None;
 
     // Phase of the pipeline's requeue grid (see [`until_next_tick`]); known once the spec names one.
     let (outcome, tick_phase) = if spec.suspend {
+        fresh_from = Some(Timestamp::now());
         (Outcome::Suspended, 0)
     } else {
         match resolve(&ctx.io, &namespace, &spec.azure_devops.credentials).await {
@@ -111,7 +118,12 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
                 )),
                 0,
             ),
-            Ok(auth) => read_and_decide(gate, &auth, now, current.as_ref(), ctx).await,
+            Ok(auth) => {
+                let read = read_and_decide(gate, &auth, now, not_before, current.as_ref(), ctx);
+                let (outcome, tick_phase, started_at) = read.await;
+                fresh_from = started_at;
+                (outcome, tick_phase)
+            }
         }
     };
 
@@ -168,6 +180,11 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         &desired.status,
     )
     .await?;
+    if let (Some(hints), Some(fresh_from), Some(_)) = (&ctx.hints, fresh_from, relayed) {
+        // The status now shows this answer: a delivery waiting for it needs no annotation (Events are not
+        // what a restart could lose).
+        hints.gate_relay.served(&key, fresh_from);
+    }
     publish_events(gate, &desired.events, ctx).await;
     if desired
         .events
@@ -255,14 +272,16 @@ fn is_idle(verdict: &Verdict) -> bool {
     verdict.phase != Phase::Waiting && verdict.waiting.is_none()
 }
 
-/// Builds List through the shared cache, then the decision; with the pipeline's grid phase.
+/// Builds List through the shared cache (an answer asked for no earlier than `not_before`), then the
+/// decision; with the pipeline's grid phase and when the answer was asked for, if one was read.
 async fn read_and_decide(
     gate: &PipelineGate,
     auth: &AdoAuth,
     now: Timestamp,
+    not_before: Option<Timestamp>,
     current: Option<&PipelineGateStatus>,
     ctx: &GateContext,
-) -> (Outcome, u64) {
+) -> (Outcome, u64, Option<Timestamp>) {
     let ado_spec = &gate.spec.azure_devops;
     let pipeline = &gate.spec.pipeline;
     let Some(key) = PipelineKey::new(
@@ -278,12 +297,12 @@ async fn read_and_decide(
                 ado_spec.organization_url
             ),
         );
-        return (Outcome::unread(verdict), 0);
+        return (Outcome::unread(verdict), 0, None);
     };
     let fetched = ctx
         .io
         .cache
-        .get_or_fetch(&key, auth.secret(), requested_at(gate), || {
+        .get_or_fetch(&key, auth.secret(), not_before, || {
             ctx.io.metrics.builds_list.record(&key);
             list_runs(
                 &ctx.io.ado,
@@ -302,7 +321,7 @@ async fn read_and_decide(
                 error: replaced.to_string(),
                 retry_after: None,
             };
-            return (outcome, 0);
+            return (outcome, 0, None);
         }
     }
     let outcome = match &fetched.result {
@@ -324,6 +343,7 @@ async fn read_and_decide(
                     read_ok: true,
                 },
                 tick_phase(&key),
+                Some(fetched.started_at),
             );
         }
         Err(err) => match decision::decide_error(err) {
@@ -339,7 +359,7 @@ async fn read_and_decide(
             },
         },
     };
-    (outcome, 0)
+    (outcome, 0, Some(fetched.started_at))
 }
 
 async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {

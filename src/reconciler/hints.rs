@@ -8,7 +8,9 @@ use std::time::Instant;
 use kube::runtime::reflector::ObjectRef;
 use kube::Resource;
 
+use super::hook_relay::HookRelay;
 use super::idle::{instant_of, HookActivity, ProjectKey};
+use crate::crd::PipelineGate;
 use crate::telemetry::WebhookMetrics;
 
 /// When a webhook last hinted an object (the receiver's index implements it).
@@ -24,6 +26,8 @@ pub struct WebhookHints {
     /// Whether hooks have proven themselves per organization+project (issue 15, [`super::idle`]); shared
     /// by both reconcilers.
     pub activity: Arc<HookActivity>,
+    /// Gates the receiver hands straight to the PipelineGate controller (see [`HookRelay`]).
+    pub gate_relay: Arc<HookRelay<PipelineGate>>,
 }
 
 impl WebhookHints {
@@ -32,6 +36,7 @@ impl WebhookHints {
             log,
             metrics,
             activity: Arc::default(),
+            gate_relay: Arc::default(),
         }
     }
 

@@ -10,13 +10,15 @@
 //! - [`memory`]: per-object memory (failure streak, last write, Ready gauge); [`backoff`]: retry delays.
 //! - [`status_write`]: server-side apply of a status, only when it changed.
 //! - [`events`]: transition Events and their reasons; [`credentials`], [`token_cache`]: the PAT or Entra token.
-//! - [`hints`]: what the webhook receiver lends the reconcilers; [`error`]: what fails a reconcile.
+//! - [`hints`]: what the webhook receiver lends the reconcilers; [`hook_relay`]: the receiver handing
+//!   objects straight to a controller in the same process; [`error`]: what fails a reconcile.
 
 pub mod backoff;
 pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod hints;
+pub mod hook_relay;
 pub mod idle;
 pub mod io;
 pub mod memory;
@@ -29,6 +31,7 @@ pub use credentials::{objects_using_secret, resolve, CredentialError};
 pub use error::Error;
 pub use events::EventRecorders;
 pub use hints::{HintLog, WebhookHints};
+pub use hook_relay::HookRelay;
 pub use io::{BuildsCache, ReconcileIo, ReconcilerConfig, RUNS_PER_LIST};
 pub use memory::ObjectMemory;
 pub use runtime::{scoped, FirstList, Shared};

@@ -84,12 +84,12 @@ impl WebhookMetrics {
         );
         registry.register(
             "webhook_hinted_objects",
-            "Objects annotated with lockstep.dev/requested-at because of a webhook, by kind",
+            "Objects hinted because of a webhook (annotated with lockstep.dev/requested-at, or gates handed straight to this process's controller), by kind",
             self.hinted_objects.clone(),
         );
         registry.register(
             "webhook_patch_duration_seconds",
-            "Time to annotate every object one delivery concerns",
+            "Time to hint every object one delivery concerns: the wait for gates handed to this process's controller, then the annotation patches",
             self.patch_seconds.clone(),
         );
         registry.register(

@@ -2,13 +2,18 @@
 //!
 //! Order of checks, each answering before the next is attempted, so bad input changes nothing:
 //! authentication (401) → content type (415) → body size (413) → JSON (400) → test delivery or unknown
-//! event (200, ignored) → duplicate event id (200) → routing through the index → annotation patches.
+//! event (200, ignored) → duplicate event id (200) → routing through the index → gates handed to the
+//! controller in this process → annotation patches.
 //!
 //! The patches happen before the answer so that a Kubernetes outage is reported as 503, which Azure DevOps
 //! retries (1 s, 2 s, 4 s … for about three minutes), instead of a 202 for a hint that was lost. They run
 //! concurrently and under a short deadline, so a healthy delivery is answered in milliseconds. Nothing here
 //! ever answers 410 (Azure DevOps disables the subscription on 410) or 500 (it puts the subscription on
 //! probation, during which events are dropped).
+//!
+//! When this process runs the PipelineGate controller (it leads), affected gates are first handed to it
+//! directly ([`HookRelay`]): a gate whose status already rests on an answer read after the delivery needs no
+//! annotation, and only those not reconciled within `relay_wait` are patched. Traces are always patched.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +41,7 @@ use super::index::HintIndex;
 use super::payload::{parse_event, EventKind, PayloadError, WebhookEvent};
 use crate::crd::{PipelineGate, ServiceTrace, REQUESTED_AT_ANNOTATION, WEBHOOK_FIELD_MANAGER};
 use crate::http_server::{serve_bounded, ConnectionLimits, OnRefused};
+use crate::reconciler::hook_relay::HookRelay;
 use crate::telemetry::WebhookMetrics;
 
 pub const HOOK_PATH: &str = "/hooks/azure-devops";
@@ -57,6 +63,12 @@ pub struct WebhookConfig {
     pub allowed_subscriptions: SubscriptionAllowlist,
     /// Header-read timeout, connection cap and shutdown drain of the listening socket.
     pub connections: ConnectionLimits,
+    /// The PipelineGate controller of this process, when one runs here: gates are handed to it directly
+    /// ([`HookRelay`]) and annotated only when it does not reconcile them within `relay_wait`.
+    pub gate_relay: Option<Arc<HookRelay<PipelineGate>>>,
+    /// How long a delivery waits for the gates it handed to `gate_relay` before patching the rest (which
+    /// then has `patch_timeout`).
+    pub relay_wait: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -69,6 +81,8 @@ impl Default for WebhookConfig {
             body_read_timeout: Duration::from_secs(10),
             allowed_subscriptions: SubscriptionAllowlist::default(),
             connections: ConnectionLimits::default(),
+            gate_relay: None,
+            relay_wait: Duration::from_secs(2),
         }
     }
 }
@@ -247,14 +261,24 @@ async fn receive(State(state): State<WebhookState>, headers: HeaderMap, body: Bo
     }
 
     let started = Instant::now();
-    let requested_at = jiff::Timestamp::now().to_string();
-    let patched = tokio::time::timeout(s.config.patch_timeout, async {
-        let gates = annotate_all::<PipelineGate>(s, &affected.gates, &requested_at);
-        let traces = annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at);
-        let (g, t) = futures::join!(gates, traces);
-        g.and(t)
-    })
-    .await;
+    let floor = jiff::Timestamp::now();
+    let requested_at = floor.to_string();
+    let deadline = s.config.patch_timeout;
+    // The patch deadline counts from when patching starts: a relayed gate's wait (bounded on its own)
+    // must not eat the time its annotation needs when the controller was too busy to serve it.
+    let gates = async {
+        let to_annotate = relay_gates(s, &affected.gates, floor).await;
+        let patches = annotate_all::<PipelineGate>(s, &to_annotate, &requested_at);
+        tokio::time::timeout(deadline, patches).await
+    };
+    let traces = tokio::time::timeout(
+        deadline,
+        annotate_all::<ServiceTrace>(s, &affected.traces, &requested_at),
+    );
+    let patched = match futures::join!(gates, traces) {
+        (Ok(g), Ok(t)) => Ok(g.and(t)),
+        _ => Err(()),
+    };
     s.metrics.observe_patch(started.elapsed());
 
     match patched {
@@ -389,6 +413,30 @@ async fn admit(s: &Receiver, headers: &HeaderMap, body: Body) -> Result<WebhookE
         ));
     }
     Ok(event)
+}
+
+/// Hand `gates` to this process's controller and wait (bounded) for their reconciles; the gates that
+/// still need the annotation. Without a controller here, all of them.
+async fn relay_gates(
+    s: &Receiver,
+    gates: &[ObjectRef<PipelineGate>],
+    floor: jiff::Timestamp,
+) -> Vec<ObjectRef<PipelineGate>> {
+    let Some(relay) = &s.config.gate_relay else {
+        return gates.to_vec();
+    };
+    let offered = relay.offer(gates, floor);
+    if offered.taken() == 0 {
+        return offered.wait(Duration::ZERO).await;
+    }
+    // The hint arrived now, whether or not the annotation is ever written: polling that finds this run
+    // later did not find it first.
+    let now = Instant::now();
+    let refused: std::collections::HashSet<_> = offered.refused().iter().collect();
+    for gate in gates.iter().filter(|g| !refused.contains(g)) {
+        s.index.record_hint(gate, now);
+    }
+    offered.wait(s.config.relay_wait).await
 }
 
 async fn annotate_all<K>(
@@ -902,6 +950,92 @@ mod tests {
             assert_eq!(versions(&h).await, before, "{what} changed an object");
         }
         assert_eq!(patches(&h), 0);
+    }
+
+    /// A stand-in for the PipelineGate controller of this process: takes what the receiver hands over
+    /// and reports each gate reconciled (on an answer asked for now) when `serve` says so.
+    fn controller(
+        relay: &Arc<HookRelay<PipelineGate>>,
+        serve: fn(&ObjectRef<PipelineGate>) -> bool,
+    ) -> tokio::task::JoinHandle<Vec<ObjectRef<PipelineGate>>> {
+        let mut triggers = relay.attach();
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            while let Ok(Some(gate)) =
+                tokio::time::timeout(Duration::from_millis(500), triggers.next()).await
+            {
+                assert!(relay.floor(&gate).is_some(), "the floor travels with it");
+                if serve(&gate) {
+                    relay.served(&gate, jiff::Timestamp::now());
+                }
+                taken.push(gate);
+            }
+            taken
+        })
+    }
+
+    #[tokio::test]
+    async fn gates_the_controller_here_reconciles_are_not_annotated() {
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay.clone()),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let taken = controller(&relay, |_| true);
+        let (status, body) = send(&h, run_event("e-relayed")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["pipelineGates"], 1);
+        assert_eq!(
+            patches(&h),
+            0,
+            "no annotation: the status already rests on a fresh read"
+        );
+        assert_eq!(annotation(&h, "/pipelinegates/base").await, None);
+        let base = ObjectRef::<PipelineGate>::new("base").within("shop");
+        assert!(
+            h.state.index().last_hint(&base).is_some(),
+            "the hint counts"
+        );
+        assert_eq!(taken.await.unwrap(), [base]);
+        assert_eq!(relay.pending_len(), 0);
+    }
+
+    #[tokio::test]
+    async fn gates_not_reconciled_within_the_wait_are_annotated() {
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay.clone()),
+            relay_wait: Duration::from_millis(100),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let taken = controller(&relay, |_| false);
+        let started = Instant::now();
+        let (status, body) = send(&h, run_event("e-slow")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert!(started.elapsed() >= Duration::from_millis(100), "it waited");
+        assert_eq!(patches(&h), 1);
+        assert!(annotation(&h, "/pipelinegates/base").await.is_some());
+        assert_eq!(taken.await.unwrap().len(), 1);
+        assert_eq!(relay.pending_len(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn without_a_controller_attached_every_gate_is_annotated_at_once() {
+        // A standby replica: the relay exists but no controller took it.
+        let relay = Arc::new(HookRelay::new());
+        let h = harness_with(WebhookConfig {
+            gate_relay: Some(relay),
+            ..WebhookConfig::default()
+        })
+        .await;
+        let started = Instant::now();
+        let (status, _) = send(&h, run_event("e-standby")).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert!(started.elapsed() < Duration::from_secs(1), "no wait");
+        assert!(annotation(&h, "/pipelinegates/base").await.is_some());
     }
 
     #[tokio::test]
