@@ -25,7 +25,7 @@ use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
 use crate::reconciler::runtime::{
-    can_watch, log_result, ready_after_first_list, stop_bounded, strip_unread,
+    can_watch, foreign_watch_config, log_result, ready_after_first_list, stop_bounded, strip_unread,
 };
 use crate::reconciler::Shared;
 
@@ -57,7 +57,7 @@ where
         // kube 5: a watcher over `Api<PartialObjectMeta<W>>` sends metadata-only requests.
         watcher::watcher(
             shared.scoped::<PartialObjectMeta<W>>(),
-            watcher::Config::default(),
+            foreign_watch_config(),
         )
         .touched_objects(),
         move |o: PartialObjectMeta<W>| {
@@ -128,7 +128,7 @@ pub async fn run(
             controller = controller.watches_stream_with(
                 watcher::watcher(
                     shared.scoped_dynamic::<PartialObjectMeta<DynamicObject>>(&resource),
-                    watcher::Config::default(),
+                    foreign_watch_config(),
                 )
                 .touched_objects(),
                 move |o: PartialObjectMeta<DynamicObject>| {
