@@ -21,12 +21,17 @@
 //! - [`api`]: the read API and dashboard (`--api-addr`), served from the controllers' reflector stores.
 //! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
 //!   [`http_server`]: bounded connections (header timeout, cap, prompt shutdown) for both listeners;
-//!   [`telemetry`]: metrics and logs; [`leader`]: leader election.
+//!   [`telemetry`]: metrics and logs; [`leader`]: leader election; [`shard`]: which objects this
+//!   instance serves (`--shard`, `--watch-label-selector`) and its Lease name.
 //!
 //! # A webhook delivery
-//! [`webhook::server`] authenticates and parses it, [`webhook::index`] names the objects it concerns, and
-//! the receiver sets [`crd::REQUESTED_AT_ANNOTATION`] on each. That change wakes the kind's controller
-//! (`controller.rs`), whose reconcile then ignores cached Azure DevOps answers older than the annotation.
+//! [`webhook::server`] authenticates and parses it and [`webhook::index`] names the objects it concerns.
+//! On the leading replica the receiver hands gates straight to the PipelineGate controller
+//! ([`reconciler::hook_relay`]) with the delivery's time as the poll cache's freshness floor; what is not
+//! reconciled within 2 s, and every ServiceTrace, gets [`crd::REQUESTED_AT_ANNOTATION`] instead. That
+//! change wakes the kind's controller (`controller.rs`), whose reconcile then ignores cached Azure DevOps
+//! answers older than the annotation. Deliveries also tell [`reconciler::idle`] that hooks work, which
+//! stretches idle polling.
 //!
 //! # A poll, to a status write
 //! A kind's `controller.rs` requeues each object; `reconcile.rs` resolves its credential (a PAT, or an
