@@ -22,7 +22,8 @@
 //! - [`run`]: `lockstep run`, the process wiring; [`ops_server`]: probes and `/metrics`;
 //!   [`http_server`]: bounded connections (header timeout, cap, prompt shutdown) for both listeners;
 //!   [`telemetry`]: metrics and logs; [`leader`]: leader election; [`shard`]: which objects this
-//!   instance serves (`--shard`, `--watch-label-selector`) and its Lease name.
+//!   instance serves (`--shard`, `--watch-label-selector`) and its Lease name; [`label_selector`]:
+//!   label selectors parsed as kube-apiserver parses them.
 //!
 //! # A webhook delivery
 //! [`webhook::server`] authenticates and parses it and [`webhook::index`] names the objects it concerns.
@@ -48,6 +49,7 @@ pub mod crd;
 pub mod entra;
 pub mod hooks;
 pub mod http_server;
+pub mod label_selector;
 pub mod leader;
 pub mod nudge;
 pub mod ops_server;

@@ -19,6 +19,8 @@
 
 use std::fmt;
 
+use crate::label_selector::valid_label_value;
+
 /// The label that assigns an object to a shard.
 pub const SHARD_LABEL: &str = "sharding.lockstep.dev/key";
 
@@ -148,118 +150,16 @@ fn fnv1a(s: &str) -> u32 {
     })
 }
 
-/// A label value as `k8s.io/apimachinery/pkg/util/validation.IsValidLabelValue` accepts it (empty is
-/// valid there; `--shard` refuses it separately).
-pub fn valid_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
-}
-
-/// A label key as `IsQualifiedName` accepts it: an optional DNS-subdomain prefix and `/`, then a name.
-fn valid_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    let name_ok = !name.is_empty() && valid_label_value(name);
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 63
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    && !part.starts_with('-')
-                    && !part.ends_with('-')
-            })
-    });
-    name_ok && prefix_ok
-}
-
-/// Splits on the commas outside parentheses (`a in (x,y),b` is two requirements).
-fn split_requirements(s: &str) -> Result<Vec<&str>, String> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-        if !(0..=1).contains(&depth) {
-            return Err("unbalanced parentheses".to_string());
-        }
-    }
-    if depth != 0 {
-        return Err("unbalanced parentheses".to_string());
-    }
-    parts.push(&s[start..]);
-    Ok(parts)
-}
-
-fn check_key(key: &str) -> Result<(), String> {
-    if valid_label_key(key) {
-        Ok(())
-    } else {
-        Err(format!("{key:?} is not a valid label key"))
-    }
-}
-
-fn check_value(value: &str) -> Result<(), String> {
-    if valid_label_value(value) {
-        Ok(())
-    } else {
-        Err(format!("{value:?} is not a valid label value"))
-    }
-}
-
-/// A label selector in the grammar of `k8s.io/apimachinery/pkg/labels.Parse`. An empty selector is
-/// refused: it would serve every object, the labelled ones too, beside the shards serving them.
+/// A label selector in the grammar of `k8s.io/apimachinery/pkg/labels.Parse` ([`crate::label_selector`]).
+/// An empty selector is refused: it would serve every object, the labelled ones too, beside the shards
+/// serving them.
 fn validate_selector(selector: &str) -> Result<(), String> {
     if selector.trim().is_empty() {
         return Err("it is empty (it would serve the objects of every shard)".to_string());
     }
-    for raw in split_requirements(selector)? {
-        let part = raw.trim();
-        if part.is_empty() {
-            return Err("it has an empty requirement".to_string());
-        }
-        if let Some(key) = part.strip_prefix('!') {
-            check_key(key.trim())?;
-        } else if let Some((k, v)) = part.split_once("!=") {
-            check_key(k.trim())?;
-            check_value(v.trim())?;
-        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-            check_key(k.trim())?;
-            check_value(v.trim())?;
-        } else if let Some((k, rest)) = part
-            .split_once(" notin ")
-            .or_else(|| part.split_once(" in "))
-        {
-            check_key(k.trim())?;
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| format!("{part:?}: a set is written (a,b)"))?;
-            for v in inner.split(',') {
-                check_value(v.trim())?;
-            }
-        } else {
-            check_key(part)?;
-        }
-    }
-    Ok(())
+    crate::label_selector::parse(selector)
+        .map(|_| ())
+        .map_err(|e| e.reason)
 }
 
 #[cfg(test)]

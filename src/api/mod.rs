@@ -7,14 +7,13 @@
 //! - [`routes`]: `/api/v1/...` JSON, `/api/v1/watch` (server-sent events), the dashboard's files.
 //! - [`verdict`]: a gate's verdict in the shape gaters (Azure DevOps checks, Argo Rollouts, Kargo) read.
 //! - [`auth`]: bearer tokens: TokenReview + SubjectAccessReview, or the static token.
-//! - [`query`], [`selector`]: list filters; [`view`]: the JSON of one object; [`watch`]: the change feed.
+//! - [`query`] (with [`crate::label_selector`]): list filters; [`view`]: the JSON of one object; [`watch`]: the change feed.
 
 pub mod assets;
 pub mod auth;
 pub mod caches;
 pub mod query;
 pub mod routes;
-pub mod selector;
 pub mod verdict;
 pub mod view;
 pub mod watch;

@@ -3,8 +3,8 @@
 use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 
-use super::selector::{self, SelectorError};
 use crate::crd::{PipelineGate, ServiceTrace};
+use crate::label_selector::{self as selector, SelectorError};
 
 /// Upper bound on a filter value: a commit SHA-256 is 64 characters; anything much longer is a mistake.
 const MAX_FILTER_LEN: usize = 256;

@@ -1,7 +1,8 @@
 //! `labelSelector` strings, parsed the way kube-apiserver parses them
 //! (k8s.io/apimachinery/pkg/labels/selector.go: `Parse`): comma-separated requirements `k=v`, `k==v`,
 //! `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, all of which must hold. kube-core has the
-//! requirement types and the matching but no parser.
+//! requirement types and the matching but no parser. Used by the read API (`?labelSelector=`) and by
+//! `--watch-label-selector` ([`crate::shard`]).
 
 use std::collections::BTreeSet;
 
@@ -139,14 +140,17 @@ fn check_key(k: &str) -> Result<(), String> {
 }
 
 /// validation.IsValidLabelValue: empty, or up to 63 alphanumerics, `-_.`, alphanumeric at both ends.
-fn check_value(v: &str) -> Result<(), String> {
-    let ok = v.is_empty()
+pub fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
         || (v.len() <= 63
             && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
-    if ok {
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+fn check_value(v: &str) -> Result<(), String> {
+    if valid_label_value(v) {
         Ok(())
     } else {
         Err(format!("{v:?} is not a valid label value"))
