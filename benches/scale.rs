@@ -877,6 +877,77 @@ async fn measure(
     result
 }
 
+/// The test kit one measurement runs against: the emulator with lockstep's CRDs, `namespaces`, the PAT
+/// Secret, and the simulator with `pipelines` pipelines whose newest run succeeded.
+struct Kit {
+    emu: KubeEmulator,
+    sim: AdoSimulator,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    /// The commit counter the runs so far used; later runs continue from it.
+    sha: u64,
+}
+
+impl Kit {
+    async fn start(
+        dir: &Path,
+        pipelines: usize,
+        config: EmulatorConfig,
+        namespaces: &[&str],
+    ) -> Result<Kit, BenchError> {
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let emu = KubeEmulator::start(config.crds_dir(crds))
+            .await
+            .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
+        let kubeconfig = dir.join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig)
+            .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
+        let sim = AdoSimulator::start()
+            .await
+            .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
+        sim.add_token(ORG, PAT);
+        sim.add_project(ORG, PROJECT);
+        let mut sha = 0u64;
+        for p in 1..=pipelines as i64 {
+            sim.add_definition(ORG, PROJECT, p, &format!("pipeline-{p}"));
+            sha += 1;
+            let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
+            sim.start_run(run);
+            sim.complete_run(run, RunResult::Succeeded);
+        }
+        let client = bench_client(&kubeconfig).await?;
+        let api: Api<Namespace> = Api::all(client.clone());
+        for ns in namespaces {
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))
+                    .map_err(|e| start_err("the namespace")(e.to_string()))?,
+            )
+            .await
+            .map_err(kube_err("the namespace"))?;
+        }
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "ado-pat"},
+                    "stringData": {"token": PAT}
+                }))
+                .map_err(|e| start_err("the Secret")(e.to_string()))?,
+            )
+            .await
+            .map_err(kube_err("the Secret"))?;
+        Ok(Kit {
+            emu,
+            sim,
+            kubeconfig,
+            client,
+            sha,
+        })
+    }
+}
+
 async fn measure_in(
     options: &Options,
     gates: usize,
@@ -884,52 +955,20 @@ async fn measure_in(
     dir: &Path,
 ) -> Result<SizeResult, BenchError> {
     let pipelines = (gates / GATES_PER_PIPELINE).max(1);
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    let emu = KubeEmulator::start(EmulatorConfig::default().crds_dir(crds))
-        .await
-        .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
-    let kubeconfig = dir.join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig)
-        .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
-    let sim = AdoSimulator::start()
-        .await
-        .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
-    sim.add_token(ORG, PAT);
-    sim.add_project(ORG, PROJECT);
-    let mut sha = 0u64;
-    for p in 1..=pipelines as i64 {
-        sim.add_definition(ORG, PROJECT, p, &format!("pipeline-{p}"));
-        sha += 1;
-        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
-        sim.start_run(run);
-        sim.complete_run(run, RunResult::Succeeded);
-    }
-
-    let client = bench_client(&kubeconfig).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in [NAMESPACE, OTHER_NAMESPACE] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}}))
-                    .map_err(|e| start_err("the namespace")(e.to_string()))?,
-            )
-            .await
-            .map_err(kube_err("the namespace"))?;
-    }
+    let Kit {
+        emu,
+        sim,
+        kubeconfig,
+        client,
+        mut sha,
+    } = Kit::start(
+        dir,
+        pipelines,
+        EmulatorConfig::default(),
+        &[NAMESPACE, OTHER_NAMESPACE],
+    )
+    .await?;
     create_foreign(&client, foreign).await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "ado-pat"},
-                "stringData": {"token": PAT}
-            }))
-            .map_err(|e| start_err("the Secret")(e.to_string()))?,
-        )
-        .await
-        .map_err(kube_err("the Secret"))?;
 
     let mut tally = Tally::default();
     let lockstep = Lockstep::start(options, dir, &kubeconfig).await?;
@@ -1378,53 +1417,20 @@ async fn measure_shards(
     dir: &Path,
 ) -> Result<ShardRun, BenchError> {
     let pipelines = (gates / GATES_PER_PIPELINE).max(1);
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     // Every status write is attributed afterwards, so the log must hold the whole run.
-    let emu = KubeEmulator::start(
-        EmulatorConfig::default()
-            .crds_dir(crds)
-            .request_log_capacity(4_000_000),
+    let Kit {
+        emu,
+        sim,
+        kubeconfig: _,
+        client,
+        mut sha,
+    } = Kit::start(
+        dir,
+        pipelines,
+        EmulatorConfig::default().request_log_capacity(4_000_000),
+        &[NAMESPACE],
     )
-    .await
-    .map_err(|e| start_err("the Kubernetes API emulator")(e.to_string()))?;
-    let kubeconfig = dir.join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig)
-        .map_err(|e| start_err("the kubeconfig")(e.to_string()))?;
-    let sim = AdoSimulator::start()
-        .await
-        .map_err(|e| start_err("the Azure DevOps simulator")(e.to_string()))?;
-    sim.add_token(ORG, PAT);
-    sim.add_project(ORG, PROJECT);
-    let mut sha = 0u64;
-    for p in 1..=pipelines as i64 {
-        sim.add_definition(ORG, PROJECT, p, &format!("pipeline-{p}"));
-        sha += 1;
-        let run = sim.queue_run(ORG, PROJECT, p, BRANCH, &commit(sha));
-        sim.start_run(run);
-        sim.complete_run(run, RunResult::Succeeded);
-    }
-    let client = bench_client(&kubeconfig).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
-                .map_err(|e| start_err("the namespace")(e.to_string()))?,
-        )
-        .await
-        .map_err(kube_err("the namespace"))?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "ado-pat"},
-                "stringData": {"token": PAT}
-            }))
-            .map_err(|e| start_err("the Secret")(e.to_string()))?,
-        )
-        .await
-        .map_err(kube_err("the Secret"))?;
+    .await?;
 
     // Each process has its own user, so the request log tells their writes apart.
     let mut procs = Vec::new();
