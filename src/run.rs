@@ -533,6 +533,7 @@ fn own_reflector<K>(
 ) -> tokio::task::JoinHandle<()>
 where
     K: kube::Resource<DynamicType = ()>
+        + crate::reconciler::runtime::CacheCompact
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -548,7 +549,7 @@ where
     let config = sharding.watcher_config().any_semantic();
     tokio::spawn(async move {
         let watch = kube::runtime::watcher(api, config)
-            .modify(|o| crate::reconciler::runtime::strip_unread(o.meta_mut()))
+            .modify(K::compact_for_cache)
             .default_backoff();
         kube::runtime::reflector(writer, watch)
             .for_each(|_| async {})

@@ -1,6 +1,8 @@
 //! The verdict of one PipelineGate, in the shape gaters ask for: always a 200 with `open` true or false,
 //! so a closed gate is an answer and not a failure to ask.
 
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
@@ -24,7 +26,7 @@ pub struct Verdict {
     /// One human line.
     pub message: String,
     /// The run the verdict is about: the accepted run when open, else the newest run (in flight or not).
-    pub run: Option<RunSummary>,
+    pub run: Option<Arc<RunSummary>>,
     /// The generation the verdict was computed for.
     pub observed_generation: Option<i64>,
     /// When lockstep last read Azure DevOps for this gate.
@@ -96,7 +98,7 @@ impl Verdict {
     fn closed(
         reason: &str,
         message: String,
-        run: Option<RunSummary>,
+        run: Option<Arc<RunSummary>>,
         observed_generation: Option<i64>,
         checked_at: Option<Time>,
     ) -> Self {

@@ -1,5 +1,7 @@
 //! PipelineGate: "may this deployment proceed?", answered from the newest run of one pipeline on one branch.
 
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Duration;
 use kube::CustomResource;
@@ -137,6 +139,10 @@ pub enum IgnorableResult {
     PartiallySucceeded,
 }
 
+// The three runs are shared pointers: an open gate's newest, newest completed and newest succeeded run
+// are usually one run, and the controller's cache holds every gate for the life of the process, so equal
+// summaries share one allocation (`share_equal_runs`); the JSON is unchanged. (A `//` comment: a doc
+// comment here would become the CRD's description.)
 /// Observed state, in kstatus form.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -150,13 +156,13 @@ pub struct PipelineGateStatus {
     pub conditions: Vec<Condition>,
     /// The newest run on the branch, whatever its state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_run: Option<RunSummary>,
+    pub latest_run: Option<Arc<RunSummary>>,
     /// The newest completed run that was not ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_completed_run: Option<RunSummary>,
+    pub last_completed_run: Option<Arc<RunSummary>>,
     /// The newest run with an accepted result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_succeeded_run: Option<RunSummary>,
+    pub last_succeeded_run: Option<Arc<RunSummary>>,
     /// When the gate started waiting on the run in flight; the timeout counts from here, across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
@@ -171,4 +177,24 @@ pub struct PipelineGateStatus {
     /// (`--hook-health-interval`); the reconciler's status writes leave it alone.
     #[serde(default, skip_serializing)]
     pub hooks: Option<HookCoverage>,
+}
+
+impl PipelineGateStatus {
+    /// Make equal run summaries one allocation (see the type's docs). A status decoded from JSON has
+    /// three separate copies; this keeps one.
+    pub fn share_equal_runs(&mut self) {
+        let latest = self.latest_run.clone();
+        share_with(&mut self.last_completed_run, latest.as_ref());
+        share_with(&mut self.last_succeeded_run, latest.as_ref());
+        let completed = self.last_completed_run.clone();
+        share_with(&mut self.last_succeeded_run, completed.as_ref());
+    }
+}
+
+fn share_with(slot: &mut Option<Arc<RunSummary>>, with: Option<&Arc<RunSummary>>) {
+    if let (Some(run), Some(with)) = (slot.as_mut(), with) {
+        if !Arc::ptr_eq(run, with) && **run == **with {
+            *run = with.clone();
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, reflector};
@@ -16,7 +16,7 @@ use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::PipelineGate;
 use crate::reconciler::runtime::{
-    log_result, ready_after_first_list, secret_changes, stop_bounded, strip_unread,
+    log_result, ready_after_first_list, secret_changes, stop_bounded, CacheCompact,
     RECONCILE_CONCURRENCY,
 };
 use crate::reconciler::Shared;
@@ -42,23 +42,25 @@ pub async fn run(
     // The controller's cache holds every gate for the life of the process: what nothing reads is
     // dropped on the way in.
     let (store, writer) = reflector::store();
+    let mut ctx = GateContext::new(shared.reconcile_io(), store.clone());
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
+    let observing_ctx = ctx.clone();
     let gate_stream = reflector(
         writer,
         watcher::watcher(gates, shared.sharding.watcher_config().any_semantic())
-            .modify(|gate| strip_unread(&mut gate.metadata)),
+            .modify(PipelineGate::compact_for_cache),
     )
-    .applied_objects();
+    .applied_objects()
+    .inspect_ok(move |gate| observing_ctx.observe(gate));
     let mut controller = Controller::for_stream(gate_stream, store.clone());
     if let Some(hints) = &shared.webhook_hints {
         // Gates a delivery names, straight from the receiver: no annotation round trip first.
         controller = controller.reconcile_on(hints.gate_relay.attach());
     }
     let mapper_store = store.clone();
-    let mut ctx = GateContext::new(shared.reconcile_io(), store.clone());
-    if let Some(hints) = shared.webhook_hints.clone() {
-        ctx = ctx.with_webhook_hints(hints);
-    }
-    let ctx = Arc::new(ctx);
     let tokens_ctx = ctx.clone();
 
     let (first_list, mark_ready) =

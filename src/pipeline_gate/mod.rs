@@ -20,3 +20,13 @@ pub use decision::{
 
 /// The kind name, for metrics, logs and errors.
 pub const KIND: &str = "PipelineGate";
+
+/// Besides what every kind sheds, an open gate's three equal run summaries become one allocation.
+impl crate::reconciler::runtime::CacheCompact for crate::crd::PipelineGate {
+    fn compact_for_cache(&mut self) {
+        crate::reconciler::runtime::strip_unread(&mut self.metadata);
+        if let Some(status) = self.status.as_mut() {
+            status.share_equal_runs();
+        }
+    }
+}

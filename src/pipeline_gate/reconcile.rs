@@ -62,6 +62,11 @@ impl GateContext {
         self.hints = Some(hints);
         self
     }
+
+    /// The watch delivered `gate` (see [`ObjectMemory::observe`]).
+    pub fn observe(&self, gate: &PipelineGate) {
+        self.memory.observe(gate);
+    }
 }
 
 /// Reconcile one gate. Azure DevOps problems become status; only Kubernetes API failures are errors.

@@ -9,6 +9,7 @@
 //! a restarted controller can still tell how stale its last read is). Staleness itself is judged from the
 //! reconciler's in-memory time of the last successful read, which is exact.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -125,9 +126,11 @@ pub fn desired(input: &StatusInput, outcome: &Outcome) -> Desired {
                 now.clone(),
             );
             if *read_ok {
-                next.latest_run = verdict.latest_run.as_ref().map(run_summary);
-                next.last_completed_run = verdict.last_completed_run.as_ref().map(run_summary);
-                next.last_succeeded_run = verdict.last_succeeded_run.as_ref().map(run_summary);
+                let summary = |build| Arc::new(run_summary(build));
+                next.latest_run = verdict.latest_run.as_ref().map(summary);
+                next.last_completed_run = verdict.last_completed_run.as_ref().map(summary);
+                next.last_succeeded_run = verdict.last_succeeded_run.as_ref().map(summary);
+                next.share_equal_runs();
             }
             next.waiting_since = verdict.waiting.as_ref().map(|w| time(w.since));
             next.last_error = None;

@@ -563,3 +563,76 @@ async fn a_definition_that_does_not_exist_is_not_found_not_no_runs() {
     assert_eq!(type_, "Warning");
     assert!(note.contains("183"), "{note}");
 }
+
+#[test]
+fn the_cache_keeps_one_copy_of_equal_runs_and_the_json_does_not_change() {
+    use crate::reconciler::runtime::CacheCompact;
+    let run = |id: i64, result: &str| {
+        json!({"id": id, "buildNumber": format!("20261130.{id}"), "status": "completed",
+               "result": result, "sourceVersion": "0123456789abcdef0123456789abcdef01234567",
+               "webUrl": format!("https://dev.azure.com/o/P/_build/results?buildId={id}")})
+    };
+    let status = json!({
+        "conditions": [],
+        "latestRun": run(7, "succeeded"),
+        "lastCompletedRun": run(7, "succeeded"),
+        "lastSucceededRun": run(7, "succeeded"),
+    });
+    let mut open = gate(
+        "https://dev.azure.com/o",
+        Some(serde_json::from_value(status.clone()).unwrap()),
+        "1",
+    );
+    let decoded = open.status.clone().unwrap();
+    let latest = decoded.latest_run.as_ref().unwrap();
+    assert!(!Arc::ptr_eq(
+        latest,
+        decoded.last_succeeded_run.as_ref().unwrap()
+    ));
+
+    open.compact_for_cache();
+    let s = open.status.as_ref().unwrap();
+    let latest = s.latest_run.as_ref().unwrap();
+    assert!(Arc::ptr_eq(latest, s.last_completed_run.as_ref().unwrap()));
+    assert!(Arc::ptr_eq(latest, s.last_succeeded_run.as_ref().unwrap()));
+    assert_eq!(serde_json::to_value(s).unwrap(), status);
+
+    // A run in flight over an older success: only the equal pair is shared.
+    let status = json!({
+        "conditions": [],
+        "latestRun": {"id": 8, "status": "inProgress"},
+        "lastCompletedRun": run(7, "succeeded"),
+        "lastSucceededRun": run(7, "succeeded"),
+    });
+    let mut waiting = gate(
+        "https://dev.azure.com/o",
+        Some(serde_json::from_value(status.clone()).unwrap()),
+        "2",
+    );
+    waiting.compact_for_cache();
+    let s = waiting.status.as_ref().unwrap();
+    assert!(!Arc::ptr_eq(
+        s.latest_run.as_ref().unwrap(),
+        s.last_completed_run.as_ref().unwrap()
+    ));
+    assert!(Arc::ptr_eq(
+        s.last_completed_run.as_ref().unwrap(),
+        s.last_succeeded_run.as_ref().unwrap()
+    ));
+    assert_eq!(serde_json::to_value(s).unwrap(), status);
+
+    // Equal by value only: a failed completed run is not the succeeded one.
+    let mut blocked: PipelineGateStatus = serde_json::from_value(json!({
+        "conditions": [],
+        "latestRun": run(9, "failed"),
+        "lastCompletedRun": run(9, "failed"),
+        "lastSucceededRun": run(7, "succeeded"),
+    }))
+    .unwrap();
+    blocked.share_equal_runs();
+    assert!(Arc::ptr_eq(
+        blocked.latest_run.as_ref().unwrap(),
+        blocked.last_completed_run.as_ref().unwrap()
+    ));
+    assert_eq!(blocked.last_succeeded_run.as_ref().unwrap().id, 7);
+}

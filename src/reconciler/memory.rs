@@ -25,11 +25,14 @@ struct Written<S> {
     status: S,
 }
 
+/// One object's entry. Kept small: the map holds one per object for the life of the process, and a
+/// table of 10 000 entries is resized (old and new table alive at once) as objects arrive. The copy of a
+/// written status lives behind a pointer and only until the watch delivers the write.
 struct Entry<S, X> {
     failures: u32,
-    written: Option<Written<S>>,
-    /// Ready condition status (`True`, `False`, `Unknown`), for the gauge.
-    ready: Option<String>,
+    /// Ready condition status, for the gauge.
+    ready: ReadyState,
+    written: Option<Box<Written<S>>>,
     extra: X,
 }
 
@@ -37,9 +40,29 @@ impl<S, X: Default> Default for Entry<S, X> {
     fn default() -> Self {
         Self {
             failures: 0,
+            ready: ReadyState::Absent,
             written: None,
-            ready: None,
             extra: X::default(),
+        }
+    }
+}
+
+/// The Ready condition's status as the gauge counts it: a byte, not a `String` per object.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReadyState {
+    Absent,
+    True,
+    False,
+    Unknown,
+}
+
+impl ReadyState {
+    fn of(status: Option<&str>) -> Self {
+        match status {
+            Some("True") => Self::True,
+            Some("False") => Self::False,
+            Some("Unknown") => Self::Unknown,
+            _ => Self::Absent,
         }
     }
 }
@@ -71,12 +94,12 @@ struct ReadyTally {
 }
 
 impl ReadyTally {
-    fn add(&mut self, ready: Option<&str>, by: i64) {
+    fn add(&mut self, ready: ReadyState, by: i64) {
         match ready {
-            Some("True") => self.r#true += by,
-            Some("False") => self.r#false += by,
-            Some("Unknown") => self.unknown += by,
-            _ => {}
+            ReadyState::True => self.r#true += by,
+            ReadyState::False => self.r#false += by,
+            ReadyState::Unknown => self.unknown += by,
+            ReadyState::Absent => {}
         }
     }
 }
@@ -189,11 +212,29 @@ where
     pub fn remember_written(&self, key: &ObjectRef<K>, obj: &K, status: &S) {
         let base_resource_version = obj.meta().resource_version.clone();
         self.with_entry(key, |e| {
-            e.written = Some(Written {
+            e.written = Some(Box::new(Written {
                 base_resource_version,
                 status: status.clone(),
-            })
+            }))
         });
+    }
+
+    /// The watch delivered `obj`: a status copy remembered over an older version of it is superseded
+    /// (the object now carries our write, or someone else's newer one), so it is dropped now rather than
+    /// at the object's next reconcile, which for an idle object is an `interval` away.
+    pub fn observe(&self, obj: &K) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = state.entries.get_mut(&ObjectRef::from_obj(obj)) else {
+            return;
+        };
+        let rv = obj.meta().resource_version.as_ref();
+        if entry
+            .written
+            .as_ref()
+            .is_some_and(|w| w.base_resource_version.as_ref() != rv)
+        {
+            entry.written = None;
+        }
     }
 
     /// Record the object's Ready state and refresh the gauge; forget objects that left `store`.
@@ -207,9 +248,9 @@ where
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
         let entry = state.entries.entry(key.clone()).or_default();
-        let previous = std::mem::replace(&mut entry.ready, ready);
-        state.ready.add(previous.as_deref(), -1);
-        state.ready.add(entry.ready.as_deref(), 1);
+        let previous = std::mem::replace(&mut entry.ready, ReadyState::of(ready.as_deref()));
+        state.ready.add(previous, -1);
+        state.ready.add(entry.ready, 1);
         // Remembering more objects than the store holds means some were deleted: only then is a pass
         // over all of them worth it.
         if state.entries.len() > store.len() {
@@ -217,7 +258,7 @@ where
             entries.retain(|k, e| {
                 let keep = k == key || store.get(k).is_some();
                 if !keep {
-                    tally.add(e.ready.as_deref(), -1);
+                    tally.add(e.ready, -1);
                 }
                 keep
             });
@@ -280,16 +321,67 @@ mod tests {
         assert!(ok.is_ok());
     }
 
+    fn gate_at(resource_version: &str) -> crate::crd::PipelineGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": "g", "namespace": "ns", "resourceVersion": resource_version},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_written_status_bridges_until_the_watch_delivers_the_write() {
+        let memory: ObjectMemory<crate::crd::PipelineGate, String> = ObjectMemory::new("G");
+        let (old, new) = (gate_at("1"), gate_at("2"));
+        let key = ObjectRef::from_obj(&old);
+        let own = "own".to_string();
+        memory.remember_written(&key, &old, &"written".to_string());
+        // The watch has not delivered the write yet: the object still has the version it was based on.
+        memory.observe(&old);
+        assert_eq!(
+            memory.current_status(&key, &old, Some(&own)).as_deref(),
+            Some("written")
+        );
+        // It has: the copy is dropped at once, and the object's own status is current from then on.
+        memory.observe(&new);
+        assert!(memory.with_entry(&key, |e| e.written.is_none()));
+        assert_eq!(
+            memory.current_status(&key, &old, Some(&own)).as_deref(),
+            Some("own")
+        );
+        // An object the reconciler never saw leaves no entry behind.
+        let mut other = gate_at("3");
+        other.metadata.name = Some("other".into());
+        memory.observe(&other);
+        assert_eq!(memory.state.lock().unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn an_entry_stays_small() {
+        // One per object for the life of the process (see `Entry`): the status copy is not inline.
+        assert!(
+            std::mem::size_of::<Entry<crate::crd::PipelineGateStatus, [u64; 4]>>() <= 64,
+            "{}",
+            std::mem::size_of::<Entry<crate::crd::PipelineGateStatus, [u64; 4]>>()
+        );
+    }
+
     #[test]
     fn the_ready_tally_follows_objects_between_states() {
         let mut tally = ReadyTally::default();
-        tally.add(Some("True"), 1);
-        tally.add(Some("True"), 1);
-        tally.add(None, -1);
+        tally.add(ReadyState::of(Some("True")), 1);
+        tally.add(ReadyState::of(Some("True")), 1);
+        tally.add(ReadyState::of(None), -1);
         // One object moves from True to False.
-        tally.add(Some("True"), -1);
-        tally.add(Some("False"), 1);
-        tally.add(Some("Unknown"), 1);
+        tally.add(ReadyState::True, -1);
+        tally.add(ReadyState::of(Some("False")), 1);
+        tally.add(ReadyState::of(Some("Unknown")), 1);
+        tally.add(ReadyState::of(Some("Maybe")), 1);
         assert_eq!((tally.r#true, tally.r#false, tally.unknown), (1, 1, 1));
     }
 }

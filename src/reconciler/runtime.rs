@@ -125,6 +125,15 @@ pub fn strip_unread(meta: &mut kube::core::ObjectMeta) {
     }
 }
 
+/// What a kind's objects shed before they enter a cache that holds them all for the life of the process
+/// (the controllers' stores, and the read API's own on a standby replica): [`strip_unread`], and
+/// whatever else the kind can make smaller without changing what a reader sees.
+pub trait CacheCompact: kube::Resource {
+    fn compact_for_cache(&mut self) {
+        strip_unread(self.meta_mut());
+    }
+}
+
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Changes of the Secrets in `api`, metadata only (`PartialObjectMetadata`): a Secret's data is read

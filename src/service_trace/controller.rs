@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::DynamicObject;
@@ -25,7 +25,7 @@ use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
 use crate::reconciler::runtime::{
-    can_watch, foreign_watch_config, log_result, ready_after_first_list, stop_bounded, strip_unread,
+    can_watch, foreign_watch_config, log_result, ready_after_first_list, stop_bounded, CacheCompact,
 };
 use crate::reconciler::Shared;
 
@@ -87,21 +87,23 @@ pub async fn run(
 ) {
     // As the gate controller's cache: every trace for the life of the process, without what nothing reads.
     let (store, writer) = reflector::store();
+    let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());
+    if let Some(hints) = shared.webhook_hints.clone() {
+        ctx = ctx.with_webhook_hints(hints);
+    }
+    let ctx = Arc::new(ctx);
+    let observing_ctx = ctx.clone();
     let trace_stream = reflector(
         writer,
         watcher::watcher(
             shared.scoped::<ServiceTrace>(),
             shared.sharding.watcher_config().any_semantic(),
         )
-        .modify(|trace| strip_unread(&mut trace.metadata)),
+        .modify(ServiceTrace::compact_for_cache),
     )
-    .applied_objects();
+    .applied_objects()
+    .inspect_ok(move |trace| observing_ctx.observe(trace));
     let controller = Controller::for_stream(trace_stream, store.clone());
-    let mut ctx = TraceContext::new(shared.reconcile_io(), store.clone());
-    if let Some(hints) = shared.webhook_hints.clone() {
-        ctx = ctx.with_webhook_hints(hints);
-    }
-    let ctx = Arc::new(ctx);
 
     let secrets_store = store.clone();
     let tokens_ctx = ctx.clone();

@@ -32,3 +32,5 @@ pub use stages::{trace, TraceInput, TraceVerdict};
 
 /// The kind name, for metrics, logs and errors.
 pub const KIND: &str = "ServiceTrace";
+
+impl crate::reconciler::runtime::CacheCompact for crate::crd::ServiceTrace {}

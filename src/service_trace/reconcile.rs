@@ -75,6 +75,11 @@ impl TraceContext {
         self.hints = Some(hints);
         self
     }
+
+    /// The watch delivered `trace` (see [`ObjectMemory::observe`]).
+    pub fn observe(&self, trace: &ServiceTrace) {
+        self.memory.observe(trace);
+    }
 }
 
 /// Reconcile one trace. Azure DevOps problems become status; only Kubernetes API failures are errors.
