@@ -15,6 +15,7 @@ use super::reconcile::{error_policy, gates_using_secret, reconcile, GateContext}
 use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::PipelineGate;
+use crate::reconciler::events::EVENT_FLUSH_GRACE;
 use crate::reconciler::runtime::{
     log_result, ready_after_first_list, secret_changes, stop_bounded, CacheCompact,
     RECONCILE_CONCURRENCY,
@@ -48,6 +49,7 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let observing_ctx = ctx.clone();
+    let recorders = ctx.io.recorders.clone();
     let gate_stream = reflector(
         writer,
         watcher::watcher(gates, shared.sharding.watcher_config().any_semantic())
@@ -85,6 +87,8 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move { log_result(KIND, result) });
     stop_bounded(running, shutdown, &first_list).await;
+    // Events of the last reconciles may still be posting in the background.
+    recorders.flush(EVENT_FLUSH_GRACE).await;
     mark_ready.abort();
     info!("PipelineGate controller stopped");
 }

@@ -4,31 +4,23 @@ use kube::runtime::events::EventType;
 
 use crate::crd::PipelineGate;
 use crate::nudge::nudge_gate;
-use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::events::{reasons, Transition};
 use crate::reconciler::ReconcileIo;
 
-/// Nudge, then one Normal Event naming what was nudged and one Warning Event naming what could not be.
-/// Never fails the reconcile: the gate's status is already written and is what Flux and Argo CD read.
-pub async fn after_open(gate: &PipelineGate, io: &ReconcileIo) {
+/// Nudge, then say in Events what was nudged (Normal) and what could not be (Warning): the transitions
+/// to publish after the gate's own. Never fails the reconcile: the gate's status is already written and
+/// is what Flux and Argo CD read.
+pub async fn after_open(gate: &PipelineGate, io: &ReconcileIo) -> Vec<Transition> {
     let report = nudge_gate(&io.client, &io.config.nudge, gate).await;
-    if let Some(note) = report.nudged_note() {
-        publish_transition_event(
-            &io.recorders,
-            gate,
-            EventType::Normal,
-            reasons::NUDGED,
-            &note,
-        )
-        .await;
-    }
-    if let Some(note) = report.failed_note() {
-        publish_transition_event(
-            &io.recorders,
-            gate,
-            EventType::Warning,
-            reasons::NUDGE_FAILED,
-            &note,
-        )
-        .await;
-    }
+    let nudged = report.nudged_note().map(|note| Transition {
+        type_: EventType::Normal,
+        reason: reasons::NUDGED,
+        note,
+    });
+    let failed = report.failed_note().map(|note| Transition {
+        type_: EventType::Warning,
+        reason: reasons::NUDGE_FAILED,
+        note,
+    });
+    nudged.into_iter().chain(failed).collect()
 }

@@ -22,7 +22,7 @@ use crate::pipeline_key::{full_branch_ref, PipelineKey};
 use crate::reconciler::credentials::{
     objects_using_secret, replace_refused_token, resolve, CredentialError,
 };
-use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::events::{reasons, Transition};
 use crate::reconciler::idle::{poll_period, IdleInput, ProjectKey};
 use crate::reconciler::io::list_runs;
 use crate::reconciler::schedule::{tick_phase, until, until_next_tick};
@@ -190,14 +190,18 @@ async fn reconcile_inner(gate: &PipelineGate, ctx: &GateContext) -> Result<Actio
         // what a restart could lose).
         hints.gate_relay.served(&key, fresh_from);
     }
-    publish_events(gate, &desired.events, ctx).await;
+    let mut transitions: Vec<Transition> = desired.events.iter().map(transition).collect();
     if desired
         .events
         .iter()
         .any(|e| e.reason == reasons::GATE_OPENED)
     {
-        super::nudge::after_open(gate, &ctx.io).await;
+        transitions.extend(super::nudge::after_open(gate, &ctx.io).await);
     }
+    ctx.io
+        .recorders
+        .publish_after_reconcile(gate, transitions)
+        .await;
     ctx.memory
         .update_ready_gauge(&ctx.io.metrics, &ctx.store, &key, ready);
 
@@ -367,13 +371,14 @@ async fn read_and_decide(
     (outcome, 0, Some(fetched.started_at))
 }
 
-async fn publish_events(gate: &PipelineGate, events: &[GateEvent], ctx: &GateContext) {
-    for e in events {
-        let type_ = match e.severity {
+fn transition(e: &GateEvent) -> Transition {
+    Transition {
+        type_: match e.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
-        };
-        publish_transition_event(&ctx.io.recorders, gate, type_, e.reason, &e.note).await;
+        },
+        reason: e.reason,
+        note: e.note.clone(),
     }
 }
 

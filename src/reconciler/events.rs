@@ -13,8 +13,9 @@
 //! Event it posted, whole, for six minutes: at 10 000 gates that was about 50 MiB after a settle.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -149,22 +150,183 @@ impl SeriesCache {
 ///
 /// Memory is one small entry per open series (a key hash, two times and a count), bounded by
 /// [`MAX_SERIES`]; the lock is never held across a request.
-pub struct EventRecorders {
+///
+/// A cheap handle: clones share the series and the background queue
+/// ([`EventRecorders::publish_after_reconcile`]).
+#[derive(Clone)]
+pub struct EventRecorders(Arc<RecorderState>);
+
+pub struct RecorderState {
     client: kube::Client,
     reporter: Reporter,
     /// Random keys: names of the cluster's objects feed the hash, so its buckets must not be predictable.
     hasher: RandomState,
     series: Mutex<SeriesCache>,
+    /// Events waiting to be posted, and how many posters are running. A poster is a task spawned when
+    /// there is work and fewer than [`BACKGROUND_POSTS`] run; it ends when the queue is empty, so an idle
+    /// process runs none and nothing long-lived can die unnoticed.
+    queue: Mutex<Backlog>,
+    max_queued: usize,
+}
+
+#[derive(Default)]
+struct Backlog {
+    waiting: VecDeque<Queued>,
+    posters: usize,
+    /// Reconciles whose Events are waiting or being posted.
+    unposted: usize,
+}
+
+/// One reconcile's Events: a few hundred bytes, where a task per reconcile would hold a whole request
+/// future.
+struct Queued {
+    regarding: ObjectReference,
+    transitions: Vec<Transition>,
+}
+
+/// Background posters at once: few, so a burst of Events never stands in front of the status writes of
+/// the reconciles that follow (the API server serves both).
+const BACKGROUND_POSTS: usize = 4;
+
+/// Reconciles whose Events may wait in the background. Past it the reconcile posts its own Events before
+/// it returns: slower, but nothing is dropped and memory stays bounded.
+const MAX_QUEUED: usize = 1024;
+
+/// How long a stopping controller waits for Events still posting in the background
+/// ([`EventRecorders::flush`]): they are best effort, and a stop must not wait on an API server that does
+/// not answer.
+pub const EVENT_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One Event a reconcile publishes: see [`transition_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl std::ops::Deref for EventRecorders {
+    type Target = RecorderState;
+    fn deref(&self) -> &RecorderState {
+        &self.0
+    }
 }
 
 impl EventRecorders {
     pub fn new(client: &kube::Client, reporter: &Reporter) -> Self {
-        Self {
+        Self(Arc::new(RecorderState {
             client: client.clone(),
             reporter: reporter.clone(),
             hasher: RandomState::new(),
             series: Mutex::new(SeriesCache::default()),
+            queue: Mutex::new(Backlog::default()),
+            max_queued: MAX_QUEUED,
+        }))
+    }
+
+    #[cfg(test)]
+    fn with_max_queued(client: &kube::Client, reporter: &Reporter, max_queued: usize) -> Self {
+        let mut recorders = Self::new(client, reporter);
+        if let Some(state) = Arc::get_mut(&mut recorders.0) {
+            state.max_queued = max_queued;
         }
+        recorders
+    }
+
+    /// Post a reconcile's `transitions` about `obj`, in order, once the reconcile has moved on: its
+    /// status is written and says the same, so the Events need not hold the reconcile's slot (at 100
+    /// gates per delivery they were half of the API requests in front of the last gate's status write).
+    /// Best effort like every Event, except that a full queue makes the caller wait instead of dropping
+    /// anything. [`EventRecorders::flush`] waits for them.
+    pub async fn publish_after_reconcile<K>(&self, obj: &K, transitions: Vec<Transition>)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        if transitions.is_empty() {
+            return;
+        }
+        let regarding = obj.object_ref(&());
+        let queued = {
+            let mut backlog = self.backlog();
+            if backlog.waiting.len() >= self.max_queued {
+                Err((regarding, transitions))
+            } else {
+                backlog.waiting.push_back(Queued {
+                    regarding,
+                    transitions,
+                });
+                backlog.unposted += 1;
+                let spawn = backlog.posters < BACKGROUND_POSTS;
+                if spawn {
+                    backlog.posters += 1;
+                }
+                Ok(spawn)
+            }
+        };
+        match queued {
+            Err((regarding, transitions)) => self.post_all(&transitions, &regarding).await,
+            Ok(true) => {
+                let this = self.clone();
+                tokio::spawn(async move { this.post_backlog().await });
+            }
+            Ok(false) => {}
+        }
+    }
+
+    /// A poster: post what waits until nothing does. The count of posters goes down however it ends (a
+    /// panic included), so the next reconcile with Events starts another.
+    async fn post_backlog(&self) {
+        struct Poster<'a>(&'a RecorderState);
+        impl Drop for Poster<'_> {
+            fn drop(&mut self) {
+                self.0.backlog().posters -= 1;
+            }
+        }
+        let _poster = Poster(self);
+        loop {
+            let Some(next) = self.backlog().waiting.pop_front() else {
+                return;
+            };
+            self.post_all(&next.transitions, &next.regarding).await;
+            self.backlog().unposted -= 1;
+        }
+    }
+
+    async fn post_all(&self, transitions: &[Transition], regarding: &ObjectReference) {
+        for t in transitions {
+            let event = transition_event(t.type_.clone(), t.reason, &t.note);
+            if let Err(err) = self.publish(&event, regarding).await {
+                let object = format!(
+                    "{}/{}",
+                    regarding.namespace.as_deref().unwrap_or_default(),
+                    regarding.name.as_deref().unwrap_or_default()
+                );
+                warn!(%object, reason = t.reason, error = %err, "could not record Event");
+            }
+        }
+    }
+
+    /// Wait, at most `within`, until the Events handed to the background are posted: at shutdown, after
+    /// the last reconcile.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.queued() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reconciles whose Events wait in the background or are being posted.
+    pub fn queued(&self) -> usize {
+        self.backlog().unposted
+    }
+}
+
+impl RecorderState {
+    fn backlog(&self) -> std::sync::MutexGuard<'_, Backlog> {
+        // Every critical section is a push, a pop or a count: a poisoned lock is still consistent.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The series key kube-runtime uses: type, action, reason, reporter (fixed per recorder) and the
@@ -209,6 +371,8 @@ impl EventRecorders {
         ev: &Event,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
+        // Also the Event's name (with the regarded object's): each post takes its own time, so two
+        // Events of one reconcile never share a name.
         let now = Timestamp::now();
         let key = self.series_key(ev, regarding);
         let open = self.series().get(key, now);
@@ -395,6 +559,91 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    fn gate_named(name: &str) -> crate::crd::PipelineGate {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lockstep.dev/v1alpha1", "kind": "PipelineGate",
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+            "spec": {
+                "azureDevOps": {"organizationUrl": "https://dev.azure.com/o", "project": "P",
+                                "credentials": {"secretRef": {"name": "pat", "key": "token"}}},
+                "pipeline": {"definitionId": 1, "branch": "main"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn transitions(notes: &[&str]) -> Vec<Transition> {
+        notes
+            .iter()
+            .map(|n| Transition {
+                type_: EventType::Normal,
+                reason: reasons::GATE_WAITING,
+                note: n.to_string(),
+            })
+            .collect()
+    }
+
+    /// The notes of the Events about `name`, oldest first.
+    async fn notes_about(events: &Api<K8sEvent>, name: &str) -> Vec<String> {
+        let mut found: Vec<K8sEvent> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        found.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        found.into_iter().filter_map(|e| e.note).collect()
+    }
+
+    #[tokio::test]
+    async fn events_handed_over_after_a_reconcile_are_posted_in_order_and_flushed() {
+        let emu = KubeEmulator::start(EmulatorConfig::default())
+            .await
+            .unwrap();
+        let client = emu.client().await;
+        let recorders = test_recorders(&client);
+        let events: Api<K8sEvent> = Api::namespaced(client, "default");
+        let notes = ["Run 1 is queued", "Run 1 is in progress", "Run 1 succeeded"];
+        let gates: Vec<_> = (0..20).map(|i| gate_named(&format!("g{i}"))).collect();
+        for gate in &gates {
+            recorders
+                .publish_after_reconcile(gate, transitions(&notes))
+                .await;
+        }
+        // Nothing to post is no work at all.
+        recorders
+            .publish_after_reconcile(&gates[0], Vec::new())
+            .await;
+        recorders.flush(std::time::Duration::from_secs(10)).await;
+        assert_eq!(recorders.queued(), 0);
+        for gate in &gates {
+            assert_eq!(notes_about(&events, &gate.name_any()).await, notes);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_the_reconcile_post_its_own_events() {
+        let emu = KubeEmulator::start(EmulatorConfig::default())
+            .await
+            .unwrap();
+        let client = emu.client().await;
+        let reporter = Reporter {
+            controller: "lockstep".into(),
+            instance: Some("test".into()),
+        };
+        let recorders = EventRecorders::with_max_queued(&client, &reporter, 0);
+        let events: Api<K8sEvent> = Api::namespaced(client, "default");
+        let gate = gate_named("full");
+        recorders
+            .publish_after_reconcile(&gate, transitions(&["Run 2 is queued"]))
+            .await;
+        // Posted before the call returned: nothing was queued, nothing dropped.
+        assert_eq!(recorders.queued(), 0);
+        assert_eq!(notes_about(&events, "full").await, ["Run 2 is queued"]);
     }
 
     #[test]

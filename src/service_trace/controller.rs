@@ -24,6 +24,7 @@ use super::reconcile::{
 use super::KIND;
 use crate::api::CacheSlot;
 use crate::crd::{ServiceTrace, WorkloadKind};
+use crate::reconciler::events::EVENT_FLUSH_GRACE;
 use crate::reconciler::runtime::{
     can_watch, foreign_watch_config, log_result, ready_after_first_list, stop_bounded, CacheCompact,
 };
@@ -93,6 +94,7 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let observing_ctx = ctx.clone();
+    let recorders = ctx.io.recorders.clone();
     let trace_stream = reflector(
         writer,
         watcher::watcher(
@@ -167,6 +169,8 @@ pub async fn run(
     // Same shutdown bound as the gate controller: without it an unreachable API server before the
     // first list keeps the process alive after SIGTERM (STACK.md's shutdown trap).
     stop_bounded(running, shutdown, &first_list).await;
+    // Events of the last reconciles may still be posting in the background.
+    recorders.flush(EVENT_FLUSH_GRACE).await;
     mark_ready.abort();
     info!("ServiceTrace controller stopped");
 }

@@ -21,7 +21,7 @@ use super::KIND;
 use crate::conditions::{self, Kstatus, READY};
 use crate::crd::{duration_or, requested_at, whole_seconds, ServiceTrace, ServiceTraceStatus};
 use crate::reconciler::credentials::{objects_using_secret, resolve, CredentialError};
-use crate::reconciler::events::{publish_transition_event, reasons};
+use crate::reconciler::events::{reasons, Transition};
 use crate::reconciler::idle::{poll_period, IdleInput, ProjectKey};
 use crate::reconciler::status_write::write_status_if_changed;
 use crate::reconciler::{Error, ObjectMemory, ReconcileIo, WebhookHints};
@@ -225,8 +225,9 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
         &desired,
     )
     .await?;
+    let mut transitions = Vec::new();
     if announce {
-        publish_transition(trace, current.as_ref(), &desired, ctx).await;
+        transitions.extend(ready_transition(current.as_ref(), &desired));
     }
     if let Some((number, reached)) = arrivals {
         let tag = number.unwrap_or_default();
@@ -235,16 +236,17 @@ async fn reconcile_inner(trace: &ServiceTrace, ctx: &TraceContext) -> Result<Act
                 Some(lead) => format!("build {tag} arrived in {env} (lead time {lead})"),
                 None => format!("build {tag} arrived in {env}"),
             };
-            publish_transition_event(
-                &ctx.io.recorders,
-                trace,
-                EventType::Normal,
-                reasons::TRACE_ARRIVED,
-                &note,
-            )
-            .await;
+            transitions.push(Transition {
+                type_: EventType::Normal,
+                reason: reasons::TRACE_ARRIVED,
+                note,
+            });
         }
     }
+    ctx.io
+        .recorders
+        .publish_after_reconcile(trace, transitions)
+        .await;
     Ok(action)
 }
 
@@ -326,18 +328,14 @@ fn idle_period(
 }
 
 /// An Event when Ready changes status or reason, so `kubectl describe` shows the trace's history.
-async fn publish_transition(
-    trace: &ServiceTrace,
+fn ready_transition(
     current: Option<&ServiceTraceStatus>,
     desired: &ServiceTraceStatus,
-    ctx: &TraceContext,
-) {
+) -> Option<Transition> {
     let before = current.and_then(|s| conditions::find(&s.conditions, READY));
-    let Some(after) = conditions::find(&desired.conditions, READY) else {
-        return;
-    };
+    let after = conditions::find(&desired.conditions, READY)?;
     if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
-        return;
+        return None;
     }
     let stalled = conditions::status_of(&desired.conditions, conditions::STALLED)
         == conditions::ConditionStatus::True;
@@ -347,7 +345,11 @@ async fn publish_transition(
         ("False", false) => (EventType::Normal, reasons::TRACE_PROGRESSING),
         _ => (EventType::Normal, reasons::TRACE_UNKNOWN),
     };
-    publish_transition_event(&ctx.io.recorders, trace, type_, reason, &after.message).await;
+    Some(Transition {
+        type_,
+        reason,
+        note: after.message.clone(),
+    })
 }
 
 /// Traces in the Secret's namespace that reference it.

@@ -13,22 +13,24 @@ fn validator() -> &'static kube_cel::Validator {
     V.get_or_init(kube_cel::Validator::new)
 }
 
+/// The compiled rules of a CRD version's schema, or `None` when it has none (see
+/// [`ResourceType::cel_rules`]).
+pub(crate) fn compile(schema: &Value) -> Option<std::sync::Arc<kube_cel::CompiledSchema>> {
+    has_rules(schema).then(|| std::sync::Arc::new(kube_cel::compile_schema(schema)))
+}
+
 /// Causes for every failing rule, worded like the apiserver (`spec: Invalid value: "object": <message>`).
-pub(crate) fn validate(
-    rt: &ResourceType,
-    schema: &Value,
-    obj: &Value,
-    old: Option<&Value>,
-) -> Vec<Cause> {
-    if !has_rules(schema) {
+pub(crate) fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    // Compiled at registration (`compile`); a schema without rules has nothing to evaluate.
+    let Some(compiled) = rt.cel_rules.as_deref() else {
         return Vec::new();
-    }
+    };
     let ctx = kube_cel::RootContext {
         api_version: rt.api_version(),
         api_group: rt.group.clone(),
         kind: rt.kind.clone(),
     };
-    match validator().validate_with_context(schema, obj, old, Some(&ctx)) {
+    match validator().validate_compiled_with_context(compiled, obj, old, Some(&ctx)) {
         Ok(()) => Vec::new(),
         Err(errors) => errors
             .iter()

@@ -33,6 +33,11 @@ pub(crate) struct ResourceType {
     pub custom: bool,
     /// For CRDs: `openAPIV3Schema`. For built-ins: a structural hint (list types) used by server-side apply.
     pub schema: Option<Arc<Value>>,
+    /// The schema's `x-kubernetes-validations` rules, compiled once when the CRD is registered, as
+    /// apiextensions-apiserver compiles them once per CRD version into the serving info it caches
+    /// (`pkg/apiserver/customresource_handler.go` `getOrCreateServingInfoFor` →
+    /// `pkg/apiserver/schema/cel.NewValidator`), not per request. `None` when the schema has no rules.
+    pub cel_rules: Option<Arc<kube_cel::CompiledSchema>>,
     pub printer_columns: Vec<PrinterColumn>,
     /// Objects live under (storage_group, storage_plural): `events.k8s.io` events share core events' storage.
     pub storage_group: String,
@@ -288,6 +293,7 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             tracks_generation: b.generation,
             custom: false,
             schema: Some(Arc::new(builtin_hint(b.kind))),
+            cel_rules: None,
             printer_columns: Vec::new(),
             storage_group: if b.group == "events.k8s.io" {
                 String::new()
@@ -431,6 +437,7 @@ pub(crate) fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             status_subresource: v.pointer("/subresources/status").is_some(),
             tracks_generation: true,
             custom: true,
+            cel_rules: super::cel::compile(&schema),
             schema: Some(Arc::new(schema)),
             printer_columns,
             storage_group: group.to_string(),

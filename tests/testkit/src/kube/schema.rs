@@ -116,7 +116,7 @@ pub(crate) fn admit(
             }
         }
     }
-    causes.extend(super::cel::validate(rt, schema, obj, old));
+    causes.extend(super::cel::validate(rt, obj, old));
     if causes.is_empty() {
         Ok(warnings)
     } else {
