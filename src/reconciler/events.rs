@@ -294,7 +294,7 @@ impl EventRecorders {
 
     async fn post_all(&self, transitions: &[Transition], regarding: &ObjectReference) {
         for t in transitions {
-            let event = transition_event(t.type_.clone(), t.reason, &t.note);
+            let event = transition_event(t.type_, t.reason, &t.note);
             if let Err(err) = self.publish(&event, regarding).await {
                 let object = format!(
                     "{}/{}",
