@@ -129,7 +129,7 @@ where
     fn with_entry<T>(&self, key: &ObjectRef<K>, f: impl FnOnce(&mut Entry<S, X>) -> T) -> T {
         // A panic elsewhere while holding the lock leaves plain data behind, still fine to use.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(state.entries.entry(key.clone()).or_default())
+        f(entry_of(&mut state.entries, key))
     }
 
     /// Read or update what only this reconciler remembers about `key`.
@@ -247,7 +247,7 @@ where
     ) {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *guard;
-        let entry = state.entries.entry(key.clone()).or_default();
+        let entry = entry_of(&mut state.entries, key);
         let previous = std::mem::replace(&mut entry.ready, ReadyState::of(ready.as_deref()));
         state.ready.add(previous, -1);
         state.ready.add(entry.ready, 1);
@@ -266,6 +266,22 @@ where
         let tally = &state.ready;
         metrics.set_ready_counts(self.kind, tally.r#true, tally.r#false, tally.unknown);
     }
+}
+
+/// The entry of `key`, under a key without the resource version and uid that `ObjectRef::from_obj`
+/// carries: equality ignores them, and kept they were two more strings per object for the life of the
+/// process.
+fn entry_of<'a, K, S, X>(
+    entries: &'a mut HashMap<ObjectRef<K>, Entry<S, X>>,
+    key: &ObjectRef<K>,
+) -> &'a mut Entry<S, X>
+where
+    K: Resource<DynamicType = ()>,
+    X: Default,
+{
+    let mut bare = ObjectRef::new(&key.name);
+    bare.namespace = key.namespace.clone();
+    entries.entry(bare).or_default()
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message), else a placeholder.
