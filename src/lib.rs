@@ -38,8 +38,10 @@
 //! A kind's `controller.rs` requeues each object; `reconcile.rs` resolves its credential (a PAT, or an
 //! Entra token shared per identity: [`reconciler::credentials`]), reads Azure DevOps through the shared [`reconciler::BuildsCache`],
 //! decides (the gate's `decision.rs`, the trace's `stages.rs`), computes the desired status (`status.rs`),
-//! writes it once when it changed ([`reconciler::status_write`]), records an Event on a transition
-//! ([`reconciler::events`]) and requeues on the pipeline's grid ([`reconciler::schedule`]).
+//! writes it once when it changed ([`reconciler::status_write`]), hands the Events of a transition to
+//! the recorder's background posters ([`reconciler::events`], off the reconcile's slot) and requeues on
+//! the pipeline's grid ([`reconciler::schedule`]). What enters a controller's cache is compacted first
+//! ([`reconciler::runtime::CacheCompact`]).
 
 pub mod ado;
 pub mod api;

@@ -396,7 +396,7 @@ async fn start_webhook(
     let feed = tokio::spawn(feed_from_watchers(
         scoped(client, &args.namespace),
         scoped(client, &args.namespace),
-        sharding.watcher_config().any_semantic(),
+        sharding.watcher_config(),
         index.clone(),
     ));
     let metrics = WebhookMetrics::register(registry);
@@ -546,7 +546,7 @@ where
     let (store, writer) = kube::runtime::reflector::store();
     let listed = FirstList::watch(store.clone(), "objects for the API");
     slot.publish(store, Arc::new(move || listed.is_done()));
-    let config = sharding.watcher_config().any_semantic();
+    let config = sharding.watcher_config();
     tokio::spawn(async move {
         let watch = kube::runtime::watcher(api, config)
             .modify(K::compact_for_cache)

@@ -21,6 +21,13 @@ use std::fmt;
 
 use crate::label_selector::valid_label_value;
 
+/// Objects per list page when a watch of an owned kind (re)lists. The list is paged, never
+/// `resourceVersion=0`: the API server serves that from its watch cache in one response whatever the
+/// limit (see the emulator's `list`), so 10 000 gates would arrive as one body of tens of MiB, decoded at
+/// once (managedFields included) before anything is dropped. A page of 100 decoded gates is about 1 MiB;
+/// 100 list requests for 10 000 objects at start-up or after a watch expired is the price.
+pub const OWNED_PAGE_SIZE: u32 = 100;
+
 /// The label that assigns an object to a shard.
 pub const SHARD_LABEL: &str = "sharding.lockstep.dev/key";
 
@@ -85,7 +92,9 @@ impl Sharding {
 
     /// `watcher::Config` with this instance's selector: for every watch of an owned kind.
     pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
-        kube::runtime::watcher::Config::default().labels(&self.label_selector())
+        kube::runtime::watcher::Config::default()
+            .labels(&self.label_selector())
+            .page_size(OWNED_PAGE_SIZE)
     }
 
     /// `ListParams` with this instance's selector: for every list of an owned kind.

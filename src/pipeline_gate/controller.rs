@@ -25,7 +25,7 @@ use kube::core::PartialObjectMeta;
 
 /// Run the PipelineGate controller until `shutdown` resolves; in-flight reconciles finish first.
 ///
-/// Watches every change of every gate (`any_semantic`, no predicates: a `lockstep.dev/requested-at`
+/// Watches every change of every gate (lists paged, see [`crate::shard::OWNED_PAGE_SIZE`]; no predicates: a `lockstep.dev/requested-at`
 /// annotation change must trigger a reconcile even though it does not bump `generation`), and the Secrets
 /// in the watched namespaces, mapped to the gates that reference them (metadata only: see
 /// [`secret_changes`]). When the webhook receiver runs in this process, it also hands over the gates a
@@ -52,7 +52,7 @@ pub async fn run(
     let recorders = ctx.io.recorders.clone();
     let gate_stream = reflector(
         writer,
-        watcher::watcher(gates, shared.sharding.watcher_config().any_semantic())
+        watcher::watcher(gates, shared.sharding.watcher_config())
             .modify(PipelineGate::compact_for_cache),
     )
     .applied_objects()

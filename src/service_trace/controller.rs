@@ -99,7 +99,7 @@ pub async fn run(
         writer,
         watcher::watcher(
             shared.scoped::<ServiceTrace>(),
-            shared.sharding.watcher_config().any_semantic(),
+            shared.sharding.watcher_config(),
         )
         .modify(ServiceTrace::compact_for_cache),
     )

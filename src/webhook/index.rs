@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use kube::runtime::reflector::ObjectRef;
@@ -366,7 +366,7 @@ struct RepoSlot {
 }
 
 /// Where one object is filed, so it can be unfiled on update or delete.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Slots {
     pipelines: Vec<PipelineSlot>,
     repos: Vec<RepoSlot>,
@@ -378,11 +378,14 @@ impl Slots {
     }
 }
 
-/// One kind's routing tables.
+/// One kind's routing tables. Each object's reference is one allocation shared by every table that
+/// files it, and equal slots are one allocation too (the gates of one pipeline all have the same): the
+/// index holds every object for the life of the process.
 struct Routes<R> {
-    by_object: HashMap<R, Slots>,
-    by_pipeline: HashMap<(OrgKey, i64), HashMap<BranchKey, HashSet<R>>>,
-    by_repo: HashMap<RepoSlot, HashSet<R>>,
+    by_object: HashMap<Arc<R>, Arc<Slots>>,
+    by_pipeline: HashMap<(OrgKey, i64), HashMap<BranchKey, HashSet<Arc<R>>>>,
+    by_repo: HashMap<RepoSlot, HashSet<Arc<R>>>,
+    interned: HashSet<Arc<Slots>>,
     /// Objects seen since the last `Init`, swapped in at `InitDone`.
     relist: Option<HashMap<R, Slots>>,
     synced: bool,
@@ -394,6 +397,7 @@ impl<R> Default for Routes<R> {
             by_object: HashMap::new(),
             by_pipeline: HashMap::new(),
             by_repo: HashMap::new(),
+            interned: HashSet::new(),
             relist: None,
             synced: false,
         }
@@ -402,13 +406,22 @@ impl<R> Default for Routes<R> {
 
 impl<R: Clone + Eq + Hash> Routes<R> {
     fn upsert(&mut self, r: R, slots: Slots) {
-        if self.by_object.get(&r) == Some(&slots) {
+        if self.by_object.get(&r).is_some_and(|s| **s == slots) {
             return;
         }
         self.remove(&r);
         if slots.is_empty() {
             return;
         }
+        let slots = match self.interned.get(&slots) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::new(slots);
+                self.interned.insert(shared.clone());
+                shared
+            }
+        };
+        let r = Arc::new(r);
         for p in &slots.pipelines {
             self.by_pipeline
                 .entry((p.org.clone(), p.definition_id))
@@ -430,8 +443,8 @@ impl<R: Clone + Eq + Hash> Routes<R> {
         let Some(slots) = self.by_object.remove(r) else {
             return false;
         };
-        for p in slots.pipelines {
-            let key = (p.org, p.definition_id);
+        for p in &slots.pipelines {
+            let key = (p.org.clone(), p.definition_id);
             if let Some(branches) = self.by_pipeline.get_mut(&key) {
                 if let Some(set) = branches.get_mut(&p.branch) {
                     set.remove(r);
@@ -444,13 +457,17 @@ impl<R: Clone + Eq + Hash> Routes<R> {
                 }
             }
         }
-        for repo in slots.repos {
-            if let Some(set) = self.by_repo.get_mut(&repo) {
+        for repo in &slots.repos {
+            if let Some(set) = self.by_repo.get_mut(repo) {
                 set.remove(r);
                 if set.is_empty() {
-                    self.by_repo.remove(&repo);
+                    self.by_repo.remove(repo);
                 }
             }
+        }
+        // The interning table and this one: no other object has these slots any more.
+        if Arc::strong_count(&slots) == 2 {
+            self.interned.remove(&*slots);
         }
         true
     }
@@ -460,8 +477,8 @@ impl<R: Clone + Eq + Hash> Routes<R> {
         let gone: Vec<R> = self
             .by_object
             .keys()
-            .filter(|r| !objects.contains_key(*r))
-            .cloned()
+            .filter(|r| !objects.contains_key(&***r))
+            .map(|r| R::clone(r))
             .collect();
         for r in &gone {
             self.remove(r);
@@ -477,12 +494,12 @@ impl<R: Clone + Eq + Hash> Routes<R> {
             return Vec::new();
         };
         match branch {
-            None => branches.values().flatten().cloned().collect(),
+            None => branches.values().flatten().map(|r| R::clone(r)).collect(),
             Some(b) => [BranchKey::of(b), BranchKey::Any]
                 .iter()
                 .filter_map(|k| branches.get(k))
                 .flatten()
-                .cloned()
+                .map(|r| R::clone(r))
                 .collect(),
         }
     }
@@ -499,7 +516,7 @@ impl<R: Clone + Eq + Hash> Routes<R> {
                 })
             })
             .flatten()
-            .cloned()
+            .map(|r| R::clone(r))
             .collect()
     }
 }
@@ -667,6 +684,37 @@ mod tests {
 
     /// Issue 13, defect 3: two Azure DevOps Server collections that differ only by port are two
     /// organizations; a delivery from one never reaches the other's gates, whichever URL names it.
+    #[test]
+    fn objects_of_one_pipeline_share_their_slots_and_nothing_outlives_them() {
+        let index = HintIndex::new();
+        let (a, b) = (
+            gate("ns", "a", "https://dev.azure.com/org", 7, "main"),
+            gate("ns", "b", "https://dev.azure.com/org", 7, "main"),
+        );
+        index.apply_gate(&a);
+        index.apply_gate(&b);
+        index.apply_gate(&gate("ns", "c", "https://dev.azure.com/org", 8, "main"));
+        {
+            let routes = read(&index.gates);
+            assert_eq!(routes.interned.len(), 2);
+            let slots: Vec<_> = routes.by_object.values().collect();
+            let shared = slots
+                .iter()
+                .filter(|s| s.pipelines[0].definition_id == 7)
+                .collect::<Vec<_>>();
+            assert!(Arc::ptr_eq(shared[0], shared[1]));
+        }
+        let org = OrgKey::from_url("https://dev.azure.com/org").unwrap();
+        assert_eq!(index.gates_for(&org, 7, Some("refs/heads/main")).len(), 2);
+        index.delete_gate(&a);
+        assert_eq!(read(&index.gates).interned.len(), 2);
+        index.delete_gate(&b);
+        index.delete_gate(&gate("ns", "c", "https://dev.azure.com/org", 8, "main"));
+        let routes = read(&index.gates);
+        assert!(routes.interned.is_empty() && routes.by_object.is_empty());
+        assert!(routes.by_pipeline.is_empty());
+    }
+
     #[test]
     fn server_collections_on_two_ports_are_routed_apart() {
         let idx = HintIndex::new();

@@ -654,7 +654,17 @@ fn list(
     reader: &Reader,
 ) -> Result<Response, ApiError> {
     let sel = Selectors::parse(rt, params)?;
-    let limit = match params.get("limit").map(String::as_str) {
+    // `resourceVersion=0` is served from the watch cache, which does not paginate: `limit` is ignored and
+    // the whole list comes back in one response (k8s.io/apiserver pkg/storage/cacher/cacher.go
+    // `shouldDelegateList`: `hasLimit := listOptions.ResourceVersion != "0" && pred.Limit > 0`; kubernetes
+    // PR #70735 "Use watch cache when rv=0 even when limit is set"). A client that wants pages must not
+    // ask for resourceVersion=0.
+    let from_watch_cache = params.get("resourceVersion").map(String::as_str) == Some("0");
+    let limit = match params
+        .get("limit")
+        .map(String::as_str)
+        .filter(|_| !from_watch_cache)
+    {
         None | Some("") => None,
         Some(l) => match l.parse::<i64>() {
             Ok(n) if n > 0 => Some(n as usize),
