@@ -378,12 +378,15 @@ impl Slots {
     }
 }
 
+/// The objects following one pipeline, by branch.
+type ByBranch<R> = HashMap<BranchKey, HashSet<Arc<R>>>;
+
 /// One kind's routing tables. Each object's reference is one allocation shared by every table that
 /// files it, and equal slots are one allocation too (the gates of one pipeline all have the same): the
 /// index holds every object for the life of the process.
 struct Routes<R> {
     by_object: HashMap<Arc<R>, Arc<Slots>>,
-    by_pipeline: HashMap<(OrgKey, i64), HashMap<BranchKey, HashSet<Arc<R>>>>,
+    by_pipeline: HashMap<(OrgKey, i64), ByBranch<R>>,
     by_repo: HashMap<RepoSlot, HashSet<Arc<R>>>,
     interned: HashSet<Arc<Slots>>,
     /// Objects seen since the last `Init`, swapped in at `InitDone`.
