@@ -34,6 +34,9 @@
 //!    a sample.
 //! 5. **process cost**: peak RSS (`VmHWM` of /proc/<pid>/status) and CPU seconds (utime + stime of
 //!    /proc/<pid>/stat) of the lockstep process, at settle and at the end.
+//! 6. **restart**: that process stops and a new one starts over the settled gates, as in a rollout or a
+//!    leader change: seconds until its /readyz (its first, paged list done), its Kubernetes writes in the
+//!    two fast periods after (should be 0: it resumes from status) and its peak RSS.
 //!
 //! **Foreign objects** (`--foreign-secrets N --secret-size KIB`, `--foreign-deployments N`): objects
 //! lockstep watches but does not serve, created before lockstep starts, half in the gates' namespace and
@@ -380,6 +383,11 @@ struct SizeResult {
     hook_to_ready_max_ms: f64,
     peak_rss_mib: f64,
     rss_mib: f64,
+    /// A second process started over the settled gates: until /readyz (first list done), its Kubernetes
+    /// writes in the two fast periods after (ideal 0: status says everything) and its peak RSS.
+    restart_ready_seconds: f64,
+    restart_k8s_writes: usize,
+    restart_peak_rss_mib: f64,
     cpu_seconds_settle: f64,
     cpu_seconds_total: f64,
     /// Watch and list requests lockstep made (relists show up here).
@@ -451,6 +459,7 @@ fn table(results: &[SizeResult]) -> String {
         "p99 ms",
         "peak RSS MiB",
         "CPU s",
+        "restart: ready s / writes / peak RSS MiB",
     ];
     let rows: Vec<Vec<String>> = results
         .iter()
@@ -475,6 +484,10 @@ fn table(results: &[SizeResult]) -> String {
                 format!("{:.0}", r.hook_to_ready_p99_ms),
                 format!("{:.1}", r.peak_rss_mib),
                 format!("{:.1}", r.cpu_seconds_total),
+                format!(
+                    "{:.1} / {} / {:.1}",
+                    r.restart_ready_seconds, r.restart_k8s_writes, r.restart_peak_rss_mib
+                ),
             ]
         })
         .collect();
@@ -1124,8 +1137,21 @@ async fn measure_in(
     let (peak_rss, rss, cpu_total) = lockstep.usage();
     tally.drain(&emu);
     let log_warnings = lockstep.warnings();
-    watch_task.abort();
     lockstep.stop().await;
+
+    // 5. restart: a new process over the same gates resumes from their status. It lists them (paged),
+    // decides nothing new and writes nothing; its peak RSS is that of a rollout or a leader change.
+    quiesce(&emu).await;
+    emu.clear_requests();
+    let restarted_at = Instant::now();
+    let again = Lockstep::start_as(options, dir, &kubeconfig, "lockstep-restarted", &[]).await?;
+    let restart_ready = restarted_at.elapsed();
+    tokio::time::sleep(options.fast_interval * 2).await;
+    let restart_k8s_writes = lockstep_writes(&emu);
+    let (restart_peak_rss, _, _) = again.usage();
+    tally.drain(&emu);
+    again.stop().await;
+    watch_task.abort();
     Ok(SizeResult {
         gates,
         pipelines,
@@ -1145,6 +1171,9 @@ async fn measure_in(
         hook_samples: samples.len(),
         hook_to_ready_p50_ms: percentile(&samples, 0.50),
         hook_to_ready_p99_ms: percentile(&samples, 0.99),
+        restart_ready_seconds: restart_ready.as_secs_f64(),
+        restart_k8s_writes,
+        restart_peak_rss_mib: restart_peak_rss,
         hook_to_ready_max_ms: samples.last().copied().unwrap_or(0.0),
         peak_rss_mib: peak_rss,
         rss_mib: rss,
