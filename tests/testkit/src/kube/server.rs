@@ -614,6 +614,13 @@ impl Selectors {
     fn matches(&self, view: &Value) -> bool {
         self.labels.matches(view) && self.fields.matches(view)
     }
+
+    /// Neither a label nor a field selector was given.
+    fn is_empty(&self, params: &Params) -> bool {
+        [params.get("labelSelector"), params.get("fieldSelector")]
+            .iter()
+            .all(|p| p.is_none_or(|s| s.is_empty()))
+    }
 }
 
 fn hex_encode(s: &str) -> String {
@@ -691,7 +698,9 @@ fn list(
             Some((cns, cname))
         }
     };
-    let mut matching: Vec<(&StoreKey, Value)> = store
+    // Objects are decoded (`to_view`, defaults applied) only as far as the page needs: a paged list of N
+    // objects costs O(N) in all, as an etcd range read does, not O(N) per page.
+    let mut candidates = store
         .scan(rt, ns)
         .filter(|(k, _)| {
             after
@@ -699,22 +708,31 @@ fn list(
                 .is_none_or(|(ans, aname)| (&k.namespace, &k.name) > (ans, aname))
         })
         .map(|(k, o)| (k, Store::to_view(rt, o)))
-        .filter(|(_, v)| sel.matches(v))
-        .collect();
+        .filter(|(_, v)| sel.matches(v));
+    let matching: Vec<(&StoreKey, Value)> = match limit {
+        Some(limit) => candidates.by_ref().take(limit).collect(),
+        None => candidates.by_ref().collect(),
+    };
     let mut meta = json!({"resourceVersion": store.rv.to_string()});
-    if let Some(limit) = limit {
-        if matching.len() > limit {
-            let remaining = matching.len() - limit;
-            matching.truncate(limit);
-            if let Some((last, _)) = matching.last() {
-                meta["continue"] = json!(encode_continue(store.rv, last));
-                meta["remainingItemCount"] = json!(remaining);
+    if limit.is_some() && candidates.next().is_some() {
+        if let Some((last, _)) = matching.last() {
+            meta["continue"] = json!(encode_continue(store.rv, last));
+            // Only without selectors does the API server know how many remain ("If the list request
+            // contained label or field selectors, then the number of remaining items is unknown and the
+            // field will be left unset": ListMeta.remainingItemCount, k8s.io/apimachinery types.go).
+            if sel.is_empty(params) {
+                let rest = store
+                    .scan(rt, ns)
+                    .filter(|(k, _)| (&k.namespace, &k.name) > (&last.namespace, &last.name))
+                    .count();
+                meta["remainingItemCount"] = json!(rest);
             }
         }
     }
     let items: Vec<Value> = matching.into_iter().map(|(_, v)| v).collect();
-    let body = presentation.list(rt, items, meta);
+    drop(candidates);
     drop(store);
+    let body = presentation.list(rt, items, meta);
     Ok(read_response(shared, reader, &body))
 }
 
